@@ -1,0 +1,1 @@
+"""trygg: welfare-technology sensor event pipeline."""

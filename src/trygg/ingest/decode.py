@@ -1,0 +1,150 @@
+"""MQTT message -> validated events or dead letters. Pure: no I/O.
+
+The decoder is the single place where untrusted bytes become ``Event``s. It
+never raises for bad input: whatever cannot be used becomes a ``DeadLetter``
+whose reason a person can act on ("unknown device 'x'", "event[3].time: ...").
+Valid events in a batch survive invalid neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from trygg.model import DeadLetter, Event, EventPayload
+from trygg.registry import Device
+
+_payload = TypeAdapter(EventPayload)
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What the decoder accepts; each limit is a setting."""
+
+    max_payload_bytes: int = 256 * 1024
+    max_batch: int = 1000
+    max_future: timedelta = timedelta(minutes=5)  # device clock ahead of ours
+    max_age: timedelta = timedelta(days=7)  # older than this is not live data
+
+
+@dataclass
+class Decoded:
+    events: list[Event] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+def parse_topic(topic: str, site: str) -> tuple[str, str] | None:
+    """``trygg/{site}/devices/{device}/{channel}`` -> (device, channel)."""
+    parts = topic.split("/")
+    if len(parts) == 5 and parts[0] == "trygg" and parts[1] == site and parts[2] == "devices":
+        return parts[3], parts[4]
+    return None
+
+
+def _describe(exc: ValidationError, prefix: str) -> str:
+    msgs = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        msgs.append(f"{prefix}{'.' + loc if loc else ''}: {msg}")
+    more = len(exc.errors()) - 3
+    return "; ".join(msgs) + (f"; and {more} more" if more > 0 else "")
+
+
+class Decoder:
+    """Turns one MQTT message into events for known devices, or dead letters."""
+
+    def __init__(
+        self, site: str, devices: Mapping[str, Device], limits: DecodeLimits | None = None
+    ):
+        self.site = site
+        self.devices = devices
+        self.limits = limits or DecodeLimits()
+
+    def decode(self, topic: str, payload: bytes, received_at: datetime) -> Decoded:
+        out = Decoded()
+
+        def dead(reason: str, raw: bytes = payload, device: str | None = None) -> Decoded:
+            out.dead.append(DeadLetter(topic, raw, reason, received_at, device))
+            return out
+
+        where = parse_topic(topic, self.site)
+        if where is None:
+            return dead(f"topic {topic!r} is not trygg/{self.site}/devices/<device>/events")
+        device_id, channel = where
+        if channel != "events":
+            return dead(f"channel {channel!r} is not handled here", device=device_id)
+        device = self.devices.get(device_id)
+        if device is None:
+            return dead(
+                f"unknown device {device_id!r}: register it before it publishes", device=device_id
+            )
+        if len(payload) > self.limits.max_payload_bytes:
+            return dead(
+                f"payload of {len(payload)} bytes exceeds the limit of "
+                f"{self.limits.max_payload_bytes}",
+                device=device_id,
+            )
+        try:
+            doc = json.loads(payload)
+        except (ValueError, RecursionError) as exc:
+            return dead(f"not JSON: {str(exc)[:120]}", device=device_id)
+        if isinstance(doc, dict):
+            items: list[Any] = [doc]
+            batch = False
+        elif isinstance(doc, list):
+            items, batch = doc, True
+            if not items:
+                return dead("an empty JSON array holds no events", device=device_id)
+            if len(items) > self.limits.max_batch:
+                return dead(
+                    f"a batch of {len(items)} events exceeds the limit of {self.limits.max_batch}",
+                    device=device_id,
+                )
+        else:
+            return dead(
+                f"expected a JSON object or array of objects, got {type(doc).__name__}",
+                device=device_id,
+            )
+        for i, item in enumerate(items):
+            prefix = f"event[{i}]" if batch else "event"
+            raw = json.dumps(item, separators=(",", ":")).encode() if batch else payload
+            if not isinstance(item, dict):
+                dead(f"{prefix}: expected a JSON object, got {type(item).__name__}", raw, device_id)
+                continue
+            try:
+                p = _payload.validate_python(item)
+            except ValidationError as exc:
+                dead(_describe(exc, prefix), raw, device_id)
+                continue
+            skew = p.time - received_at
+            if skew > self.limits.max_future:
+                dead(
+                    f"{prefix}.time is {skew} ahead of the receiver's clock "
+                    f"(limit {self.limits.max_future}): check the device clock",
+                    raw,
+                    device_id,
+                )
+                continue
+            if -skew > self.limits.max_age:
+                dead(f"{prefix}.time is {-skew} old (limit {self.limits.max_age})", raw, device_id)
+                continue
+            out.events.append(
+                Event(
+                    device=device_id,
+                    id=p.id,
+                    type=p.type,
+                    time=p.time,
+                    resident=device.resident,
+                    kind=device.kind,
+                    room=p.room or device.room,
+                    value=p.value,
+                    position=(p.position.lat, p.position.lon) if p.position else None,
+                )
+            )
+        return out

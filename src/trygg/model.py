@@ -1,0 +1,198 @@
+"""The contracts between pipeline stages.
+
+Everything a later stage needs from an earlier one is defined here and only
+here: the MQTT event payload (``EventPayload``), the validated and enriched
+``Event`` that ingest hands on, the ``Signal`` the rule engine emits and the
+vocabularies they use. Stages import these types, never each other's
+internals, which keeps the stages replaceable (the distributed runner moves
+them into separate processes without touching them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class EventType(StrEnum):
+    """The event vocabulary of DESIGN.md (contract: events on MQTT)."""
+
+    BUTTON_PRESSED = "button.pressed"
+    PULLCORD_PULLED = "pullcord.pulled"
+    FALL_DETECTED = "fall.detected"
+    FALL_CANCELLED = "fall.cancelled"
+    ALARM_RESET = "alarm.reset"
+    BED_OCCUPIED = "bed.occupied"
+    BED_VACANT = "bed.vacant"
+    CHAIR_OCCUPIED = "chair.occupied"
+    CHAIR_VACANT = "chair.vacant"
+    DOOR_OPENED = "door.opened"
+    DOOR_CLOSED = "door.closed"
+    MOTION_DETECTED = "motion.detected"
+    SMOKE_DETECTED = "smoke.detected"
+    WATER_DETECTED = "water.detected"
+    SEIZURE_DETECTED = "seizure.detected"
+    TEMPERATURE = "temperature"
+    DOSE_TAKEN = "dose.taken"
+    DOSE_MISSED = "dose.missed"
+    DISPENSER_FAULT = "dispenser.fault"
+    BATTERY = "battery"
+    HEARTBEAT = "heartbeat"
+    LOCATION = "location"
+
+
+class Room(StrEnum):
+    """Rooms a device can be placed in; a door in the entrance is the front door."""
+
+    BEDROOM = "bedroom"
+    BATHROOM = "bathroom"
+    KITCHEN = "kitchen"
+    LIVINGROOM = "livingroom"
+    HALLWAY = "hallway"
+    ENTRANCE = "entrance"
+
+
+class DeviceKind(StrEnum):
+    BED = "bed"
+    CHAIR = "chair"
+    MOTION = "motion"
+    DOOR = "door"
+    BUTTON = "button"
+    PULLCORD = "pullcord"
+    FALL = "fall"
+    SMOKE = "smoke"
+    WATER = "water"
+    DISPENSER = "dispenser"
+    THERMOMETER = "thermometer"
+    SEIZURE = "seizure"
+    GPS = "gps"
+
+
+class Severity(StrEnum):
+    """Alert severity, VKP severity levels 1-3."""
+
+    GREEN = "green"
+    YELLOW = "yellow"
+    RED = "red"
+
+    @property
+    def rank(self) -> int:
+        return {"green": 1, "yellow": 2, "red": 3}[self.value]
+
+
+# Plausible physical ranges; a reading outside them is a broken sensor or a
+# malformed payload, and goes to the dead letters rather than to the rules.
+VALUE_RANGES: dict[EventType, tuple[float, float]] = {
+    EventType.TEMPERATURE: (-60.0, 120.0),
+    EventType.BATTERY: (0.0, 100.0),
+}
+
+
+class Position(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class EventPayload(BaseModel):
+    """One event as a device publishes it (DESIGN.md, contract: events on MQTT).
+
+    Unknown extra fields are ignored rather than refused, so that a device
+    firmware that adds a field does not turn every one of its alarms into a
+    dead letter.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str = Field(min_length=1, max_length=64)
+    type: EventType
+    time: AwareDatetime
+    value: float | None = None
+    room: Room | None = None
+    position: Position | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("value must be a finite number")
+        return v
+
+    @model_validator(mode="after")
+    def _value_fits_type(self) -> EventPayload:
+        bounds = VALUE_RANGES.get(self.type)
+        if bounds is not None:
+            if self.value is None:
+                raise ValueError(f"a {self.type.value} event needs a numeric 'value'")
+            lo, hi = bounds
+            if not lo <= self.value <= hi:
+                raise ValueError(f"{self.type.value} value {self.value} is outside {lo:g}..{hi:g}")
+        if self.type is EventType.LOCATION and self.position is None:
+            raise ValueError("a location event needs a 'position' with lat and lon")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated event for a known device, enriched from the device registry.
+
+    ``time`` is when the device observed it (timezone-aware); ``room`` is the
+    payload's room or else the device's registered room.
+    """
+
+    device: str
+    id: str
+    type: EventType
+    time: datetime
+    resident: str
+    kind: DeviceKind
+    room: Room | None = None
+    value: float | None = None
+    position: tuple[float, float] | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The deduplication key: an event id is unique per device."""
+        return (self.device, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Input that was not a valid event for a known device, kept with its reason."""
+
+    topic: str
+    payload: bytes
+    reason: str
+    received_at: datetime
+    device: str | None = None
+
+
+class SignalAction(StrEnum):
+    FIRE = "fire"
+    CLEAR = "clear"
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """What the rule engine decides: a rule fires or clears for a resident.
+
+    ``at`` is the (event or timer) time the decision belongs to, never the
+    wall clock of the machine that computed it, so replay and live agree.
+    ``device`` is set for per-device rules (device offline, battery low).
+    """
+
+    action: SignalAction
+    rule: str
+    resident: str
+    at: datetime
+    code: str
+    severity: Severity
+    catalogue_version: str
+    events: tuple[str, ...] = ()
+    device: str | None = None
+    title: str = field(default="", compare=False)

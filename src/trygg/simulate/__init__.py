@@ -1,0 +1,51 @@
+"""Simulated homes: realistic sensor traffic, incidents and their ground truth.
+
+Library API (the CLI in ``trygg.simulate.cli`` is a thin layer over it)::
+
+    registry, homes = build_homes(50, seed=7)
+    truth: list[Truth] = []
+    for ev in generate(homes, start, end, seed=7, rates=make_rates({"fall": 0.1}), truth=truth):
+        ...
+    publish(generate(...), "mqtt://localhost:1883", site="demo", speed=60)
+"""
+
+from trygg.simulate.generate import (
+    DEFAULT_RATES,
+    INCIDENT_RULES,
+    SimEvent,
+    Truth,
+    generate,
+    make_rates,
+)
+from trygg.simulate.homes import DEFAULT_TEAMS, Home, SimDevice, build_homes, registry_yaml
+from trygg.simulate.mqtturl import MqttUrl, parse_mqtt_url
+from trygg.simulate.output import WriteStats, write_jsonl, write_truth
+
+__all__ = [
+    "DEFAULT_RATES",
+    "DEFAULT_TEAMS",
+    "INCIDENT_RULES",
+    "Home",
+    "MqttUrl",
+    "SimDevice",
+    "SimEvent",
+    "Truth",
+    "WriteStats",
+    "build_homes",
+    "generate",
+    "make_rates",
+    "parse_mqtt_url",
+    "publish",
+    "registry_yaml",
+    "write_jsonl",
+    "write_truth",
+]
+
+
+def __getattr__(name: str) -> object:
+    # paho is imported only when publishing is used
+    if name == "publish":
+        from trygg.simulate.publish import publish
+
+        return publish
+    raise AttributeError(name)

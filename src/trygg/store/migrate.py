@@ -1,0 +1,119 @@
+"""Versioned SQL migrations: ``trygg db migrate``.
+
+Migrations are the numbered ``migrations/NNNN_name.sql`` files of this
+package, applied in order, each in its own transaction, under an advisory lock
+so that two processes starting at once do not race. Applying is idempotent;
+a database whose schema is newer than this trygg knows is refused rather than
+half-understood.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import psycopg
+
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_LOCK_KEY = 0x7472_7967  # "tryg"
+
+
+class MigrationError(RuntimeError):
+    """The database cannot be brought to this trygg's schema."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()[:16]
+
+
+def migrations() -> list[Migration]:
+    found = []
+    for entry in resources.files("trygg.store.migrations").iterdir():
+        m = _NAME.match(entry.name)
+        if m:
+            found.append(Migration(int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    for i, mig in enumerate(found, start=1):
+        if mig.version != i:
+            raise MigrationError(
+                f"migration numbers must be 1, 2, 3...; found {mig.version} at {i}"
+            )
+    return found
+
+
+def timescaledb_available(conn: psycopg.Connection) -> bool:
+    """True when the server has TimescaleDB preloaded (so CREATE EXTENSION works)."""
+    row = conn.execute(
+        "SELECT current_setting('shared_preload_libraries', true) LIKE '%timescaledb%'"
+        " AND EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def schema_version(conn: psycopg.Connection) -> int:
+    exists = conn.execute("SELECT to_regclass('trygg_schema') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM trygg_schema").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(url: str, use_timescaledb: bool | None = None) -> list[Migration]:
+    """Bring the database at ``url`` to the newest schema; return what was applied.
+
+    ``use_timescaledb=None`` detects the extension; False forces plain tables.
+    """
+    known = migrations()
+    applied: list[Migration] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS trygg_schema (version integer PRIMARY KEY,"
+                " name text NOT NULL, checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            current = schema_version(conn)
+            if current > len(known):
+                raise MigrationError(
+                    f"the database schema is version {current}, newer than this trygg knows"
+                    f" ({len(known)}): upgrade trygg before running it against this database"
+                )
+            tsdb = timescaledb_available(conn) if use_timescaledb is None else use_timescaledb
+            for m in known[current:]:
+                with conn.transaction():
+                    conn.execute(
+                        "SELECT set_config('trygg.timescaledb', %s, true)",
+                        ["on" if tsdb else "off"],
+                    )
+                    conn.execute(m.sql.encode())
+                    conn.execute(
+                        "INSERT INTO trygg_schema (version, name, checksum) VALUES (%s, %s, %s)",
+                        [m.version, m.name, m.checksum],
+                    )
+                applied.append(m)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
+    return applied
+
+
+def uses_hypertable(conn: psycopg.Connection) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
+    ).fetchone()
+    if not row or not row[0]:
+        return False
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables"
+        " WHERE hypertable_name = 'events')"
+    ).fetchone()
+    return bool(row and row[0])

@@ -1,0 +1,68 @@
+"""The device registry in the database: load from a file, read back for the runners."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from trygg.registry import Registry, parse_registry
+
+
+@dataclass(frozen=True)
+class RegistryCounts:
+    residents: int
+    devices: int
+
+
+def save_registry(conn: psycopg.Connection, registry: Registry) -> RegistryCounts:
+    """Insert or update every resident and device of ``registry`` in one transaction.
+
+    Residents and devices absent from the file are left alone: a registry file
+    may describe one team's homes only.
+    """
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO residents (id, team, timezone, overrides) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (id) DO UPDATE SET team = excluded.team, timezone = excluded.timezone,"
+            " overrides = excluded.overrides, updated_at = now()",
+            [(r.id, r.team, r.timezone, Jsonb(r.overrides)) for r in registry.residents],
+        )
+        cur.executemany(
+            "INSERT INTO devices (id, resident, kind, room, heartbeat) VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (id) DO UPDATE SET resident = excluded.resident, kind = excluded.kind,"
+            " room = excluded.room, heartbeat = excluded.heartbeat, updated_at = now()",
+            [
+                (d.id, d.resident, d.kind.value, d.room.value if d.room else None, d.heartbeat)
+                for d in registry.devices
+            ],
+        )
+    return RegistryCounts(len(registry.residents), len(registry.devices))
+
+
+def load_registry(conn: psycopg.Connection) -> Registry:
+    """The whole registry as stored, validated the same way as a file."""
+    residents = [
+        {"id": i, "team": t, "timezone": tz, "overrides": o}
+        for i, t, tz, o in conn.execute(
+            "SELECT id, team, timezone, overrides FROM residents ORDER BY id"
+        ).fetchall()
+    ]
+    devices = [
+        {
+            k: v
+            for k, v in (
+                ("id", i),
+                ("resident", r),
+                ("kind", k_),
+                ("room", room),
+                ("heartbeat", hb),
+            )
+            if v is not None
+        }
+        for i, r, k_, room, hb in conn.execute(
+            "SELECT id, resident, kind, room, heartbeat FROM devices ORDER BY id"
+        ).fetchall()
+    ]
+    return parse_registry({"residents": residents, "devices": devices}, "database")
