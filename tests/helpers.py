@@ -101,7 +101,12 @@ class TryggProcess:
     """``trygg run`` as a separate process, configured by TRYGG_* variables."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.env = {**os.environ, "TRYGG_LOG_FORMAT": "json", **env}
+        self.env = {
+            **os.environ,
+            "TRYGG_LOG_FORMAT": "json",
+            "TRYGG_SPOOL_DIR": tempfile.mkdtemp(prefix="trygg-spool-"),
+            **env,
+        }
         self.proc: subprocess.Popen[bytes] | None = None
         fd, self.log_path = tempfile.mkstemp(prefix="trygg-run-", suffix=".log")
         os.close(fd)

@@ -111,6 +111,7 @@ def run_demo(homes: int = 24, seconds: float = 0, speed: float = 60.0) -> None:
             database_url=pg.url,
             webhook_url=f"http://127.0.0.1:{hook_port}/alerts",
             mqtt_client_id="trygg-demo",
+            spool_dir=work / "spool",
         )
         print(
             f"  broker   {broker.url}\n  database {pg.url}\n  webhook  http://127.0.0.1:{hook_port}/alerts"

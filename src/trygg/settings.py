@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     batch_max: int = Field(2000, description="events per database write")
     batch_wait_ms: int = Field(20, description="longest wait to fill a batch")
+    spool_dir: Path = Field(
+        Path("trygg-spool"), description="durable local hand-off to the database"
+    )
+    spool_max_mb: int = Field(4096, description="stop taking messages when this much is unstored")
 
 
 def load_settings(config: Path | None = None, **overrides: object) -> Settings:

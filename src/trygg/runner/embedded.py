@@ -1,12 +1,15 @@
 """The embedded runner: the whole pipeline in one asyncio process.
 
     paho thread --Message--> queue --> decode --> dedup --> rules --> alerts --> notify
-                                          \\--> store (batched, then PUBACK)
+                                           \\--> spool (fsync) --> PUBACK
+                                                  spool --> drainer --> store (exactly once)
 
-The paho network thread only enqueues. One consumer task drains the queue in
-batches: it decodes, drops re-deliveries, runs the rule engine at once (so an
-alarm is not held up by the database), writes the batch, and only then
-acknowledges the batch's messages, in order. A timer task drives the
+The paho network thread only enqueues. The consumer task drains the queue in
+batches: it decodes, drops re-deliveries, runs the rule engine at once (an
+alarm never waits for the database), appends the batch to the local spool,
+and only then acknowledges the batch's messages, in order. The drainer
+writes the spool to PostgreSQL whenever PostgreSQL is there; while it is not,
+the spool grows (bounded) and alerting goes on. A timer task drives the
 engine's absence timers from the wall clock.
 """
 
@@ -16,7 +19,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -30,9 +33,10 @@ from trygg.ingest.mqtt import Message, MqttSource
 from trygg.model import Event, EventType, Severity, Signal, SignalAction
 from trygg.notify.webhook import Webhook
 from trygg.registry import Registry
+from trygg.runner.spool import Position, Spool
 from trygg.settings import Settings
-from trygg.store import alerts as alert_store
-from trygg.store import events as event_store
+from trygg.store import spooled
+from trygg.store.events import StoredEvent
 from trygg.store.registry import load_registry
 
 log = logs.get("trygg.runner")
@@ -83,12 +87,12 @@ class FallOnly:
 class Stats:
     received: int = 0
     events: int = 0
-    stored: int = 0
     duplicates: int = 0
+    stored: int = 0
     dead_letters: int = 0
     alerts: int = 0
     notified: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    spool_bytes: int = 0
 
 
 def _now() -> datetime:
@@ -101,16 +105,21 @@ class EmbeddedRunner:
         self.engine: RuleEngine = engine or FallOnly()
         self.stats = Stats()
         self.dedup = RecentKeys()
+        self.spool_name = settings.mqtt_client_id
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
-        self._alerts: asyncio.Queue[Signal] = asyncio.Queue()
         self._wake_timers = asyncio.Event()
+        self._wake_drain = asyncio.Event()
         self.ready = asyncio.Event()
         self._pool: ConnectionPool | None = None
+        self._spool: Spool | None = None
+        self._stored_to: Position | None = None
         self._registry: Registry = Registry()
         self._decoder: Decoder | None = None
         self._teams: dict[str, str] = {}
+        self._webhook: Webhook | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    # --- database helpers (run in worker threads) ---------------------------
+    # --- database -----------------------------------------------------------
     def _db(self, fn: Any, *args: Any) -> Any:
         assert self._pool is not None
         with self._pool.connection() as conn:
@@ -121,11 +130,15 @@ class EmbeddedRunner:
         while True:
             try:
                 return await asyncio.to_thread(self._db, fn, *args)
-            except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
+            except (
+                psycopg.OperationalError,
+                psycopg.errors.AdminShutdown,
+                psycopg.errors.QueryCanceled,
+            ) as exc:
                 log.warning(
                     "database unavailable, retrying",
                     what=what,
-                    error=str(exc)[:200],
+                    error=str(exc).strip()[:200],
                     retry_in=delay,
                 )
                 await asyncio.sleep(delay)
@@ -137,13 +150,20 @@ class EmbeddedRunner:
         self._teams = {r.id: r.team for r in registry.residents}
         self.engine.update_registry(registry)
 
-    # --- the pipeline -------------------------------------------------------
+    # --- life ---------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         self._pool = ConnectionPool(
-            s.database_url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
+            s.database_url,
+            min_size=1,
+            max_size=4,
+            open=False,
+            kwargs={"autocommit": True},
+            timeout=10,
         )
         self._pool.open(wait=False)
+        self._spool = Spool(s.spool_dir / self.spool_name, max_bytes=s.spool_max_mb << 20)
+        # The registry is the one thing we cannot start without.
         self._set_registry(await self._db_retry("load registry", load_registry))
         log.info(
             "registry loaded",
@@ -151,7 +171,7 @@ class EmbeddedRunner:
             devices=len(self._registry.devices),
         )
         loop = asyncio.get_running_loop()
-        webhook = Webhook(s.webhook_url, s.webhook_secret) if s.webhook_url else None
+        self._webhook = Webhook(s.webhook_url, s.webhook_secret) if s.webhook_url else None
         source = MqttSource(
             s.mqtt_url,
             s.mqtt_client_id,
@@ -162,8 +182,8 @@ class EmbeddedRunner:
         source.start()
         tasks = [
             asyncio.create_task(self._consume(source), name="consume"),
+            asyncio.create_task(self._drain(), name="drain"),
             asyncio.create_task(self._timers(), name="timers"),
-            asyncio.create_task(self._route(webhook), name="route"),
             asyncio.create_task(self._reload_registry(), name="registry"),
         ]
         await asyncio.to_thread(source.connected.wait, 30)
@@ -175,10 +195,22 @@ class EmbeddedRunner:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        if webhook:
-            await webhook.aclose()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._drain_once(), 5)  # best effort; the spool keeps the rest
+        if self._webhook:
+            await self._webhook.aclose()
+        self._spool.close()
         self._pool.close()
 
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- receive ------------------------------------------------------------
     async def _next_batch(self) -> list[Message]:
         batch = [await self._queue.get()]
         deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
@@ -196,37 +228,36 @@ class EmbeddedRunner:
         return batch
 
     async def _consume(self, source: MqttSource) -> None:
+        assert self._spool is not None
         while True:
+            while self._stored_to is not None and self._spool.full(self._stored_to):
+                log.warning(
+                    "spool full: holding messages at the broker until the database catches up"
+                )
+                await asyncio.sleep(1)
             batch = await self._next_batch()
             received = _now()
             assert self._decoder is not None
-            to_store: list[event_store.StoredEvent] = []
-            dead = []
+            records: list[spooled.Record] = []
             for msg in batch:
                 self.stats.received += 1
                 out = self._decoder.decode(msg.topic, msg.payload, received)
-                dead.extend(out.dead)
+                for d in out.dead:
+                    records.append(spooled.dead_letter_record(d))
+                    log.info("dead letter", device=d.device, reason=d.reason)
                 for ev in out.events:
                     self.stats.events += 1
                     if self.dedup.seen(ev.key):
                         self.stats.duplicates += 1
                         continue
-                    to_store.append(event_store.StoredEvent(ev, received))
+                    records.append(spooled.event_record(StoredEvent(ev, received)))
                     for sig in self.engine.process(ev):
-                        self._alerts.put_nowait(sig)
+                        self._signal(sig)
             self._wake_timers.set()
-            if to_store:
-                self.stats.stored += await self._db_retry(
-                    "write events", event_store.write_events, to_store
-                )
-            if dead:
-                self.stats.dead_letters += await self._db_retry(
-                    "write dead letters", event_store.write_dead_letters, dead
-                )
-                for d in dead:
-                    log.info("dead letter", device=d.device, reason=d.reason)
+            await asyncio.to_thread(self._spool.append, records)
             for msg in batch:
                 source.ack(msg)
+            self._wake_drain.set()
 
     async def _timers(self) -> None:
         while True:
@@ -238,7 +269,7 @@ class EmbeddedRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_timers.wait(), wait)
             for sig in self.engine.advance(_now()):
-                self._alerts.put_nowait(sig)
+                self._signal(sig)
 
     async def _reload_registry(self) -> None:
         """Pick up registry and care-plan changes without a restart."""
@@ -247,7 +278,7 @@ class EmbeddedRunner:
             try:
                 registry = await asyncio.to_thread(self._db, load_registry)
             except psycopg.Error as exc:
-                log.warning("registry reload failed", error=str(exc)[:200])
+                log.warning("registry reload failed", error=str(exc).strip()[:200])
                 continue
             if registry != self._registry:
                 self._set_registry(registry)
@@ -257,14 +288,39 @@ class EmbeddedRunner:
                     devices=len(registry.devices),
                 )
 
-    async def _route(self, webhook: Webhook | None) -> None:
-        while True:
-            sig = await self._alerts.get()
-            if sig.action is not SignalAction.FIRE:
-                continue
-            await self._raise(sig, webhook)
+    # --- store --------------------------------------------------------------
+    async def _drain_once(self) -> int:
+        assert self._spool is not None
+        if self._stored_to is None:
+            cp = await self._db_retry("read spool checkpoint", spooled.checkpoint, self.spool_name)
+            segs = self._spool.segments()
+            self._stored_to = Position(*cp) if cp else Position(segs[0] if segs else 1, 0)
+        records, upto = await asyncio.to_thread(self._spool.read, self._stored_to)
+        if records:
+            stored, dead = await self._db_retry(
+                "write spool", spooled.apply, self.spool_name, records, (upto.segment, upto.offset)
+            )
+            self.stats.stored += stored
+            self.stats.dead_letters += dead
+        self._stored_to = upto
+        self._spool.release(upto)
+        self.stats.spool_bytes = self._spool.pending_bytes(upto)
+        return len(records)
 
-    async def _raise(self, sig: Signal, webhook: Webhook | None) -> None:
+    async def _drain(self) -> None:
+        while True:
+            if await self._drain_once() == 0:
+                self._wake_drain.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake_drain.wait(), 1.0)
+
+    # --- alerts -------------------------------------------------------------
+    def _signal(self, sig: Signal) -> None:
+        if sig.action is SignalAction.FIRE:
+            self._spawn(self._raise(sig))
+
+    async def _raise(self, sig: Signal) -> None:
+        assert self._spool is not None
         alert_id = str(uuid.uuid4())
         raised_at = _now()
         team = self._teams.get(sig.resident, "unassigned")
@@ -291,57 +347,49 @@ class EmbeddedRunner:
             resident=sig.resident,
             severity=sig.severity.value,
         )
-
-        def record_raised(conn: psycopg.Connection) -> None:
-            with conn.transaction():
-                alert_store.insert_alert(
-                    conn,
-                    id=alert_id,
-                    resident=sig.resident,
-                    team=team,
-                    rule=sig.rule,
-                    catalogue_version=sig.catalogue_version,
-                    code=sig.code,
-                    severity=sig.severity.value,
-                    events=sig.events,
-                    raised_at=raised_at,
-                    state="raised",
-                    device=sig.device,
-                    title=sig.title,
-                )
-                alert_store.append_record(
-                    conn,
-                    alert_id,
-                    "raised",
-                    raised_at,
-                    "trygg",
-                    data={"signal_at": sig.at.isoformat()},
-                )
-
-        stored = asyncio.create_task(self._db_retry("record alert", record_raised))
-        if webhook is not None:
-            delivery = await webhook.send(alert, idempotency_key=f"{alert_id}:raised")
-            await stored
+        raised = [
+            spooled.alert_insert_record(
+                id=alert_id,
+                resident=sig.resident,
+                team=team,
+                rule=sig.rule,
+                catalogue_version=sig.catalogue_version,
+                code=sig.code,
+                severity=sig.severity.value,
+                events=list(sig.events),
+                raised_at=raised_at,
+                state="raised",
+                device=sig.device,
+                title=sig.title,
+            ),
+            spooled.lifecycle_record(
+                alert_id, "raised", raised_at, "trygg", data={"signal_at": sig.at.isoformat()}
+            ),
+        ]
+        recorded = asyncio.create_task(asyncio.to_thread(self._spool.append, raised))
+        if self._webhook is not None:
+            delivery = await self._webhook.send(alert, idempotency_key=f"{alert_id}:raised")
+            await recorded
             if delivery.ok:
                 self.stats.notified += 1
-
-                def record_notified(conn: psycopg.Connection) -> None:
-                    with conn.transaction():
-                        alert_store.append_record(
-                            conn,
+                await asyncio.to_thread(
+                    self._spool.append,
+                    [
+                        spooled.lifecycle_record(
                             alert_id,
                             "notified",
                             _now(),
                             "trygg:webhook",
+                            state="notified",
                             data={"attempts": delivery.attempts, "status": delivery.status},
                         )
-                        alert_store.set_state(conn, alert_id, "notified")
-
-                await self._db_retry("record notified", record_notified)
+                    ],
+                )
             else:
                 log.error("alert not delivered", alert=alert_id, error=delivery.error)
         else:
-            await stored
+            await recorded
+        self._wake_drain.set()
 
 
 def run_forever(settings: Settings, engine: RuleEngine | None = None) -> None:

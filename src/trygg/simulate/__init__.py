@@ -20,6 +20,7 @@ from trygg.simulate.generate import (
 from trygg.simulate.homes import DEFAULT_TEAMS, Home, SimDevice, build_homes, registry_yaml
 from trygg.simulate.mqtturl import MqttUrl, parse_mqtt_url
 from trygg.simulate.output import WriteStats, write_jsonl, write_truth
+from trygg.simulate.publisher import PublishStats, event_topic, publish
 
 __all__ = [
     "DEFAULT_RATES",
@@ -27,11 +28,13 @@ __all__ = [
     "INCIDENT_RULES",
     "Home",
     "MqttUrl",
+    "PublishStats",
     "SimDevice",
     "SimEvent",
     "Truth",
     "WriteStats",
     "build_homes",
+    "event_topic",
     "generate",
     "make_rates",
     "parse_mqtt_url",
@@ -40,12 +43,3 @@ __all__ = [
     "write_jsonl",
     "write_truth",
 ]
-
-
-def __getattr__(name: str) -> object:
-    # paho is imported only when publishing is used
-    if name == "publish":
-        from trygg.simulate.publish import publish
-
-        return publish
-    raise AttributeError(name)

@@ -73,6 +73,7 @@ def write_events(conn: psycopg.Connection, batch: Sequence[StoredEvent]) -> int:
         return 0
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(_STAGE)
+        cur.execute("TRUNCATE events_stage")  # inside an outer transaction rows would linger
         with cur.copy(f"COPY events_stage ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(_TYPES)
             for s in batch:
