@@ -20,6 +20,25 @@ from trygg.devenv import free_port
 TESTS = Path(__file__).resolve().parent
 
 
+def start_publisher(
+    port: int, messages: Iterable[tuple[str, bytes]], rate: float = 0
+) -> subprocess.Popen[str]:
+    """Start publishing from a separate process and return at once.
+
+    ``rate`` (messages/s, 0 = as fast as possible) paces the publisher so a
+    test can act in the middle of a stream.
+    """
+    with tempfile.NamedTemporaryFile("w", suffix=".tsv", delete=False) as f:
+        for topic, payload in messages:
+            f.write(f"{topic}\t{base64.b64encode(payload).decode()}\n")
+    return subprocess.Popen(
+        [sys.executable, str(TESTS / "publish.py"), str(port), f.name, str(rate)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def publish(port: int, messages: Iterable[tuple[str, bytes]]) -> float:
     """Publish ``(topic, payload)`` pairs at QoS 1 from a separate process.
 
