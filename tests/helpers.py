@@ -123,6 +123,8 @@ class TryggProcess:
         self.env = {
             **os.environ,
             "TRYGG_LOG_FORMAT": "json",
+            # Its own HTTP port: never a fixed one that something else may hold.
+            "TRYGG_HTTP_PORT": str(free_port()),
             "TRYGG_SPOOL_DIR": tempfile.mkdtemp(prefix="trygg-spool-"),
             **env,
         }
@@ -138,7 +140,7 @@ class TryggProcess:
             )
         return self
 
-    def wait_connected(self, timeout: float = 20) -> None:
+    def wait_connected(self, timeout: float = 60) -> None:
         def connected() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:

@@ -20,6 +20,9 @@ COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 
 
+ONE_SHOT = {"migrate", "kafka-topics"}  # jobs that run once and exit
+
+
 def _trygg_services() -> dict[str, dict]:  # type: ignore[type-arg]
     return {n: s for n, s in SERVICES.items() if s.get("build") == "."}
 
@@ -62,6 +65,28 @@ def test_images_health_checks_and_restart_policies() -> None:
     for name in ("mosquitto", "timescaledb"):
         assert "healthcheck" in SERVICES[name]
     for name, svc in SERVICES.items():
-        if name != "migrate":
+        if name not in ONE_SHOT:
             assert svc.get("restart") == "unless-stopped", name
     assert Path(REPO / "Dockerfile").exists()
+
+
+def test_distributed_stack() -> None:
+    """Kafka in KRaft mode, two bridges on one shared subscription, two workers."""
+    kafka = SERVICES["kafka"]
+    assert kafka["image"].startswith("apache/kafka")
+    assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]
+    assert "healthcheck" in kafka and "kafka-data" in COMPOSE["volumes"]
+    bridges = [n for n, s in SERVICES.items() if s.get("command") == ["bridge"]]
+    workers = [n for n, s in SERVICES.items() if s.get("command") == ["worker"]]
+    assert len(bridges) == 2 and len(workers) == 2
+    ids = {SERVICES[b]["environment"]["TRYGG_MQTT_CLIENT_ID"] for b in bridges}
+    assert len(ids) == 2, "each bridge needs its own MQTT client id (persistent session)"
+    assert {SERVICES[b]["environment"]["TRYGG_BRIDGE_GROUP"] for b in bridges} == {"trygg-bridge"}
+    for w in workers:
+        env = SERVICES[w]["environment"]
+        assert "TRYGG_WORKER_WEB" not in env, "the worker's web server stays off in production"
+        assert not any(k.startswith("TRYGG_KAFKA_PRODUCER") or "FETCH" in k for k in env), (
+            "test-only Kafka settings (tansu) must not reach production"
+        )
+    # the embedded runner takes the same device topics: it is an opt-in profile only
+    assert SERVICES["trygg"].get("profiles") == ["embedded"]

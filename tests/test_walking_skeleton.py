@@ -153,7 +153,8 @@ def test_fall_raises_one_alert_and_reaches_the_webhook_within_a_second(
         assert body["resident"] == "r-0001" and body["team"] == "stovner-nord"
         assert body["events"] == ["f-1"]
         assert headers["X-Trygg-Signature"].startswith("sha256=")
-        assert headers["Idempotency-Key"] == f"{body['id']}:raised"
+        # the routing's notification key: alert:action:level:n:channel:address
+        assert headers["Idempotency-Key"] == f"{body['id']}:notify:1:0:webhook:default"
         wait_until(lambda: _count(db, "SELECT count(*) FROM alert_records") == 2)
         with psycopg.connect(db) as c:
             alerts = c.execute(

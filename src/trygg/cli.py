@@ -12,6 +12,8 @@ from pathlib import Path
 import typer
 
 from trygg import logs
+from trygg.audit.cli import audit_app, report_command, retention_command
+from trygg.ingest.cli import devices_app
 from trygg.rules.cli import app as rules_app
 from trygg.settings import Settings, load_settings
 
@@ -25,6 +27,10 @@ registry_app = typer.Typer(help="The device registry.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
 app.add_typer(rules_app, name="rules")
+app.add_typer(audit_app, name="audit")
+app.command("report")(report_command)
+db_app.command("retention")(retention_command)
+app.add_typer(devices_app, name="devices")
 
 ConfigOpt = typer.Option(
     None,
@@ -129,6 +135,74 @@ def demo(
     run_demo(homes=homes, seconds=seconds, speed=speed)
 
 
+users_app = typer.Typer(help="People and systems that use the HTTP API.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+def users_add(
+    name: str = typer.Argument(..., help="user name, shown as the actor in alert records"),
+    role: str = typer.Option(..., help="care_staff, specialist, auditor or admin"),
+    team: list[str] = typer.Option([], "--team", help="a team (care_staff: at least one)"),
+    config: Path | None = ConfigOpt,
+    database_url: str | None = typer.Option(None, help="overrides TRYGG_DATABASE_URL"),
+) -> None:
+    """Create a user (or give an existing one a new token); prints the token once."""
+    import psycopg
+
+    from trygg.store.access import add_user
+
+    s = _settings(config, database_url=database_url)
+    try:
+        with psycopg.connect(s.database_url) as conn:
+            token = add_user(conn, name, role, team)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    except psycopg.Error as exc:
+        _fail(f"cannot store the user: {str(exc).strip()}")
+    typer.echo(token)
+    typer.echo(
+        f"user {name} ({role}{', teams ' + ', '.join(team) if team else ''}): keep this token;"
+        " it is not shown again. Console: /console#token=<token>",
+        err=True,
+    )
+
+
+@users_app.command("list")
+def users_list(
+    config: Path | None = ConfigOpt,
+    database_url: str | None = typer.Option(None, help="overrides TRYGG_DATABASE_URL"),
+) -> None:
+    """List users (never their tokens)."""
+    import psycopg
+
+    from trygg.store.access import list_users
+
+    s = _settings(config, database_url=database_url)
+    with psycopg.connect(s.database_url) as conn:
+        for u in list_users(conn):
+            state = "disabled" if u["disabled_at"] else "active"
+            typer.echo(f"{u['name']}\t{u['role']}\t{','.join(u['teams'])}\t{state}")
+
+
+@users_app.command("disable")
+def users_disable(
+    name: str = typer.Argument(...),
+    config: Path | None = ConfigOpt,
+    database_url: str | None = typer.Option(None, help="overrides TRYGG_DATABASE_URL"),
+) -> None:
+    """Disable a user's token at once."""
+    import psycopg
+
+    from trygg.store.access import disable_user
+
+    s = _settings(config, database_url=database_url)
+    with psycopg.connect(s.database_url) as conn:
+        if not disable_user(conn, name):
+            _fail(f"no active user {name!r}")
+    typer.echo(f"user {name} disabled")
+
+
 def _register_optional() -> None:
     try:
         from trygg.simulate.cli import register
@@ -137,7 +211,15 @@ def _register_optional() -> None:
     register(app)
 
 
+def _register_distributed() -> None:
+    """``trygg kafka``, ``trygg bridge``, ``trygg worker`` (issue 7, docs/distributed.md)."""
+    from trygg.distributed.cli import register
+
+    register(app)
+
+
 _register_optional()
+_register_distributed()
 
 
 def main() -> None:

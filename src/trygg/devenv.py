@@ -200,7 +200,8 @@ class PrivateMosquitto:
             f"listener {self.port} 127.0.0.1",
             "persistence true",
             f"persistence_location {self.data_dir}/",
-            "autosave_interval 1",
+            # Saved on shutdown too; saving a deep queue every second made publishing crawl.
+            "autosave_interval 60",
             "max_queued_messages 0",  # 0 = no limit: a persistent session keeps everything
             "max_inflight_messages 0",
             "log_dest stderr",

@@ -4,6 +4,11 @@ The decoder is the single place where untrusted bytes become ``Event``s. It
 never raises for bad input: whatever cannot be used becomes a ``DeadLetter``
 whose reason a person can act on ("unknown device 'x'", "event[3].time: ...").
 Valid events in a batch survive invalid neighbours.
+
+Two channels per device: ``events`` (the JSON contract) and ``scaip`` (SCAIP
+``<mrq>`` XML, trygg.ingest.scaip). A SCAIP message always gets a reply, an
+``<mrs>`` for the device's ``scaip/response`` topic, in ``Decoded.reply``; the
+runner publishes it once the message is handed off.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from trygg.ingest import scaip
 from trygg.model import DeadLetter, Event, EventPayload
 from trygg.registry import Device
 
@@ -36,6 +42,9 @@ class DecodeLimits:
 class Decoded:
     events: list[Event] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    # (topic, payload) to publish back to the device once the message is
+    # handed off: the SCAIP <mrs> for a message on the scaip channel.
+    reply: tuple[str, bytes] | None = None
 
 
 def parse_topic(topic: str, site: str) -> tuple[str, str] | None:
@@ -77,6 +86,8 @@ class Decoder:
         if where is None:
             return dead(f"topic {topic!r} is not trygg/{self.site}/devices/<device>/events")
         device_id, channel = where
+        if channel == "scaip":
+            return self._decode_scaip(topic, payload, received_at, device_id)
         if channel != "events":
             return dead(f"channel {channel!r} is not handled here", device=device_id)
         device = self.devices.get(device_id)
@@ -122,17 +133,9 @@ class Decoder:
             except ValidationError as exc:
                 dead(_describe(exc, prefix), raw, device_id)
                 continue
-            skew = p.time - received_at
-            if skew > self.limits.max_future:
-                dead(
-                    f"{prefix}.time is {skew} ahead of the receiver's clock "
-                    f"(limit {self.limits.max_future}): check the device clock",
-                    raw,
-                    device_id,
-                )
-                continue
-            if -skew > self.limits.max_age:
-                dead(f"{prefix}.time is {-skew} old (limit {self.limits.max_age})", raw, device_id)
+            skewed = self._skew(p.time, received_at, prefix)
+            if skewed:
+                dead(skewed, raw, device_id)
                 continue
             out.events.append(
                 Event(
@@ -147,4 +150,71 @@ class Decoder:
                     position=(p.position.lat, p.position.lon) if p.position else None,
                 )
             )
+        return out
+
+    def _skew(self, when: datetime, received_at: datetime, prefix: str) -> str | None:
+        """Why ``when`` is too far from the receiver's clock, or None."""
+        skew = when - received_at
+        if skew > self.limits.max_future:
+            return (
+                f"{prefix}.time is {skew} ahead of the receiver's clock "
+                f"(limit {self.limits.max_future}): check the device clock"
+            )
+        if -skew > self.limits.max_age:
+            return f"{prefix}.time is {-skew} old (limit {self.limits.max_age})"
+        return None
+
+    def _decode_scaip(
+        self, topic: str, payload: bytes, received_at: datetime, device_id: str
+    ) -> Decoded:
+        """SCAIP <mrq> -> at most one event, and always an <mrs> reply."""
+        out = Decoded()
+
+        def reject(snu: scaip.Snu, reason: str, ref: str = "") -> Decoded:
+            out.dead.append(DeadLetter(topic, payload, f"scaip: {reason}", received_at, device_id))
+            out.reply = (topic + "/response", scaip.build_mrs(ref, snu, reason))
+            return out
+
+        device = self.devices.get(device_id)
+        if device is None:
+            # "Not treated": the local unit should try its secondary receiver.
+            return reject(
+                scaip.Snu.NOT_TREATED,
+                f"unknown device {device_id!r}: register it before it publishes",
+            )
+        result = scaip.handle_mrq(payload, self.limits.max_payload_bytes)
+        if result.event is None:
+            return reject(result.snu, result.ste, result.ref)
+        m = result.event
+        item: dict[str, Any] = {
+            "id": m.id,
+            "type": m.type.value,
+            "time": (m.time or received_at).isoformat(),
+            "value": m.value,
+            "room": m.room.value if m.room else None,
+        }
+        if m.position is not None:
+            item["position"] = {"lat": m.position[0], "lon": m.position[1]}
+        try:
+            p = _payload.validate_python(item)
+        except ValidationError as exc:
+            return reject(scaip.Snu.WRONG_DATA_CONTENT, _describe(exc, "mrq"), m.id)
+        if m.time is not None:
+            skewed = self._skew(p.time, received_at, "mrq.lge/tim")
+            if skewed:
+                return reject(scaip.Snu.WRONG_DATA_CONTENT, skewed, m.id)
+        out.events.append(
+            Event(
+                device=device_id,
+                id=p.id,
+                type=p.type,
+                time=p.time,
+                resident=device.resident,
+                kind=device.kind,
+                room=p.room or device.room,
+                value=p.value,
+                position=(p.position.lat, p.position.lon) if p.position else None,
+            )
+        )
+        out.reply = (topic + "/response", result.reply())
         return out

@@ -9,6 +9,7 @@ then means the broker sends it again.
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 from collections.abc import Callable
@@ -109,6 +110,10 @@ class MqttSource:
     ) -> None:
         self.connected.clear()
         log.warning("mqtt disconnected", reason=str(reason))
+        # paho backs off exponentially (doubling up to 30 s); jitter the base so a
+        # fleet of ingest processes does not reconnect in lock-step after a broker restart.
+        # (paho annotates int but sleeps on any number.)
+        client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5), max_delay=30)  # type: ignore[arg-type]
 
     def _message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self._on_message(Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos))

@@ -17,70 +17,52 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from trygg import logs
-from trygg.ingest.decode import Decoder
+from trygg.ingest.decode import Decoder, parse_topic
 from trygg.ingest.dedup import RecentKeys
+from trygg.ingest.health import HealthBatch, parse_status
 from trygg.ingest.mqtt import Message, MqttSource
-from trygg.model import Event, EventType, Severity, Signal, SignalAction
-from trygg.notify.webhook import Webhook
+from trygg.model import Event, EventType, Signal
 from trygg.registry import Registry
+from trygg.registry import load_registry as load_registry_file
+from trygg.rules import CarePlanError, Engine, load_catalogue
+from trygg.rules.catalogue import default_rules_dir
+from trygg.runner.alerting import AlertService
 from trygg.runner.spool import Position, Spool
 from trygg.settings import Settings
 from trygg.store import spooled
 from trygg.store.events import StoredEvent
-from trygg.store.registry import load_registry
+from trygg.store.registry import load_registry, save_registry
+from trygg.store.retention import run_retention
 
 log = logs.get("trygg.runner")
 
 
 class RuleEngine(Protocol):
-    """What the runner needs of the rule engine (trygg.rules)."""
+    """What the runner needs of the rule engine (trygg.rules.Engine)."""
 
     def process(self, event: Event) -> list[Signal]: ...
     def advance(self, now: datetime) -> list[Signal]: ...
     def next_deadline(self) -> datetime | None: ...
     def update_registry(self, registry: Registry) -> None: ...
+    def is_late(self, event: Event) -> bool: ...
 
 
-class FallOnly:
-    """The walking skeleton's one rule: ``fall.detected`` raises 4.1 red."""
-
-    version = "skeleton"
-
-    def process(self, event: Event) -> list[Signal]:
-        if event.type is EventType.FALL_DETECTED:
-            return [
-                Signal(
-                    SignalAction.FIRE,
-                    "fall",
-                    event.resident,
-                    event.time,
-                    "4.1",
-                    Severity.RED,
-                    self.version,
-                    (event.id,),
-                    title="Fall detected",
-                )
-            ]
-        return []
-
-    def advance(self, now: datetime) -> list[Signal]:
-        return []
-
-    def next_deadline(self) -> datetime | None:
-        return None
-
-    def update_registry(self, registry: Registry) -> None:
-        pass
+def standard_engine(settings: Settings) -> Engine:
+    """The engine for the configured catalogue; a bad catalogue stops start-up here."""
+    catalogue = load_catalogue([settings.rules_dir or default_rules_dir()])
+    return Engine(catalogue, Registry())
 
 
 @dataclass
@@ -88,6 +70,7 @@ class Stats:
     received: int = 0
     events: int = 0
     duplicates: int = 0
+    late: int = 0
     stored: int = 0
     dead_letters: int = 0
     alerts: int = 0
@@ -102,7 +85,7 @@ def _now() -> datetime:
 class EmbeddedRunner:
     def __init__(self, settings: Settings, engine: RuleEngine | None = None) -> None:
         self.settings = settings
-        self.engine: RuleEngine = engine or FallOnly()
+        self.engine: RuleEngine = engine or standard_engine(settings)
         self.stats = Stats()
         self.dedup = RecentKeys()
         self.spool_name = settings.mqtt_client_id
@@ -115,8 +98,7 @@ class EmbeddedRunner:
         self._stored_to: Position | None = None
         self._registry: Registry = Registry()
         self._decoder: Decoder | None = None
-        self._teams: dict[str, str] = {}
-        self._webhook: Webhook | None = None
+        self._alerting: AlertService | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- database -----------------------------------------------------------
@@ -145,10 +127,26 @@ class EmbeddedRunner:
                 delay = min(delay * 2, 5.0)
 
     def _set_registry(self, registry: Registry) -> None:
+        """Take a registry (and its care plans) into use, or refuse it whole.
+
+        A care plan that does not fit the catalogue is refused with its reason
+        and the previous registry stays in force: alerting goes on with the
+        care plans that were valid, never with half of a new registry.
+        """
+        try:
+            self.engine.update_registry(registry)
+        except CarePlanError as exc:
+            log.error("registry refused: a care plan does not fit the catalogue", problems=str(exc))
+            if self._decoder is not None:
+                return
+            # At start-up there is nothing to keep: run without care plans.
+            registry = Registry(
+                residents=[r.model_copy(update={"overrides": {}}) for r in registry.residents],
+                devices=registry.devices,
+            )
+            self.engine.update_registry(registry)
         self._registry = registry
         self._decoder = Decoder(self.settings.site, registry.device_by_id())
-        self._teams = {r.id: r.team for r in registry.residents}
-        self.engine.update_registry(registry)
 
     # --- life ---------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -164,6 +162,11 @@ class EmbeddedRunner:
         self._pool.open(wait=False)
         self._spool = Spool(s.spool_dir / self.spool_name, max_bytes=s.spool_max_mb << 20)
         # The registry is the one thing we cannot start without.
+        if s.registry is not None:
+            # TRYGG_REGISTRY: the file is the source of truth at start-up.
+            await self._db_retry(
+                "store registry file", save_registry, load_registry_file(s.registry)
+            )
         self._set_registry(await self._db_retry("load registry", load_registry))
         log.info(
             "registry loaded",
@@ -171,20 +174,28 @@ class EmbeddedRunner:
             devices=len(self._registry.devices),
         )
         loop = asyncio.get_running_loop()
-        self._webhook = Webhook(s.webhook_url, s.webhook_secret) if s.webhook_url else None
+        self._alerting = await self._start_alerting(loop)
+        # Several ingest processes may share the device topics (MQTT v5 shared
+        # subscription); see docs/ingest.md for the ordering this gives up.
+        share = f"$share/{s.mqtt_shared_group}/" if s.mqtt_shared_group else ""
         source = MqttSource(
             s.mqtt_url,
             s.mqtt_client_id,
-            [f"trygg/{s.site}/devices/+/events"],
+            [
+                f"{share}trygg/{s.site}/devices/+/{channel}"
+                for channel in ("events", "scaip", "status")
+            ],
             lambda m: loop.call_soon_threadsafe(self._queue.put_nowait, m),
             session_expiry=s.mqtt_session_expiry,
         )
         source.start()
+        self._source = source  # for the API's /readyz
         tasks = [
             asyncio.create_task(self._consume(source), name="consume"),
             asyncio.create_task(self._drain(), name="drain"),
             asyncio.create_task(self._timers(), name="timers"),
             asyncio.create_task(self._reload_registry(), name="registry"),
+            asyncio.create_task(self._retention(), name="retention"),
         ]
         await asyncio.to_thread(source.connected.wait, 30)
         self.ready.set()
@@ -200,8 +211,7 @@ class EmbeddedRunner:
                 await t
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._drain_once(), 5)  # best effort; the spool keeps the rest
-        if self._webhook:
-            await self._webhook.aclose()
+        await self._stop_alerting()
         self._spool.close()
         self._pool.close()
 
@@ -239,9 +249,19 @@ class EmbeddedRunner:
             received = _now()
             assert self._decoder is not None
             records: list[spooled.Record] = []
+            replies: list[tuple[str, bytes]] = []  # SCAIP <mrs>, sent once handed off
+            health = HealthBatch()
             for msg in batch:
                 self.stats.received += 1
+                where = parse_topic(msg.topic, self.settings.site)
+                if where is not None and where[1] == "status":
+                    online = parse_status(msg.payload)
+                    if online is not None and where[0] in self._decoder.devices:
+                        health.status(where[0], online, received)
+                        continue
                 out = self._decoder.decode(msg.topic, msg.payload, received)
+                if out.reply is not None:
+                    replies.append(out.reply)
                 for d in out.dead:
                     records.append(spooled.dead_letter_record(d))
                     log.info("dead letter", device=d.device, reason=d.reason)
@@ -250,11 +270,33 @@ class EmbeddedRunner:
                     if self.dedup.seen(ev.key):
                         self.stats.duplicates += 1
                         continue
+                    health.seen(ev, received)
+                    if self.engine.is_late(ev):
+                        # Beyond the allowed lateness: stored and flagged, not evaluated.
+                        self.stats.late += 1
+                        records.append(spooled.event_record(StoredEvent(ev, received, True)))
+                        continue
                     records.append(spooled.event_record(StoredEvent(ev, received)))
+                    self._alert_event(ev)
                     for sig in self.engine.process(ev):
                         self._signal(sig)
+            if health.devices:
+                records.append(
+                    spooled.health_record(
+                        {
+                            d: (
+                                h.last_seen.isoformat() if h.last_seen else None,
+                                h.battery,
+                                h.online,
+                            )
+                            for d, h in health.devices.items()
+                        }
+                    )
+                )
             self._wake_timers.set()
             await asyncio.to_thread(self._spool.append, records)
+            for topic, reply in replies:
+                source.publish(topic, reply, qos=1)
             for msg in batch:
                 source.ack(msg)
             self._wake_drain.set()
@@ -274,7 +316,7 @@ class EmbeddedRunner:
     async def _reload_registry(self) -> None:
         """Pick up registry and care-plan changes without a restart."""
         while True:
-            await asyncio.sleep(10)
+            await asyncio.sleep(self.settings.registry_reload_seconds)
             try:
                 registry = await asyncio.to_thread(self._db, load_registry)
             except psycopg.Error as exc:
@@ -287,6 +329,25 @@ class EmbeddedRunner:
                     residents=len(registry.residents),
                     devices=len(registry.devices),
                 )
+
+    async def _retention(self) -> None:
+        """Apply the retention policy daily at about 03:30 local time.
+
+        Off the event path, in a worker thread; idempotent, so a restart that
+        runs it twice in a day does no harm. The random minutes spread the
+        load when several sites share one database server.
+        """
+        tz = ZoneInfo(self.settings.report_timezone)
+        while True:
+            at = next_retention_run(datetime.now(tz)) + timedelta(minutes=random.uniform(0, 20))
+            await asyncio.sleep((at - datetime.now(tz)).total_seconds())
+            try:
+                result = await asyncio.to_thread(
+                    self._db, lambda conn: run_retention(conn, self.settings, _now())
+                )
+                log.info("retention applied", summary=result.summary())
+            except psycopg.Error as exc:
+                log.error("retention failed; trying again tomorrow", error=str(exc).strip()[:300])
 
     # --- store --------------------------------------------------------------
     async def _drain_once(self) -> int:
@@ -315,81 +376,34 @@ class EmbeddedRunner:
                     await asyncio.wait_for(self._wake_drain.wait(), 1.0)
 
     # --- alerts -------------------------------------------------------------
-    def _signal(self, sig: Signal) -> None:
-        if sig.action is SignalAction.FIRE:
-            self._spawn(self._raise(sig))
+    async def _start_alerting(self, loop: asyncio.AbstractEventLoop) -> AlertService:
+        """The alert service (trygg.runner.alerting), its channels and the HTTP API."""
+        from trygg.runner.wiring import start_alerting
 
-    async def _raise(self, sig: Signal) -> None:
-        assert self._spool is not None
-        alert_id = str(uuid.uuid4())
-        raised_at = _now()
-        team = self._teams.get(sig.resident, "unassigned")
-        alert = {
-            "id": alert_id,
-            "resident": sig.resident,
-            "team": team,
-            "rule": sig.rule,
-            "catalogue_version": sig.catalogue_version,
-            "code": sig.code,
-            "severity": sig.severity.value,
-            "events": list(sig.events),
-            "device": sig.device,
-            "title": sig.title,
-            "raised_at": raised_at.isoformat(),
-            "at": sig.at.isoformat(),
-            "state": "raised",
-        }
-        self.stats.alerts += 1
-        log.info(
-            "alert raised",
-            alert=alert_id,
-            rule=sig.rule,
-            resident=sig.resident,
-            severity=sig.severity.value,
-        )
-        raised = [
-            spooled.alert_insert_record(
-                id=alert_id,
-                resident=sig.resident,
-                team=team,
-                rule=sig.rule,
-                catalogue_version=sig.catalogue_version,
-                code=sig.code,
-                severity=sig.severity.value,
-                events=list(sig.events),
-                raised_at=raised_at,
-                state="raised",
-                device=sig.device,
-                title=sig.title,
-            ),
-            spooled.lifecycle_record(
-                alert_id, "raised", raised_at, "trygg", data={"signal_at": sig.at.isoformat()}
-            ),
-        ]
-        recorded = asyncio.create_task(asyncio.to_thread(self._spool.append, raised))
-        if self._webhook is not None:
-            delivery = await self._webhook.send(alert, idempotency_key=f"{alert_id}:raised")
-            await recorded
-            if delivery.ok:
-                self.stats.notified += 1
-                await asyncio.to_thread(
-                    self._spool.append,
-                    [
-                        spooled.lifecycle_record(
-                            alert_id,
-                            "notified",
-                            _now(),
-                            "trygg:webhook",
-                            state="notified",
-                            data={"attempts": delivery.attempts, "status": delivery.status},
-                        )
-                    ],
-                )
-            else:
-                log.error("alert not delivered", alert=alert_id, error=delivery.error)
-        else:
-            await recorded
-        self._wake_drain.set()
+        return await start_alerting(self, loop)
+
+    async def _stop_alerting(self) -> None:
+        from trygg.runner.wiring import stop_alerting
+
+        await stop_alerting(self)
+
+    def _alert_event(self, ev: Event) -> None:
+        if ev.type is EventType.ALARM_RESET and self._alerting is not None:
+            self._alerting.on_event(ev)
+
+    def _signal(self, sig: Signal) -> None:
+        assert self._alerting is not None
+        self._alerting.on_signal(sig)
+
+
+def next_retention_run(local_now: datetime, at: dtime = dtime(3, 30)) -> datetime:
+    """The next ``at`` o'clock local wall time after ``local_now`` (aware, in its zone)."""
+    tz = local_now.tzinfo
+    day = local_now.date()
+    when = datetime.combine(day, at, tz)
+    if when <= local_now:
+        when = datetime.combine(day + timedelta(days=1), at, tz)
+    return when
 
 
 def run_forever(settings: Settings, engine: RuleEngine | None = None) -> None:

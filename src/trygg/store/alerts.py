@@ -73,3 +73,369 @@ def set_state(conn: psycopg.Connection, alert_id: str, state: str) -> None:
         "UPDATE alerts SET state = %s, version = version + 1, updated_at = now() WHERE id = %s",
         [state, alert_id],
     )
+
+
+# --------------------------------------------------------------------------
+# The alert service's persistence (schema 3). Every write is idempotent, so
+# the spool may replay it: records are unique by (alert_id, seq), snapshots
+# only move forward in version, outbox rows are keyed by idempotency key.
+
+_SNAPSHOT_COLUMNS = (
+    "id, resident, team, rule, catalogue_version, code, severity, events, device, title,"
+    " raised_at, state, repeat_count, suppressed, suppressed_reason, flapping, assignee,"
+    " outcome, shadow, version, snapshot, acknowledged_by, cancel_reason, closed_at,"
+    " escalation_level, held_until, silence_id"
+)
+
+
+def _ts(v: Any) -> datetime | None:
+    if v is None or isinstance(v, datetime):
+        return v
+    return datetime.fromisoformat(str(v))
+
+
+def upsert_snapshot(conn: psycopg.Connection, snap: dict[str, Any]) -> None:
+    """Insert or move forward an alert's snapshot (``Alert.to_dict()``)."""
+    conn.execute(
+        f"INSERT INTO alerts ({_SNAPSHOT_COLUMNS}) VALUES"
+        " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        "  %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
+        " repeat_count = excluded.repeat_count, events = excluded.events,"
+        " suppressed = excluded.suppressed, suppressed_reason = excluded.suppressed_reason,"
+        " flapping = excluded.flapping, assignee = excluded.assignee,"
+        " outcome = excluded.outcome, version = excluded.version, snapshot = excluded.snapshot,"
+        " acknowledged_by = excluded.acknowledged_by, cancel_reason = excluded.cancel_reason,"
+        " closed_at = excluded.closed_at, escalation_level = excluded.escalation_level,"
+        " held_until = excluded.held_until, silence_id = excluded.silence_id,"
+        " updated_at = now()"
+        " WHERE alerts.version < excluded.version",
+        [
+            snap["id"],
+            snap["resident"],
+            snap["team"],
+            snap["rule"],
+            snap["catalogue_version"],
+            snap["code"],
+            snap["severity"],
+            list(snap.get("events") or []),
+            snap.get("device"),
+            snap.get("title") or "",
+            _ts(snap["raised_at"]),
+            snap["state"],
+            int(snap.get("repeat_count") or 0),
+            bool(snap.get("suppressed")),
+            snap.get("suppressed_reason"),
+            bool(snap.get("flapping")),
+            snap.get("assignee"),
+            snap.get("outcome"),
+            bool(snap.get("shadow")),
+            int(snap["version"]),
+            Jsonb(snap),
+            snap.get("acknowledged_by"),
+            snap.get("cancel_reason"),
+            _ts(snap.get("closed_at")),
+            int(snap.get("escalation_level") or 0),
+            _ts(snap.get("held_until")),
+            snap.get("silence_id"),
+        ],
+    )
+
+
+def append_records(conn: psycopg.Connection, records: Sequence[dict[str, Any]]) -> None:
+    """Append lifecycle records (``Record.to_dict()``); a replayed one is skipped."""
+    if not records:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO alert_records (alert_id, seq, step, at, actor, note, data)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (alert_id, seq) DO NOTHING",
+            [
+                (
+                    r["alert_id"],
+                    int(r["seq"]),
+                    r["step"],
+                    _ts(r["at"]),
+                    r["actor"],
+                    r.get("note") or None,
+                    Jsonb(dict(r.get("data") or {})),
+                )
+                for r in records
+            ],
+        )
+
+
+def insert_notifications(conn: psycopg.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """The outbox: notifications an escalation step called for (by idempotency key)."""
+    if not rows:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO alert_notifications (key, alert_id, action, level, n, target, recipient,"
+            " channel, address, due_at, digest) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " %s) ON CONFLICT (key) DO NOTHING",
+            [
+                (
+                    r["key"],
+                    r["alert_id"],
+                    r["action"],
+                    int(r["level"]),
+                    int(r["n"]),
+                    r["target"],
+                    r["recipient"],
+                    r["channel"],
+                    r["address"],
+                    _ts(r["due_at"]),
+                    bool(r.get("digest")),
+                )
+                for r in rows
+            ],
+        )
+
+
+def insert_delivery(conn: psycopg.Connection, d: dict[str, Any]) -> None:
+    """One delivery of a notification: channel, attempts and outcome."""
+    conn.execute(
+        "INSERT INTO alert_deliveries (key, alert_id, channel, address, at, attempts, ok,"
+        " status, error, latency_ms) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [
+            d["key"],
+            d["alert_id"],
+            d["channel"],
+            d["address"],
+            _ts(d["at"]),
+            int(d["attempts"]),
+            bool(d["ok"]),
+            d.get("status"),
+            d.get("error"),
+            d.get("latency_ms"),
+        ],
+    )
+
+
+def save_silence(conn: psycopg.Connection, s: dict[str, Any]) -> None:
+    """Insert or update a silence (``Silence.model_dump(mode="json")``)."""
+    conn.execute(
+        "INSERT INTO silences (id, scope, target, starts_at, ends_at, created_by, reason, rules,"
+        " ended_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (id) DO UPDATE SET ends_at = excluded.ends_at,"
+        " ended_by = excluded.ended_by, updated_at = now()",
+        [
+            s["id"],
+            s["scope"],
+            s["target"],
+            _ts(s["start"]),
+            _ts(s["end"]),
+            s["created_by"],
+            s["reason"],
+            list(s.get("rules") or []),
+            s.get("ended_by"),
+        ],
+    )
+
+
+def _silence_row(row: Sequence[Any]) -> dict[str, Any]:
+    return {
+        "id": row[0],
+        "scope": row[1],
+        "target": row[2],
+        "start": row[3],
+        "end": row[4],
+        "created_by": row[5],
+        "reason": row[6],
+        "rules": list(row[7] or []),
+        "ended_by": row[8],
+    }
+
+
+def load_silences(
+    conn: psycopg.Connection, *, since: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Silences that end after ``since`` (all if None), or that name an open alert."""
+    q = (
+        "SELECT id, scope, target, starts_at, ends_at, created_by, reason, rules, ended_by"
+        " FROM silences"
+    )
+    args: list[Any] = []
+    if since is not None:
+        q += (
+            " WHERE ends_at > %s OR id IN (SELECT silence_id FROM alerts WHERE silence_id IS"
+            " NOT NULL AND state NOT IN ('resolved', 'cancelled'))"
+        )
+        args.append(since)
+    q += " ORDER BY starts_at, id"
+    return [_silence_row(r) for r in conn.execute(q, args)]
+
+
+def load_records_for_rebuild(
+    conn: psycopg.Connection, closed_since: datetime
+) -> list[list[dict[str, Any]]]:
+    """Records of the open alerts and those closed since ``closed_since``, per alert."""
+    rows = conn.execute(
+        "SELECT r.alert_id::text, r.seq, r.step, r.at, r.actor, r.note, r.data"
+        " FROM alert_records r JOIN alerts a ON a.id = r.alert_id"
+        " WHERE r.seq IS NOT NULL AND (a.state NOT IN ('resolved', 'cancelled')"
+        "   OR a.closed_at >= %s)"
+        " ORDER BY r.alert_id, r.seq",
+        [closed_since],
+    ).fetchall()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for aid, seq, step, at, actor, note, data in rows:
+        out.setdefault(aid, []).append(
+            {
+                "alert_id": aid,
+                "seq": seq,
+                "step": step,
+                "at": at,
+                "actor": actor,
+                "note": note or "",
+                "data": data or {},
+            }
+        )
+    return list(out.values())
+
+
+def alert_records(conn: psycopg.Connection, alert_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT seq, step, at, actor, note, data FROM alert_records WHERE alert_id = %s"
+        " ORDER BY seq NULLS FIRST, id",
+        [alert_id],
+    ).fetchall()
+    return [
+        {
+            "alert_id": alert_id,
+            "seq": seq,
+            "step": step,
+            "at": at,
+            "actor": actor,
+            "note": note or "",
+            "data": data or {},
+        }
+        for seq, step, at, actor, note, data in rows
+    ]
+
+
+def get_snapshot(conn: psycopg.Connection, alert_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        "SELECT snapshot, id::text, resident, team, rule, code, severity, state, raised_at,"
+        " version FROM alerts WHERE id::text = %s",
+        [alert_id],
+    ).fetchone()
+    if row is None:
+        return None
+    return _snap(row)
+
+
+def _snap(row: Sequence[Any]) -> dict[str, Any]:
+    snap = dict(row[0] or {})
+    if not snap:  # written before schema 3
+        snap = {
+            "id": row[1],
+            "resident": row[2],
+            "team": row[3],
+            "rule": row[4],
+            "code": row[5],
+            "severity": row[6],
+            "state": row[7],
+            "raised_at": row[8].isoformat(),
+            "version": row[9],
+        }
+    return snap
+
+
+def query_alerts(
+    conn: psycopg.Connection,
+    *,
+    teams: Sequence[str] | None = None,
+    states: Sequence[str] | None = None,
+    severities: Sequence[str] | None = None,
+    rules: Sequence[str] | None = None,
+    resident: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    flapping: bool | None = None,
+    limit: int = 200,
+) -> list[dict[str, Any]]:
+    """Alert snapshots, newest first, filtered (None = no filter)."""
+    where: list[str] = []
+    args: list[Any] = []
+    for col, vals in (
+        ("team", teams),
+        ("state", states),
+        ("severity", severities),
+        ("rule", rules),
+    ):
+        if vals is not None:
+            where.append(f"{col} = ANY(%s)")
+            args.append(list(vals))
+    if resident is not None:
+        where.append("resident = %s")
+        args.append(resident)
+    if since is not None:
+        where.append("raised_at >= %s")
+        args.append(since)
+    if until is not None:
+        where.append("raised_at < %s")
+        args.append(until)
+    if flapping is not None:
+        where.append("flapping = %s")
+        args.append(flapping)
+    q = (
+        "SELECT snapshot, id::text, resident, team, rule, code, severity, state, raised_at,"
+        " version FROM alerts"
+    )
+    if where:
+        q += " WHERE " + " AND ".join(where)
+    q += " ORDER BY raised_at DESC LIMIT %s"
+    args.append(limit)
+    return [_snap(r) for r in conn.execute(q, args)]
+
+
+def pending_notifications(conn: psycopg.Connection, since: datetime) -> list[dict[str, Any]]:
+    """Outbox rows since ``since`` of open alerts that no delivery has reached yet."""
+    rows = conn.execute(
+        "SELECT n.key, n.alert_id::text, n.action, n.level, n.n, n.target, n.recipient,"
+        " n.channel, n.address, n.due_at, n.digest FROM alert_notifications n"
+        " JOIN alerts a ON a.id = n.alert_id"
+        " WHERE n.due_at >= %s AND a.state IN ('raised', 'notified')"
+        " AND NOT EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.key = n.key AND d.ok)"
+        " ORDER BY n.due_at",
+        [since],
+    ).fetchall()
+    cols = (
+        "key",
+        "alert_id",
+        "action",
+        "level",
+        "n",
+        "target",
+        "recipient",
+        "channel",
+        "address",
+        "due_at",
+        "digest",
+    )
+    return [dict(zip(cols, r, strict=True)) for r in rows]
+
+
+def deliveries(conn: psycopg.Connection, alert_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT key, channel, address, at, attempts, ok, status, error, latency_ms"
+        " FROM alert_deliveries WHERE alert_id = %s ORDER BY at, id",
+        [alert_id],
+    ).fetchall()
+    cols = ("key", "channel", "address", "at", "attempts", "ok", "status", "error", "latency_ms")
+    return [dict(zip(cols, r, strict=True)) for r in rows]
+
+
+def resident_events(
+    conn: psycopg.Connection, resident: str, since: datetime, limit: int = 200
+) -> list[dict[str, Any]]:
+    """A resident's recent events, newest first (for the timeline)."""
+    rows = conn.execute(
+        "SELECT time, device, event_id, type, value, room FROM events"
+        " WHERE resident = %s AND time >= %s ORDER BY time DESC LIMIT %s",
+        [resident, since, limit],
+    ).fetchall()
+    cols = ("time", "device", "event_id", "type", "value", "room")
+    return [dict(zip(cols, r, strict=True)) for r in rows]

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from trygg.model import DeadLetter, DeviceKind, Event, EventType, Room
+from trygg.store import access as access_store
 from trygg.store import alerts as alert_store
 from trygg.store.events import StoredEvent, write_dead_letters, write_events
 
@@ -111,12 +112,100 @@ def lifecycle_record(
     }
 
 
+def health_record(devices: dict[str, tuple[str | None, float | None, bool | None]]) -> Record:
+    """Newest (last seen ISO time, battery %, online) per device from one batch."""
+    return {"op": "health", "devices": devices}
+
+
+def _apply_health(conn: psycopg.Connection, r: Record) -> None:
+    rows = [
+        (d, datetime.fromisoformat(t) if t else None, b, o) for d, (t, b, o) in r["devices"].items()
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE devices SET last_seen = greatest(last_seen, %s::timestamptz),"
+            " battery = coalesce(%s::real, battery), online = coalesce(%s::boolean, online)"
+            " WHERE id = %s",
+            [(t, b, o, d) for d, t, b, o in rows],
+        )
+
+
+# --- the alert service (schema 3): idempotent, so replay is harmless -------
+
+
+def alert_change_record(snapshot: dict[str, Any], records: list[dict[str, Any]]) -> Record:
+    """An alert's new lifecycle records (``Record.to_dict()``) and its snapshot
+    (``Alert.to_dict()``): records unique by (alert_id, seq), snapshot by id and
+    only moved forward in version."""
+    return {"op": "achg", "snap": snapshot, "recs": records}
+
+
+def notifications_record(rows: list[dict[str, Any]]) -> Record:
+    """Outbox rows for an escalation step's notifications (keyed by idempotency key)."""
+    return {"op": "outbox", "rows": rows}
+
+
+def delivery_record(**fields: Any) -> Record:
+    """One delivery of a notification: key, alert_id, channel, address, at, attempts, ok…"""
+    return {
+        "op": "dlv",
+        **{k: v.isoformat() if isinstance(v, datetime) else v for k, v in fields.items()},
+    }
+
+
+def silence_record(silence: dict[str, Any]) -> Record:
+    """A silence as created or ended (``Silence.model_dump(mode="json")``)."""
+    return {"op": "sil", "s": silence}
+
+
+def access_record(
+    at: datetime,
+    actor: str,
+    role: str,
+    action: str,
+    resident: str | None,
+    detail: dict[str, Any] | None = None,
+) -> Record:
+    """A read of a resident's data for the access log."""
+    return {
+        "op": "acc",
+        "at": at.isoformat(),
+        "actor": actor,
+        "role": role,
+        "action": action,
+        "resident": resident,
+        "detail": detail or {},
+    }
+
+
 def _apply_one(conn: psycopg.Connection, r: Record) -> None:
-    if r["op"] == "alert":
+    op = r["op"]
+    if op == "achg":
+        alert_store.upsert_snapshot(conn, r["snap"])
+        alert_store.append_records(conn, r["recs"])
+    elif op == "outbox":
+        alert_store.insert_notifications(conn, r["rows"])
+    elif op == "dlv":
+        alert_store.insert_delivery(conn, r)
+    elif op == "sil":
+        alert_store.save_silence(conn, r["s"])
+    elif op == "acc":
+        access_store.log_access(
+            conn,
+            at=datetime.fromisoformat(r["at"]),
+            actor=r["actor"],
+            role=r["role"],
+            action=r["action"],
+            resident=r["resident"],
+            detail=r["detail"],
+        )
+    elif op == "alert":
         f = {k: v for k, v in r.items() if k != "op"}
         f["raised_at"] = datetime.fromisoformat(f["raised_at"])
         alert_store.insert_alert(conn, **f)
-    elif r["op"] == "rec":
+    elif r["op"] == "health":
+        _apply_health(conn, r)
+    elif op == "rec":
         alert_store.append_record(
             conn,
             r["alert_id"],

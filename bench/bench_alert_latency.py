@@ -1,0 +1,334 @@
+"""Benchmark: latency from an MQTT publish of ``fall.detected`` to the webhook
+receiver and to the console's live feed, under 2,000 events/s of background
+traffic from the simulator.
+
+    .venv/bin/python bench/bench_alert_latency.py [--samples 300] [--rate 2000]
+        [--batch-wait-ms 20] [--append]
+
+Private mosquitto and PostgreSQL/TimescaleDB (trygg.devenv); ``trygg run`` as
+its own process with the HTTP API on; the background traffic is the
+simulator's events (``trygg.simulate.generate``, re-timed to the last hours)
+published at ``--rate`` by a separate process (tests/publish.py). The probe
+publishes one ``fall.detected`` every 100 ms, rotating over 60 residents, and
+resets each alarm (``alarm.reset``) after it was measured so that dedup and
+flapping never fold a probe.
+
+Measured in the same run, all with CLOCK_MONOTONIC in one process:
+- **webhook**: publish -> the POST arrives at a local HTTP receiver;
+- **console**: publish -> the alert arrives on the SSE feed (``/api/stream``);
+- **baseline**: publish -> a bare paho subscriber on the same topic gets it.
+``--append`` adds a dated section to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+import paho.mqtt.client as mqtt  # noqa: E402
+import psycopg  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from trygg.devenv import PrivateMosquitto, PrivatePostgres, free_port  # noqa: E402
+from trygg.registry import parse_registry  # noqa: E402
+from trygg.simulate import build_homes, generate  # noqa: E402
+from trygg.store.access import add_user  # noqa: E402
+from trygg.store.migrate import migrate  # noqa: E402
+from trygg.store.registry import save_registry  # noqa: E402
+
+SITE = "bench"
+PROBES = 60
+CHILDREN: list[subprocess.Popen[Any]] = []  # ended whatever happens (see __main__)
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--samples", type=int, default=300)
+    ap.add_argument("--rate", type=float, default=2000)
+    ap.add_argument("--homes", type=int, default=500)
+    ap.add_argument("--batch-wait-ms", type=int, default=None)
+    ap.add_argument("--append", action="store_true")
+    ap.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="run trygg with sys.setswitchinterval(S) (default: Python's 0.005 s)",
+    )
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="trygg-bench-alert-"))
+    hook_times: dict[str, float] = {}
+    sse_times: dict[str, float] = {}
+    raw_times: dict[str, float] = {}
+    sent: dict[str, float] = {}
+    by_event: dict[str, str] = {}
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            t = time.monotonic()
+            p = json.loads(body)
+            if p.get("notification", {}).get("level") == 1:
+                for e in p.get("events", []):
+                    hook_times.setdefault(e, t)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    with PrivatePostgres() as pg, PrivateMosquitto() as broker:
+        migrate(pg.url)
+        registry, homes = build_homes(args.homes, seed=3)
+        data: dict[str, Any] = {
+            "residents": [{"id": r.id, "team": r.team} for r in registry.residents],
+            "devices": [
+                {"id": d.id, "resident": d.resident, "kind": d.kind.value} for d in registry.devices
+            ],
+        }
+        for i in range(PROBES):
+            data["residents"].append({"id": f"probe-{i:03d}", "team": "probe"})
+            data["devices"].append(
+                {"id": f"pfall-{i:03d}", "resident": f"probe-{i:03d}", "kind": "fall"}
+            )
+        with psycopg.connect(pg.url) as conn:
+            save_registry(conn, parse_registry(data, "bench"))
+            token = add_user(conn, "bench", "admin")
+
+        # background: the simulator's events over the last hours, as a paced publisher
+        end = datetime.now(UTC) - timedelta(minutes=1)
+        n_bg = int(args.rate * (args.samples * 0.1 + 25))
+        bg = tempfile.NamedTemporaryFile("w", suffix=".tsv", delete=False)  # noqa: SIM115
+        count = 0
+        for ev in generate(homes, end - timedelta(hours=6), end, seed=3):
+            if ev.malformed or ev.type in ("fall.detected", "alarm.reset"):
+                continue
+            bg.write(
+                f"trygg/{SITE}/devices/{ev.device}/events\t{base64.b64encode(ev.payload_bytes()).decode()}\n"
+            )
+            count += 1
+            if count >= n_bg:
+                break
+        bg.close()
+
+        hook_port = free_port()
+        srv = ThreadingHTTPServer(("127.0.0.1", hook_port), Hook)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        http_port = free_port()
+        env = {
+            **os.environ,
+            "TRYGG_MQTT_URL": broker.url,
+            "TRYGG_DATABASE_URL": pg.url,
+            "TRYGG_SITE": SITE,
+            "TRYGG_WEBHOOK_URL": f"http://127.0.0.1:{hook_port}/",
+            "TRYGG_HTTP_PORT": str(http_port),
+            "TRYGG_SPOOL_DIR": str(work / "spool"),
+            "TRYGG_LOG_LEVEL": "WARNING",
+            "TRYGG_LOG_FORMAT": "json",
+        }
+        if args.batch_wait_ms is not None:
+            env["TRYGG_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
+        log = open(work / "trygg.log", "wb")  # noqa: SIM115
+        cmd = [str(Path(sys.executable).parent / "trygg"), "run"]
+        if args.switch_interval is not None:
+            cmd = [
+                sys.executable,
+                "-c",
+                f"import sys; sys.setswitchinterval({args.switch_interval});"
+                " sys.argv = ['trygg', 'run']; from trygg.cli import main; main()",
+            ]
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+        CHILDREN.append(proc)
+
+        base = f"http://127.0.0.1:{http_port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"trygg did not become ready; see {work / 'trygg.log'}")
+            time.sleep(0.2)
+
+        # console feed reader
+        def sse() -> None:
+            with contextlib.suppress(httpx.HTTPError):  # trygg stopped
+                _sse()
+
+        def _sse() -> None:
+            with httpx.stream(
+                "GET",
+                f"{base}/api/stream",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=None,
+            ) as r:
+                for line in r.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    t = time.monotonic()
+                    m = json.loads(line[5:])
+                    a = m.get("alert") or {}
+                    if m.get("type") == "alert":
+                        for e in a.get("events", []):
+                            sse_times.setdefault(e, t)
+
+        threading.Thread(target=sse, daemon=True).start()
+
+        raw = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw", protocol=mqtt.MQTTv5)
+        raw.on_message = lambda c, u, m: raw_times.setdefault(
+            json.loads(m.payload)["id"], time.monotonic()
+        )
+        raw.connect("127.0.0.1", broker.port)
+        raw.subscribe(f"trygg/{SITE}/devices/+/events", qos=1)
+        raw.loop_start()
+        # the baseline subscriber only looks at the probes' topics
+        raw.unsubscribe(f"trygg/{SITE}/devices/+/events")
+        for i in range(PROBES):
+            raw.subscribe(f"trygg/{SITE}/devices/pfall-{i:03d}/events", qos=1)
+
+        pub = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="bench-probe", protocol=mqtt.MQTTv5
+        )
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        time.sleep(1.0)
+
+        bgp = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "tests" / "publish.py"),
+                str(broker.port),
+                bg.name,
+                str(args.rate),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        CHILDREN.append(bgp)
+        time.sleep(3.0)  # let the background rate settle
+        stats0 = httpx.get(f"{base}/metrics", timeout=30).text
+        t_start = time.monotonic()
+        for k in range(args.samples):
+            i = k % PROBES
+            dev = f"pfall-{i:03d}"
+            eid = f"probe-{k}"
+            when = datetime.now(UTC).isoformat()
+            body = json.dumps({"id": eid, "type": "fall.detected", "time": when}).encode()
+            sent[eid] = time.monotonic()
+            pub.publish(f"trygg/{SITE}/devices/{dev}/events", body, qos=1)
+            by_event[eid] = dev
+            time.sleep(0.05)
+            reset = json.dumps(
+                {"id": f"reset-{k}", "type": "alarm.reset", "time": datetime.now(UTC).isoformat()}
+            ).encode()
+            pub.publish(f"trygg/{SITE}/devices/{dev}/events", reset, qos=1)
+            time.sleep(0.05)
+        t_probe = time.monotonic() - t_start
+        time.sleep(2.0)
+        stats1 = httpx.get(f"{base}/metrics", timeout=30).text
+        bgp.kill()
+        bgp.wait()
+        with psycopg.connect(pg.url) as conn:
+            inside = conn.execute(
+                "SELECT channel, count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms),"
+                " percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms)"
+                " FROM alert_deliveries GROUP BY channel ORDER BY channel"
+            ).fetchall()
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            print("trygg did not stop within 20 s of SIGTERM; killed", file=sys.stderr)
+            proc.kill()
+            proc.wait()
+        srv.shutdown()
+
+    def lat(d: dict[str, float]) -> list[float]:
+        return [(d[e] - sent[e]) * 1000 for e in sent if e in d]
+
+    wh, cs, bl = lat(hook_times), lat(sse_times), lat(raw_times)
+
+    def received(m: str) -> float:
+        for line in m.splitlines():
+            if line.startswith("trygg_events_received_total"):
+                return float(line.split()[-1])
+        return 0.0
+
+    bg_rate = (received(stats1) - received(stats0)) / (t_probe + 2.0)
+    nproc = os.cpu_count()
+    lines = [
+        f"samples sent {len(sent)}; background measured at trygg: {bg_rate:.0f} events/s",
+    ]
+    for name, xs in (("webhook", wh), ("console SSE", cs), ("baseline raw MQTT", bl)):
+        if xs:
+            lines.append(
+                f"{name:18} n={len(xs):4d}  median {statistics.median(xs):6.2f} ms"
+                f"  p99 {pct(xs, 99):6.2f} ms  max {max(xs):6.2f} ms"
+            )
+        else:
+            lines.append(f"{name:18} no samples")
+    for ch, n, p50, p99 in inside:
+        lines.append(f"  inside trygg, {ch} send: n={n} median {p50:.2f} ms p99 {p99:.2f} ms")
+    print("\n".join(lines))
+    if args.append:
+        cmd = "python bench/bench_alert_latency.py " + " ".join(sys.argv[1:])
+        bw = args.batch_wait_ms if args.batch_wait_ms is not None else "default (20)"
+        section = (
+            f"\n## {date.today().isoformat()} — alert latency"
+            " (fall.detected → webhook / console)\n\n"
+            f"- machine: nproc {nproc}, {cpu_model()}\n"
+            f"- command: `{cmd.replace(' --append', '')}`\n"
+            f"- trygg run as its own process (HTTP API on), private mosquitto and TimescaleDB; "
+            f"background traffic from the simulator at {args.rate:g} events/s (paced publisher "
+            f"process); batch wait {bw} ms\n\n"
+            "```\n" + "\n".join(lines) + "\n```\n"
+        )
+        with open(REPO / "bench" / "RESULTS.md", "a") as f:
+            f.write(section)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for child in CHILDREN:
+            if child.poll() is None:
+                child.kill()
+                child.wait()

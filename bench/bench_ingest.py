@@ -1,0 +1,272 @@
+"""Sustained ingest rate: broker -> trygg -> committed rows, against a bare subscriber.
+
+    .venv/bin/python bench/bench_ingest.py [--events 200000] [--batch 50] [--soak SECONDS]
+
+Both consumers are measured the same way: their persistent session is created,
+they go away, N QoS 1 messages (about 200 bytes each) are queued at the broker
+by a separate publisher process, and the consumer is started again; the clock
+runs from its (re)connection until the last message is received (bare) or the
+last row is committed (trygg). So the publisher's own speed does not enter.
+
+``--soak`` additionally publishes at a steady rate for that many seconds and
+samples the trygg process's resident memory every 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from trygg.devenv import PrivateMosquitto, PrivatePostgres  # noqa: E402
+from trygg.registry import parse_registry  # noqa: E402
+from trygg.store.migrate import migrate  # noqa: E402
+from trygg.store.registry import save_registry  # noqa: E402
+
+SITE = "bench"
+DEVICES = 500
+PY = sys.executable
+TRYGG = str(Path(PY).parent / "trygg")
+
+
+def payloads(n: int, batch: int) -> list[tuple[str, bytes]]:
+    start = datetime.now(UTC) - timedelta(hours=2)
+    out = []
+    i = 0
+    while i < n:
+        dev = f"motion-{(i // batch) % DEVICES:04d}"
+        items = []
+        for _ in range(min(batch, n - i)):
+            t = (start + timedelta(microseconds=i * 100)).isoformat()
+            items.append(
+                {
+                    "id": f"evt-{i:010d}",
+                    "type": "motion.detected",
+                    "time": t,
+                    "room": "livingroom",
+                    "value": None,
+                    "seq": i,
+                    "fw": "2.4.1-rc7",
+                    "gw": "zigbee-gateway-01.home",
+                }
+            )
+            i += 1
+        body = items[0] if batch == 1 else items
+        out.append((f"trygg/{SITE}/devices/{dev}/events", json.dumps(body).encode()))
+    return out
+
+
+def publish_all(port: int, msgs: list[tuple[str, bytes]]) -> None:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub", protocol=mqtt.MQTTv5)
+    acked = 0
+
+    def on_pub(*a: object) -> None:
+        nonlocal acked
+        acked += 1
+
+    c.on_publish = on_pub
+    c.max_inflight_messages_set(2000)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    for topic, body in msgs:
+        c.publish(topic, body, qos=1)
+    while acked < len(msgs):
+        time.sleep(0.05)
+    c.loop_stop()
+    c.disconnect()
+
+
+def bare_rate(broker: PrivateMosquitto, msgs: list[tuple[str, bytes]]) -> float:
+    script = str(REPO / "bench" / "bare_subscriber.py")
+    subprocess.run([PY, script, str(broker.port), "bare", "0"], check=True, capture_output=True)
+    publish_all(broker.port, msgs)
+    out = subprocess.run(
+        [PY, script, str(broker.port), "bare", str(len(msgs))],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    vals = dict(kv.split("=") for kv in out.split())
+    return len(msgs) / (float(vals["done"]) - float(vals["connected"]))
+
+
+def count(url: str) -> int:
+    with psycopg.connect(url) as c:
+        row = c.execute("SELECT count(*) FROM events").fetchone()
+    return int(row[0]) if row else 0
+
+
+def start_trygg(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as f:
+        return subprocess.Popen([TRYGG, "run"], env=env, stdout=f, stderr=subprocess.STDOUT)
+
+
+def connected_at(log: Path, after: int) -> float:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        lines = log.read_text().splitlines()[after:]
+        for line in lines:
+            if '"mqtt connected"' in line:
+                ts = json.loads(line)["timestamp"]
+                return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        time.sleep(0.05)
+    raise TimeoutError("trygg did not connect")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def trygg_rate(
+    broker: PrivateMosquitto,
+    pg: PrivatePostgres,
+    msgs: list[tuple[str, bytes]],
+    n_events: int,
+    client_id: str,
+) -> float:
+    spool = tempfile.mkdtemp(prefix="bench-spool-")
+    env = {
+        **os.environ,
+        "TRYGG_MQTT_URL": broker.url,
+        "TRYGG_DATABASE_URL": pg.url,
+        "TRYGG_SITE": SITE,
+        "TRYGG_MQTT_CLIENT_ID": client_id,
+        "TRYGG_SPOOL_DIR": spool,
+        "TRYGG_LOG_FORMAT": "json",
+        "TRYGG_LOG_LEVEL": "WARNING",
+    }
+    log = Path(spool) / "trygg.log"
+    env_info = {**env, "TRYGG_LOG_LEVEL": "INFO"}
+    p = start_trygg(env_info, log)
+    connected_at(log, 0)
+    p.terminate()
+    p.wait()
+    before = count(pg.url)
+    publish_all(broker.port, msgs)
+    lines = len(log.read_text().splitlines())
+    p = start_trygg(env_info, log)
+    t0 = connected_at(log, lines)
+    target = before + n_events
+    while count(pg.url) < target:
+        time.sleep(0.02)
+    t1 = time.time()
+    p.terminate()
+    p.wait()
+    return n_events / (t1 - t0)
+
+
+def soak(broker: PrivateMosquitto, pg: PrivatePostgres, seconds: int, rate: int) -> list[float]:
+    spool = tempfile.mkdtemp(prefix="bench-spool-")
+    env = {
+        **os.environ,
+        "TRYGG_MQTT_URL": broker.url,
+        "TRYGG_DATABASE_URL": pg.url,
+        "TRYGG_SITE": SITE,
+        "TRYGG_MQTT_CLIENT_ID": "soak",
+        "TRYGG_SPOOL_DIR": spool,
+        "TRYGG_LOG_FORMAT": "json",
+        "TRYGG_LOG_LEVEL": "INFO",
+    }
+    log = Path(spool) / "trygg.log"
+    p = start_trygg(env, log)
+    connected_at(log, 0)
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-soak", protocol=mqtt.MQTTv5)
+    c.max_inflight_messages_set(2000)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    samples = []
+    start = time.time()
+    i = 0
+    tick = 0.05
+    chunk = payloads(int(rate * tick), 1)
+    next_sample = start + 10
+    while time.time() - start < seconds:
+        for topic, body in chunk:
+            b = body.replace(b'"evt-', f'"s{i}-'.encode())
+            c.publish(topic, b, qos=1)
+        i += 1
+        now = time.time()
+        if now >= next_sample:
+            samples.append(rss_mb(p.pid))
+            next_sample += 10
+        time.sleep(max(0.0, start + i * tick - time.time()))
+    c.loop_stop()
+    c.disconnect()
+    p.terminate()
+    p.wait()
+    return samples
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--soak", type=int, default=0, help="seconds of steady load for memory")
+    ap.add_argument("--soak-rate", type=int, default=10_000)
+    args = ap.parse_args()
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    print(f"machine: {os.cpu_count()} cores, {cpu}")
+    with PrivatePostgres() as pg, PrivateMosquitto() as broker:
+        migrate(pg.url)
+        reg = parse_registry(
+            {
+                "residents": [{"id": f"r-{i:04d}", "team": "t"} for i in range(DEVICES)],
+                "devices": [
+                    {
+                        "id": f"motion-{i:04d}",
+                        "resident": f"r-{i:04d}",
+                        "kind": "motion",
+                        "room": "livingroom",
+                    }
+                    for i in range(DEVICES)
+                ],
+            },
+            "bench",
+        )
+        with psycopg.connect(pg.url) as conn:
+            save_registry(conn, reg)
+        single = payloads(args.events, 1)
+        print(f"payload size: {len(single[0][1])} bytes")
+        bare = bare_rate(broker, single)
+        print(f"bare subscriber:   {bare:,.0f} msg/s")
+        ours = trygg_rate(broker, pg, single, args.events, "trygg-single")
+        print(f"trygg single:      {ours:,.0f} events/s  ratio {ours / bare:.2f}")
+        batched = payloads(args.events * 2, args.batch)
+        ours_b = trygg_rate(broker, pg, batched, args.events * 2, "trygg-batched")
+        print(f"trygg batched x{args.batch}: {ours_b:,.0f} events/s")
+        if args.soak:
+            samples = soak(broker, pg, args.soak, args.soak_rate)
+            print(
+                f"soak {args.soak} s at {args.soak_rate}/s, RSS MB every 10 s: "
+                + " ".join(f"{s:.0f}" for s in samples)
+            )
+
+
+if __name__ == "__main__":
+    main()

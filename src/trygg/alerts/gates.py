@@ -1,0 +1,710 @@
+"""Quality gates: what happens to a signal before anyone is disturbed.
+
+The :class:`Gatekeeper` holds the open alerts and the silences in memory and
+turns each signal (and each ``alarm.reset`` event) into a :class:`Decision`:
+
+========== ======================================================== =======
+kind       when                                                     routed
+========== ======================================================== =======
+raised     a new alert                                              yes
+suppressed a new alert under a silence or inhibited by an offline   no
+           device: stored with the reason, never routed
+held       a new yellow/green alert while a red alert for the same  later
+           resident is fresh: routed when the hold ends
+repeated   the rule fired again while its alert is open: counted    no
+folded     the rule flaps: folded into one alert flagged for the    no
+           innovation specialist
+released   a held alert whose hold ended, or a silenced alert       yes
+           whose silence ended while it is still open
+cancelled  auto-resolve before anyone answered (rule clear, reset)  no
+resolved   a technical alert cleared after it was answered          no
+cleared    the condition went away while staff handle it: noted     no
+ignored    nothing to do (clear with no open alert, other events)   no
+========== ======================================================== =======
+
+Each decision carries the alert as it now is and the records appended, so
+the I/O layer persists exactly those (compare-and-set on ``previous_version``)
+and routes the alert when ``decision.route`` is true.
+
+Pure: no I/O, no wall clock; ids come from the injected ``new_id``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from trygg.alerts import lifecycle as lc
+from trygg.alerts.alert import SYSTEM, Alert, CancelReason, Outcome, Record
+from trygg.durations import format_duration, parse_duration
+from trygg.model import DeviceKind, Event, EventType, Severity, Signal, SignalAction
+
+__all__ = [
+    "AutoResolveConfig",
+    "Decision",
+    "DecisionKind",
+    "DedupConfig",
+    "DeviceInfo",
+    "Directory",
+    "FlappingConfig",
+    "GateConfig",
+    "Gatekeeper",
+    "InhibitionConfig",
+    "Silence",
+    "SilenceScope",
+]
+
+
+def _duration(v: Any) -> timedelta:
+    return parse_duration(v)
+
+
+# ------------------------------------------------------------------- config
+
+_K = DeviceKind
+
+DEFAULT_RULE_DEVICES: dict[str, list[DeviceKind]] = {
+    "fall": [_K.FALL],
+    "button": [_K.BUTTON],
+    "pullcord": [_K.PULLCORD],
+    "fire": [_K.SMOKE],
+    "seizure": [_K.SEIZURE],
+    "water": [_K.WATER],
+    "bed-exit-no-return": [_K.BED],
+    "left-home-at-night": [_K.DOOR, _K.MOTION],
+    "inactivity": [_K.MOTION, _K.DOOR, _K.BED, _K.CHAIR],
+    "long-bathroom-stay": [_K.MOTION],
+    "dose-missed": [_K.DISPENSER],
+    "dispenser-fault": [_K.DISPENSER],
+    "temperature-high": [_K.THERMOMETER],
+    "temperature-low": [_K.THERMOMETER],
+}
+
+
+class DedupConfig(BaseModel):
+    """One open alert per (resident, rule) -- and per device for per-device rules."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    per_device: bool = Field(
+        default=True,
+        description="per-device rules (signal.device set) get one open alert per device",
+    )
+
+
+class AutoResolveConfig(BaseModel):
+    """What a rule's clear signal and a device's ``alarm.reset`` do to an open alert.
+
+    Before anyone has acknowledged: cancelled (``auto_resolved`` for a clear,
+    ``device_reset`` for a reset). After: a technical alert is resolved by
+    ``system`` with outcome ``auto_resolved``; a care alert gets a ``cleared``
+    record and stays with the staff who are handling it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    clear_cancels_unacknowledged: bool = True
+    technical_rules: list[str] = Field(
+        default_factory=lambda: [
+            "device-offline",
+            "battery-low",
+            "temperature-high",
+            "temperature-low",
+        ]
+    )
+    reset_cancels_unacknowledged: bool = True
+    reset_rules: list[str] = Field(
+        default_factory=lambda: ["button", "pullcord", "fall", "fire", "seizure"]
+    )
+    reset_all_kinds: list[DeviceKind] = Field(
+        default_factory=lambda: [DeviceKind.BUTTON, DeviceKind.PULLCORD],
+        description="a reset from these device kinds (the alarm unit) resets every reset rule",
+    )
+
+
+class InhibitionConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    offline_rule: str = "device-offline"
+    offline_inhibits: list[str] = Field(
+        default_factory=lambda: [
+            "inactivity",
+            "long-bathroom-stay",
+            "bed-exit-no-return",
+            "left-home-at-night",
+        ],
+        description="inactivity-type rules an offline device they depend on inhibits",
+    )
+    red_holds_back: bool = True
+    red_hold_window: timedelta = timedelta(minutes=15)
+    held_severities: list[Severity] = Field(
+        default_factory=lambda: [Severity.YELLOW, Severity.GREEN]
+    )
+
+    @field_validator("red_hold_window", mode="before")
+    @classmethod
+    def _dur(cls, v: Any) -> timedelta:
+        return _duration(v)
+
+
+class FlappingConfig(BaseModel):
+    """More than ``max_fires`` fires in ``window`` for one resident and rule = flapping."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    max_fires: int = Field(default=5, ge=1)
+    window: timedelta = timedelta(hours=1)
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _dur(cls, v: Any) -> timedelta:
+        return _duration(v)
+
+    @field_validator("window")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("the flapping window must be longer than 0s")
+        return v
+
+
+class GateConfig(BaseModel):
+    """All quality gates; the ``gates:`` section of the routing file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dedup: DedupConfig = DedupConfig()
+    auto_resolve: AutoResolveConfig = AutoResolveConfig()
+    inhibition: InhibitionConfig = InhibitionConfig()
+    flapping: FlappingConfig = FlappingConfig()
+    rule_devices: dict[str, list[DeviceKind]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_RULE_DEVICES.items()},
+        description="which device kinds each rule depends on (silences, inhibition, reset)",
+    )
+
+    @property
+    def lookback(self) -> timedelta:
+        """How far back closed alerts must be reloaded to rebuild the gates."""
+        return max(self.flapping.window, self.inhibition.red_hold_window)
+
+
+# ------------------------------------------------------------------- silences
+
+
+class SilenceScope(StrEnum):
+    RESIDENT = "resident"  # away, in hospital
+    DEVICE = "device"  # in service
+
+
+class Silence(BaseModel):
+    """A silence: matching alerts are created but suppressed (stored, not routed).
+
+    A resident silence matches every alert of the resident (or only ``rules``);
+    a device silence matches alerts about that device (``signal.device``) and
+    alerts of rules that depend on the device's kind (``rule_devices``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1)
+    scope: SilenceScope
+    target: str = Field(min_length=1, description="resident id or device id")
+    start: AwareDatetime
+    end: AwareDatetime
+    created_by: str = Field(min_length=1)
+    reason: str = Field(min_length=1)
+    rules: tuple[str, ...] = ()
+    ended_by: str | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> Silence:
+        if self.end <= self.start:
+            raise ValueError("a silence must end after it starts")
+        return self
+
+    def active(self, now: datetime) -> bool:
+        return self.start <= now < self.end
+
+    def describe(self) -> str:
+        return (
+            f"silenced: {self.reason} (by {self.created_by}, "
+            f"{self.scope.value} {self.target}, until {self.end.isoformat()})"
+        )
+
+
+# ------------------------------------------------------------------- directory
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    resident: str
+    kind: DeviceKind
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """What the gates need from the registry: resident -> team, device -> kind."""
+
+    teams: Mapping[str, str] = field(default_factory=dict)
+    devices: Mapping[str, DeviceInfo] = field(default_factory=dict)
+    default_team: str = "unassigned"
+
+    def team_of(self, resident: str) -> str:
+        return self.teams.get(resident, self.default_team)
+
+    def kind_of(self, device: str | None) -> DeviceKind | None:
+        if device is None:
+            return None
+        info = self.devices.get(device)
+        return info.kind if info is not None else None
+
+    @classmethod
+    def from_registry(cls, registry: Any, default_team: str = "unassigned") -> Directory:
+        """From a :class:`trygg.registry.Registry` (or anything shaped like it)."""
+        return cls(
+            teams={r.id: r.team for r in registry.residents},
+            devices={d.id: DeviceInfo(d.resident, DeviceKind(d.kind)) for d in registry.devices},
+            default_team=default_team,
+        )
+
+
+# ------------------------------------------------------------------- decisions
+
+
+class DecisionKind(StrEnum):
+    RAISED = "raised"
+    SUPPRESSED = "suppressed"
+    HELD = "held"
+    REPEATED = "repeated"
+    FOLDED = "folded"
+    RELEASED = "released"
+    CANCELLED = "cancelled"
+    RESOLVED = "resolved"
+    CLEARED = "cleared"
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a gate decided. Persist ``records`` (new, append-only) and the alert
+    snapshot with compare-and-set on ``previous_version`` (None: a new alert);
+    route the alert if ``route``."""
+
+    kind: DecisionKind
+    alert: Alert | None
+    reason: str = ""
+    previous_version: int | None = None
+    records: tuple[Record, ...] = ()
+
+    @property
+    def route(self) -> bool:
+        return self.kind in (DecisionKind.RAISED, DecisionKind.RELEASED)
+
+
+def _changed(kind: DecisionKind, before: Alert | None, after: Alert, reason: str = "") -> Decision:
+    n = before.version if before is not None else 0
+    return Decision(
+        kind=kind,
+        alert=after,
+        reason=reason,
+        previous_version=before.version if before is not None else None,
+        records=after.records[n:],
+    )
+
+
+Key = tuple[str, str, str | None]
+
+
+# ------------------------------------------------------------------- gatekeeper
+
+
+class Gatekeeper:
+    """Open alerts and silences in memory; signals and events in, decisions out.
+
+    Rebuild it on start with :meth:`rebuild` from the open alerts, the alerts
+    closed within ``config.lookback`` and the silences not yet ended. After
+    a staff action or an escalation record changes an alert elsewhere, hand the
+    new alert to :meth:`update`.
+    """
+
+    def __init__(
+        self,
+        config: GateConfig | None = None,
+        *,
+        new_id: Callable[[], str],
+        directory: Directory | None = None,
+    ) -> None:
+        self.config = config or GateConfig()
+        self.directory = directory or Directory()
+        self._new_id = new_id
+        self._open: dict[Key, Alert] = {}
+        self._by_id: dict[str, Alert] = {}
+        self._fires: dict[tuple[str, str], deque[datetime]] = {}
+        self._recent_red: dict[str, Alert] = {}
+        self._silences: dict[str, Silence] = {}
+
+    # ------------------------------------------------------------- state
+
+    @classmethod
+    def rebuild(
+        cls,
+        config: GateConfig | None,
+        alerts: Iterable[Alert],
+        silences: Iterable[Silence] = (),
+        *,
+        new_id: Callable[[], str],
+        directory: Directory | None = None,
+    ) -> Gatekeeper:
+        """A gatekeeper as it was, from stored alerts (open ones and those closed
+        within ``config.lookback``) and stored silences."""
+        gk = cls(config, new_id=new_id, directory=directory)
+        for a in sorted(alerts, key=lambda a: (a.raised_at, a.id)):
+            for t in a.fire_times():
+                gk._fires.setdefault((a.resident, a.rule), deque()).append(t)
+            gk.update(a)
+        for k, q in gk._fires.items():
+            gk._fires[k] = deque(sorted(q))
+        for s in silences:
+            gk.add_silence(s)
+        return gk
+
+    def update(self, alert: Alert) -> None:
+        """Take in an alert changed outside the gates (staff action, escalation)."""
+        key = self._key_of(alert)
+        if alert.is_open:
+            self._by_id[alert.id] = alert
+            cur = self._open.get(key)
+            if cur is None or cur.id == alert.id or cur.raised_at <= alert.raised_at:
+                self._open[key] = alert
+        else:
+            self._by_id.pop(alert.id, None)
+            cur = self._open.get(key)
+            if cur is not None and cur.id == alert.id:
+                del self._open[key]
+        if alert.severity is Severity.RED:
+            if alert.is_open:
+                self._recent_red[alert.id] = alert
+            else:
+                self._recent_red.pop(alert.id, None)
+
+    def get(self, alert_id: str) -> Alert | None:
+        return self._by_id.get(alert_id)
+
+    def open_alerts(self) -> list[Alert]:
+        return sorted(self._by_id.values(), key=lambda a: (a.raised_at, a.id))
+
+    def add_silence(self, silence: Silence) -> None:
+        self._silences[silence.id] = silence
+
+    def end_silence(self, silence_id: str, now: datetime, actor: str) -> Silence:
+        """End a silence early (or remove a future one); returns the stored form."""
+        s = self._silences.get(silence_id)
+        if s is None:
+            raise KeyError(f"no silence {silence_id!r}")
+        end = max(min(s.end, now), s.start + timedelta(microseconds=1))
+        ended = s.model_copy(update={"end": end, "ended_by": actor})
+        self._silences[silence_id] = ended
+        return ended
+
+    def silences(self, now: datetime | None = None) -> list[Silence]:
+        """All silences held (or only those active at ``now``)."""
+        out = list(self._silences.values())
+        if now is not None:
+            out = [s for s in out if s.active(now)]
+        return sorted(out, key=lambda s: (s.start, s.id))
+
+    def prune(self, now: datetime) -> None:
+        """Forget silences that ended and fire times older than the lookback."""
+        for sid, s in list(self._silences.items()):
+            if s.end <= now and not any(a.silence_id == sid for a in self._by_id.values()):
+                del self._silences[sid]
+        horizon = now - self.config.lookback
+        for k, q in list(self._fires.items()):
+            while q and q[0] <= horizon:
+                q.popleft()
+            if not q:
+                del self._fires[k]
+
+    # ------------------------------------------------------------- helpers
+
+    def _key(self, resident: str, rule: str, device: str | None) -> Key:
+        if not self.config.dedup.per_device:
+            device = None
+        return (resident, rule, device)
+
+    def _key_of(self, a: Alert) -> Key:
+        return self._key(a.resident, a.rule, a.device)
+
+    def _depends(self, rule: str, kind: DeviceKind | None) -> bool:
+        """Whether ``rule`` depends on a device of ``kind`` (unknown kind: yes)."""
+        if kind is None:
+            return True
+        deps = self.config.rule_devices.get(rule)
+        return deps is None or kind in deps
+
+    def _silence_for(self, signal: Signal, now: datetime) -> Silence | None:
+        for s in self.silences(now):
+            if s.rules and signal.rule not in s.rules:
+                continue
+            if s.scope is SilenceScope.RESIDENT and s.target == signal.resident:
+                return s
+            if s.scope is SilenceScope.DEVICE:
+                if signal.device == s.target:
+                    return s
+                info = self.directory.devices.get(s.target)
+                if (
+                    info is not None
+                    and info.resident == signal.resident
+                    and signal.device is None
+                    and signal.rule in self.config.rule_devices
+                    and info.kind in self.config.rule_devices[signal.rule]
+                ):
+                    return s
+        return None
+
+    def _offline_inhibitor(self, signal: Signal) -> Alert | None:
+        inh = self.config.inhibition
+        if signal.rule not in inh.offline_inhibits:
+            return None
+        for a in self._by_id.values():
+            if (
+                a.rule == inh.offline_rule
+                and a.resident == signal.resident
+                and a.device is not None
+                and self._depends(signal.rule, self.directory.kind_of(a.device))
+            ):
+                return a
+        return None
+
+    def _red_holder(self, signal: Signal, now: datetime) -> Alert | None:
+        inh = self.config.inhibition
+        if not inh.red_holds_back or signal.severity not in inh.held_severities:
+            return None
+        best: Alert | None = None
+        for a in self._recent_red.values():
+            if (
+                a.resident == signal.resident
+                and a.is_open
+                and not a.suppressed
+                and a.raised_at <= now < a.raised_at + inh.red_hold_window
+                and (best is None or a.raised_at > best.raised_at)
+            ):
+                best = a
+        return best
+
+    def _suppression(self, signal: Signal, now: datetime) -> tuple[str, str | None] | None:
+        """(reason, silence id) if a new alert for ``signal`` would be suppressed."""
+        s = self._silence_for(signal, now)
+        if s is not None:
+            return s.describe(), s.id
+        off = self._offline_inhibitor(signal)
+        if off is not None:
+            return f"inhibited: device {off.device} is offline (alert {off.id})", None
+        return None
+
+    def _count_fire(self, resident: str, rule: str, now: datetime) -> int:
+        q = self._fires.setdefault((resident, rule), deque())
+        q.append(now)
+        horizon = now - self.config.flapping.window
+        while q and q[0] <= horizon:
+            q.popleft()
+        return len(q)
+
+    def _store(self, alert: Alert) -> None:
+        self.update(alert)
+
+    # ------------------------------------------------------------- signals
+
+    def on_signal(self, signal: Signal, now: datetime) -> Decision:
+        """Gate one signal from the rule engine."""
+        if signal.action is SignalAction.FIRE:
+            return self._on_fire(signal, now)
+        return self._on_clear(signal, now)
+
+    def _on_fire(self, signal: Signal, now: datetime) -> Decision:
+        cfg = self.config
+        fires = self._count_fire(signal.resident, signal.rule, now)
+        flapping = cfg.flapping.enabled and fires > cfg.flapping.max_fires
+        window_s = cfg.flapping.window.total_seconds()
+        key = self._key(signal.resident, signal.rule, signal.device)
+        current = self._open.get(key) if cfg.dedup.enabled else None
+
+        if current is not None:
+            a = lc.repeat(current, now, signal)
+            kind = DecisionKind.FOLDED if a.flapping else DecisionKind.REPEATED
+            reason = f"repeat {a.repeat_count} of the open alert"
+            if flapping and not a.flapping:
+                a = lc.flag_flapping(a, now, fires, window_s)
+                kind = DecisionKind.FOLDED
+                reason = (
+                    f"rule {signal.rule} fired {fires} times in "
+                    f"{format_duration(cfg.flapping.window)}: flapping, folded into this alert"
+                )
+            if a.suppressed and a.silence_id is not None and self._suppression(signal, now) is None:
+                a = lc.release(a, now, "the silence has ended and the rule fired again")
+                kind = DecisionKind.RELEASED
+                reason = "silence ended; the rule fired again"
+            self._store(a)
+            return _changed(kind, current, a, reason)
+
+        team = self.directory.team_of(signal.resident)
+        supp = self._suppression(signal, now)
+        holder = self._red_holder(signal, now) if supp is None else None
+        held_until = holder.raised_at + cfg.inhibition.red_hold_window if holder else None
+        a = lc.raise_alert(
+            signal,
+            alert_id=self._new_id(),
+            team=team,
+            now=now,
+            suppressed_reason=supp[0] if supp else None,
+            silence_id=supp[1] if supp else None,
+            held_until=held_until,
+            held_by=holder.id if holder else None,
+            flapping=flapping,
+        )
+        self._store(a)
+        if supp is not None:
+            return _changed(DecisionKind.SUPPRESSED, None, a, supp[0])
+        if holder is not None and held_until is not None:
+            return _changed(
+                DecisionKind.HELD,
+                None,
+                a,
+                f"held back until {held_until.isoformat()} by red alert {holder.id}",
+            )
+        if flapping:
+            return _changed(
+                DecisionKind.RAISED,
+                None,
+                a,
+                f"rule {signal.rule} fired {fires} times in "
+                f"{format_duration(cfg.flapping.window)}: flapping, one alert from now on",
+            )
+        return _changed(DecisionKind.RAISED, None, a)
+
+    def _on_clear(self, signal: Signal, now: datetime) -> Decision:
+        key = self._key(signal.resident, signal.rule, signal.device)
+        current = self._open.get(key)
+        if current is None:
+            return Decision(DecisionKind.IGNORED, None, "no open alert to clear")
+        ar = self.config.auto_resolve
+        return self._close_or_note(
+            current,
+            now,
+            cause="rule clear",
+            unacked_cancel=ar.clear_cancels_unacknowledged and not current.flapping,
+            cancel_reason=CancelReason.AUTO_RESOLVED,
+            resolve_after_ack=current.rule in ar.technical_rules and not current.flapping,
+        )
+
+    def _close_or_note(
+        self,
+        current: Alert,
+        now: datetime,
+        *,
+        cause: str,
+        unacked_cancel: bool,
+        cancel_reason: CancelReason,
+        resolve_after_ack: bool,
+    ) -> Decision:
+        if not current.state.is_acknowledged and unacked_cancel:
+            a = lc.cancel(current, now, SYSTEM, cancel_reason, note=f"{cause} before answer")
+            kind = DecisionKind.CANCELLED
+        elif current.state.is_acknowledged and resolve_after_ack:
+            a = lc.resolve(current, now, SYSTEM, outcome=Outcome.AUTO_RESOLVED, note=cause)
+            kind = DecisionKind.RESOLVED
+        else:
+            a = lc.clear(current, now, cause)
+            kind = DecisionKind.CLEARED
+        self._store(a)
+        return _changed(kind, current, a, cause)
+
+    # ------------------------------------------------------------- events
+
+    def on_event(self, event: Event, now: datetime) -> list[Decision]:
+        """Gate a device event; only ``alarm.reset`` matters here."""
+        if event.type is not EventType.ALARM_RESET:
+            return []
+        ar = self.config.auto_resolve
+        kind = self.directory.kind_of(event.device) or event.kind
+        reset_all = kind in ar.reset_all_kinds
+        out: list[Decision] = []
+        for a in self.open_alerts():
+            if a.resident != event.resident or a.rule not in ar.reset_rules:
+                continue
+            if a.device is not None and a.device != event.device:
+                continue
+            if not reset_all and not self._depends(a.rule, kind):
+                continue
+            if a.signal_at is not None and event.time < a.signal_at:
+                continue  # a reset older than the alarm does not reset it
+            out.append(
+                self._close_or_note(
+                    a,
+                    now,
+                    cause=f"alarm.reset from device {event.device}",
+                    unacked_cancel=ar.reset_cancels_unacknowledged,
+                    cancel_reason=CancelReason.DEVICE_RESET,
+                    resolve_after_ack=False,
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------- timers
+
+    def release_due(self, now: datetime) -> list[Decision]:
+        """Release held alerts whose hold ended (or whose red alert closed) and
+        silenced alerts whose silence ended while they are still open."""
+        out: list[Decision] = []
+        for a in self.open_alerts():
+            reason: str | None = None
+            if a.held_until is not None:
+                holder = self._by_id.get(a.held_by or "")
+                if now >= a.held_until:
+                    reason = "the red alert's hold-back window ended"
+                elif holder is None:
+                    reason = f"red alert {a.held_by} is closed"
+            elif a.suppressed and a.silence_id is not None:
+                s = self._silences.get(a.silence_id)
+                if s is None or now >= s.end:
+                    other = self._silence_still_applies(a, now)
+                    if other is None:
+                        reason = "the silence has ended and the alert is still open"
+            if reason is not None:
+                b = lc.release(a, now, reason)
+                self._store(b)
+                out.append(_changed(DecisionKind.RELEASED, a, b, reason))
+        self.prune(now)
+        return out
+
+    def _silence_still_applies(self, a: Alert, now: datetime) -> Silence | None:
+        probe = Signal(
+            SignalAction.FIRE,
+            a.rule,
+            a.resident,
+            now,
+            a.code,
+            a.severity,
+            a.catalogue_version,
+            device=a.device,
+        )
+        return self._silence_for(probe, now)
+
+    def next_deadline(self, now: datetime) -> datetime | None:
+        """When :meth:`release_due` next has something to do (None: nothing pending)."""
+        times: list[datetime] = []
+        for a in self._by_id.values():
+            if a.held_until is not None:
+                times.append(a.held_until)
+            elif a.suppressed and a.silence_id is not None:
+                s = self._silences.get(a.silence_id)
+                times.append(s.end if s is not None else now)
+        return min(times) if times else None

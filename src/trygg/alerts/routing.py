@@ -1,0 +1,673 @@
+"""Routing and escalation: who is told about an alert, and when.
+
+The routing file (YAML, validated with pydantic; see ``routing.example.yaml``
+and ``docs/alerts.md``) names recipients with their channel addresses, the
+shifts in local time, each team's people on duty per shift and its leader,
+and per severity an escalation policy::
+
+    red:    team on duty at once, team leader after 60 s, response centre after 180 s
+    yellow: team on duty, re-notified every 10 min until acknowledged
+    green:  team on duty, daytime only, as a digest
+
+Escalation is pure and *derived from the alert's records only*: level 1 is
+the ``notified`` record, level n >= 2 an ``escalated`` record with
+``data.level = n``, reminders are ``renotified`` records. The base time is
+the ``raised`` record (or the ``released`` record of a held alert). So after
+a restart :meth:`Escalator.due` over the reloaded alerts neither repeats a
+step already recorded nor skips one that fell due while trygg was down (each
+due level is sent once, in order; missed reminders collapse into one).
+
+The I/O layer drives it: ``steps = escalator.due(open_alerts, now)``; for
+each step persist ``step.apply(alert, now)`` (the new record) together with
+the step's notifications in an outbox, then deliver; sleep until
+``escalator.next_deadline(open_alerts, now)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trygg.alerts import lifecycle as lc
+from trygg.alerts.alert import Alert, Step
+from trygg.alerts.gates import GateConfig
+from trygg.durations import parse_duration
+from trygg.model import Severity
+
+__all__ = [
+    "TEAM_LEADER",
+    "TEAM_ON_DUTY",
+    "Channel",
+    "Contact",
+    "EscalationStep",
+    "Escalator",
+    "Notification",
+    "Policy",
+    "PolicyStep",
+    "Recipient",
+    "RoutingConfig",
+    "RoutingError",
+    "Shift",
+    "TeamConfig",
+    "load_routing",
+    "parse_routing",
+]
+
+TEAM_ON_DUTY = "team_on_duty"
+TEAM_LEADER = "team_leader"
+_SPECIAL_TARGETS = (TEAM_ON_DUTY, TEAM_LEADER)
+
+
+class Channel(StrEnum):
+    WEBHOOK = "webhook"  # address: the name of a webhook configured in settings (not the URL)
+    EMAIL = "email"  # address: an e-mail address
+    MQTT = "mqtt"  # address: a team name -> trygg/{site}/teams/{team}/alerts
+    CONSOLE = "console"  # address: a team name (the live console feed)
+
+
+class Contact(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    channel: Channel
+    address: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _address(self) -> Contact:
+        if self.channel is Channel.EMAIL and "@" not in self.address:
+            raise ValueError(f"{self.address!r} is not an e-mail address")
+        if self.channel is Channel.WEBHOOK and "://" in self.address:
+            raise ValueError(
+                "a webhook contact names a webhook from the settings, not a URL "
+                "(URLs and their secrets stay out of the routing file)"
+            )
+        return self
+
+
+class Recipient(BaseModel):
+    """A person, a role phone or a desk (the response centre) with its contacts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    contacts: list[Contact] = Field(min_length=1)
+    description: str = ""
+
+
+def _parse_clock(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError('write a time of day as "HH:MM"')
+    if isinstance(v, int):
+        # YAML 1.1 reads an unquoted 15:00 as the sexagesimal number 900.
+        if v == 0 or 60 <= v < 24 * 60:
+            return time(v // 60, v % 60)
+        raise ValueError('write a time of day as "HH:MM" (quoted)')
+    return v
+
+
+class Shift(BaseModel):
+    """A shift in local wall-clock time; ``end`` before ``start`` runs past midnight."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    start: time
+    end: time
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _clock(cls, v: Any) -> Any:
+        return _parse_clock(v)
+
+    def contains(self, t: time) -> bool:
+        if self.start < self.end:
+            return self.start <= t < self.end
+        return t >= self.start or t < self.end
+
+
+class TeamConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    contacts: list[Contact] = Field(
+        default_factory=list, description="team-wide channels: MQTT team topic, console"
+    )
+    on_duty: dict[str, list[str]] = Field(
+        default_factory=dict, description="shift name -> recipients on duty"
+    )
+    leader: str | dict[str, str] | None = Field(
+        None, description="recipient id, or shift name -> recipient id"
+    )
+    timezone: str | None = None
+
+    def leader_for(self, shift: str) -> str | None:
+        if isinstance(self.leader, dict):
+            return self.leader.get(shift)
+        return self.leader
+
+
+def _dur(v: Any) -> timedelta:
+    return parse_duration(v)
+
+
+class PolicyStep(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    after: timedelta = Field(default=timedelta(0), description="after the alert was raised")
+    notify: list[str] = Field(min_length=1, description="team_on_duty, team_leader or recipients")
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _after(cls, v: Any) -> timedelta:
+        return _dur(v)
+
+
+class Policy(BaseModel):
+    """An escalation policy: levels 1..n, each ``after`` the raise if still unacknowledged."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: list[PolicyStep] = Field(min_length=1)
+    renotify_every: timedelta | None = None
+    renotify_max: int | None = Field(default=None, ge=0)
+    only_during: list[str] = Field(
+        default_factory=list, description="shift names; outside them steps wait for the next"
+    )
+    digest: bool = Field(default=False, description="tell channels to batch these into a digest")
+
+    @field_validator("renotify_every", mode="before")
+    @classmethod
+    def _renotify(cls, v: Any) -> timedelta | None:
+        if v is None:
+            return None
+        d = parse_duration(v)
+        if d <= timedelta(0):
+            raise ValueError("renotify_every must be longer than 0s")
+        return d
+
+    @model_validator(mode="after")
+    def _increasing(self) -> Policy:
+        prev: timedelta | None = None
+        for i, s in enumerate(self.steps):
+            if prev is not None and s.after <= prev:
+                raise ValueError(
+                    f"step {i + 1} comes after {s.after} but must come later than step {i}"
+                )
+            prev = s.after
+        return self
+
+
+def _default_policies() -> dict[Severity, Policy]:
+    return {
+        Severity.RED: Policy(
+            steps=[
+                PolicyStep(after=timedelta(0), notify=[TEAM_ON_DUTY]),
+                PolicyStep(after=timedelta(seconds=60), notify=[TEAM_LEADER]),
+            ],
+            renotify_every=timedelta(minutes=2),
+        ),
+        Severity.YELLOW: Policy(
+            steps=[PolicyStep(after=timedelta(0), notify=[TEAM_ON_DUTY])],
+            renotify_every=timedelta(minutes=10),
+        ),
+        Severity.GREEN: Policy(
+            steps=[PolicyStep(after=timedelta(0), notify=[TEAM_ON_DUTY])], digest=True
+        ),
+    }
+
+
+def _default_shifts() -> list[Shift]:
+    return [
+        Shift(name="day", start=time(7), end=time(15)),
+        Shift(name="evening", start=time(15), end=time(23)),
+        Shift(name="night", start=time(23), end=time(7)),
+    ]
+
+
+def _zone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {v!r} (use an IANA name such as Europe/Oslo)") from None
+    return v
+
+
+class RoutingConfig(BaseModel):
+    """The routing file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1] = 1
+    timezone: str = "Europe/Oslo"
+    shifts: list[Shift] = Field(default_factory=_default_shifts)
+    recipients: dict[str, Recipient] = Field(default_factory=dict)
+    teams: dict[str, TeamConfig] = Field(default_factory=dict)
+    default_team: str | None = Field(
+        None, description="the team whose routing applies to alerts of teams not listed"
+    )
+    fallback: list[str] = Field(
+        default_factory=list,
+        description="recipients for alerts of unknown teams when there is no default_team",
+    )
+    policies: dict[Severity, Policy] = Field(default_factory=_default_policies)
+    gates: GateConfig = GateConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return _zone(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RoutingConfig:
+        names = [s.name for s in self.shifts]
+        if len(set(names)) != len(names):
+            raise ValueError("shifts: a shift name is used twice")
+        if self.shifts:
+            for minute in range(0, 24 * 60):
+                t = time(minute // 60, minute % 60)
+                hits = [s.name for s in self.shifts if s.contains(t)]
+                if len(hits) > 1:
+                    raise ValueError(f"shifts: {' and '.join(hits)} overlap at {t:%H:%M}")
+                if not hits:
+                    raise ValueError(f"shifts: no shift covers {t:%H:%M}")
+        missing = [s.value for s in Severity if s not in self.policies]
+        if missing:
+            raise ValueError(f"policies: no policy for {', '.join(missing)}")
+        for sev, pol in self.policies.items():
+            for i, st in enumerate(pol.steps):
+                for target in st.notify:
+                    if target not in _SPECIAL_TARGETS and target not in self.recipients:
+                        raise ValueError(
+                            f"policies.{sev.value}.steps.{i}.notify: unknown recipient {target!r} "
+                            f"(use {TEAM_ON_DUTY}, {TEAM_LEADER} or a name under recipients)"
+                        )
+            for sh in pol.only_during:
+                if sh not in names:
+                    raise ValueError(f"policies.{sev.value}.only_during: unknown shift {sh!r}")
+        for tname, team in self.teams.items():
+            if team.timezone is not None:
+                try:
+                    _zone(team.timezone)
+                except ValueError as exc:
+                    raise ValueError(f"teams.{tname}.timezone: {exc}") from None
+            for sh, people in team.on_duty.items():
+                if sh not in names:
+                    raise ValueError(f"teams.{tname}.on_duty: unknown shift {sh!r}")
+                for p in people:
+                    if p not in self.recipients:
+                        raise ValueError(f"teams.{tname}.on_duty.{sh}: unknown recipient {p!r}")
+            leaders = (
+                team.leader.items()
+                if isinstance(team.leader, dict)
+                else [("", team.leader)]
+                if team.leader
+                else []
+            )
+            for sh, p in leaders:
+                if sh and sh not in names:
+                    raise ValueError(f"teams.{tname}.leader: unknown shift {sh!r}")
+                if p not in self.recipients:
+                    raise ValueError(f"teams.{tname}.leader: unknown recipient {p!r}")
+            if not team.contacts and not team.on_duty:
+                raise ValueError(f"teams.{tname}: give it contacts or people on_duty")
+        if self.default_team is not None and self.default_team not in self.teams:
+            raise ValueError(f"default_team: unknown team {self.default_team!r}")
+        for p in self.fallback:
+            if p not in self.recipients:
+                raise ValueError(f"fallback: unknown recipient {p!r}")
+        return self
+
+    # ----------------------------------------------------------- time of day
+
+    def tz_for(self, team: str) -> ZoneInfo:
+        t = self.teams.get(team)
+        return ZoneInfo(t.timezone if t is not None and t.timezone else self.timezone)
+
+    def shift_at(self, at: datetime, tz: ZoneInfo | None = None) -> Shift | None:
+        """The shift at instant ``at`` in local wall-clock time (DST-correct)."""
+        local = at.astimezone(tz or ZoneInfo(self.timezone)).time().replace(tzinfo=None)
+        for s in self.shifts:
+            if s.contains(local):
+                return s
+        return None
+
+    def next_in_shifts(self, at: datetime, shifts: list[str], tz: ZoneInfo) -> datetime:
+        """``at`` if it falls in one of ``shifts``, else when the next of them starts."""
+        if not shifts:
+            return at
+        cur = self.shift_at(at, tz)
+        if cur is not None and cur.name in shifts:
+            return at
+        local_day = at.astimezone(tz).date()
+        best: datetime | None = None
+        for d in range(0, 3):
+            day = local_day + timedelta(days=d)
+            for s in self.shifts:
+                if s.name not in shifts:
+                    continue
+                cand = _local_instant(day, s.start, tz)
+                if cand > at and (best is None or cand < best):
+                    best = cand
+            if best is not None:
+                return best
+        raise ValueError(f"no shift among {shifts} starts within 3 days")  # unreachable
+
+
+def _local_instant(day: date, t: time, tz: ZoneInfo) -> datetime:
+    """The first instant at which local wall-clock time on ``day`` reaches ``t``.
+
+    Usually that is simply ``t`` on ``day``. When ``t`` falls in the gap of a
+    clocks-forward night (02:30 in Oslo on the last Sunday of March) it is the
+    instant the clocks jump, consistent with :meth:`RoutingConfig.shift_at`.
+    When ``t`` occurs twice (clocks back) it is the first occurrence.
+    """
+    naive = datetime.combine(day, t)
+    aware = naive.replace(tzinfo=tz, fold=0)
+    utc = ZoneInfo("UTC")
+    if aware.astimezone(utc).astimezone(tz).replace(tzinfo=None) == naive:
+        return aware
+    # in a gap: search between the two readings for the jump
+    lo = naive.replace(tzinfo=tz, fold=1).astimezone(utc)
+    hi = aware.astimezone(utc)
+    if hi < lo:
+        lo, hi = hi, lo
+    while hi - lo > timedelta(seconds=1):
+        mid = lo + (hi - lo) / 2
+        if mid.astimezone(tz).replace(tzinfo=None) >= naive:
+            hi = mid
+        else:
+            lo = mid
+    return hi.replace(microsecond=0).astimezone(tz)
+
+
+class RoutingError(ValueError):
+    """A routing file that cannot be used; the message names file, field and reason."""
+
+
+def parse_routing(data: Any, source: str = "<routing>") -> RoutingConfig:
+    """Validate routing data (already parsed YAML). Pure."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RoutingError(f"{source}: expected a mapping (recipients, teams, policies, …)")
+    try:
+        return RoutingConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")
+        raise RoutingError("\n".join(lines)) from None
+
+
+def parse_routing_text(text: str, source: str = "<routing>") -> RoutingConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RoutingError(f"{source}: not valid YAML: {exc}") from None
+    return parse_routing(data, source)
+
+
+def load_routing(path: str | Path) -> RoutingConfig:
+    """Read and validate a routing file (the only function here that does I/O)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RoutingError(f"{p}: cannot read: {exc.strerror}") from None
+    return parse_routing_text(text, str(p))
+
+
+# ------------------------------------------------------------------- escalation
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One message to one address. ``key`` is the idempotency key: the same
+    step to the same address always has the same key, so a receiver (or the
+    outbox) can drop repeats."""
+
+    alert_id: str
+    action: str  # notify | escalate | renotify
+    level: int
+    n: int  # reminder number (0 for notify/escalate)
+    target: str  # the policy target: team_on_duty, team_leader or a recipient
+    recipient: str  # recipient id or "team:<name>" for team-wide channels
+    channel: Channel
+    address: str
+    due_at: datetime
+    digest: bool = False
+
+    @property
+    def key(self) -> str:
+        return (
+            f"{self.alert_id}:{self.action}:{self.level}:{self.n}:"
+            f"{self.channel.value}:{self.address}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationStep:
+    """A due step of an alert's escalation: record it with :meth:`apply`."""
+
+    alert_id: str
+    action: str  # notify (level 1) | escalate (level >= 2) | renotify
+    level: int
+    n: int
+    due_at: datetime
+    targets: tuple[str, ...]
+    notifications: tuple[Notification, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.alert_id}:{self.action}:{self.level}:{self.n}"
+
+    @property
+    def unrouted(self) -> bool:
+        """True when no address was found (log it loudly; the step is still recorded)."""
+        return not self.notifications
+
+    def apply(self, alert: Alert, now: datetime) -> Alert:
+        """Append the record that marks this step done."""
+        if alert.id != self.alert_id:
+            raise ValueError(f"step for alert {self.alert_id} applied to {alert.id}")
+        targets = list(self.targets)
+        if self.action == "notify":
+            return lc.notify(alert, now, targets=targets)
+        if self.action == "escalate":
+            return lc.escalate(alert, now, self.level, targets=targets)
+        return lc.renotify(alert, now, targets=targets)
+
+
+class Escalator:
+    """Pure escalation over a :class:`RoutingConfig`; holds no per-alert state."""
+
+    def __init__(self, routing: RoutingConfig) -> None:
+        self.routing = routing
+
+    # ----------------------------------------------------------- schedule
+
+    def _policy(self, alert: Alert) -> Policy:
+        return self.routing.policies[alert.severity]
+
+    @staticmethod
+    def _base(alert: Alert) -> datetime:
+        released = [r.at for r in alert.records if r.step is Step.RELEASED]
+        return released[-1] if released else alert.raised_at
+
+    @staticmethod
+    def _active(alert: Alert) -> bool:
+        return alert.is_open and not alert.state.is_acknowledged and alert.routed
+
+    def _next(
+        self, alert: Alert, now: datetime | None = None
+    ) -> tuple[str, int, int, datetime] | None:
+        """The next step (action, level, n, due time): the earlier of the next
+        level and the next reminder. Given ``now``, a level that is due by then
+        takes precedence over a reminder that fell due earlier, so a reminder
+        never leaves a due level behind."""
+        if not self._active(alert):
+            return None
+        pol = self._policy(alert)
+        tz = self.routing.tz_for(alert.team)
+        done = alert.escalation_level
+        base = self._base(alert)
+        nxt_level: datetime | None = None
+        if done < len(pol.steps):
+            nxt_level = self.routing.next_in_shifts(
+                base + pol.steps[done].after, pol.only_during, tz
+            )
+        nxt_re: datetime | None = None
+        if (
+            done >= 1
+            and pol.renotify_every is not None
+            and (pol.renotify_max is None or alert.renotify_count < pol.renotify_max)
+            and alert.last_notified_at is not None
+        ):
+            nxt_re = self.routing.next_in_shifts(
+                alert.last_notified_at + pol.renotify_every, pol.only_during, tz
+            )
+        if nxt_level is not None and (
+            nxt_re is None or nxt_level <= nxt_re or (now is not None and nxt_level <= now)
+        ):
+            return ("notify" if done == 0 else "escalate", done + 1, 0, nxt_level)
+        if nxt_re is not None:
+            return ("renotify", done, alert.renotify_count + 1, nxt_re)
+        return None
+
+    def schedule(self, alert: Alert) -> list[tuple[int, datetime, tuple[str, ...]]]:
+        """The levels still to come if nobody acknowledges: (level, when, targets)."""
+        if not self._active(alert):
+            return []
+        pol = self._policy(alert)
+        tz = self.routing.tz_for(alert.team)
+        base = self._base(alert)
+        out = []
+        for i in range(alert.escalation_level, len(pol.steps)):
+            when = self.routing.next_in_shifts(base + pol.steps[i].after, pol.only_during, tz)
+            out.append((i + 1, when, tuple(pol.steps[i].notify)))
+        return out
+
+    def steps_due(self, alert: Alert, now: datetime) -> list[EscalationStep]:
+        """Every step due for ``alert`` at ``now``, in order. Levels that fell due
+        while trygg was down are each returned once; a reminder is returned only
+        when no level is due, and at most one."""
+        out: list[EscalationStep] = []
+        a = alert
+        pol = self._policy(alert)
+        while True:
+            nxt = self._next(a, now)
+            if nxt is None or nxt[3] > now:
+                break
+            action, level, n, due_at = nxt
+            if action == "renotify" and out:
+                break
+            targets = self._targets(pol, action, level)
+            step = EscalationStep(
+                alert_id=alert.id,
+                action=action,
+                level=level,
+                n=n,
+                due_at=due_at,
+                targets=targets,
+                notifications=tuple(self._notifications(a, action, level, n, targets, now)),
+            )
+            out.append(step)
+            a = step.apply(a, now)  # simulate, to see what is due after it
+            if action == "renotify":
+                break
+        return out
+
+    def due(self, alerts: Iterable[Alert], now: datetime) -> list[EscalationStep]:
+        """All due steps over ``alerts``, oldest due first."""
+        out: list[EscalationStep] = []
+        for a in alerts:
+            out.extend(self.steps_due(a, now))
+        return sorted(out, key=lambda s: (s.due_at, s.alert_id, s.level, s.n))
+
+    def plan(self, alert: Alert, now: datetime) -> list[Notification]:
+        """The notifications to send now for a (new) alert: those of its due steps."""
+        return [n for s in self.steps_due(alert, now) for n in s.notifications]
+
+    def next_deadline(self, alerts: Iterable[Alert], now: datetime) -> datetime | None:
+        """The earliest time a step is due (may be <= now if one is overdue)."""
+        times = [n[3] for a in alerts if (n := self._next(a)) is not None]
+        return min(times) if times else None
+
+    # ----------------------------------------------------------- addresses
+
+    @staticmethod
+    def _targets(pol: Policy, action: str, level: int) -> tuple[str, ...]:
+        if action != "renotify":
+            return tuple(pol.steps[level - 1].notify)
+        seen: list[str] = []
+        for st in pol.steps[:level]:
+            for t in st.notify:
+                if t not in seen:
+                    seen.append(t)
+        return tuple(seen)
+
+    def recipients(self, team: str, target: str, at: datetime) -> list[tuple[str, list[Contact]]]:
+        """Who ``target`` means for ``team`` at instant ``at``: (recipient, contacts)."""
+        r = self.routing
+        tc = r.teams.get(team)
+        if tc is None and r.default_team is not None:
+            team = r.default_team
+            tc = r.teams[team]
+        if target not in _SPECIAL_TARGETS:
+            return [(target, list(r.recipients[target].contacts))]
+        if tc is None:
+            return [(p, list(r.recipients[p].contacts)) for p in r.fallback]
+        shift = r.shift_at(at, r.tz_for(team))
+        sname = shift.name if shift is not None else ""
+        if target == TEAM_ON_DUTY:
+            out: list[tuple[str, list[Contact]]] = []
+            if tc.contacts:
+                out.append((f"team:{team}", list(tc.contacts)))
+            for p in tc.on_duty.get(sname, []):
+                out.append((p, list(r.recipients[p].contacts)))
+            return out
+        leader = tc.leader_for(sname)
+        if leader is None:  # no leader on this shift: fall back to the team on duty
+            return self.recipients(team, TEAM_ON_DUTY, at)
+        return [(leader, list(r.recipients[leader].contacts))]
+
+    def _notifications(
+        self,
+        alert: Alert,
+        action: str,
+        level: int,
+        n: int,
+        targets: tuple[str, ...],
+        now: datetime,
+    ) -> list[Notification]:
+        digest = self._policy(alert).digest
+        out: list[Notification] = []
+        seen: set[tuple[Channel, str]] = set()
+        for t in targets:
+            for who, contacts in self.recipients(alert.team, t, now):
+                for c in contacts:
+                    if (c.channel, c.address) in seen:
+                        continue
+                    seen.add((c.channel, c.address))
+                    out.append(
+                        Notification(
+                            alert_id=alert.id,
+                            action=action,
+                            level=level,
+                            n=n,
+                            target=t,
+                            recipient=who,
+                            channel=c.channel,
+                            address=c.address,
+                            due_at=now,
+                            digest=digest,
+                        )
+                    )
+        return out

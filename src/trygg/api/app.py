@@ -1,0 +1,528 @@
+"""The HTTP API (FastAPI) and the care-staff console, around the running alert service.
+
+Authentication is a bearer token (``trygg users add``); roles:
+
+============ ================================================================
+care_staff   sees and acts on the alerts of its own teams only (else 403);
+             reads the timelines of its teams' residents; silences for them
+specialist   reads every alert and timeline; manages silences
+auditor      reads alerts and the access log; changes nothing
+admin        everything
+============ ================================================================
+
+Every read of a resident's data (alert detail, timeline, alert lists) is
+written to the access log (who, when, what, which resident) through the
+runner's spool. Staff actions go to the alert service in-process, so two
+staff pressing *take* at once are serialised: one wins, the other gets 409
+with "alert is taken by …". See docs/api.md.
+"""
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    StreamingResponse,
+)
+from fastapi.staticfiles import StaticFiles
+from pydantic import AwareDatetime, BaseModel, Field
+
+from trygg import logs
+from trygg.alerts import lifecycle as lc
+from trygg.alerts.alert import OPEN_STATES, Alert, CancelReason, Outcome, State
+from trygg.alerts.lifecycle import ConflictError, TransitionError
+from trygg.api import words
+from trygg.model import Severity
+from trygg.runner.alerting import AlertService
+from trygg.store import access as access_store
+from trygg.store import alerts as alert_store
+from trygg.store.access import User
+
+log = logs.get("trygg.api")
+STATIC = Path(__file__).resolve().parent / "static"
+_SEV_RANK = {"red": 0, "yellow": 1, "green": 2}
+
+StaffAction = Literal[
+    "acknowledge", "take", "assign", "accept", "arrive", "resolve", "cancel", "note"
+]
+
+
+class ActionBody(BaseModel):
+    expected_version: int | None = Field(
+        None, description="the alert version you saw; a stale one gives 409 with the reason"
+    )
+    assignee: str | None = Field(None, description="for assign: whom to hand the alert to")
+    outcome: Outcome | None = Field(
+        None, description="for resolve/cancel: what it turned out to be"
+    )
+    reason: CancelReason | None = Field(None, description="for cancel: why (required)")
+    note: str = Field("", max_length=2000)
+
+
+class SilenceBody(BaseModel):
+    scope: Literal["resident", "device"]
+    target: str = Field(min_length=1, description="resident id or device id")
+    start: AwareDatetime | None = Field(None, description="default: now")
+    end: AwareDatetime
+    reason: str = Field(min_length=1, description="why (resident in hospital, device in service)")
+    rules: list[str] = Field(default_factory=list, description="only these rules (default: all)")
+
+
+class EndSilenceBody(BaseModel):
+    note: str = ""
+
+
+def _iso(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, dict):
+        return {k: _iso(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_iso(x) for x in v]
+    return v
+
+
+class _Auth:
+    def __init__(self, db: Any) -> None:
+        self._db = db
+        self._cache: dict[str, tuple[float, User | None]] = {}
+
+    async def user(self, token: str) -> User | None:
+        hit = self._cache.get(token)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        u: User | None = await self._db(access_store.user_by_token, token)
+        self._cache[token] = (time.monotonic() + 30.0, u)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        return u
+
+
+def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> FastAPI:
+    """The ASGI app. ``db(fn, *args)`` runs a store function on a pooled
+    connection in a worker thread (default: the runner's pool, no retries)."""
+
+    if db is None:
+
+        async def db(fn: Any, *args: Any, **kw: Any) -> Any:
+            return await asyncio.to_thread(runner._db, lambda c: fn(c, *args, **kw))
+
+    auth = _Auth(db)
+    app = FastAPI(
+        title="trygg",
+        version="1",
+        description="Alerts, silences, residents' timelines and the access log. "
+        "Authenticate with `Authorization: Bearer <token>` (`trygg users add`).",
+    )
+    app.state.service = service
+    app.state.closing = False
+
+    # ------------------------------------------------------------- auth
+
+    async def current_user(request: Request) -> User:
+        h = request.headers.get("authorization", "")
+        token = h[7:].strip() if h.lower().startswith("bearer ") else ""
+        if not token:
+            raise HTTPException(
+                401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        try:
+            u = await auth.user(token)
+        except Exception as exc:
+            raise HTTPException(503, f"cannot check the token now: {exc}") from None
+        if u is None:
+            raise HTTPException(
+                401, "unknown or disabled token", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return u
+
+    UserDep = Annotated[User, Depends(current_user)]
+
+    def require(u: User, *roles: str) -> None:
+        if u.role not in roles:
+            raise HTTPException(403, f"the {u.role} role may not do this")
+
+    def may_see_team(u: User, team: str) -> None:
+        if u.role == "care_staff" and team not in u.teams:
+            raise HTTPException(
+                403,
+                f"this belongs to team {team}; you are on {', '.join(u.teams) or 'no team'}",
+            )
+
+    def team_of_resident(resident: str) -> str | None:
+        reg = getattr(runner, "_registry", None)
+        if reg is None:
+            return None
+        for r in reg.residents:
+            if r.id == resident:
+                return str(r.team)
+        return None
+
+    def view(a: Alert | dict[str, Any], u: User) -> dict[str, Any]:
+        if isinstance(a, Alert):
+            d = a.to_dict()
+            d["allowed_actions"] = (
+                lc.allowed_actions(a, u.name) if u.role in ("care_staff", "admin") else []
+            )
+        else:
+            d = dict(a)
+            live = service.get(str(d.get("id")))
+            if live is not None:
+                return view(live, u)
+            d["allowed_actions"] = []
+        d["rule_words"] = words.rule_words(str(d.get("rule")))
+        return d
+
+    def access(u: User, action: str, resident: str | None, **detail: Any) -> None:
+        service.log_access(u.name, u.role, action, resident, _iso(detail))
+
+    # ------------------------------------------------------------- health
+
+    @app.get("/healthz", tags=["health"], summary="liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="readiness: MQTT, database, spool")
+    async def readyz() -> JSONResponse:
+        checks: dict[str, Any] = {}
+        src = getattr(runner, "_source", None)
+        checks["mqtt"] = bool(src is not None and src.connected.is_set())
+        try:
+            await asyncio.wait_for(db(lambda c: c.execute("SELECT 1").fetchone()), 2.0)
+            checks["database"] = True
+        except Exception:
+            checks["database"] = False
+        spool = getattr(runner, "_spool", None)
+        stats = getattr(runner, "stats", None)
+        pending = int(getattr(stats, "spool_bytes", 0) or 0)
+        limit = int(getattr(spool, "max_bytes", 0) or 0)
+        checks["spool"] = bool(limit == 0 or pending < limit * 0.9)
+        checks["spool_bytes"] = pending
+        checks["alerts"] = service.started
+        ok = all(checks[k] for k in ("mqtt", "database", "spool", "alerts"))
+        return JSONResponse({"ready": ok, **checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    async def metrics() -> PlainTextResponse:
+        from trygg.api.metrics import render
+
+        return PlainTextResponse(
+            render(runner, service), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    # ------------------------------------------------------------- me
+
+    @app.get("/api/me", tags=["users"])
+    async def me(u: UserDep) -> dict[str, Any]:
+        return {"name": u.name, "role": u.role, "teams": list(u.teams)}
+
+    # ------------------------------------------------------------- alerts
+
+    @app.get("/api/alerts", tags=["alerts"], summary="list and filter alerts, newest first")
+    async def list_alerts(
+        u: UserDep,
+        team: Annotated[list[str] | None, Query()] = None,
+        state: Annotated[
+            list[str] | None, Query(description="a state, or 'open' / 'closed'")
+        ] = None,
+        severity: Annotated[list[Severity] | None, Query()] = None,
+        rule: Annotated[list[str] | None, Query()] = None,
+        resident: str | None = None,
+        since: AwareDatetime | None = None,
+        until: AwareDatetime | None = None,
+        flapping: bool | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> dict[str, Any]:
+        teams = team
+        if u.role == "care_staff":
+            if teams:
+                for t in teams:
+                    may_see_team(u, t)
+            else:
+                teams = list(u.teams)
+        states: set[str] | None = None
+        if state:
+            states = set()
+            for s in state:
+                if s == "open":
+                    states |= {x.value for x in OPEN_STATES}
+                elif s == "closed":
+                    states |= {"resolved", "cancelled"}
+                elif s in {x.value for x in State}:
+                    states.add(s)
+                else:
+                    raise HTTPException(422, f"unknown state {s!r}")
+        sevs = [s.value for s in severity] if severity else None
+        open_only = states is not None and states <= {x.value for x in OPEN_STATES}
+
+        def match(a: Alert) -> bool:
+            return (
+                (teams is None or a.team in teams)
+                and (states is None or a.state.value in states)
+                and (sevs is None or a.severity.value in sevs)
+                and (rule is None or a.rule in rule)
+                and (resident is None or a.resident == resident)
+                and (since is None or a.raised_at >= since)
+                and (until is None or a.raised_at < until)
+                and (flapping is None or a.flapping == flapping)
+            )
+
+        out: dict[str, dict[str, Any]] = {}
+        if not open_only:
+            try:
+                rows = await db(
+                    alert_store.query_alerts,
+                    teams=teams,
+                    states=sorted(states) if states is not None else None,
+                    severities=sevs,
+                    rules=rule,
+                    resident=resident,
+                    since=since,
+                    until=until,
+                    flapping=flapping,
+                    limit=limit,
+                )
+            except Exception as exc:
+                raise HTTPException(503, f"the database is not reachable: {exc}") from None
+            for r in rows:
+                if not r.get("shadow"):
+                    out[str(r["id"])] = view(r, u)
+        for a in service.open_alerts():
+            if match(a):
+                out[a.id] = view(a, u)
+            elif a.id in out:
+                del out[a.id]
+        items = sorted(out.values(), key=lambda d: str(d.get("raised_at")), reverse=True)[:limit]
+        residents = sorted({str(d["resident"]) for d in items})
+        if residents:
+            access(u, "alerts.list", None, residents=residents, count=len(items))
+        return {"alerts": items, "count": len(items)}
+
+    async def _alert_for(u: UserDep, alert_id: str) -> Alert:
+        a = await service.load(alert_id)
+        if a is None:
+            snap = await db(alert_store.get_snapshot, alert_id)
+            if snap is None:
+                raise HTTPException(404, f"no alert {alert_id}")
+            may_see_team(u, str(snap["team"]))
+            raise HTTPException(404, f"alert {alert_id} has no lifecycle records")
+        may_see_team(u, a.team)
+        return a
+
+    @app.get("/api/alerts/{alert_id}", tags=["alerts"], summary="one alert with its records")
+    async def get_alert(alert_id: str, u: UserDep) -> dict[str, Any]:
+        a = await _alert_for(u, alert_id)
+        access(u, "alert.read", a.resident, alert=a.id)
+        try:
+            dl = await db(alert_store.deliveries, a.id)
+        except Exception:
+            dl = []
+        return {
+            "alert": view(a, u),
+            "records": [r.to_dict() for r in a.records],
+            "vkp_events": [
+                {"code": c, "name": n, "at": at.isoformat(), "actor": actor}
+                for c, n, at, actor in lc.vkp_events(a)
+            ],
+            "schedule": [
+                {"level": lv, "at": when.isoformat(), "notify": list(t)}
+                for lv, when, t in service.escalator.schedule(a)
+            ],
+            "deliveries": _iso(dl),
+        }
+
+    @app.post(
+        "/api/alerts/{alert_id}/{action}",
+        tags=["alerts"],
+        summary="act on an alert",
+        responses={
+            403: {"description": "not your team's alert, or your role may not act"},
+            404: {"description": "no such alert"},
+            409: {"description": "the action is not allowed now; the text says why"},
+        },
+    )
+    async def act(
+        alert_id: str, action: StaffAction, body: ActionBody, u: UserDep
+    ) -> dict[str, Any]:
+        require(u, "care_staff", "admin")
+        a = await _alert_for(u, alert_id)
+        try:
+            b = await service.act(
+                a.id,
+                action,
+                u.name,
+                expected_version=body.expected_version,
+                assignee=body.assignee,
+                outcome=body.outcome.value if body.outcome else None,
+                reason=body.reason.value if body.reason else None,
+                note=body.note,
+            )
+        except KeyError:
+            raise HTTPException(404, f"no alert {alert_id}") from None
+        except ConflictError as exc:
+            raise HTTPException(409, str(exc)) from None
+        except TransitionError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {"alert": view(b, u)}
+
+    # ------------------------------------------------------------- silences
+
+    def _silence_team(target_scope: str, target: str) -> str | None:
+        if target_scope == "resident":
+            return team_of_resident(target)
+        reg = getattr(runner, "_registry", None)
+        if reg is not None:
+            for d in reg.devices:
+                if d.id == target:
+                    return team_of_resident(d.resident)
+        return None
+
+    def _sil(s: Any) -> dict[str, Any]:
+        d: dict[str, Any] = s.model_dump(mode="json")
+        d["active"] = s.active(service.clock())
+        return d
+
+    @app.get("/api/silences", tags=["silences"])
+    async def list_silences(u: UserDep, active: bool = False) -> dict[str, Any]:
+        now = service.clock()
+        items = service.silences(now if active else None)
+        if u.role == "care_staff":
+            items = [s for s in items if _silence_team(s.scope.value, s.target) in u.teams]
+        return {"silences": [_sil(s) for s in items]}
+
+    @app.post("/api/silences", tags=["silences"], status_code=201)
+    async def create_silence(body: SilenceBody, u: UserDep) -> dict[str, Any]:
+        require(u, "care_staff", "specialist", "admin")
+        team = _silence_team(body.scope, body.target)
+        if team is None:
+            raise HTTPException(404, f"no {body.scope} {body.target!r} in the registry")
+        may_see_team(u, team)
+        start = body.start or service.clock()
+        if body.end <= start:
+            raise HTTPException(422, "a silence must end after it starts")
+        s = service.add_silence(
+            scope=body.scope,
+            target=body.target,
+            start=start,
+            end=body.end,
+            created_by=u.name,
+            reason=body.reason,
+            rules=body.rules,
+        )
+        return {"silence": _sil(s)}
+
+    @app.post("/api/silences/{silence_id}/end", tags=["silences"])
+    async def end_silence(
+        silence_id: str, u: UserDep, body: EndSilenceBody | None = None
+    ) -> dict[str, Any]:
+        require(u, "care_staff", "specialist", "admin")
+        s = service.silence(silence_id)
+        if s is None:
+            raise HTTPException(404, f"no current silence {silence_id}")
+        team = _silence_team(s.scope.value, s.target)
+        if team is not None:
+            may_see_team(u, team)
+        return {"silence": _sil(service.end_silence(silence_id, u.name))}
+
+    # ------------------------------------------------------------- residents
+
+    @app.get("/api/residents/{resident}/timeline", tags=["residents"])
+    async def timeline(
+        resident: str, u: UserDep, hours: Annotated[float, Query(gt=0, le=24 * 31)] = 24
+    ) -> dict[str, Any]:
+        require(u, "care_staff", "specialist", "admin")
+        team = team_of_resident(resident)
+        if team is None:
+            raise HTTPException(404, f"no resident {resident!r} in the registry")
+        may_see_team(u, team)
+        since = service.clock() - timedelta(hours=hours)
+        try:
+            events = await db(alert_store.resident_events, resident, since)
+            alerts = await db(alert_store.query_alerts, resident=resident, since=since, limit=100)
+        except Exception as exc:
+            raise HTTPException(503, f"the database is not reachable: {exc}") from None
+        access(u, "resident.timeline", resident, hours=hours)
+        by_id = {str(a["id"]): view(a, u) for a in alerts if not a.get("shadow")}
+        for a in service.open_alerts():
+            if a.resident == resident:
+                by_id[a.id] = view(a, u)
+        return {
+            "resident": resident,
+            "team": team,
+            "events": [{**_iso(e), "words": words.event_words(e)} for e in events],
+            "alerts": sorted(by_id.values(), key=lambda d: str(d["raised_at"]), reverse=True),
+        }
+
+    # ------------------------------------------------------------- access log
+
+    @app.get("/api/access-log", tags=["audit"])
+    async def access_log(
+        u: UserDep,
+        resident: str | None = None,
+        actor: str | None = None,
+        since: AwareDatetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    ) -> dict[str, Any]:
+        require(u, "auditor", "admin")
+        rows: list[dict[str, Any]] = await db(
+            access_store.read_access_log, resident=resident, actor=actor, since=since, limit=limit
+        )
+        return {"entries": _iso(rows)}
+
+    # ------------------------------------------------------------- live feed
+
+    @app.get("/api/stream", tags=["alerts"], summary="live alert changes (server-sent events)")
+    async def stream(request: Request, u: UserDep) -> StreamingResponse:
+        sub = service.feed.subscribe(None if u.role != "care_staff" else u.teams)
+
+        async def gen() -> AsyncIterator[bytes]:
+            try:
+                yield b"retry: 2000\n\n: hello\n\n"
+                while not app.state.closing:
+                    try:
+                        msg = await asyncio.wait_for(sub.queue.get(), 15.0)
+                    except TimeoutError:
+                        if await request.is_disconnected():
+                            break
+                        yield b": keep-alive\n\n"
+                        continue
+                    out = dict(msg)
+                    if "alert" in out and isinstance(out["alert"], dict):
+                        live = service.get(str(out["alert"].get("id")))
+                        a = view(live, u) if live is not None else view(out["alert"], u)
+                        if live is None:
+                            a["allowed_actions"] = []
+                        out["alert"] = a
+                    data = json.dumps(out, default=str, separators=(",", ":"))
+                    yield f"event: {out.get('type', 'message')}\ndata: {data}\n\n".encode()
+            finally:
+                service.feed.unsubscribe(sub)
+
+        return StreamingResponse(
+            gen(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    # ------------------------------------------------------------- console
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/console")
+
+    @app.get("/console", include_in_schema=False)
+    async def console() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
+
+    return app

@@ -1,0 +1,241 @@
+"""The MQTT -> Kafka bridge: stateless, several share the device topics.
+
+    mosquitto --$share/<group>/...--> MqttSource (manual PUBACK) --> queue
+        --> Decoder (the embedded ingest's own) --> Kafka (acks=all), keyed by resident
+        --> SCAIP replies on MQTT --> PUBACK, in order
+
+Each bridge subscribes through an MQTT v5 shared subscription, so the broker
+hands every message to one bridge of the group. A bridge validates and
+dead-letters exactly as the embedded runner does (the same ``Decoder``),
+produces each event to the events topic keyed by its resident (all of a
+resident's events land on one partition, in the order the bridge sends
+them) and each dead letter to the dead-letters topic. It acknowledges a
+batch's MQTT messages only once Kafka has acknowledged every record of the
+batch (``acks=all``): a bridge that dies before that leaves the messages
+with the broker, which sends them again to another member of the group.
+
+A bridge keeps no state but the device registry (reloaded from the database
+every few seconds). Duplicates (an MQTT re-delivery, a retried batch) are
+dropped downstream: by the rules agent's per-resident recent keys and by the
+events table's unique key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from trygg import logs
+from trygg.distributed import codecs
+from trygg.ingest.decode import Decoder
+from trygg.ingest.mqtt import Message, MqttSource
+from trygg.registry import Registry
+from trygg.settings import Settings
+from trygg.store import spooled
+from trygg.store.registry import load_registry
+
+log = logs.get("trygg.bridge")
+
+
+@dataclass
+class BridgeStats:
+    received: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    send_retries: int = 0
+
+
+def bridge_topics(settings: Settings) -> list[str]:
+    share = f"$share/{settings.bridge_group}/" if settings.bridge_group else ""
+    return [f"{share}trygg/{settings.site}/devices/+/{ch}" for ch in ("events", "scaip")]
+
+
+def producer_kwargs(settings: Settings) -> dict[str, Any]:
+    """aiokafka producer options: acks=all; no idempotence (see docs/distributed.md)."""
+    kw: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": False,
+        "linger_ms": 5,
+        "request_timeout_ms": 30000,
+    }
+    if settings.kafka_producer_linger_ms is not None:
+        kw["linger_ms"] = settings.kafka_producer_linger_ms
+    if settings.kafka_producer_max_batch_size is not None:
+        kw["max_batch_size"] = settings.kafka_producer_max_batch_size
+    return kw
+
+
+class Bridge:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stats = BridgeStats()
+        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._registry = Registry()
+        self._decoder: Decoder | None = None
+        self.ready = asyncio.Event()
+
+    # --- registry -----------------------------------------------------------
+    def _load_registry(self) -> Registry:
+        with psycopg.connect(self.settings.database_url, connect_timeout=10) as conn:
+            return load_registry(conn)
+
+    def _set_registry(self, registry: Registry) -> None:
+        self._registry = registry
+        self._decoder = Decoder(self.settings.site, registry.device_by_id())
+
+    async def _reload_registry(self) -> None:
+        while True:
+            await asyncio.sleep(10)
+            try:
+                registry = await asyncio.to_thread(self._load_registry)
+            except psycopg.Error as exc:
+                log.warning("registry reload failed", error=str(exc).strip()[:200])
+                continue
+            if registry != self._registry:
+                self._set_registry(registry)
+                log.info("registry reloaded", devices=len(registry.devices))
+
+    # --- life ---------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        delay = 0.5
+        while True:
+            try:
+                self._set_registry(await asyncio.to_thread(self._load_registry))
+                break
+            except psycopg.Error as exc:
+                log.warning("database unavailable, retrying", error=str(exc).strip()[:200])
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        producer = AIOKafkaProducer(**producer_kwargs(s))
+        delay = 0.5
+        while True:
+            try:
+                await producer.start()
+                break
+            except KafkaError as exc:
+                log.warning("kafka unavailable, retrying", error=str(exc)[:200])
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        loop = asyncio.get_running_loop()
+        source = MqttSource(
+            s.mqtt_url,
+            s.mqtt_client_id,
+            bridge_topics(s),
+            lambda m: loop.call_soon_threadsafe(self._queue.put_nowait, m),
+            session_expiry=s.mqtt_session_expiry,
+        )
+        source.start()
+        tasks = [
+            asyncio.create_task(self._consume(source, producer), name="bridge"),
+            asyncio.create_task(self._reload_registry(), name="registry"),
+        ]
+        await asyncio.to_thread(source.connected.wait, 30)
+        self.ready.set()
+        log.info("bridge running", topics=bridge_topics(s), kafka=s.kafka_bootstrap)
+        await stop.wait()
+        source.stop()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await producer.stop()
+
+    async def _next_batch(self) -> list[Message]:
+        batch = [await self._queue.get()]
+        deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
+        while len(batch) < self.settings.batch_max:
+            try:
+                batch.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), left))
+                except TimeoutError:
+                    break
+        return batch
+
+    def encode(self, batch: list[Message]) -> tuple[list[tuple[str, bytes, bytes]], list[Any]]:
+        """Decode a batch into Kafka records (topic, key, value) and SCAIP replies."""
+        assert self._decoder is not None
+        s = self.settings
+        received = datetime.now(UTC)
+        out: list[tuple[str, bytes, bytes]] = []
+        replies: list[tuple[str, bytes]] = []
+        for msg in batch:
+            self.stats.received += 1
+            d = self._decoder.decode(msg.topic, msg.payload, received)
+            if d.reply is not None:
+                replies.append(d.reply)
+            for dl in d.dead:
+                self.stats.dead_letters += 1
+                log.info("dead letter", device=dl.device, reason=dl.reason)
+                out.append(
+                    (
+                        s.kafka_dead_letters_topic,
+                        (dl.device or "").encode(),
+                        codecs.dumps(spooled.dead_letter_record(dl)),
+                    )
+                )
+            for ev in d.events:
+                self.stats.events += 1
+                out.append(
+                    (
+                        s.kafka_events_topic,
+                        codecs.key_of(ev.resident),
+                        codecs.dumps(codecs.event_record(ev, received)),
+                    )
+                )
+        return out, replies
+
+    async def _consume(self, source: MqttSource, producer: AIOKafkaProducer) -> None:
+        while True:
+            batch = await self._next_batch()
+            records, replies = self.encode(batch)
+            delay = 0.2
+            while True:
+                try:
+                    futures = [
+                        await producer.send(topic, value, key=key) for topic, key, value in records
+                    ]
+                    await asyncio.gather(*futures)
+                    break
+                except KafkaError as exc:
+                    # Send the whole batch again: at-least-once, duplicates are dropped
+                    # downstream. The MQTT messages stay unacknowledged meanwhile.
+                    self.stats.send_retries += 1
+                    log.warning("kafka send failed, retrying", error=str(exc)[:200], retry_in=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            for topic, reply in replies:
+                source.publish(topic, reply, qos=1)
+            for msg in batch:
+                source.ack(msg)
+            self.stats.batches += 1
+
+
+def run_bridge(settings: Settings) -> None:
+    """Run a bridge until SIGINT/SIGTERM."""
+    import signal
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await Bridge(settings).run(stop)
+
+    asyncio.run(main())

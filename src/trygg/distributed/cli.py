@@ -1,0 +1,98 @@
+"""``trygg kafka topics``, ``trygg bridge`` and ``trygg worker``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+
+kafka_app = typer.Typer(help="Kafka for the distributed runner.", no_args_is_help=True)
+
+ConfigOpt = typer.Option(
+    None,
+    "--config",
+    "-c",
+    help="TOML config file (else $TRYGG_CONFIG)",
+    exists=True,
+    dir_okay=False,
+)
+
+
+def _settings(config: Path | None, **overrides: object):  # type: ignore[no-untyped-def]
+    from trygg.cli import _settings as load
+
+    return load(config, **overrides)
+
+
+def _need_faust() -> None:
+    try:
+        import faust  # noqa: F401
+    except ImportError:
+        typer.echo(
+            "trygg: the distributed runner needs faust-streaming: pip install 'trygg[distributed]'",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+
+
+@kafka_app.command("topics")
+def kafka_topics(
+    config: Path | None = ConfigOpt,
+    kafka_bootstrap: str | None = typer.Option(None, help="overrides TRYGG_KAFKA_BOOTSTRAP"),
+    show: bool = typer.Option(False, "--show", help="only list the topics, create nothing"),
+) -> None:
+    """Create trygg's topics (names, partitions, retention from the settings)."""
+    from trygg.distributed.topics import create_topics, topic_specs
+
+    s = _settings(config, kafka_bootstrap=kafka_bootstrap)
+    if show:
+        for t in topic_specs(s):
+            typer.echo(f"{t.name}\t{t.partitions}\t{t.config['cleanup.policy']}\t{t.purpose}")
+        return
+    try:
+        result = asyncio.run(create_topics(s))
+    except Exception as exc:  # aiokafka's errors, connection refused
+        typer.echo(f"trygg: cannot create topics on {s.kafka_bootstrap}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for name, what in result:
+        typer.echo(f"{name}: {what}")
+
+
+def bridge_command(
+    config: Path | None = ConfigOpt,
+    mqtt_url: str | None = typer.Option(None, help="overrides TRYGG_MQTT_URL"),
+    kafka_bootstrap: str | None = typer.Option(None, help="overrides TRYGG_KAFKA_BOOTSTRAP"),
+    client_id: str | None = typer.Option(None, help="overrides TRYGG_MQTT_CLIENT_ID (unique!)"),
+) -> None:
+    """Run a stateless MQTT -> Kafka bridge (several share the topics)."""
+    from trygg.distributed.bridge import run_bridge
+
+    s = _settings(
+        config, mqtt_url=mqtt_url, kafka_bootstrap=kafka_bootstrap, mqtt_client_id=client_id
+    )
+    run_bridge(s)
+
+
+def worker_command(
+    config: Path | None = ConfigOpt,
+    kafka_bootstrap: str | None = typer.Option(None, help="overrides TRYGG_KAFKA_BOOTSTRAP"),
+    database_url: str | None = typer.Option(None, help="overrides TRYGG_DATABASE_URL"),
+    web: bool | None = typer.Option(
+        None, "--web/--without-web", help="Faust's web server (default: TRYGG_WORKER_WEB, off)"
+    ),
+) -> None:
+    """Run a Faust worker: rules, alerts, notifications and the database sink."""
+    _need_faust()
+    from trygg.distributed.worker.app import run_worker
+
+    s = _settings(
+        config, kafka_bootstrap=kafka_bootstrap, database_url=database_url, worker_web=web
+    )
+    run_worker(s)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(kafka_app, name="kafka")
+    app.command("bridge")(bridge_command)
+    app.command("worker")(worker_command)

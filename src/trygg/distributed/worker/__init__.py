@@ -1,0 +1,1 @@
+"""The Faust worker (``trygg worker``): see trygg.distributed.worker.app."""

@@ -1,0 +1,466 @@
+"""The Faust worker: agents over trygg's topics, state in changelog-backed tables.
+
+    events  --> rules agent  (Table rules-state)  --> signals (+ resets)
+    signals --> alerts agent (Table alerts-state) --> records, notifications
+    notifications --> notify agent (trygg.notify channels) --> records (deliveries)
+    events, dead letters, records --> sink agent --> TimescaleDB (spooled.apply)
+    timers: each worker scans the partitions it owns and sends ticks to
+            events / signals, which the agents apply like any other record
+
+Everything per resident is keyed by resident, and the tables are
+co-partitioned with the topics that write them, so a resident's state moves
+with its partition when workers join or leave. See docs/distributed.md for
+the delivery argument.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import faust
+from faust.serializers import codecs as faust_codecs
+
+from trygg import logs
+from trygg.distributed import codecs
+from trygg.distributed.topics import ALERTS_TABLE, RULES_TABLE
+from trygg.distributed.worker.core import AlertsCore, RulesCore, TimerIndex
+from trygg.registry import Registry
+from trygg.settings import Settings
+
+log = logs.get("trygg.worker")
+
+
+class _Str(faust_codecs.Codec):
+    """Keys: the resident id as UTF-8 text (what the bridge sends)."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return obj.encode() if isinstance(obj, str) else bytes(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return s.decode() if isinstance(s, bytes | bytearray) else s
+
+
+faust_codecs.register("trygg-str", _Str())
+
+
+class Sender(Protocol):
+    async def send_all(self, items: Sequence[tuple[Any, Any, bytes, int | None]]) -> None:
+        """Send (topic, key, value, partition) records; return once the broker acked all."""
+
+
+class FaustSender:
+    async def send_all(self, items: Sequence[tuple[Any, Any, bytes, int | None]]) -> None:
+        if not items:
+            return
+        futs = [
+            await topic.send(key=key, value=value, partition=partition, force=True)
+            for topic, key, value, partition in items
+        ]
+        await asyncio.gather(*futs)
+
+
+def _patch_fetch_wait(ms: int) -> None:
+    """Faust 0.15 passes fetch_max_wait_ms=1500 to aiokafka; tansu only answers a
+    waiting fetch when the wait is over, so tests lower it (TEST ONLY)."""
+    from faust.transport.drivers import aiokafka as drv
+
+    orig = drv.AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(orig, "_trygg_wait", None) == ms:
+        return
+    base = getattr(orig, "_trygg_orig", orig)
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = base(self, transport)
+        consumer._fetch_max_wait_ms = ms
+        return consumer
+
+    create._trygg_wait = ms  # type: ignore[attr-defined]
+    create._trygg_orig = base  # type: ignore[attr-defined]
+    drv.AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    s = settings
+    conf: dict[str, Any] = {
+        "broker": [f"kafka://{h.strip()}" for h in s.kafka_bootstrap.split(",")],
+        "store": "memory://",
+        "datadir": str(s.worker_data_dir),
+        "topic_partitions": s.kafka_partitions,
+        "topic_replication_factor": s.kafka_replication,
+        "producer_acks": -1,
+        "consumer_auto_offset_reset": "earliest",
+        "web_enabled": s.worker_web,
+        "web_bind": s.worker_web_host,
+        "web_host": s.worker_web_host,
+        "web_port": s.worker_web_port,
+        "processing_guarantee": "at_least_once",
+        # Every step is idempotent (docs/distributed.md), so a rebalance need not wait
+        # for the record an agent is in the middle of: it is processed again.
+        "stream_wait_empty": False,
+    }
+    if s.kafka_producer_max_batch_size is not None:
+        conf["producer_max_batch_size"] = s.kafka_producer_max_batch_size
+    if s.kafka_producer_linger_ms is not None:
+        conf["producer_linger"] = s.kafka_producer_linger_ms / 1000
+    if s.kafka_session_timeout_s is not None:
+        conf["broker_session_timeout"] = s.kafka_session_timeout_s
+    return conf
+
+
+class Worker:
+    """Builds the Faust app, its topics, tables and agents, around the pure cores."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        rules: RulesCore,
+        alerts: AlertsCore,
+        sender: Sender | None = None,
+        db: Callable[..., Awaitable[Any]] | None = None,
+        load_registry: Callable[[], Awaitable[Registry]] | None = None,
+        channels: dict[Any, Any] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = s = settings
+        self.rules = rules
+        self.alerts = alerts
+        self.sender: Sender = sender or FaustSender()
+        self.db = db
+        self._load_registry = load_registry
+        self.channels = channels or {}
+        self.clock = clock
+        self.rule_timers = TimerIndex()
+        self.alert_timers = TimerIndex()
+        self._parts: dict[str, frozenset[int]] = {}
+        self._registry: Registry | None = None
+        self.stats: dict[str, int] = {
+            "events": 0,
+            "duplicates": 0,
+            "signals": 0,
+            "ticks": 0,
+            "stored": 0,
+            "records": 0,
+            "notified": 0,
+        }
+        if s.kafka_fetch_max_wait_ms is not None:
+            _patch_fetch_wait(s.kafka_fetch_max_wait_ms)
+        app = faust.App(s.worker_id, **faust_settings(s))
+        self.app = app
+        n = s.kafka_partitions
+
+        def topic(name: str) -> Any:
+            return app.topic(name, key_serializer="trygg-str", value_serializer="raw", partitions=n)
+
+        self.events_topic = topic(s.kafka_events_topic)
+        self.signals_topic = topic(s.kafka_signals_topic)
+        self.records_topic = topic(s.kafka_records_topic)
+        self.notifications_topic = topic(s.kafka_notifications_topic)
+        self.dead_letters_topic = topic(s.kafka_dead_letters_topic)
+        # Table keys and values are text (JSON-serialised by Faust, as its recovery expects).
+        self.rules_table = app.Table(RULES_TABLE, partitions=n, key_type=str, value_type=str)
+        self.alerts_table = app.Table(ALERTS_TABLE, partitions=n, key_type=str, value_type=str)
+        sink_channel = app.topic(
+            s.kafka_events_topic,
+            s.kafka_dead_letters_topic,
+            s.kafka_records_topic,
+            key_serializer="trygg-str",
+            value_serializer="raw",
+        )
+
+        async def rules_agent(stream: Any) -> None:
+            async for event in stream.events():
+                await self.rules_step(event.key, event.value, event.message.partition)
+
+        async def alerts_agent(stream: Any) -> None:
+            async for event in stream.events():
+                await self.alerts_step(event.key, event.value, event.message.partition)
+
+        async def notify_agent(stream: Any) -> None:
+            async for event in stream.events():
+                await self.notify_step(event.key, event.value)
+
+        async def sink_agent(stream: Any) -> None:
+            wait = s.batch_wait_ms / 1000
+            async for batch in stream.take_events(s.batch_max, within=wait):
+                await self.sink_batch(
+                    [
+                        (e.message.topic, e.message.partition, e.message.offset, e.value)
+                        for e in batch
+                    ]
+                )
+
+        self.rules_agent = app.agent(self.events_topic, name="rules")(rules_agent)
+        self.alerts_agent = app.agent(self.signals_topic, name="alerts")(alerts_agent)
+        self.notify_agent = app.agent(self.notifications_topic, name="notify")(notify_agent)
+        if db is not None:
+            self.sink_agent = app.agent(sink_channel, name="sink")(sink_agent)
+        app.timer(s.worker_timer_interval_s, name="trygg-timers")(self.scan_timers)
+        if load_registry is not None:
+            app.timer(10.0, name="trygg-registry")(self.reload_registry)
+
+    # ------------------------------------------------------------------ rules
+
+    async def rules_step(self, key: Any, value: bytes, partition: int) -> None:
+        rid = key.decode() if isinstance(key, bytes) else key
+        rec = codecs.loads(value)
+        if rec.get("op") not in ("ev", "tick"):
+            return
+        res = self.rules.step(rid, self.rules_table.get(rid), rec, partition)
+        if res.duplicate:
+            self.stats["duplicates"] += 1
+            return
+        if rec["op"] == "ev":
+            self.stats["events"] += 1
+        else:
+            self.stats["ticks"] += 1
+        out = [
+            (self.signals_topic, rid, codecs.dumps(codecs.signal_record(sig)), None)
+            for sig in res.signals
+        ]
+        out += [
+            (self.signals_topic, rid, codecs.dumps(codecs.reset_record(ev)), None)
+            for ev in res.resets
+        ]
+        # The signals must be in Kafka before the state that says they fired.
+        await self.sender.send_all(out)
+        self.stats["signals"] += len(res.signals)
+        assert res.state is not None
+        self.rules_table[rid] = res.state.decode()
+        self.rule_timers.update(partition, rid, res.deadline, res.wm)
+
+    # ------------------------------------------------------------------ alerts
+
+    def _alerts_now(self, rec: dict[str, Any]) -> datetime:
+        if self.settings.worker_clock == "event" and rec.get("at"):
+            return datetime.fromisoformat(rec["at"])
+        return self.clock()
+
+    async def alerts_step(self, key: Any, value: bytes, partition: int) -> None:
+        rid = key.decode() if isinstance(key, bytes) else key
+        rec = codecs.loads(value)
+        res = self.alerts.step(
+            rid, self.alerts_table.get(rid), rec, partition, self._alerts_now(rec)
+        )
+        if res.duplicate:
+            return
+        out = [(self.records_topic, rid, codecs.dumps(r), None) for r in res.records]
+        out += [
+            (self.notifications_topic, n["row"]["alert_id"], codecs.dumps(n), None)
+            for n in res.notifications
+        ]
+        await self.sender.send_all(out)
+        self.stats["records"] += len(res.records)
+        assert res.state is not None
+        self.alerts_table[rid] = res.state.decode()
+        self.alert_timers.update(partition, rid, res.deadline, None)
+
+    # ------------------------------------------------------------------ notify
+
+    async def notify_step(self, key: Any, value: bytes) -> None:
+        from trygg.alerts.routing import Channel, Notification
+        from trygg.notify.base import Delivery, payload
+        from trygg.store import spooled
+
+        rec = codecs.loads(value)
+        row = rec["row"]
+        n = Notification(
+            alert_id=row["alert_id"],
+            action=row["action"],
+            level=row["level"],
+            n=row["n"],
+            target=row["target"],
+            recipient=row["recipient"],
+            channel=Channel(row["channel"]),
+            address=row["address"],
+            due_at=datetime.fromisoformat(row["due_at"]),
+            digest=row["digest"],
+        )
+        ch = self.channels.get(n.channel)
+        t0 = time.perf_counter()
+        if ch is None:
+            d = Delivery(False, 0, None, f"the {n.channel.value} channel is not configured")
+        else:
+            try:
+                d = await ch.send(n, row["address"], payload(rec["alert"], n, row["address"]))
+            except Exception as exc:  # a channel bug must not stop the agent
+                log.exception("channel failed", channel=n.channel.value)
+                d = Delivery(False, 1, None, f"{type(exc).__name__}: {exc}"[:300])
+        ms = (time.perf_counter() - t0) * 1000
+        self.stats["notified"] += 1
+        resident = rec["alert"].get("resident") or ""
+        dlv = spooled.delivery_record(
+            key=n.key,
+            alert_id=n.alert_id,
+            channel=n.channel.value,
+            address=row["address"],
+            at=self.clock(),
+            attempts=d.attempts,
+            ok=d.ok,
+            status=d.status,
+            error=d.error,
+            latency_ms=round(ms, 3),
+        )
+        await self.sender.send_all([(self.records_topic, resident, codecs.dumps(dlv), None)])
+
+    # ------------------------------------------------------------------ sink
+
+    async def sink_batch(self, batch: list[tuple[str, int, int, bytes]]) -> None:
+        from trygg.distributed.worker.sink import apply_batch
+
+        assert self.db is not None
+        by_tp: dict[tuple[str, int], list[tuple[int, dict[str, Any]]]] = {}
+        for topic, partition, offset, value in batch:
+            by_tp.setdefault((topic, partition), []).append((offset, codecs.loads(value)))
+        stored = await self.db(apply_batch, by_tp)
+        self.stats["stored"] += stored
+
+    # ------------------------------------------------------------------ timers
+
+    def _owned(self, topic: str) -> frozenset[int]:
+        return frozenset(
+            tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic
+        )
+
+    def _ready(self) -> bool:
+        app = self.app
+        return not (app.rebalancing or getattr(app, "in_recovery", False))
+
+    async def scan_timers(self) -> None:
+        """Tick every owned resident whose next deadline has come (rules, then alerts)."""
+        if not self._ready():
+            return
+        s = self.settings
+        now = self.clock().timestamp()
+        lag = s.worker_event_clock_lag_s
+        # rules timers
+        parts = self._owned(s.kafka_events_topic)
+        if parts != self._parts.get("rules"):
+            self.rule_timers.rebuild(set(parts), list(self.rules_table.items()))
+            self._parts["rules"] = parts
+            log.info(
+                "partitions owned",
+                partitions=sorted(parts),
+                residents_with_timers=len(self.rule_timers.due),
+            )
+        out: list[tuple[Any, str, bytes, int | None]] = []
+        for p in parts:
+            if s.worker_clock == "event":
+                wm = self.rule_timers.wm.get(p)
+                if wm is None:
+                    continue
+                clock = wm - lag
+            else:
+                clock = now
+            at = datetime.fromtimestamp(clock, UTC)
+            for rid in self.rule_timers.pop_due(p, clock):
+                out.append((self.events_topic, rid, codecs.dumps(codecs.tick_record(rid, at)), p))
+        # alert timers (the wall clock: they are about people answering)
+        if s.worker_clock == "wall":
+            parts = self._owned(s.kafka_signals_topic)
+            if parts != self._parts.get("alerts"):
+                self.alert_timers.rebuild(set(parts), list(self.alerts_table.items()))
+                self._parts["alerts"] = parts
+            at = datetime.fromtimestamp(now, UTC)
+            for p in parts:
+                for rid in self.alert_timers.pop_due(p, now):
+                    out.append(
+                        (self.signals_topic, rid, codecs.dumps(codecs.tick_record(rid, at)), p)
+                    )
+        if out:
+            await self.sender.send_all(out)
+
+    async def reload_registry(self) -> None:
+        assert self._load_registry is not None
+        try:
+            registry = await self._load_registry()
+        except Exception as exc:
+            log.warning("registry reload failed", error=str(exc).strip()[:200])
+            return
+        if registry != self._registry:
+            self.set_registry(registry)
+
+    def set_registry(self, registry: Registry) -> None:
+        self._registry = registry
+        self.rules.update_registry(registry)
+        self.alerts.update_registry(registry)
+
+
+def build_worker(settings: Settings) -> Worker:
+    """The production worker: catalogue, registry and routing from the settings and database."""
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+    from trygg.notify.console import ConsoleFeed
+    from trygg.rules import Engine, load_catalogue
+    from trygg.rules.catalogue import default_rules_dir
+    from trygg.runner.alerting import routing_from
+    from trygg.runner.wiring import build_channels
+    from trygg.store.registry import load_registry
+
+    s = settings
+    catalogue = load_catalogue([Path(s.rules_dir) if s.rules_dir else default_rules_dir()])
+    pool = ConnectionPool(
+        s.database_url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}, timeout=10
+    )
+    pool.open(wait=False)
+
+    def _call(fn: Any, *args: Any) -> Any:
+        with pool.connection() as conn:
+            return fn(conn, *args)
+
+    async def db(fn: Any, *args: Any) -> Any:
+        delay = 0.2
+        while True:
+            try:
+                return await asyncio.to_thread(_call, fn, *args)
+            except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
+                log.warning("database unavailable, retrying", error=str(exc).strip()[:200])
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _registry() -> Registry:
+        with psycopg.connect(s.database_url, connect_timeout=10) as conn:
+            return load_registry(conn)
+
+    registry = _registry()
+    routing = routing_from(s.routing)
+    rules = RulesCore(Engine(catalogue, registry))
+    alerts = AlertsCore(routing)
+    alerts.update_registry(registry)
+    w = Worker(
+        s,
+        rules=rules,
+        alerts=alerts,
+        db=db,
+        load_registry=lambda: asyncio.to_thread(_registry),
+        channels=build_channels(s, ConsoleFeed()),
+    )
+    w._registry = registry
+    return w
+
+
+def run_worker(settings: Settings) -> None:
+    """Run a worker until SIGINT/SIGTERM (Faust's own worker loop)."""
+    from faust.worker import Worker as FaustWorker
+
+    w = build_worker(settings)
+    log.info(
+        "worker starting",
+        kafka=settings.kafka_bootstrap,
+        partitions=settings.kafka_partitions,
+        web=f"{settings.worker_web_host}:{settings.worker_web_port}"
+        if settings.worker_web
+        else None,
+        clock=settings.worker_clock,
+    )
+    with contextlib.suppress(SystemExit):
+        FaustWorker(
+            w.app, loglevel=settings.log_level.lower(), quiet=True
+        ).execute_from_commandline()

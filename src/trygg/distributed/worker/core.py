@@ -1,0 +1,410 @@
+"""The worker's steps, without Faust: one resident's state bytes and one record in,
+the new state bytes and what to send out.
+
+Faust keeps the bytes in tables (changelog topics); these classes only know
+the pure cores (``trygg.rules.Engine``, ``trygg.alerts``). Each step:
+
+- is keyed by resident, so it only reads and writes that resident's state;
+- drops a record it has already applied (a re-delivery after a crash or a
+  rebalance): the rules state keeps the resident's recent event keys, the
+  alerts state the recent signal keys;
+- returns the records to send *before* the new state is written: the worker
+  awaits the broker's ack for them and only then writes the table, so a state
+  that says "fired" always has its signal in Kafka (see docs/distributed.md).
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from trygg.alerts import lifecycle as lc
+from trygg.alerts.alert import Alert, Record
+from trygg.alerts.gates import Decision, Directory, Gatekeeper, Silence
+from trygg.alerts.routing import EscalationStep, Escalator, RoutingConfig
+from trygg.distributed import codecs
+from trygg.model import Event, EventType, Signal
+from trygg.registry import Registry
+from trygg.rules import Engine
+from trygg.store import spooled
+
+_EMPTY = b'{"v":1,"wm":null,"st":{}}'
+RECENT_EVENTS = 64
+RECENT_SIGNALS = 64
+ALERT_ID_NAMESPACE = uuid.UUID("5f0c8f0e-3f57-4a53-9b8e-7d1f1a6c2b11")
+
+
+def _ts(dt: datetime | None) -> float | None:
+    return dt.timestamp() if dt is not None else None
+
+
+# --------------------------------------------------------------------- rules
+
+
+@dataclass
+class RulesStep:
+    signals: list[Signal] = field(default_factory=list)
+    resets: list[Event] = field(default_factory=list)
+    state: bytes | None = None  # None: nothing changed (a duplicate)
+    deadline: float | None = None  # epoch seconds of the resident's next timer
+    wm: float | None = None  # the resident's newest event time
+
+    @property
+    def duplicate(self) -> bool:
+        return self.state is None
+
+
+def resident_deadline(engine: Engine, resident: str) -> float | None:
+    """The resident's next timer deadline (epoch s).
+
+    Reads the engine's per-resident hint; the engine has no public accessor
+    for one resident yet (asked for as ``Engine.deadline_of``)."""
+    fn = getattr(engine, "deadline_of", None)
+    if fn is not None:
+        d = fn(resident)
+        return _ts(d) if isinstance(d, datetime) else d
+    res = engine._res.get(resident)
+    return res.next if res is not None else None
+
+
+class RulesCore:
+    """The rule engine, one resident at a time.
+
+    The engine holds only the resident being stepped: its state is restored
+    from the table value, stepped, snapshotted and dropped again, so that a
+    tick (``advance``) can only fire this resident's timers.
+
+    State bytes: ``{"v": 1, "p": partition, "snap": <engine snapshot>,
+    "next": deadline, "wm": newest event time, "keys": [recent event keys]}``.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def update_registry(self, registry: Registry) -> None:
+        self.engine.update_registry(registry)
+
+    def step(
+        self, resident: str, state: bytes | str | None, record: dict[str, Any], partition: int
+    ) -> RulesStep:
+        doc = orjson.loads(state) if state else None
+        keys: deque[str] = deque(doc["keys"] if doc else (), maxlen=RECENT_EVENTS)
+        eng = self.engine
+        eng.restore(resident, orjson.dumps(doc["snap"]) if doc else _EMPTY)
+        out = RulesStep()
+        op = record["op"]
+        try:
+            if op == "ev":
+                ev = codecs.event_of(record)
+                k = f"{ev.device}|{ev.id}"
+                if k in keys:
+                    return out  # a re-delivery: already applied
+                keys.append(k)
+                out.signals = eng.process(ev)
+                if ev.type is EventType.ALARM_RESET:
+                    out.resets.append(ev)
+            elif op == "tick":
+                out.signals = eng.advance(datetime.fromisoformat(record["at"]))
+            else:
+                return out
+            out.deadline = resident_deadline(eng, resident)
+            snap = eng.snapshot(resident)
+        finally:
+            eng.restore(resident, _EMPTY)  # forget the resident again
+        wm = orjson.loads(snap).get("wm")
+        out.wm = wm
+        out.state = orjson.dumps(
+            {
+                "v": 1,
+                "p": partition,
+                "snap": orjson.Fragment(snap),
+                "next": out.deadline,
+                "wm": wm,
+                "keys": list(keys),
+            }
+        )
+        return out
+
+
+def state_index(state: bytes | str) -> tuple[int | None, float | None, float | None]:
+    """(partition, next deadline, newest event time) of a rules or alerts state."""
+    doc = orjson.loads(state)
+    return doc.get("p"), doc.get("next"), doc.get("wm")
+
+
+# --------------------------------------------------------------------- timers
+
+
+class TimerIndex:
+    """Each owned partition's residents by next deadline, rebuilt from the table.
+
+    A scan pops only the due residents (a heap per partition). Entries go
+    stale when a resident's deadline moves; ``due`` keeps the current one and
+    stale entries are skipped. A resident that was ticked is ticked again
+    after ``retry_s`` if its deadline has not moved (the tick was lost, e.g.
+    in a rebalance).
+    """
+
+    def __init__(self, retry_s: float = 5.0) -> None:
+        self.heaps: dict[int, list[tuple[float, str]]] = {}
+        self.due: dict[str, tuple[int, float]] = {}
+        self.wm: dict[int, float] = {}
+        self.ticked: dict[str, tuple[float, float]] = {}
+        self.retry_s = retry_s
+
+    def update(
+        self, partition: int, resident: str, deadline: float | None, wm: float | None
+    ) -> None:
+        if wm is not None and wm > self.wm.get(partition, float("-inf")):
+            self.wm[partition] = wm
+        if deadline is None:
+            self.due.pop(resident, None)
+            return
+        if self.due.get(resident) == (partition, deadline):
+            return
+        self.due[resident] = (partition, deadline)
+        heapq.heappush(self.heaps.setdefault(partition, []), (deadline, resident))
+
+    def rebuild(self, partitions: set[int], items: Iterable[tuple[str, bytes | str]]) -> None:
+        """Start over from the table's entries of the owned ``partitions``."""
+        self.heaps = {p: [] for p in partitions}
+        self.due.clear()
+        self.ticked.clear()
+        self.wm = {}
+        for resident, state in items:
+            if not state:
+                continue
+            p, nxt, wm = state_index(state)
+            if p in partitions:
+                self.update(p, resident, nxt, wm)
+        for h in self.heaps.values():
+            heapq.heapify(h)
+
+    def pop_due(self, partition: int, now: float) -> list[str]:
+        h = self.heaps.get(partition)
+        if not h:
+            return []
+        out: list[str] = []
+        keep: list[tuple[float, str]] = []
+        mono = time.monotonic()
+        while h and h[0][0] <= now:
+            d, rid = heapq.heappop(h)
+            if self.due.get(rid) != (partition, d):
+                continue  # stale
+            t = self.ticked.get(rid)
+            keep.append((d, rid))
+            if t is not None and t[0] == d and mono - t[1] < self.retry_s:
+                continue
+            self.ticked[rid] = (d, mono)
+            out.append(rid)
+        for e in keep:
+            heapq.heappush(h, e)
+        return out
+
+    def next_deadline(self, partitions: Iterable[int]) -> float | None:
+        best: float | None = None
+        for p in partitions:
+            h = self.heaps.get(p)
+            if h and (best is None or h[0][0] < best):
+                best = h[0][0]
+        return best
+
+
+# --------------------------------------------------------------------- alerts
+
+
+@dataclass
+class AlertsStep:
+    records: list[dict[str, Any]] = field(default_factory=list)  # for the sink (spooled)
+    notifications: list[dict[str, Any]] = field(default_factory=list)  # for the notify agent
+    decisions: list[Decision] = field(default_factory=list)
+    state: bytes | None = None
+    deadline: float | None = None
+
+    @property
+    def duplicate(self) -> bool:
+        return self.state is None
+
+
+class AlertsCore:
+    """Gatekeeper, lifecycle and escalation for one resident at a time.
+
+    State bytes: ``{"v": 1, "p": partition, "alerts": [[record, ...], ...],
+    "sil": [silence, ...], "seen": [recent signal keys], "next": deadline}``,
+    the open alerts and those closed within the gates' lookback.
+
+    Alert ids are derived from what raised them (resident, signal key), so a
+    signal applied again after a crash that lost the state raises the *same*
+    alert, with the same record numbers: the store keeps the first copy.
+    """
+
+    def __init__(self, routing: RoutingConfig, directory: Directory | None = None) -> None:
+        self.routing = routing
+        self.escalator = Escalator(routing)
+        self.directory = directory or Directory()
+        self._seed = ""
+        self._n = 0
+
+    def update_registry(self, registry: Registry) -> None:
+        self.directory = Directory.from_registry(registry)
+
+    def _new_id(self) -> str:
+        self._n += 1
+        return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{self._seed}|{self._n}"))
+
+    def step(
+        self,
+        resident: str,
+        state: bytes | str | None,
+        record: dict[str, Any],
+        partition: int,
+        now: datetime,
+    ) -> AlertsStep:
+        doc = orjson.loads(state) if state else {"alerts": [], "sil": [], "seen": []}
+        seen: deque[str] = deque(doc.get("seen", ()), maxlen=RECENT_SIGNALS)
+        alerts = [Alert.from_records(Record.from_dict(r) for r in recs) for recs in doc["alerts"]]
+        silences = [Silence.model_validate(s) for s in doc.get("sil", ())]
+        gk = Gatekeeper.rebuild(
+            self.routing.gates, alerts, silences, new_id=self._new_id, directory=self.directory
+        )
+        out = AlertsStep()
+        op = record["op"]
+        before = {a.id: a for a in alerts}
+        acted: Alert | None = None
+        if op == "sig":
+            sig = codecs.signal_of(record)
+            key = codecs.signal_key(sig)
+            if key in seen:
+                return out
+            seen.append(key)
+            self._seed, self._n = f"{resident}|{key}", 0
+            out.decisions.append(gk.on_signal(sig, now))
+        elif op == "reset":
+            ev = codecs.event_of(record)
+            key = f"reset|{ev.device}|{ev.id}"
+            if key in seen:
+                return out
+            seen.append(key)
+            out.decisions.extend(gk.on_event(ev, now))
+        elif op == "tick":
+            out.decisions.extend(gk.release_due(now))
+        elif op == "act":
+            a = gk.get(record["id"])
+            if a is None:
+                return out  # not open here (closed, or not this resident's)
+            kw = {k: record.get(k) for k in ("expected_version", "assignee", "outcome", "reason")}
+            try:
+                acted = lc.act(
+                    a,
+                    record["action"],
+                    now,
+                    record["actor"],
+                    note_text=record.get("note") or "",
+                    **kw,
+                )
+            except (lc.TransitionError, lc.ConflictError):
+                acted = None  # refused: the API told the user already (docs/distributed.md)
+            if acted is not None:
+                gk.update(acted)
+        else:
+            return out
+        # escalation: routed decisions at once, then whatever is due now
+        for d in out.decisions:
+            if d.route and d.alert is not None:
+                for step in self.escalator.steps_due(d.alert, now):
+                    self._step(gk, step, now, out)
+        if op in ("tick", "act"):
+            for step in self.escalator.due(gk.open_alerts(), now):
+                self._step(gk, step, now, out)
+        # persist every alert that changed (records since its version before the step)
+        touched: dict[str, Alert] = {}
+        for d in out.decisions:
+            if d.alert is not None:
+                touched[d.alert.id] = gk.get(d.alert.id) or d.alert
+        if acted is not None:
+            touched[acted.id] = gk.get(acted.id) or acted
+        for a in gk.open_alerts():
+            prev = before.get(a.id)
+            if prev is None or prev.version != a.version:
+                touched[a.id] = a
+        change_records = []
+        for a in touched.values():
+            prev = before.get(a.id)
+            new = a.records[prev.version if prev is not None else 0 :]
+            if new:
+                snap = a.to_dict()
+                snap["shadow"] = False
+                change_records.append(spooled.alert_change_record(snap, [r.to_dict() for r in new]))
+        out.records[:0] = change_records
+        horizon = now - self.routing.gates.lookback
+        merged = {**before, **touched}
+        keep = sorted(
+            (a for a in merged.values() if a.is_open or a.last_at > horizon),
+            key=lambda a: (a.raised_at, a.id),
+        )
+        nd = self._deadline(gk, now)
+        out.deadline = _ts(nd)
+        out.state = orjson.dumps(
+            {
+                "v": 1,
+                "p": partition,
+                "alerts": [[r.to_dict() for r in a.records] for a in keep],
+                "sil": [s.model_dump(mode="json") for s in gk.silences()],
+                "seen": list(seen),
+                "next": out.deadline,
+            }
+        )
+        return out
+
+    def _deadline(self, gk: Gatekeeper, now: datetime) -> datetime | None:
+        times = [
+            t
+            for t in (
+                gk.next_deadline(now),
+                self.escalator.next_deadline(gk.open_alerts(), now),
+            )
+            if t is not None
+        ]
+        return min(times) if times else None
+
+    def _step(self, gk: Gatekeeper, step: EscalationStep, now: datetime, out: AlertsStep) -> None:
+        a = gk.get(step.alert_id)
+        if a is None:
+            return
+        b = step.apply(a, now)
+        gk.update(b)
+        rows = []
+        for n in step.notifications:
+            address = n.address.replace("{team}", a.team)
+            row = {
+                "key": n.key,
+                "alert_id": n.alert_id,
+                "action": n.action,
+                "level": n.level,
+                "n": n.n,
+                "target": n.target,
+                "recipient": n.recipient,
+                "channel": n.channel.value,
+                "address": address,
+                "due_at": n.due_at.isoformat(),
+                "digest": n.digest,
+            }
+            rows.append(row)
+            out.notifications.append({"op": "ntf", "row": row, "alert": b.to_dict()})
+        if rows:
+            out.records.append(spooled.notifications_record(rows))
+
+
+def wall_now() -> datetime:
+    return datetime.now(UTC)
+
+
+EVENT_CLOCK_LAG = timedelta(minutes=2)

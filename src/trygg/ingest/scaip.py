@@ -1,0 +1,573 @@
+"""SCAIP ``<mrq>`` XML -> one event in trygg's vocabulary, and the ``<mrs>`` reply. Pure.
+
+SCAIP (SS 91100:2014, CLC/TS 50134-9:2018) is the Nordic social-alarm
+protocol: a local unit sends an ``<mrq>`` (message request) with short tags
+(``ref``, ``mty``, ``cid``, ``dty``, ``stc``, ``lco``, ``lge`` ...) and the
+receiver answers with an ``<mrs>`` carrying the same ``ref`` and a status
+number (``snu``). trygg accepts the ``<mrq>`` on a device's ``scaip`` topic
+and answers on ``scaip/response`` (docs/ingest.md).
+
+Codes arrive unpadded (``2``, ``02``, ``0002``), so they are parsed as
+numbers. The mapping from device type (``dty``) and status code (``stc``) to
+an event type is the table in docs/ingest.md; this module is its one
+implementation. An ``<mrq>`` becomes at most one event, whose id is the
+message's ``ref``.
+
+Nothing here raises for bad input: every outcome is an ``MrqOutcome`` whose
+``snu`` says what happened and whose ``ste`` is a reason a person can act on.
+The XML is parsed with defusedxml, which refuses DTDs, entity expansion and
+external references (no "billion laughs", no XXE).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as safe_fromstring
+
+from trygg.model import EventType, Room
+
+
+class Snu(IntEnum):
+    """``<mrs><snu>``: the receiver's status number (SS 91100)."""
+
+    OK = 0
+    MESSAGE_TOO_LONG = 1
+    INVALID_FORMAT = 2
+    WRONG_DATA_CONTENT = 3
+    HOLD = 4
+    NOT_TREATED = 5
+    BUSY = 6
+    MANDATORY_TAG_MISSING = 7
+
+
+# Message types (mty).
+ME, RE, IN, PI = "ME", "RE", "IN", "PI"
+MESSAGE_TYPES = {ME: "message/alarm", RE: "reset", IN: "information", PI: "heartbeat"}
+
+# Device types (dty), for readable reasons. SS 91100 numbers them 0000-0051.
+DEVICE_TYPES: dict[int, str] = {
+    0: "unknown",
+    1: "undefined",
+    2: "local unit and controller",
+    3: "personal trigger",
+    4: "fixed trigger",
+    5: "fall detector",
+    6: "personal attack trigger",
+    7: "panic button",
+    10: "activity detector",
+    11: "pill dispenser",
+    12: "bed monitor",
+    13: "mat sensor",
+    14: "door sensor",
+    15: "wandering sensor",
+    16: "enuresis detector",
+    17: "epilepsy detector",
+    18: "occupancy detector",
+    19: "heart-rate monitor",
+    20: "environmental monitor",
+    21: "gas detector",
+    23: "smoke detector",
+    25: "heat detector",
+    26: "carbon-monoxide detector",
+    30: "automatic man-down detector",
+    31: "system monitor",
+    32: "communication-link monitor",
+    33: "flood detector",
+    34: "bath sensor",
+    44: "chair monitor",
+    45: "controller",
+    47: "fire alarm system",
+    48: "local unit",
+    51: "tracking device",
+}
+
+# Status codes (stc), for readable reasons and the mapping below.
+STATUS_CODES: dict[int, str] = {
+    0: "unknown",
+    1: "undefined",
+    2: "abort",
+    3: "absent",
+    6: "activated",
+    7: "active",
+    9: "automatic alarm",
+    10: "manual alarm",
+    11: "alert",
+    14: "battery failure",
+    15: "battery OK",
+    16: "battery low",
+    19: "cancel",
+    21: "closed",
+    22: "closed too long",
+    23: "IP connection failure",
+    24: "mobile network failure",
+    25: "POTS connection failure",
+    26: "primary link failure",
+    27: "redundant link failure",
+    46: "high level",
+    65: "maintenance needed",
+    67: "malfunction",
+    69: "non-active",
+    70: "normal state",
+    71: "occupied",
+    73: "offline",
+    75: "online",
+    76: "open",
+    77: "open too long",
+    79: "overflow",
+    81: "pill not taken",
+    82: "pill reminder",
+    83: "pill taken",
+    85: "power failure",
+    86: "power restored",
+    91: "re-established",
+    92: "automatic reset",
+    93: "manual reset",
+    94: "restoral",
+    100: "temperature high",
+    101: "temperature low",
+    102: "test transmission (primary)",
+    103: "test transmission (redundant)",
+    104: "time-out",
+    110: "assistance",
+    112: "IP connection re-established",
+    113: "mobile network re-established",
+    114: "POTS connection re-established",
+    115: "primary link re-established",
+    116: "redundant link re-established",
+    117: "lying in bed",
+    119: "movement",
+    120: "occupancy",
+    121: "present",
+    123: "radio test transmission missing",
+    124: "radio test transmission re-established",
+    125: "tamper alarm",
+    126: "temperature rate of rise",
+}
+
+# Location codes (lco) that name one of trygg's rooms; others keep the
+# device's registered room.
+ROOMS: dict[int, Room] = {
+    11: Room.BATHROOM,
+    37: Room.BATHROOM,  # handicap bathroom
+    12: Room.BEDROOM,
+    21: Room.KITCHEN,
+    13: Room.KITCHEN,  # dining room
+    43: Room.LIVINGROOM,
+    46: Room.LIVINGROOM,  # lounge
+    42: Room.HALLWAY,
+    39: Room.ENTRANCE,  # front door
+}
+
+# --- the mapping ---------------------------------------------------------------
+# Status codes that mean the same whatever the device type.
+RESET_CODES = {92, 93, 94}  # automatic reset, manual reset, restoral
+ALIVE_CODES = {
+    70,  # normal state
+    75,  # online
+    86,  # power restored
+    91,  # re-established
+    102,  # test transmission, primary channel
+    103,  # test transmission, redundant channel
+    112,  # IP connection re-established
+    113,  # mobile network re-established
+    114,  # POTS re-established
+    115,  # primary link re-established
+    116,  # redundant link re-established
+    124,  # radio test transmission re-established
+}
+# Battery levels for status codes that carry none (a percentage in ite/stt wins).
+BATTERY_LEVELS = {14: 0.0, 16: 10.0, 15: 100.0}  # failure, low (< 15 % fires), OK
+# Temperatures for stc 100/101 without a reading (a number in ite/stt wins):
+# beyond the catalogue's 28 / 16 degC thresholds.
+TEMPERATURES = {100: 30.0, 101: 10.0}
+
+# A device-type alarm is raised only for these status codes (or none at all):
+# a smoke detector's "maintenance needed" must not become a fire.
+ALARM_CODES = {None, 6, 7, 9, 10, 11, 46, 79, 110}
+
+# dty -> event for an alarm (ALARM_CODES) from that device type.
+ALARM_BY_DEVICE: dict[int, EventType] = {
+    3: EventType.BUTTON_PRESSED,  # personal trigger (the pendant)
+    6: EventType.BUTTON_PRESSED,  # personal attack trigger
+    7: EventType.BUTTON_PRESSED,  # panic button
+    4: EventType.PULLCORD_PULLED,  # fixed trigger: pull cords and wall buttons (VKP 4.14)
+    5: EventType.FALL_DETECTED,
+    30: EventType.FALL_DETECTED,  # automatic man-down
+    23: EventType.SMOKE_DETECTED,
+    25: EventType.SMOKE_DETECTED,  # heat detector: a fire alarm, not a room temperature
+    47: EventType.SMOKE_DETECTED,  # fire alarm system
+    33: EventType.WATER_DETECTED,
+    34: EventType.WATER_DETECTED,  # bath sensor: the bath overflows
+    17: EventType.SEIZURE_DETECTED,
+    10: EventType.MOTION_DETECTED,
+    18: EventType.MOTION_DETECTED,
+    14: EventType.DOOR_OPENED,
+    15: EventType.DOOR_OPENED,  # wandering sensor: someone passed the (front) door
+}
+# Local units, controllers and unknown devices report a pendant press as stc 10.
+BUTTON_HOSTS = {0, 1, 2, 45, 48}
+
+# dty -> {stc -> event} for sensors whose state the status code tells.
+BY_DEVICE_AND_STATUS: dict[int, dict[int | None, EventType]] = {
+    # A fall pendant's own button (manual alarm) is a button press; cancel/abort
+    # within the guard time is the resident saying "I am fine".
+    5: {19: EventType.FALL_CANCELLED, 2: EventType.FALL_CANCELLED, 10: EventType.BUTTON_PRESSED},
+    30: {19: EventType.FALL_CANCELLED, 2: EventType.FALL_CANCELLED, 10: EventType.BUTTON_PRESSED},
+    11: {  # pill dispenser
+        81: EventType.DOSE_MISSED,
+        83: EventType.DOSE_TAKEN,
+        82: EventType.HEARTBEAT,  # a reminder is routine, not a fault
+    },
+    12: {  # bed monitor
+        3: EventType.BED_VACANT,  # absent
+        9: EventType.BED_VACANT,  # its automatic alarm is "out of bed"
+        69: EventType.BED_VACANT,  # non-active
+        71: EventType.BED_OCCUPIED,
+        117: EventType.BED_OCCUPIED,  # lying in bed
+        121: EventType.BED_OCCUPIED,  # present
+    },
+    44: {  # chair monitor
+        3: EventType.CHAIR_VACANT,
+        9: EventType.CHAIR_VACANT,
+        69: EventType.CHAIR_VACANT,
+        71: EventType.CHAIR_OCCUPIED,
+        121: EventType.CHAIR_OCCUPIED,
+    },
+    14: {  # door sensor
+        76: EventType.DOOR_OPENED,
+        77: EventType.DOOR_OPENED,
+        21: EventType.DOOR_CLOSED,
+        22: EventType.DOOR_CLOSED,
+    },
+    10: {119: EventType.MOTION_DETECTED, 120: EventType.MOTION_DETECTED},
+    18: {119: EventType.MOTION_DETECTED, 120: EventType.MOTION_DETECTED},
+    23: {126: EventType.SMOKE_DETECTED},
+    25: {126: EventType.SMOKE_DETECTED},  # rate of rise is how heat detectors call fire
+    51: {None: EventType.LOCATION},  # tracking device
+}
+BY_DEVICE_AND_STATUS[13] = BY_DEVICE_AND_STATUS[12]  # mat sensor: same states as a bed monitor
+
+_REF = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# ASCII digits only: int() would accept other scripts' digits too.
+_CODE = re.compile(r"\s*[0-9]{1,4}\s*")
+_NUMBER = re.compile(r"-?[0-9]{1,6}(?:[.,][0-9]{1,6})?")
+_PERCENT = re.compile(r"([0-9]{1,3})(?:[.,][0-9]+)?\s*%")
+
+
+@dataclass(frozen=True, slots=True)
+class Mrq:
+    """The fields of an ``<mrq>`` that trygg reads, codes parsed as numbers."""
+
+    ref: str
+    mty: str
+    cid: str
+    dty: int
+    stc: int | None = None
+    lco: int | None = None
+    ite: str | None = None
+    stt: str | None = None
+    position: tuple[float, float] | None = None
+    time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """The one event an ``<mrq>`` becomes (before registry enrichment).
+
+    ``time`` is ``None`` when the message carries none: the receiver's clock.
+    """
+
+    id: str
+    type: EventType
+    time: datetime | None = None
+    value: float | None = None
+    room: Room | None = None
+    position: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MrqOutcome:
+    """What became of an ``<mrq>``: an event (``snu`` 0) or why not, and the reply."""
+
+    ref: str
+    snu: Snu
+    ste: str
+    event: Mapped | None = None
+
+    def reply(self) -> bytes:
+        return build_mrs(self.ref, self.snu, self.ste)
+
+
+class MrqError(ValueError):
+    def __init__(self, snu: Snu, ste: str, ref: str = "") -> None:
+        super().__init__(ste)
+        self.snu, self.ste, self.ref = snu, ste, ref
+
+
+def build_mrs(ref: str, snu: int, ste: str = "") -> bytes:
+    """``<mrs><ref/><snu/><ste/></mrs>`` as UTF-8 bytes, text escaped, ste at most 128 chars."""
+    root = ET.Element("mrs")
+    ET.SubElement(root, "ref").text = ref
+    ET.SubElement(root, "snu").text = str(int(snu))
+    if ste:
+        ET.SubElement(root, "ste").text = _printable(ste)[:128]
+    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=False))
+
+
+def parse_mrs(payload: bytes) -> tuple[str, int, str]:
+    """An ``<mrs>`` -> (ref, snu, ste); for tests and tools. Raises ValueError."""
+    try:
+        root = safe_fromstring(payload)
+    except (ET.ParseError, DefusedXmlException) as exc:
+        raise ValueError(f"not an mrs: {exc}") from None
+    if _local(root.tag) != "mrs":
+        raise ValueError(f"not an mrs: root element <{root.tag}>")
+    fields = _children(root)
+    snu = fields.get("snu")
+    if snu is None or not _CODE.fullmatch(snu):
+        raise ValueError("mrs without a numeric snu")
+    return fields.get("ref", ""), int(snu), fields.get("ste", "")
+
+
+def _printable(text: str) -> str:
+    # XML 1.0 cannot carry most control characters; a reason never needs them.
+    return "".join(ch if ch.isprintable() else " " for ch in text)
+
+
+def _local(tag: object) -> str:
+    """The tag without a namespace (``{urn:x}mrq`` -> ``mrq``); comments etc. -> ''."""
+    if not isinstance(tag, str):
+        return ""
+    return tag.rsplit("}", 1)[-1]
+
+
+def _children(el: ET.Element) -> dict[str, str]:
+    """First occurrence of each child tag -> its stripped text ('' when empty)."""
+    out: dict[str, str] = {}
+    for child in el:
+        name = _local(child.tag)
+        if name and name not in out:
+            out[name] = (child.text or "").strip()
+    return out
+
+
+def _code(fields: dict[str, str], tag: str, ref: str) -> int | None:
+    raw = fields.get(tag)
+    if raw is None or raw == "":
+        return None
+    if not _CODE.fullmatch(raw):
+        raise MrqError(
+            Snu.WRONG_DATA_CONTENT, f"{tag} {_show(raw)} is not a code of up to 4 digits", ref
+        )
+    return int(raw)
+
+
+def _show(raw: str) -> str:
+    return repr(raw[:24] + ("..." if len(raw) > 24 else ""))
+
+
+def _parse_geo(lge: ET.Element, ref: str) -> tuple[tuple[float, float] | None, datetime | None]:
+    fields = _children(lge)
+    pos: tuple[float, float] | None = None
+    geo = fields.get("geo")
+    if geo:
+        parts = geo.replace(";", ",").split(",")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            lat, lon = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise MrqError(
+                Snu.WRONG_DATA_CONTENT, f"lge/geo {_show(geo)} is not 'lat,lon'", ref
+            ) from None
+        pos = (lat, lon)
+    elif fields.get("gga"):
+        pos = _parse_gga(fields["gga"], ref)
+    if pos is not None:
+        lat, lon = pos
+        if not (
+            math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180
+        ):
+            raise MrqError(
+                Snu.WRONG_DATA_CONTENT, f"lge position {lat:g},{lon:g} is not on Earth", ref
+            )
+    when: datetime | None = None
+    tim = fields.get("tim")
+    if tim:
+        try:
+            when = datetime.fromisoformat(tim)
+        except ValueError:
+            raise MrqError(
+                Snu.WRONG_DATA_CONTENT, f"lge/tim {_show(tim)} is not an ISO 8601 time", ref
+            ) from None
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise MrqError(Snu.WRONG_DATA_CONTENT, f"lge/tim {_show(tim)} has no UTC offset", ref)
+    return pos, when
+
+
+def _parse_gga(gga: str, ref: str) -> tuple[float, float]:
+    """NMEA ``$GPGGA,hhmmss,ddmm.mmmm,N,dddmm.mmmm,E,fix,...`` -> (lat, lon)."""
+    parts = gga.split(",")
+    try:
+        if len(parts) < 7 or not parts[0].endswith("GGA") or parts[6] in ("", "0"):
+            raise ValueError
+        lat = int(parts[2][:2]) + float(parts[2][2:]) / 60
+        lon = int(parts[4][:3]) + float(parts[4][3:]) / 60
+        if parts[3] not in ("N", "S") or parts[5] not in ("E", "W"):
+            raise ValueError
+    except (ValueError, IndexError):
+        raise MrqError(
+            Snu.WRONG_DATA_CONTENT, "lge/gga is not an NMEA GGA sentence with a fix", ref
+        ) from None
+    return (-lat if parts[3] == "S" else lat, -lon if parts[5] == "W" else lon)
+
+
+def parse_mrq(payload: bytes, max_bytes: int = 64 * 1024) -> Mrq:
+    """Bytes -> ``Mrq``, or ``MrqError`` with the status number and reason."""
+    if len(payload) > max_bytes:
+        raise MrqError(
+            Snu.MESSAGE_TOO_LONG,
+            f"message of {len(payload)} bytes exceeds the limit of {max_bytes}",
+        )
+    try:
+        root = safe_fromstring(payload, forbid_dtd=True)
+    except DefusedXmlException as exc:
+        raise MrqError(
+            Snu.INVALID_FORMAT, f"XML refused: {type(exc).__name__} (no DTDs or entities)"
+        ) from None
+    except (ET.ParseError, ValueError, LookupError, RecursionError) as exc:
+        # ParseError: not well-formed; LookupError: an unknown declared encoding.
+        raise MrqError(Snu.INVALID_FORMAT, f"not XML: {str(exc)[:100]}") from None
+    fields = _children(root)
+    ref = fields.get("ref", "")
+    ref_echo = ref if _REF.fullmatch(ref) else ""  # only a well-formed ref is echoed
+    if _local(root.tag) != "mrq":
+        raise MrqError(
+            Snu.INVALID_FORMAT,
+            f"expected an <mrq> element, got <{_local(root.tag)[:32]}>",
+            ref_echo,
+        )
+    missing = [t for t in ("ref", "cid", "dty") if not fields.get(t)]
+    if missing:
+        raise MrqError(
+            Snu.MANDATORY_TAG_MISSING, f"mandatory tag missing: {', '.join(missing)}", ref_echo
+        )
+    if not ref_echo:
+        raise MrqError(
+            Snu.WRONG_DATA_CONTENT, f"ref {_show(ref)} is not 1-64 letters, digits or ._:-"
+        )
+    mty = fields.get("mty", "").upper() or ME  # alarms are often sent without mty
+    if mty not in MESSAGE_TYPES:
+        raise MrqError(Snu.WRONG_DATA_CONTENT, f"mty {_show(mty)} is not ME, RE, IN or PI", ref)
+    cid = fields["cid"]
+    if not re.fullmatch(r"[0-9]{1,16}", cid):
+        raise MrqError(Snu.WRONG_DATA_CONTENT, f"cid {_show(cid)} is not 1-16 digits", ref)
+    dty = _code(fields, "dty", ref)
+    assert dty is not None  # checked as mandatory above
+    stc = _code(fields, "stc", ref)
+    lco = _code(fields, "lco", ref)
+    position: tuple[float, float] | None = None
+    when: datetime | None = None
+    for child in root:
+        if _local(child.tag) == "lge":
+            position, when = _parse_geo(child, ref)
+            break
+    return Mrq(
+        ref=ref,
+        mty=mty,
+        cid=cid,
+        dty=dty,
+        stc=stc,
+        lco=lco,
+        ite=fields.get("ite") or None,
+        stt=fields.get("stt") or None,
+        position=position,
+        time=when,
+    )
+
+
+def _name(table: dict[int, str], code: int | None) -> str:
+    if code is None:
+        return "none"
+    name = table.get(code)
+    return f"{code} ({name})" if name else f"{code} (unknown)"
+
+
+def _number(mrq: Mrq, pattern: re.Pattern[str]) -> float | None:
+    for text in (mrq.ite, mrq.stt):
+        if text:
+            m = pattern.search(text)
+            if m:
+                return float(m.group(1 if pattern.groups else 0).replace(",", "."))
+    return None
+
+
+def map_mrq(mrq: Mrq) -> Mapped:
+    """``Mrq`` -> the event it means, or ``MrqError`` (snu 3) naming the codes."""
+    typ: EventType | None = None
+    value: float | None = None
+    stc, dty = mrq.stc, mrq.dty
+    if mrq.mty == PI:
+        typ = EventType.HEARTBEAT
+    elif mrq.mty == RE or stc in RESET_CODES:
+        typ = EventType.ALARM_RESET
+    elif stc in ALIVE_CODES:
+        typ = EventType.HEARTBEAT
+    elif stc in BATTERY_LEVELS:
+        typ = EventType.BATTERY
+        value = _number(mrq, _PERCENT)
+        if value is None:
+            value = BATTERY_LEVELS[stc]
+    elif stc in TEMPERATURES:
+        typ = EventType.TEMPERATURE
+        value = _number(mrq, _NUMBER)
+        if value is None:
+            value = TEMPERATURES[stc]
+    elif dty in BY_DEVICE_AND_STATUS and stc in BY_DEVICE_AND_STATUS[dty]:
+        typ = BY_DEVICE_AND_STATUS[dty][stc]
+    elif dty == 11 and mrq.mty == ME:
+        typ = EventType.DISPENSER_FAULT  # any other message from a dispenser is a fault
+    elif dty in ALARM_BY_DEVICE and stc in ALARM_CODES:
+        typ = ALARM_BY_DEVICE[dty]
+    elif stc == 10 and dty in BUTTON_HOSTS:
+        typ = EventType.BUTTON_PRESSED
+    elif mrq.position is not None and stc is None:
+        typ = EventType.LOCATION
+    elif mrq.mty == IN and stc is None:
+        typ = EventType.HEARTBEAT  # information without a status: the device is alive
+    if typ is None:
+        raise MrqError(
+            Snu.WRONG_DATA_CONTENT,
+            f"no event for mty {mrq.mty}, dty {_name(DEVICE_TYPES, dty)}, "
+            f"stc {_name(STATUS_CODES, stc)}",
+            mrq.ref,
+        )
+    if typ is EventType.LOCATION and mrq.position is None:
+        raise MrqError(
+            Snu.MANDATORY_TAG_MISSING, "a tracking message needs lge/geo or lge/gga", mrq.ref
+        )
+    return Mapped(
+        id=mrq.ref,
+        type=typ,
+        time=mrq.time,
+        value=value,
+        room=ROOMS.get(mrq.lco) if mrq.lco is not None else None,
+        position=mrq.position,
+    )
+
+
+def handle_mrq(payload: bytes, max_bytes: int = 64 * 1024) -> MrqOutcome:
+    """Bytes -> outcome with the event (snu 0) or the reason; never raises for bad input."""
+    try:
+        mrq = parse_mrq(payload, max_bytes)
+        mapped = map_mrq(mrq)
+    except MrqError as exc:
+        return MrqOutcome(exc.ref, exc.snu, exc.ste)
+    return MrqOutcome(mrq.ref, Snu.OK, "OK", mapped)

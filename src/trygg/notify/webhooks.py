@@ -1,0 +1,60 @@
+"""The webhook channel for the routing file: webhooks by name.
+
+The routing file names webhooks (``{channel: webhook, address: leader}``) so
+that URLs and secrets stay in the settings: ``TRYGG_WEBHOOKS`` maps names to
+URLs, and ``TRYGG_WEBHOOK_URL`` is the one named ``default``. All are signed
+with ``TRYGG_WEBHOOK_SECRET``. The notification's key is the
+``Idempotency-Key``, the same on every retry and after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from trygg import logs
+from trygg.alerts.routing import Notification
+from trygg.notify.base import Delivery
+from trygg.notify.webhook import Webhook
+
+log = logs.get("trygg.notify.webhook")
+
+
+class NamedWebhooks:
+    def __init__(
+        self,
+        urls: dict[str, str],
+        secret: str | None = None,
+        attempts: int = 5,
+        backoff: float = 0.5,
+        concurrency: int = 32,
+    ) -> None:
+        self._hooks = {
+            name: Webhook(url, secret, attempts=attempts, backoff=backoff)
+            for name, url in urls.items()
+        }
+        self._warned: set[str] = set()
+        # A slow receiver must not pile up requests in httpx's pool (whose queue
+        # handling is quadratic and would then hog the runner's event loop).
+        self._slots = {name: asyncio.Semaphore(concurrency) for name in urls}
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._hooks)
+
+    async def send(
+        self, notification: Notification, address: str, payload: dict[str, Any]
+    ) -> Delivery:
+        hook = self._hooks.get(address)
+        if hook is None:
+            if address not in self._warned:
+                self._warned.add(address)
+                log.error("no webhook of this name is configured", webhook=address)
+            return Delivery(False, 0, None, f"no webhook named {address!r} is configured")
+        async with self._slots[address]:
+            d = await hook.send(payload, idempotency_key=notification.key)
+        return Delivery(d.ok, d.attempts, d.status, d.error)
+
+    async def aclose(self) -> None:
+        for h in self._hooks.values():
+            await h.aclose()

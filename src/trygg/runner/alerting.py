@@ -1,0 +1,521 @@
+"""The alert service: the pure alert core driven by the runner's clock, with I/O around it.
+
+    signal / alarm.reset --> Gatekeeper --> Decision --> spool (records + snapshot)
+                                               \\--> Escalator: due steps --> channels
+    timer task: release held/silenced alerts, escalate, re-notify (same clock)
+    API: staff actions and silences, in-process on the same asyncio thread
+
+- **One writer.** Everything that changes an alert runs on the runner's event
+  loop without awaiting in between, so two staff pressing *take* at once are
+  serialised: the first is applied, the second gets the lifecycle's refusal
+  ("alert is taken by nurse-7").
+- **Alarms do not wait for the database.** Decisions are persisted through
+  the runner's durable spool (``spooled.alert_change_record`` and friends),
+  which one writer task appends in order; the drainer applies them to
+  PostgreSQL exactly once, and every write is idempotent. Notifications are
+  sent at once, in parallel with the spool append.
+- **Restarts.** On start the service rebuilds the gatekeeper from the
+  database (open alerts, alerts closed within the gates' lookback, silences
+  not yet ended); escalation timers come back with it, since the escalator
+  derives them from the records. Outbox notifications that no delivery
+  reached are sent again, with the same idempotency key.
+- **Channels.** Each notification is delivered in its own task, so a failing
+  channel never holds back the others; every delivery (attempts, outcome) is
+  recorded in ``alert_deliveries``.
+- **Shadow alerts** (a ``shadow`` attribute on the signal, issue 8) go
+  through a gatekeeper of their own, are stored with ``shadow = true`` and are
+  never routed nor shown on the console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+from trygg import logs
+from trygg.alerts import lifecycle as lc
+from trygg.alerts.alert import Alert, Record
+from trygg.alerts.gates import Decision, Directory, Gatekeeper, Silence, SilenceScope
+from trygg.alerts.routing import (
+    Channel,
+    EscalationStep,
+    Escalator,
+    Notification,
+    RoutingConfig,
+    load_routing,
+)
+from trygg.alerts.routing import parse_routing_text as _parse_routing_text
+from trygg.model import Event, EventType, Signal
+from trygg.notify.base import Channel as ChannelImpl
+from trygg.notify.base import Delivery, payload
+from trygg.notify.console import ConsoleFeed
+from trygg.registry import Registry
+from trygg.store import alerts as alert_store
+from trygg.store import spooled
+
+log = logs.get("trygg.alerts")
+
+Clock = Callable[[], datetime]
+DbCall = Callable[..., Awaitable[Any]]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_routing() -> RoutingConfig:
+    text = resources.files("trygg.alerts").joinpath("default_routing.yaml").read_text("utf-8")
+    return _parse_routing_text(text, "built-in routing (trygg/alerts/default_routing.yaml)")
+
+
+def routing_from(path: Any) -> RoutingConfig:
+    """The routing file at ``path``, or the built-in default when None."""
+    return load_routing(path) if path else default_routing()
+
+
+class AlertService:
+    def __init__(
+        self,
+        routing: RoutingConfig,
+        *,
+        spool_append: Callable[[list[spooled.Record]], Awaitable[Any]],
+        db: DbCall,
+        channels: dict[Channel, ChannelImpl] | None = None,
+        feed: ConsoleFeed | None = None,
+        clock: Clock = _now,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        on_persisted: Callable[[], None] = lambda: None,
+        registry: Callable[[], Registry] | None = None,
+        console_url: str | None = None,
+        db_nowait: DbCall | None = None,
+    ) -> None:
+        self.routing = routing
+        self.escalator = Escalator(routing)
+        self.channels: dict[Channel, ChannelImpl] = channels or {}
+        self.feed = feed or ConsoleFeed()
+        self.clock = clock
+        self._new_id = new_id
+        self._spool_append = spool_append
+        self._db = db
+        self._db_nowait = db_nowait or db  # for API reads: fail fast rather than wait
+        self._on_persisted = on_persisted
+        self._registry_fn = registry
+        self._registry_seen: Registry | None = None
+        self.console_url = console_url
+        self.gk = Gatekeeper(routing.gates, new_id=new_id)
+        self.shadow_gk = Gatekeeper(routing.gates, new_id=new_id)
+        self._out: list[spooled.Record] = []
+        self._out_ready = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writer: asyncio.Task[None] | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self.started = False
+        # metrics
+        self.alerts_by: Counter[tuple[str, str, str]] = Counter()  # (rule, severity, kind)
+        self.deliveries_by: Counter[tuple[str, str]] = Counter()  # (channel, ok|failed)
+        self.last_delivery_ms: dict[str, float] = {}
+
+    # ------------------------------------------------------------- life
+
+    async def start(self, registry: Registry | None = None) -> None:
+        """Rebuild the gates from the database, then run the writer and timers."""
+        now = self.clock()
+        directory = self._directory(registry)
+        rows = await self._db(
+            alert_store.load_records_for_rebuild, now - self.routing.gates.lookback
+        )
+        alerts: list[Alert] = []
+        for recs in rows:
+            try:
+                alerts.append(Alert.from_records(Record.from_dict(r) for r in recs))
+            except (ValueError, KeyError) as exc:
+                log.warning("alert not rebuilt", alert=recs[0]["alert_id"], error=str(exc))
+        silences = [
+            Silence.model_validate(s) for s in await self._db(alert_store.load_silences, since=now)
+        ]
+        self.gk = Gatekeeper.rebuild(
+            self.routing.gates, alerts, silences, new_id=self._new_id, directory=directory
+        )
+        pending = await self._db(alert_store.pending_notifications, now - timedelta(hours=1))
+        self._writer = asyncio.create_task(self._write(), name="alerts-writer")
+        self._timer = asyncio.create_task(self._timers(), name="alerts-timers")
+        self.started = True
+        log.info(
+            "alert service started",
+            open_alerts=len(self.gk.open_alerts()),
+            silences=len(silences),
+            resend=len(pending),
+        )
+        for row in pending:
+            a = self.gk.get(row["alert_id"])
+            if a is None or not a.is_open or a.state.is_acknowledged:
+                continue
+            n = Notification(
+                alert_id=row["alert_id"],
+                action=row["action"],
+                level=row["level"],
+                n=row["n"],
+                target=row["target"],
+                recipient=row["recipient"],
+                channel=Channel(row["channel"]),
+                address=row["address"],
+                due_at=row["due_at"],
+                digest=row["digest"],
+            )
+            self._send(a, n, row["address"])
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop the timers, finish deliveries in flight (briefly), flush the writer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        for t in list(self._tasks):
+            t.cancel()
+        if self._writer is not None:
+            await self._flush()
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        for ch in self.channels.values():
+            with contextlib.suppress(Exception):
+                await ch.aclose()
+
+    def _directory(self, registry: Registry | None) -> Directory:
+        if registry is None and self._registry_fn is not None:
+            registry = self._registry_fn()
+        self._registry_seen = registry
+        if registry is None:
+            return Directory()
+        return Directory.from_registry(registry)
+
+    def _refresh_directory(self) -> None:
+        if self._registry_fn is not None:
+            reg = self._registry_fn()
+            if reg is not self._registry_seen:
+                self.gk.directory = self._directory(reg)
+                self.shadow_gk.directory = self.gk.directory
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------- persistence
+
+    def _emit(self, *records: spooled.Record) -> None:
+        self._out.extend(records)
+        self._out_ready.set()
+
+    async def _write(self) -> None:
+        """The one spool writer: appends in order, in batches."""
+        while True:
+            await self._out_ready.wait()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        self._out_ready.clear()
+        if not self._out:
+            return
+        batch, self._out = self._out, []
+        await self._spool_append(batch)
+        self._on_persisted()
+
+    def _persist(self, alert: Alert, new: Iterable[Record], *, shadow: bool = False) -> None:
+        snap = alert.to_dict()
+        snap["shadow"] = shadow
+        self._emit(spooled.alert_change_record(snap, [r.to_dict() for r in new]))
+        if not shadow:
+            self.feed.publish({"type": "alert", "alert": snap}, alert.team)
+
+    # ------------------------------------------------------------- signals
+
+    def on_signal(self, sig: Signal) -> None:
+        """A signal from the rule engine (called on the event loop, returns at once)."""
+        self._refresh_directory()
+        now = self.clock()
+        if getattr(sig, "shadow", False):
+            d = self.shadow_gk.on_signal(sig, now)
+            if d.alert is not None:
+                self._persist(d.alert, d.records, shadow=True)
+                self.alerts_by[(sig.rule, sig.severity.value, f"shadow-{d.kind.value}")] += 1
+            return
+        d = self.gk.on_signal(sig, now)
+        self._decided(d, now)
+
+    def on_event(self, event: Event) -> None:
+        """A device event; only ``alarm.reset`` matters (auto-resolve)."""
+        if event.type is not EventType.ALARM_RESET:
+            return
+        self._refresh_directory()
+        now = self.clock()
+        for d in self.gk.on_event(event, now):
+            self._decided(d, now)
+
+    def _decided(self, d: Decision, now: datetime) -> None:
+        if d.alert is None:
+            return
+        a = d.alert
+        self.alerts_by[(a.rule, a.severity.value, d.kind.value)] += 1
+        self._persist(a, d.records)
+        log.info(
+            f"alert {d.kind.value}",
+            alert=a.id,
+            rule=a.rule,
+            resident=a.resident,
+            severity=a.severity.value,
+            reason=d.reason or None,
+        )
+        if d.route:
+            for step in self.escalator.steps_due(a, now):
+                self._step(step, now)
+        self._wake.set()
+
+    # ------------------------------------------------------------- escalation
+
+    def tick(self, now: datetime | None = None) -> None:
+        """Release held/silenced alerts and do every due escalation step."""
+        now = now or self.clock()
+        for d in self.gk.release_due(now):
+            self._decided(d, now)
+        for step in self.escalator.due(self.gk.open_alerts(), now):
+            self._step(step, now)
+
+    def next_deadline(self, now: datetime) -> datetime | None:
+        times = [
+            t
+            for t in (
+                self.gk.next_deadline(now),
+                self.escalator.next_deadline(self.gk.open_alerts(), now),
+            )
+            if t is not None
+        ]
+        return min(times) if times else None
+
+    async def _timers(self) -> None:
+        while True:
+            try:
+                self.tick()
+            except Exception:  # a bug here must not stop escalation for everyone else
+                log.exception("alert timers failed")
+            now = self.clock()
+            nd = self.next_deadline(now)
+            wait = 1.0 if nd is None else min(1.0, max(0.005, (nd - now).total_seconds()))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):  # unlike wait_for, never loses a cancel
+                    await self._wake.wait()
+
+    def _step(self, step: EscalationStep, now: datetime) -> None:
+        a = self.gk.get(step.alert_id)
+        if a is None:
+            return
+        b = step.apply(a, now)
+        self.gk.update(b)
+        self._persist(b, b.records[a.version :])
+        rows = []
+        for n in step.notifications:
+            address = n.address.replace("{team}", a.team)
+            rows.append(
+                {
+                    "key": n.key,
+                    "alert_id": n.alert_id,
+                    "action": n.action,
+                    "level": n.level,
+                    "n": n.n,
+                    "target": n.target,
+                    "recipient": n.recipient,
+                    "channel": n.channel.value,
+                    "address": address,
+                    "due_at": n.due_at.isoformat(),
+                    "digest": n.digest,
+                }
+            )
+        if rows:
+            self._emit(spooled.notifications_record(rows))
+        if step.unrouted:
+            log.error(
+                "alert step has no address: nobody was told",
+                alert=a.id,
+                action=step.action,
+                level=step.level,
+            )
+        else:
+            log.info(
+                f"alert {step.action}",
+                alert=a.id,
+                level=step.level,
+                n=step.n,
+                channels=len(step.notifications),
+            )
+        for n in step.notifications:
+            self._send(b, n, n.address.replace("{team}", a.team))
+
+    def _send(self, alert: Alert, n: Notification, address: str) -> None:
+        p = payload(alert.to_dict(), n, address)
+        if self.console_url:
+            p["console_url"] = self.console_url
+        self._spawn(self._deliver(n, address, p))
+
+    async def _deliver(self, n: Notification, address: str, p: dict[str, Any]) -> None:
+        ch = self.channels.get(n.channel)
+        t0 = time.perf_counter()
+        if ch is None:
+            d = Delivery(False, 0, None, f"the {n.channel.value} channel is not configured")
+        else:
+            try:
+                d = await ch.send(n, address, p)
+            except Exception as exc:  # a channel bug must not hold back the others
+                log.exception("channel failed", channel=n.channel.value)
+                d = Delivery(False, 1, None, f"{type(exc).__name__}: {exc}"[:300])
+        ms = (time.perf_counter() - t0) * 1000
+        self.deliveries_by[(n.channel.value, "ok" if d.ok else "failed")] += 1
+        self.last_delivery_ms[n.channel.value] = ms
+        if not d.ok:
+            log.error(
+                "notification not delivered",
+                alert=n.alert_id,
+                channel=n.channel.value,
+                address=address,
+                attempts=d.attempts,
+                error=d.error,
+            )
+        self._emit(
+            spooled.delivery_record(
+                key=n.key,
+                alert_id=n.alert_id,
+                channel=n.channel.value,
+                address=address,
+                at=self.clock(),
+                attempts=d.attempts,
+                ok=d.ok,
+                status=d.status,
+                error=d.error,
+                latency_ms=round(ms, 3),
+            )
+        )
+
+    # ------------------------------------------------------------- staff actions
+
+    def get(self, alert_id: str) -> Alert | None:
+        """The live alert (open ones and those the gates still remember)."""
+        return self.gk.get(alert_id)
+
+    def open_alerts(self) -> list[Alert]:
+        return self.gk.open_alerts()
+
+    async def load(self, alert_id: str) -> Alert | None:
+        """The alert from memory, or rebuilt from its stored records."""
+        a = self.gk.get(alert_id)
+        if a is not None:
+            return a
+        recs = await self._db_nowait(alert_store.alert_records, alert_id)
+        if not recs or any(r["seq"] is None for r in recs):
+            return None
+        return Alert.from_records(Record.from_dict(r) for r in recs)
+
+    async def act(
+        self,
+        alert_id: str,
+        action: str,
+        actor: str,
+        *,
+        expected_version: int | None = None,
+        assignee: str | None = None,
+        outcome: str | None = None,
+        reason: str | None = None,
+        note: str = "",
+    ) -> Alert:
+        """A staff action. Raises KeyError (no such alert), TransitionError or
+        ConflictError (with the reason to show)."""
+        a = self.gk.get(alert_id)
+        if a is None:
+            a = await self.load(alert_id)
+            if a is None:
+                raise KeyError(alert_id)
+            # a closed alert: act() refuses with "alert is already resolved"; an
+            # open one that is not in memory (cannot normally happen) is adopted.
+            live = self.gk.get(alert_id)
+            a = live or a
+        now = self.clock()
+        b = lc.act(
+            a,
+            action,
+            now,
+            actor,
+            expected_version=expected_version,
+            assignee=assignee,
+            outcome=outcome,
+            reason=reason,
+            note_text=note,
+        )
+        self.gk.update(b)
+        self._persist(b, b.records[a.version :])
+        self.alerts_by[(b.rule, b.severity.value, action)] += 1
+        log.info("alert " + action, alert=b.id, actor=actor, state=b.state.value)
+        self._wake.set()
+        return b
+
+    # ------------------------------------------------------------- silences
+
+    def add_silence(
+        self,
+        *,
+        scope: str,
+        target: str,
+        start: datetime,
+        end: datetime,
+        created_by: str,
+        reason: str,
+        rules: Iterable[str] = (),
+    ) -> Silence:
+        s = Silence(
+            id=str(uuid.uuid4()),
+            scope=SilenceScope(scope),
+            target=target,
+            start=start,
+            end=end,
+            created_by=created_by,
+            reason=reason,
+            rules=tuple(rules),
+        )
+        self.gk.add_silence(s)
+        self._emit(spooled.silence_record(s.model_dump(mode="json")))
+        log.info("silence created", silence=s.id, scope=scope, by=created_by)
+        self._wake.set()
+        return s
+
+    def end_silence(self, silence_id: str, actor: str) -> Silence:
+        s = self.gk.end_silence(silence_id, self.clock(), actor)  # KeyError if unknown
+        self._emit(spooled.silence_record(s.model_dump(mode="json")))
+        log.info("silence ended", silence=s.id, by=actor)
+        self._wake.set()
+        return s
+
+    def silences(self, active_at: datetime | None = None) -> list[Silence]:
+        return self.gk.silences(active_at)
+
+    def silence(self, silence_id: str) -> Silence | None:
+        return next((s for s in self.gk.silences() if s.id == silence_id), None)
+
+    # ------------------------------------------------------------- access log
+
+    def log_access(
+        self,
+        actor: str,
+        role: str,
+        action: str,
+        resident: str | None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        self._emit(spooled.access_record(self.clock(), actor, role, action, resident, detail))

@@ -1,0 +1,150 @@
+"""Wiring the alert service, its channels and the HTTP API into the embedded runner.
+
+Kept apart from ``embedded.py`` so that the runner's alert section stays a few
+lines: ``start_alerting`` builds the channels from the settings, drains the
+spool (so the database is current), rebuilds the alert service from the
+database, and starts the API and console on ``http_host:http_port`` in the
+same event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import TYPE_CHECKING, Any
+
+from trygg import logs
+from trygg.alerts.routing import Channel
+from trygg.notify.base import Channel as ChannelImpl
+from trygg.notify.console import ConsoleChannel, ConsoleFeed
+from trygg.runner.alerting import AlertService, routing_from
+
+if TYPE_CHECKING:
+    from trygg.runner.embedded import EmbeddedRunner
+
+log = logs.get("trygg.runner")
+
+
+def build_channels(settings: Any, feed: ConsoleFeed) -> dict[Channel, ChannelImpl]:
+    from trygg.notify.webhooks import NamedWebhooks
+
+    s = settings
+    urls = dict(s.webhooks)
+    if s.webhook_url:
+        urls["default"] = s.webhook_url
+    channels: dict[Channel, ChannelImpl] = {
+        Channel.WEBHOOK: NamedWebhooks(urls, s.webhook_secret),
+        Channel.CONSOLE: ConsoleChannel(feed),
+    }
+    if s.smtp_host:
+        from trygg.notify.email import Email
+
+        channels[Channel.EMAIL] = Email(
+            s.smtp_host,
+            s.smtp_port,
+            s.smtp_from,
+            s.smtp_user,
+            s.smtp_password,
+            s.smtp_tls,
+            console_url=console_url(s),
+        )
+    from trygg.notify.mqtt import MqttAlerts
+
+    channels[Channel.MQTT] = MqttAlerts(s.mqtt_url, f"{s.mqtt_client_id}-notify", s.site)
+    return channels
+
+
+def console_url(settings: Any) -> str | None:
+    if settings.public_url:
+        return str(settings.public_url).rstrip("/") + "/console"
+    if settings.http_port:
+        return f"http://{settings.http_host}:{settings.http_port}/console"
+    return None
+
+
+async def start_alerting(runner: EmbeddedRunner, loop: asyncio.AbstractEventLoop) -> AlertService:
+    s = runner.settings
+    routing = routing_from(s.routing)
+    feed = ConsoleFeed()
+    spool = runner._spool
+    assert spool is not None
+
+    async def append(records: list[dict[str, Any]]) -> None:
+        await asyncio.to_thread(spool.append, records)
+
+    async def db(fn: Any, *args: Any, **kw: Any) -> Any:
+        return await runner._db_retry(
+            getattr(fn, "__name__", "alerts"), lambda c: fn(c, *args, **kw)
+        )
+
+    async def db_nowait(fn: Any, *args: Any, **kw: Any) -> Any:
+        return await asyncio.to_thread(runner._db, lambda c: fn(c, *args, **kw))
+
+    service = AlertService(
+        routing,
+        spool_append=append,
+        db=db,
+        channels=build_channels(s, feed),
+        feed=feed,
+        on_persisted=runner._wake_drain.set,
+        registry=lambda: runner._registry,
+        console_url=console_url(s),
+        db_nowait=db_nowait,
+    )
+    # The database must hold everything spooled before the gates are rebuilt.
+    while await runner._drain_once():
+        pass
+    await service.start(runner._registry)
+    runner._http = None  # type: ignore[attr-defined]
+    if s.http_port:
+        runner._http = await start_http(runner, service)  # type: ignore[attr-defined]
+    return service
+
+
+async def start_http(runner: EmbeddedRunner, service: AlertService) -> Any:
+    import uvicorn
+
+    from trygg.api.app import create_app
+
+    s = runner.settings
+    app = create_app(service=service, runner=runner)
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in s.http_host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((s.http_host, s.http_port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError as exc:
+        log.error("HTTP API not started", host=s.http_host, port=s.http_port, error=str(exc))
+        return None
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:  # the runner owns SIGINT/SIGTERM
+            yield
+
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+    log.info("http api listening", url=f"http://{s.http_host}:{s.http_port}/")
+    return (server, task, sock)
+
+
+async def stop_alerting(runner: EmbeddedRunner) -> None:
+    http = getattr(runner, "_http", None)
+    if http is not None:
+        server, task, sock = http
+        server.config.app.state.closing = True
+        server.should_exit = True
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(task, 3)
+        sock.close()
+    if runner._alerting is not None:
+        await runner._alerting.stop()

@@ -1,0 +1,369 @@
+"""Response-time KPIs, in SQL, from the alert lifecycle records.
+
+For each alert raised in ``[start, end)`` (``alerts.raised_at``; shadow alerts
+are excluded everywhere), the interval figures are taken from its records:
+
+- answer   = first ``acknowledged`` record - the ``raised`` record
+- arrival  = first ``arrived`` record - ``raised``
+- resolve  = first ``resolved`` record - ``raised``
+
+Populations (docs/auditing.md):
+
+- *suppressed* alerts (stored, never routed) and *cancelled* alerts are counted
+  on their own and never enter the answer-time figures;
+- every other alert is *answerable*; one without an ``acknowledged`` record is
+  unanswered and counts as a breach of both answer targets;
+- arrival figures are over answerable alerts with an ``arrived`` record,
+  resolve figures over answerable alerts with a ``resolved`` record.
+
+Groups: the whole period, team, rule, severity, local hour of day, local week
+and local month (``AT TIME ZONE``, so daylight-saving days are right). Weeks
+and months use ``time_bucket(..., timezone)`` on TimescaleDB and
+``date_trunc(..., timezone)`` on plain PostgreSQL; both give the local
+Monday/first-of-month midnight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+DIMENSIONS = ("all", "team", "rule", "severity", "hour", "week", "month")
+FALSE_OUTCOMES = ("false_alarm", "no_help_needed")
+_KPI_STEPS = "('raised', 'acknowledged', 'arrived', 'resolved', 'cancelled')"
+
+
+@dataclass(frozen=True)
+class KpiParams:
+    start: datetime
+    end: datetime
+    team: str | None = None
+    timezone: str = "Europe/Oslo"
+    answer_targets: tuple[tuple[int, float], ...] = ((60, 0.975), (180, 0.99))
+    arrival_limits_min: tuple[int, ...] = (30, 45, 60)
+
+
+@dataclass
+class KpiRow:
+    """The figures for one group; times in seconds, shares 0..1 (None: no data)."""
+
+    dimension: str
+    key: str
+    alerts: int
+    suppressed: int
+    cancelled: int
+    answerable: int
+    answered: int
+    unanswered: int
+    answer_p50: float | None
+    answer_p90: float | None
+    answer_p99: float | None
+    answered_within: dict[int, int]
+    share_within: dict[int, float | None]
+    meets_target: dict[int, bool | None]
+    arrived: int
+    arrival_p50: float | None
+    arrival_p90: float | None
+    arrival_p99: float | None
+    arrival_within: dict[int, int]
+    arrival_share_within: dict[int, float | None]
+    resolved: int
+    resolve_p50: float | None
+    resolve_p90: float | None
+    resolve_p99: float | None
+    closed: int
+    false_alarms: int
+    false_alarm_share: float | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("answered_within", "share_within", "meets_target"):
+            d[k] = {f"{s}s": v for s, v in d[k].items()}
+        for k in ("arrival_within", "arrival_share_within"):
+            d[k] = {f"{m}min": v for m, v in d[k].items()}
+        d.pop("extra")
+        return d
+
+
+def has_timescaledb(conn: psycopg.Connection[Any]) -> bool:
+    """True when the timescaledb extension is installed in this database."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _bucket(unit: str, tsdb: bool) -> sql.Composable:
+    if tsdb:
+        return sql.SQL("time_bucket({}, raised, %(tz)s)").format(sql.Literal(f"1 {unit}"))
+    return sql.SQL("date_trunc({}, raised, %(tz)s)").format(sql.Literal(unit))
+
+
+def base_cte(p: KpiParams, tsdb: bool) -> tuple[sql.Composable, dict[str, Any]]:
+    """``base``: one row per (non-shadow) alert in the period with its step times."""
+    params: dict[str, Any] = {"start": p.start, "end": p.end, "tz": p.timezone}
+    team = sql.SQL("")
+    if p.team:
+        team = sql.SQL(" AND a.team = %(team)s")
+        params["team"] = p.team
+    q = sql.SQL(
+        """
+        steps AS (
+            SELECT a.id, a.team, a.rule, a.severity, a.resident, a.code, a.suppressed,
+                   a.outcome AS alert_outcome, a.raised_at,
+                   coalesce(r.raised, a.raised_at) AS raised,
+                   r.ack, r.arrived, r.resolved, r.cancelled
+              FROM alerts a
+              LEFT JOIN LATERAL (
+                    SELECT min(at) FILTER (WHERE step = 'raised') AS raised,
+                           min(at) FILTER (WHERE step = 'acknowledged') AS ack,
+                           min(at) FILTER (WHERE step = 'arrived') AS arrived,
+                           min(at) FILTER (WHERE step = 'resolved') AS resolved,
+                           min(at) FILTER (WHERE step = 'cancelled') AS cancelled
+                      FROM alert_records
+                     WHERE alert_id = a.id AND step IN """
+        + _KPI_STEPS
+        + """
+              ) r ON true
+             WHERE a.raised_at >= %(start)s AND a.raised_at < %(end)s AND NOT a.shadow{team}
+        ),
+        base AS (
+            SELECT s.*,
+                   (NOT s.suppressed AND s.cancelled IS NULL) AS answerable,
+                   extract(epoch FROM s.ack - s.raised)::float8 AS answer_s,
+                   extract(epoch FROM s.arrived - s.raised)::float8 AS arrival_s,
+                   extract(epoch FROM s.resolved - s.raised)::float8 AS resolve_s,
+                   CASE WHEN s.alert_outcome IS NOT NULL THEN s.alert_outcome
+                        WHEN s.resolved IS NOT NULL OR s.cancelled IS NOT NULL THEN (
+                            SELECT coalesce(c.data ->> 'outcome',
+                                            CASE WHEN c.data ->> 'reason' IN ('false_alarm', 'test')
+                                                 THEN c.data ->> 'reason' END)
+                              FROM alert_records c
+                             WHERE c.alert_id = s.id AND c.step IN ('resolved', 'cancelled')
+                             ORDER BY c.at, c.id LIMIT 1)
+                   END AS outcome,
+                   extract(hour FROM s.raised AT TIME ZONE %(tz)s)::int AS hour,
+                   {week} AS week,
+                   {month} AS month
+              FROM steps s
+        )
+        """
+    ).format(team=team, week=_bucket("week", tsdb), month=_bucket("month", tsdb))
+    return q, params
+
+
+def _aggregates(p: KpiParams) -> sql.Composable:
+    parts = [
+        "count(*) AS alerts",
+        "count(*) FILTER (WHERE suppressed) AS suppressed",
+        "count(*) FILTER (WHERE NOT suppressed AND cancelled IS NOT NULL) AS cancelled",
+        "count(*) FILTER (WHERE answerable) AS answerable",
+        "count(ack) FILTER (WHERE answerable) AS answered",
+        "percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY answer_s)"
+        " FILTER (WHERE answerable) AS answer_pct",
+        "count(arrived) FILTER (WHERE answerable) AS arrived",
+        "percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY arrival_s)"
+        " FILTER (WHERE answerable) AS arrival_pct",
+        "count(resolved) FILTER (WHERE answerable) AS resolved",
+        "percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY resolve_s)"
+        " FILTER (WHERE answerable) AS resolve_pct",
+        "count(*) FILTER (WHERE NOT suppressed AND (resolved IS NOT NULL OR cancelled IS NOT NULL))"
+        " AS closed",
+        "count(*) FILTER (WHERE NOT suppressed AND (resolved IS NOT NULL OR cancelled IS NOT NULL)"
+        " AND outcome IN ('false_alarm', 'no_help_needed')) AS false_alarms",
+    ]
+    for s, _ in p.answer_targets:
+        parts.append(f"count(*) FILTER (WHERE answerable AND answer_s <= {int(s)}) AS ans_{int(s)}")
+    for m in p.arrival_limits_min:
+        parts.append(
+            f"count(*) FILTER (WHERE answerable AND arrival_s <= {int(m) * 60}) AS arr_{int(m)}"
+        )
+    return sql.SQL(",\n ").join(sql.SQL(x) for x in parts)
+
+
+def _share(n: int, d: int) -> float | None:
+    return n / d if d else None
+
+
+def _pct(v: list[float] | None, i: int) -> float | None:
+    if not v or v[i] is None:
+        return None
+    return float(v[i])
+
+
+def _row(p: KpiParams, dimension: str, key: str, r: dict[str, Any]) -> KpiRow:
+    answerable, answered = int(r["answerable"]), int(r["answered"])
+    within = {s: int(r[f"ans_{s}"]) for s, _ in p.answer_targets}
+    share = {s: _share(within[s], answerable) for s, _ in p.answer_targets}
+    meets: dict[int, bool | None] = {}
+    for s, t in p.answer_targets:
+        v = share[s]
+        meets[s] = None if v is None else v >= t
+    arrived = int(r["arrived"])
+    arr_within = {m: int(r[f"arr_{m}"]) for m in p.arrival_limits_min}
+    return KpiRow(
+        dimension=dimension,
+        key=key,
+        alerts=int(r["alerts"]),
+        suppressed=int(r["suppressed"]),
+        cancelled=int(r["cancelled"]),
+        answerable=answerable,
+        answered=answered,
+        unanswered=answerable - answered,
+        answer_p50=_pct(r["answer_pct"], 0),
+        answer_p90=_pct(r["answer_pct"], 1),
+        answer_p99=_pct(r["answer_pct"], 2),
+        answered_within=within,
+        share_within=share,
+        meets_target=meets,
+        arrived=arrived,
+        arrival_p50=_pct(r["arrival_pct"], 0),
+        arrival_p90=_pct(r["arrival_pct"], 1),
+        arrival_p99=_pct(r["arrival_pct"], 2),
+        arrival_within=arr_within,
+        arrival_share_within={m: _share(arr_within[m], arrived) for m in p.arrival_limits_min},
+        resolved=int(r["resolved"]),
+        resolve_p50=_pct(r["resolve_pct"], 0),
+        resolve_p90=_pct(r["resolve_pct"], 1),
+        resolve_p99=_pct(r["resolve_pct"], 2),
+        closed=int(r["closed"]),
+        false_alarms=int(r["false_alarms"]),
+        false_alarm_share=_share(int(r["false_alarms"]), int(r["closed"])),
+    )
+
+
+def compute_kpis(conn: psycopg.Connection[Any], p: KpiParams) -> list[KpiRow]:
+    """All groups in one pass (GROUPING SETS); the ``all`` row comes first."""
+    tsdb = has_timescaledb(conn)
+    cte, params = base_cte(p, tsdb)
+    q = sql.SQL(
+        """
+        WITH {cte}
+        SELECT grouping(team, rule, severity, hour, week, month) AS g,
+               team, rule, severity, hour,
+               to_char(week AT TIME ZONE %(tz)s, 'IYYY-"W"IW') AS week,
+               to_char(month AT TIME ZONE %(tz)s, 'YYYY-MM') AS month,
+               {aggs}
+          FROM base
+         GROUP BY GROUPING SETS ((), (team), (rule), (severity), (hour), (week), (month))
+        """
+    ).format(cte=cte, aggs=_aggregates(p))
+    rows: list[KpiRow] = []
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(q, params)
+        for r in cur.fetchall():
+            g = int(r["g"])
+            # grouping() bits, leftmost argument = most significant: 0 marks the grouped column
+            dims = ("team", "rule", "severity", "hour", "week", "month")
+            grouped = [d for i, d in enumerate(dims) if not (g >> (len(dims) - 1 - i)) & 1]
+            if not grouped:
+                rows.append(_row(p, "all", "all", r))
+            else:
+                d = grouped[0]
+                rows.append(_row(p, d, str(r[d]), r))
+    order = {d: i for i, d in enumerate(DIMENSIONS)}
+
+    def sort_key(k: KpiRow) -> tuple[int, Any]:
+        return (order[k.dimension], int(k.key) if k.dimension == "hour" else k.key)
+
+    rows.sort(key=sort_key)
+    return rows
+
+
+def answer_times(conn: psycopg.Connection[Any], p: KpiParams) -> list[float]:
+    """Answer times (s) of the answered answerable alerts, for the distribution plot."""
+    cte, params = base_cte(p, has_timescaledb(conn))
+    q = sql.SQL(
+        "WITH {} SELECT answer_s FROM base WHERE answerable AND answer_s IS NOT NULL"
+        " ORDER BY answer_s"
+    ).format(cte)
+    return [float(r[0]) for r in conn.execute(q, params).fetchall()]
+
+
+def top_residents(
+    conn: psycopg.Connection[Any], p: KpiParams, limit: int = 10
+) -> list[dict[str, Any]]:
+    """Residents (pseudonyms) with the most alerts in the period, with their false alarms."""
+    cte, params = base_cte(p, has_timescaledb(conn))
+    params["limit"] = limit
+    q = sql.SQL(
+        "WITH {} SELECT resident, min(team) AS team, count(*) AS alerts,"
+        " count(*) FILTER (WHERE outcome IN ('false_alarm', 'no_help_needed')) AS false_alarms"
+        " FROM base GROUP BY resident ORDER BY alerts DESC, resident LIMIT %(limit)s"
+    ).format(cte)
+    with conn.cursor(row_factory=dict_row) as cur:
+        return list(cur.execute(q, params).fetchall())
+
+
+def exceptions(
+    conn: psycopg.Connection[Any],
+    p: KpiParams,
+    *,
+    answer_limit_s: int = 180,
+    arrival_limit_min: int = 60,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Alerts that breached a target, each with its breaches, timeline and reports.
+
+    Breaches: ``answer`` (answerable, not answered within ``answer_limit_s``),
+    ``arrival`` (arrived later than ``arrival_limit_min``), ``completion`` (red
+    or yellow, not resolved or cancelled by the end of its local day, once
+    that day is over at ``now``). Suppressed and shadow alerts are not listed.
+    """
+    cte, params = base_cte(p, has_timescaledb(conn))
+    params.update(ans=answer_limit_s, arr=arrival_limit_min * 60, now=now)
+    q = sql.SQL(
+        """
+        WITH {cte},
+        flagged AS (
+            SELECT b.*,
+                   (((b.raised AT TIME ZONE %(tz)s)::date + 1)::timestamp AT TIME ZONE %(tz)s)
+                       AS day_end
+              FROM base b WHERE NOT b.suppressed
+        )
+        SELECT id::text AS id, team, rule, code, severity, resident, raised, ack, arrived,
+               resolved, cancelled, answer_s, arrival_s, resolve_s, outcome, day_end,
+               (answerable AND (answer_s IS NULL OR answer_s > %(ans)s)) AS answer_breach,
+               (arrival_s > %(arr)s) AS arrival_breach,
+               (severity IN ('red', 'yellow') AND %(now)s > day_end
+                AND coalesce(resolved, cancelled, %(now)s) > day_end) AS completion_breach
+          FROM flagged
+         WHERE (answerable AND (answer_s IS NULL OR answer_s > %(ans)s))
+            OR arrival_s > %(arr)s
+            OR (severity IN ('red', 'yellow') AND %(now)s > day_end
+                AND coalesce(resolved, cancelled, %(now)s) > day_end)
+         ORDER BY raised, id
+        """
+    ).format(cte=cte)
+    with conn.cursor(row_factory=dict_row) as cur:
+        items = list(cur.execute(q, params).fetchall())
+        if not items:
+            return []
+        ids = [i["id"] for i in items]
+        recs: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        for r in cur.execute(
+            "SELECT alert_id::text AS alert_id, id, step, at, actor, note, data"
+            " FROM alert_records WHERE alert_id = ANY(%s::uuid[]) ORDER BY alert_id, at, id",
+            [ids],
+        ):
+            recs[r.pop("alert_id")].append(r)
+        reps: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        for r in cur.execute(
+            "SELECT alert_id::text AS alert_id, id, kind, cause, action, outcome, recorded_by,"
+            " recorded_at FROM alert_exceptions WHERE alert_id = ANY(%s::uuid[])"
+            " ORDER BY alert_id, id",
+            [ids],
+        ):
+            reps[r.pop("alert_id")].append(r)
+    for it in items:
+        it["breaches"] = [k for k in ("answer", "arrival", "completion") if it.pop(f"{k}_breach")]
+        it["records"] = recs[it["id"]]
+        it["notes"] = [r["note"] for r in recs[it["id"]] if r["note"]]
+        it["reports"] = reps[it["id"]]
+    return items

@@ -1,0 +1,126 @@
+"""A distributed trygg on this machine: tansu, bridges and workers as processes.
+
+Used by tests/test_distributed_integration.py and bench/bench_distributed.py.
+The test-only Kafka settings of the issue (one record per producer batch, a
+low fetch wait, a 10 s session timeout, no web server) are set here, in the
+environment of the processes, never as defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+from tests.conftest import REPO
+
+TRYGG = str(Path(sys.executable).parent / "trygg")
+
+TEST_ONLY_KAFKA = {
+    "TRYGG_KAFKA_PRODUCER_MAX_BATCH_SIZE": "1",
+    "TRYGG_KAFKA_PRODUCER_LINGER_MS": "0",
+    "TRYGG_KAFKA_FETCH_MAX_WAIT_MS": "10",
+    "TRYGG_KAFKA_SESSION_TIMEOUT_S": "10",
+}
+
+
+class Stack:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        mqtt_url: str,
+        database_url: str,
+        site: str = "test",
+        partitions: int = 4,
+        clock: str = "event",
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="trygg-dist-"))
+        self.env = {
+            **os.environ,
+            "TRYGG_KAFKA_BOOTSTRAP": bootstrap,
+            "TRYGG_MQTT_URL": mqtt_url,
+            "TRYGG_DATABASE_URL": database_url,
+            "TRYGG_SITE": site,
+            "TRYGG_RULES_DIR": str(REPO / "rules"),
+            "TRYGG_KAFKA_PARTITIONS": str(partitions),
+            "TRYGG_WORKER_CLOCK": clock,
+            "TRYGG_LOG_FORMAT": "json",
+            "TRYGG_LOG_LEVEL": "WARNING",
+            "TRYGG_HTTP_PORT": "0",
+            "TRYGG_BATCH_WAIT_MS": "5",
+            **TEST_ONLY_KAFKA,
+            **(extra or {}),
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run(
+            [TRYGG, *args], env=self.env, capture_output=True, text=True, timeout=120
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"trygg {' '.join(args)}: {out.stderr}")
+        return out.stdout
+
+    def start(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
+        p = subprocess.Popen(
+            [TRYGG, *args],
+            env={**self.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs[name] = p
+        return p
+
+    def bridge(self, name: str) -> subprocess.Popen[bytes]:
+        return self.start(name, "bridge", TRYGG_MQTT_CLIENT_ID=f"trygg-{name}")
+
+    def worker(self, name: str) -> subprocess.Popen[bytes]:
+        return self.start(
+            name, "worker", "--without-web", TRYGG_WORKER_DATA_DIR=str(self.dir / name)
+        )
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        p = self.procs[name]
+        if p.poll() is None:
+            os.killpg(p.pid, sig)
+            p.wait(30)
+
+    def log(self, name: str) -> str:
+        return (self.dir / f"{name}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for p in self.procs.values():
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def count(database_url: str, sql: str, *args: object) -> int:
+    with psycopg.connect(database_url) as c:
+        row = c.execute(sql, args).fetchone()
+        return int(row[0]) if row else 0
+
+
+def wait_until(pred, timeout: float, step: float = 0.5) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return bool(pred())

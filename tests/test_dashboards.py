@@ -1,0 +1,215 @@
+"""Grafana dashboards: JSON structure, and every panel's SQL run against the real
+database filled with simulator events and synthetic alerts (issue 6)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.conftest import REPO
+from trygg.audit.synth import synth_history
+from trygg.model import DeviceKind, Event, EventType, Room
+from trygg.simulate.generate import generate
+from trygg.simulate.homes import build_homes
+from trygg.store.audit import copy_alert_history
+from trygg.store.events import StoredEvent, write_events
+from trygg.store.registry import save_registry
+
+DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
+UID = "trygg-timescaledb"
+KNOWN_MACROS = {"$__timeFilter", "$__timeGroupAlias", "$__timeFrom", "$__timeTo", "$__interval"}
+START = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)  # across the spring-forward night
+END = START + timedelta(days=1)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _panels(d: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for p in d["panels"]:
+        out.append(p)
+        out.extend(p.get("panels", []))
+    return out
+
+
+def _sqls() -> list[tuple[str, int, str]]:
+    return [
+        (p.name, panel["id"], t["rawSql"])
+        for p in DASHBOARDS
+        for panel in _panels(_load(p))
+        for t in panel.get("targets", [])
+    ]
+
+
+# ------------------------------------------------------------------ macros
+
+
+def _seconds(interval: str) -> int:
+    m = re.fullmatch(r"'?(\d+)([smhd])'?", interval.strip())
+    if not m:
+        if interval.strip() == "$__interval":
+            return 3600
+        raise ValueError(f"unknown interval {interval!r}")
+    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def expand(sql: str, start: datetime, end: datetime) -> str:
+    """Grafana's PostgreSQL macros, as the data source expands them."""
+    f, t = f"'{start.isoformat()}'", f"'{end.isoformat()}'"
+
+    def group(m: re.Match[str]) -> str:
+        col, interval = (x.strip() for x in m.group(1).rsplit(",", 1))
+        s = _seconds(interval)
+        return f'to_timestamp(floor(extract(epoch FROM {col}) / {s}) * {s}) AS "time"'
+
+    sql = re.sub(r"\$__timeGroupAlias\(([^()]*(?:\([^()]*\))?[^()]*)\)", group, sql)
+    sql = re.sub(r"\$__timeFilter\(([^()]+)\)", rf"\1 BETWEEN {f} AND {t}", sql)
+    sql = sql.replace("$__timeFrom()", f"{f}::timestamptz").replace(
+        "$__timeTo()", f"{t}::timestamptz"
+    )
+    assert "$" not in sql, f"unexpanded macro or variable in {sql}"
+    return sql
+
+
+# ------------------------------------------------------------------ structure
+
+
+def test_there_are_the_five_dashboards() -> None:
+    assert {p.stem for p in DASHBOARDS} == {
+        "response-times",
+        "alert-volume",
+        "open-alerts",
+        "device-health",
+        "ingest-health",
+    }
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_structure(path: Path) -> None:
+    d = _load(path)
+    assert d["uid"].startswith("trygg-") and d["title"] and d["panels"]
+    ids = [p["id"] for p in _panels(d)]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    occupied: set[tuple[int, int]] = set()
+    for p in _panels(d):
+        assert p["datasource"] == {"type": "grafana-postgresql-datasource", "uid": UID}
+        g = p["gridPos"]
+        assert set(g) == {"h", "w", "x", "y"} and all(isinstance(v, int) for v in g.values())
+        assert g["w"] >= 1 and g["h"] >= 1 and g["x"] >= 0 and g["y"] >= 0
+        assert g["x"] + g["w"] <= 24
+        cells = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
+        assert not cells & occupied, f"panel {p['id']} overlaps another"
+        occupied |= cells
+        assert p["targets"], f"panel {p['id']} has no query"
+        for t in p["targets"]:
+            assert t["datasource"]["uid"] == UID and t["rawQuery"] is True
+            assert t["format"] in ("time_series", "table")
+            macros = set(re.findall(r"\$__\w+", t["rawSql"]))
+            assert macros <= KNOWN_MACROS, f"unknown macros {macros - KNOWN_MACROS}"
+            assert not re.search(r"\$(?!__)\w+", t["rawSql"]), "template variables are not defined"
+            if t["format"] == "time_series":
+                assert "$__timeGroupAlias" in t["rawSql"]
+
+
+def test_provisioning_declares_the_data_source() -> None:
+    import yaml
+
+    ds = yaml.safe_load((REPO / "dashboards/provisioning/datasources/trygg.yaml").read_text())
+    assert ds["datasources"][0]["uid"] == UID
+    assert ds["datasources"][0]["type"] == "grafana-postgresql-datasource"
+
+
+# ------------------------------------------------------------------ SQL
+
+
+@pytest.fixture(scope="module")
+def filled(pg_server: Any) -> str:
+    from tests.conftest import new_database
+    from trygg.store.migrate import migrate
+
+    url = new_database(pg_server, "dash")
+    migrate(url)
+    registry, homes = build_homes(6, seed=4)
+    kinds = {d.id: (h.resident, d.kind, d.room) for h in homes for d in h.devices}
+    batch = []
+    received = START
+    for ev in generate(homes, START, END, seed=4):
+        if ev.malformed or ev.duplicate or ev.device not in kinds:
+            continue
+        resident, kind, room = kinds[ev.device]
+        t = datetime.fromisoformat(ev.time)
+        received = t + timedelta(seconds=1)
+        batch.append(
+            StoredEvent(
+                Event(
+                    ev.device,
+                    ev.id,
+                    EventType(ev.type),
+                    t,
+                    resident,
+                    DeviceKind(kind),
+                    Room(ev.room) if ev.room else room,
+                    ev.value,
+                ),
+                received,
+                late=False,
+            )
+        )
+    residents = [(h.resident, h.team) for h in homes]
+    items = list(synth_history(residents, START, END, 300, seed=4))
+    with psycopg.connect(url) as conn:
+        save_registry(conn, registry)
+        write_events(conn, batch)
+        copy_alert_history(conn, [a for a, _ in items], [r for _, rs in items for r in rs])
+        conn.execute(
+            "UPDATE devices SET last_seen = %s, online = true,"
+            " battery = 10 + (abs(hashtext(id)) %% 90)",
+            [END],
+        )
+        conn.execute(
+            "UPDATE devices SET online = false WHERE id IN"
+            " (SELECT id FROM devices ORDER BY id LIMIT 2)"
+        )
+        for i in range(5):
+            conn.execute(
+                "INSERT INTO dead_letters (received_at, topic, payload, reason, device)"
+                " VALUES (%s, 'trygg/demo/devices/x/events', 'x', %s, 'x')",
+                [START + timedelta(hours=i), "not JSON" if i % 2 else "unknown type"],
+            )
+        conn.commit()
+    assert len(batch) > 1000
+    return url
+
+
+# panels whose result may be empty on a day of simulated data
+MAY_BE_EMPTY = {
+    "Open alerts",
+    "Open alerts by team and state",
+    "Device-offline alerts",
+    "Breaches: not answered within 180 s",
+}
+
+
+@pytest.mark.parametrize("name,pid,sql", _sqls(), ids=lambda v: str(v)[:40])
+def test_panel_sql_runs_on_simulated_data(filled: str, name: str, pid: int, sql: str) -> None:
+    with psycopg.connect(filled) as conn:
+        conn.execute("SET statement_timeout = '20s'")
+        cur = conn.execute(expand(sql, START - timedelta(hours=1), END + timedelta(hours=1)))
+        rows = cur.fetchall()
+        assert cur.description is not None
+    title = next(p["title"] for p in _panels(_load(REPO / "dashboards" / name)) if p["id"] == pid)
+    if title not in MAY_BE_EMPTY:
+        assert rows, f"{name} panel {pid} ({title}) returned nothing"
+        if cur.description[0].name == "time":
+            assert all(isinstance(r[0], datetime) for r in rows)

@@ -1,0 +1,156 @@
+"""The worker's rules and alerts agents through Faust's own test contexts (no broker).
+
+``agent.test_context()`` runs the real agent function over an in-memory channel;
+the Faust tables are the real ones (memory store). What the agents send to
+other topics is captured by a recording sender in place of the producer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+faust = pytest.importorskip("faust")
+
+from tests.conftest import REPO  # noqa: E402
+from trygg.distributed import codecs  # noqa: E402
+from trygg.distributed.worker.app import Worker  # noqa: E402
+from trygg.distributed.worker.core import AlertsCore, RulesCore  # noqa: E402
+from trygg.model import DeviceKind, Event, EventType, Room  # noqa: E402
+from trygg.rules import Engine, load_catalogue  # noqa: E402
+from trygg.runner.alerting import default_routing  # noqa: E402
+from trygg.settings import Settings  # noqa: E402
+from trygg.simulate import build_homes  # noqa: E402
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict[str, Any], int | None]] = []
+
+    async def send_all(self, items: list[tuple[Any, str, bytes, int | None]]) -> None:
+        self.sent += [(t.get_topic_name(), k, codecs.loads(v), p) for t, k, v, p in items]
+
+    def ops(self, topic: str) -> list[str]:
+        return [r["op"] for t, _, r, _ in self.sent if t == topic]
+
+
+NOW = datetime(2026, 3, 10, 14, 0, tzinfo=UTC)
+
+
+def make_worker(**settings: Any) -> tuple[Worker, Recorder]:
+    registry, _ = build_homes(3, seed=1)
+    cat = load_catalogue([REPO / "rules"])
+    rec = Recorder()
+    alerts = AlertsCore(default_routing())
+    alerts.update_registry(registry)
+    s = Settings(kafka_partitions=4, **settings)
+    w = Worker(
+        s, rules=RulesCore(Engine(cat, registry)), alerts=alerts, sender=rec, clock=lambda: NOW
+    )
+    w.app.finalize()
+    w.app.conf.store = "memory://"
+    w.app.flow_control.resume()
+    return w, rec
+
+
+def ev(device: str, eid: str, typ: EventType, at: datetime, kind: DeviceKind, **kw: Any) -> bytes:
+    resident = "r-" + device.rsplit("-", 1)[1]
+    e = Event(device, eid, typ, at, resident, kind, **kw)
+    return codecs.dumps(codecs.event_record(e, at))
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_rules_agent_signals_state_and_redelivery() -> None:
+    w, rec = make_worker()
+
+    async def go() -> None:
+        async with w.rules_agent.test_context() as agent:
+            button = ev("button-0001", "e1", EventType.BUTTON_PRESSED, NOW, DeviceKind.BUTTON)
+            await agent.put(key="r-0001", value=button)
+            await agent.put(key="r-0001", value=button)  # MQTT or Kafka re-delivery
+            motion = ev(
+                "motion-bathroom-0001",
+                "e2",
+                EventType.MOTION_DETECTED,
+                NOW,
+                DeviceKind.MOTION,
+                room=Room.BATHROOM,
+            )
+            await agent.put(key="r-0001", value=motion)
+
+    run(go())
+    sigs = [r for t, k, r, _ in rec.sent if r["op"] == "sig"]
+    assert [(s["rule"], s["r"], s["a"]) for s in sigs] == [("button", "r-0001", "fire")]
+    assert w.stats["duplicates"] == 1 and w.stats["events"] == 2
+    state = orjson.loads(w.rules_table["r-0001"])
+    assert state["keys"] == ["button-0001|e1", "motion-bathroom-0001|e2"]
+    # the resident's next deadline is in the state, so a timer scan finds it
+    assert state["next"] is not None and state["next"] > NOW.timestamp()
+    assert w.rule_timers.due["r-0001"][1] == state["next"]
+
+
+def test_rules_agent_tick_fires_absence_timer_once() -> None:
+    w, rec = make_worker()
+
+    async def go() -> None:
+        async with w.rules_agent.test_context() as agent:
+            motion = ev(
+                "motion-bathroom-0001",
+                "e1",
+                EventType.MOTION_DETECTED,
+                NOW,
+                DeviceKind.MOTION,
+                room=Room.BATHROOM,
+            )
+            await agent.put(key="r-0001", value=motion)
+            tick = codecs.dumps(codecs.tick_record("r-0001", NOW + timedelta(minutes=61)))
+            await agent.put(key="r-0001", value=tick)
+            await agent.put(key="r-0001", value=tick)  # a tick sent twice fires nothing more
+
+    run(go())
+    fired = [r["rule"] for _, _, r, _ in rec.sent if r["op"] == "sig" and r["a"] == "fire"]
+    assert fired.count("long-bathroom-stay") == 1
+
+
+def test_alerts_agent_raises_once_routes_and_cancels() -> None:
+    w, rec = make_worker()
+    e = Event("button-0001", "e1", EventType.BUTTON_PRESSED, NOW, "r-0001", DeviceKind.BUTTON)
+    from trygg.model import Severity, Signal, SignalAction
+
+    fire = Signal(SignalAction.FIRE, "button", "r-0001", NOW, "4.13", Severity.RED, "v1", ("e1",))
+    reset = Event("button-0001", "e2", EventType.ALARM_RESET, NOW, "r-0001", DeviceKind.BUTTON)
+
+    async def go() -> None:
+        async with w.alerts_agent.test_context() as agent:
+            await agent.put(key="r-0001", value=codecs.dumps(codecs.signal_record(fire)))
+            await agent.put(key="r-0001", value=codecs.dumps(codecs.signal_record(fire)))
+            await agent.put(key="r-0001", value=codecs.dumps(codecs.reset_record(reset)))
+
+    run(go())
+    assert e.resident == "r-0001"
+    changes = [r for t, _, r, _ in rec.sent if r["op"] == "achg"]
+    steps = [x["step"] for c in changes for x in c["recs"]]
+    assert steps.count("raised") == 1  # the re-delivered signal is dropped
+    assert "notified" in steps  # routed at once (escalation level 1)
+    assert steps[-1] == "cancelled"  # the device reset cancels it before anyone answered
+    assert rec.ops("trygg-notifications")  # notifications for the notify agent
+    ids = {c["snap"]["id"] for c in changes}
+    assert len(ids) == 1
+    # the alert id derives from resident and signal: the same signal gives the same id
+    w2, rec2 = make_worker()
+
+    async def again() -> None:
+        async with w2.alerts_agent.test_context() as agent:
+            await agent.put(key="r-0001", value=codecs.dumps(codecs.signal_record(fire)))
+
+    run(again())
+    assert {r["snap"]["id"] for _, _, r, _ in rec2.sent if r["op"] == "achg"} == ids
+    state = orjson.loads(w.alerts_table["r-0001"])
+    assert [recs[-1]["step"] for recs in state["alerts"]] == ["cancelled"]
