@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
@@ -96,6 +97,7 @@ class EmbeddedRunner:
         self._pool: ConnectionPool | None = None
         self._spool: Spool | None = None
         self._stored_to: Position | None = None
+        self._lags: deque[tuple[float, timedelta]] = deque()  # (monotonic, smallest delay)
         self._registry: Registry = Registry()
         self._decoder: Decoder | None = None
         self._alerting: AlertService | None = None
@@ -251,6 +253,7 @@ class EmbeddedRunner:
             records: list[spooled.Record] = []
             replies: list[tuple[str, bytes]] = []  # SCAIP <mrs>, sent once handed off
             health = HealthBatch()
+            batch_lag: timedelta | None = None
             for msg in batch:
                 self.stats.received += 1
                 where = parse_topic(msg.topic, self.settings.site)
@@ -277,6 +280,9 @@ class EmbeddedRunner:
                         records.append(spooled.event_record(StoredEvent(ev, received, True)))
                         continue
                     records.append(spooled.event_record(StoredEvent(ev, received)))
+                    lag = received - ev.time
+                    if batch_lag is None or lag < batch_lag:
+                        batch_lag = lag
                     self._alert_event(ev)
                     for sig in self.engine.process(ev):
                         self._signal(sig)
@@ -293,6 +299,8 @@ class EmbeddedRunner:
                         }
                     )
                 )
+            if batch_lag is not None:
+                self._lags.append((time.monotonic(), batch_lag))
             self._wake_timers.set()
             await asyncio.to_thread(self._spool.append, records)
             for topic, reply in replies:
@@ -310,8 +318,28 @@ class EmbeddedRunner:
             self._wake_timers.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_timers.wait(), wait)
-            for sig in self.engine.advance(_now()):
+            for sig in self.engine.advance(self._timer_clock()):
                 self._signal(sig)
+
+    def _timer_clock(self) -> datetime:
+        """How far absence timers may run: the wall clock, unless catching up.
+
+        After an outage the broker delivers what it queued, oldest first.
+        While that backlog is worked off, a device's newer events may still
+        be waiting; running timers to the wall clock would report every device
+        "offline" and every home "inactive". So timers run to the wall clock
+        less the *smallest* delay (receipt time - event time) seen in the last
+        two seconds: one device sending fresh events is enough to show that
+        trygg is live, and with nothing received the wall clock rules.
+        """
+        now = _now()
+        horizon = time.monotonic() - 2.0
+        while self._lags and self._lags[0][0] < horizon:
+            self._lags.popleft()
+        if not self._lags:
+            return now
+        lag = min(lag for _, lag in self._lags)
+        return now - max(timedelta(0), lag)
 
     async def _reload_registry(self) -> None:
         """Pick up registry and care-plan changes without a restart."""

@@ -117,17 +117,35 @@ def health_record(devices: dict[str, tuple[str | None, float | None, bool | None
     return {"op": "health", "devices": devices}
 
 
-def _apply_health(conn: psycopg.Connection, r: Record) -> None:
-    rows = [
-        (d, datetime.fromisoformat(t) if t else None, b, o) for d, (t, b, o) in r["devices"].items()
-    ]
-    with conn.cursor() as cur:
-        cur.executemany(
-            "UPDATE devices SET last_seen = greatest(last_seen, %s::timestamptz),"
-            " battery = coalesce(%s::real, battery), online = coalesce(%s::boolean, online)"
-            " WHERE id = %s",
-            [(t, b, o, d) for d, t, b, o in rows],
-        )
+def _merge_health(into: dict[str, list[Any]], r: Record) -> None:
+    """Fold one batch's health facts into the newest per device."""
+    for d, (t, b, o) in r["devices"].items():
+        cur = into.setdefault(d, [None, None, None])
+        if t is not None and (cur[0] is None or t > cur[0]):
+            cur[0] = t
+        if b is not None:
+            cur[1] = b
+        if o is not None:
+            cur[2] = o
+
+
+def _apply_health(conn: psycopg.Connection, merged: dict[str, list[Any]]) -> None:
+    """One UPDATE for every device of a drained run (not one per device and batch)."""
+    if not merged:
+        return
+    ids = list(merged)
+    conn.execute(
+        "UPDATE devices d SET last_seen = greatest(d.last_seen, u.seen),"
+        " battery = coalesce(u.battery, d.battery), online = coalesce(u.online, d.online)"
+        " FROM unnest(%b::text[], %b::timestamptz[], %b::real[], %b::boolean[])"
+        " AS u(id, seen, battery, online) WHERE d.id = u.id",
+        [
+            ids,
+            [datetime.fromisoformat(merged[d][0]) if merged[d][0] else None for d in ids],
+            [merged[d][1] for d in ids],
+            [merged[d][2] for d in ids],
+        ],
+    )
 
 
 # --- the alert service (schema 3): idempotent, so replay is harmless -------
@@ -203,8 +221,6 @@ def _apply_one(conn: psycopg.Connection, r: Record) -> None:
         f = {k: v for k, v in r.items() if k != "op"}
         f["raised_at"] = datetime.fromisoformat(f["raised_at"])
         alert_store.insert_alert(conn, **f)
-    elif r["op"] == "health":
-        _apply_health(conn, r)
     elif op == "rec":
         alert_store.append_record(
             conn,
@@ -229,22 +245,29 @@ def apply(
     Returns (events stored, dead letters stored). Consecutive events go in
     one binary COPY; other records keep their order.
     """
-    stored = dead = 0
+    # Events, dead letters and device health depend on nothing else in the run,
+    # so each kind goes in as one statement (one COPY for all the events);
+    # alert rows and lifecycle records keep their order among themselves.
+    events: list[StoredEvent] = []
+    letters: list[DeadLetter] = []
+    health: dict[str, list[Any]] = {}
+    ordered: list[Record] = []
+    for r in records:
+        op = r["op"]
+        if op == "ev":
+            events.append(_event(r))
+        elif op == "dl":
+            letters.append(_dead_letter(r))
+        elif op == "health":
+            _merge_health(health, r)
+        else:
+            ordered.append(r)
     with conn.transaction():
-        i = 0
-        while i < len(records):
-            op = records[i]["op"]
-            j = i
-            while j < len(records) and records[j]["op"] == op and op in ("ev", "dl"):
-                j += 1
-            if op == "ev":
-                stored += write_events(conn, [_event(r) for r in records[i:j]])
-            elif op == "dl":
-                dead += write_dead_letters(conn, [_dead_letter(r) for r in records[i:j]])
-            else:
-                _apply_one(conn, records[i])
-                j = i + 1
-            i = j
+        stored = write_events(conn, events)
+        dead = write_dead_letters(conn, letters)
+        _apply_health(conn, health)
+        for r in ordered:
+            _apply_one(conn, r)
         conn.execute(
             'INSERT INTO spool_checkpoint (spool, segment, "offset") VALUES (%s, %s, %s)'
             " ON CONFLICT (spool) DO UPDATE SET segment = excluded.segment,"
