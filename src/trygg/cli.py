@@ -13,9 +13,11 @@ import typer
 
 from trygg import logs
 from trygg.audit.cli import audit_app, report_command, retention_command
+from trygg.cli_support import ConfigOpt
+from trygg.cli_support import fail as _fail
+from trygg.cli_support import settings_or_exit as _settings
 from trygg.ingest.cli import devices_app
 from trygg.rules.cli import app as rules_app
-from trygg.settings import Settings, load_settings
 
 app = typer.Typer(
     help="trygg: sensor events in, quality-assured alerts out.",
@@ -31,30 +33,6 @@ app.add_typer(audit_app, name="audit")
 app.command("report")(report_command)
 db_app.command("retention")(retention_command)
 app.add_typer(devices_app, name="devices")
-
-ConfigOpt = typer.Option(
-    None,
-    "--config",
-    "-c",
-    help="TOML config file (else $TRYGG_CONFIG)",
-    exists=True,
-    dir_okay=False,
-)
-
-
-def _settings(config: Path | None, **overrides: object) -> Settings:
-    try:
-        s = load_settings(config, **overrides)
-    except ValueError as exc:
-        typer.echo(f"trygg: bad settings: {exc}", err=True)
-        raise typer.Exit(2) from None
-    logs.configure(s.log_format, s.log_level)
-    return s
-
-
-def _fail(msg: str, code: int = 1) -> None:
-    typer.echo(f"trygg: {msg}", err=True)
-    raise typer.Exit(code)
 
 
 @db_app.command("migrate")

@@ -20,7 +20,9 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from trygg.settings import Settings, load_settings
+from trygg.cli_support import ConfigOpt, settings_or_exit
+from trygg.cli_support import fail as _fail
+from trygg.settings import Settings
 
 audit_app = typer.Typer(
     help="The audit trail: verify, export to VKP, exception reports.", no_args_is_help=True
@@ -30,14 +32,6 @@ exception_app = typer.Typer(
 )
 audit_app.add_typer(exception_app, name="exception")
 
-ConfigOpt = typer.Option(
-    None,
-    "--config",
-    "-c",
-    help="TOML config file (else $TRYGG_CONFIG)",
-    exists=True,
-    dir_okay=False,
-)
 DbOpt = typer.Option(None, "--database-url", help="overrides TRYGG_DATABASE_URL")
 FromOpt = typer.Option(..., "--from", help="start (ISO date or time; a date is local midnight)")
 ToOpt = typer.Option(..., "--to", help="end, exclusive (ISO date or time)")
@@ -45,20 +39,7 @@ TeamOpt = typer.Option(None, "--team", help="only this team")
 
 
 def _settings(config: Path | None, database_url: str | None) -> Settings:
-    from trygg import logs
-
-    try:
-        s = load_settings(config, database_url=database_url)
-    except ValueError as exc:
-        typer.echo(f"trygg: bad settings: {exc}", err=True)
-        raise typer.Exit(2) from None
-    logs.configure(s.log_format, s.log_level)
-    return s
-
-
-def _fail(msg: str, code: int = 1) -> None:
-    typer.echo(f"trygg: {msg}", err=True)
-    raise typer.Exit(code)
+    return settings_or_exit(config, database_url=database_url)
 
 
 def parse_when(text: str, tz: str) -> datetime:

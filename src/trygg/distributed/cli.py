@@ -7,22 +7,10 @@ from pathlib import Path
 
 import typer
 
+from trygg.cli_support import ConfigOpt
+from trygg.cli_support import settings_or_exit as _settings
+
 kafka_app = typer.Typer(help="Kafka for the distributed runner.", no_args_is_help=True)
-
-ConfigOpt = typer.Option(
-    None,
-    "--config",
-    "-c",
-    help="TOML config file (else $TRYGG_CONFIG)",
-    exists=True,
-    dir_okay=False,
-)
-
-
-def _settings(config: Path | None, **overrides: object):  # type: ignore[no-untyped-def]
-    from trygg.cli import _settings as load
-
-    return load(config, **overrides)
 
 
 def _need_faust() -> None:

@@ -1,0 +1,42 @@
+"""What every stage's command line shares: the --config option, loading the
+settings with a one-line error, and failing with a readable message.
+
+Kept apart from trygg.cli so that stage CLIs (trygg.audit.cli,
+trygg.distributed.cli, ...) can use it without importing the app that
+mounts them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+
+from trygg import logs
+from trygg.settings import Settings, load_settings
+
+ConfigOpt = typer.Option(
+    None,
+    "--config",
+    "-c",
+    help="TOML config file (else $TRYGG_CONFIG)",
+    exists=True,
+    dir_okay=False,
+)
+
+
+def settings_or_exit(config: Path | None, **overrides: object) -> Settings:
+    """Settings (file < environment < options), logging configured; exit 2 if invalid."""
+    try:
+        s = load_settings(config, **overrides)
+    except ValueError as exc:
+        typer.echo(f"trygg: bad settings: {exc}", err=True)
+        raise typer.Exit(2) from None
+    logs.configure(s.log_format, s.log_level)
+    return s
+
+
+def fail(msg: str, code: int = 1) -> NoReturn:
+    typer.echo(f"trygg: {msg}", err=True)
+    raise typer.Exit(code)
