@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -114,9 +115,17 @@ def count(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def start_trygg(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+PROFILE_DIR = "."
+PROFILE: list[str] = []  # a py-spy command prefix, from --py-spy
+
+
+def start_trygg(env: dict[str, str], log: Path, name: str = "") -> subprocess.Popen[bytes]:
+    cmd = [TRYGG, "run"]
+    if PROFILE and name:
+        # Collapsed stacks of every thread, for `flamegraph.pl` or a quick sort.
+        cmd = [*PROFILE, "-o", f"{PROFILE_DIR}/{name}.txt", "--", *cmd]
     with open(log, "ab") as f:
-        return subprocess.Popen([TRYGG, "run"], env=env, stdout=f, stderr=subprocess.STDOUT)
+        return subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
 
 
 def connected_at(log: Path, after: int) -> float:
@@ -165,13 +174,14 @@ def trygg_rate(
     before = count(pg.url)
     publish_all(broker.port, msgs)
     lines = len(log.read_text().splitlines())
-    p = start_trygg(env_info, log)
+    p = start_trygg(env_info, log, client_id)
     t0 = connected_at(log, lines)
     target = before + n_events
     while count(pg.url) < target:
         time.sleep(0.02)
     t1 = time.time()
-    p.terminate()
+    # SIGINT reaches trygg through py-spy too; py-spy then writes its profile.
+    p.send_signal(signal.SIGINT)
     p.wait()
     return n_events / (t1 - t0)
 
@@ -225,7 +235,19 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--soak", type=int, default=0, help="seconds of steady load for memory")
     ap.add_argument("--soak-rate", type=int, default=10_000)
+    ap.add_argument(
+        "--py-spy",
+        metavar="DIR",
+        help="record trygg's measured runs with py-spy (must be on PATH) into DIR",
+    )
     args = ap.parse_args()
+    if args.py_spy:
+        global PROFILE_DIR
+        PROFILE_DIR = args.py_spy
+        Path(PROFILE_DIR).mkdir(parents=True, exist_ok=True)
+        PROFILE.extend(
+            ["py-spy", "record", "--format", "raw", "--threads", "--gil", "--rate", "200"]
+        )
     cpu = next(
         (
             ln.split(":", 1)[1].strip()

@@ -12,6 +12,25 @@ import sys
 import structlog
 
 
+class _StderrLogger:
+    """Writes to whatever ``sys.stderr`` is when a line is logged.
+
+    structlog's PrintLoggerFactory keeps the stream it was given. A command
+    run in-process (a test's CliRunner) configures logging while stderr is a
+    temporary stream that is closed afterwards; every later log line then
+    raised "I/O operation on closed file" in whatever thread logged it.
+    """
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _stderr_logger(*args: object) -> _StderrLogger:
+    return _StderrLogger()
+
+
 def configure(fmt: str = "console", level: str = "INFO") -> None:
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
@@ -28,7 +47,7 @@ def configure(fmt: str = "console", level: str = "INFO") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
 

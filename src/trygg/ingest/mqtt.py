@@ -28,7 +28,7 @@ from trygg.settings import mqtt_params
 log = logs.get("trygg.ingest.mqtt")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per message, built on paho's thread
 class Message:
     topic: str
     payload: bytes

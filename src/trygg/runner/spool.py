@@ -3,7 +3,9 @@
 An MQTT message is acknowledged once its events are appended here and
 fsync'ed, not when the database has them, so alerting never waits for
 PostgreSQL and a database outage costs disk space, not data. The spool is a
-directory of append-only segment files of JSON lines::
+directory of append-only segment files of JSON lines, one line per append
+(a JSON array of that append's records; a line holding a single object is
+one record, as spools written before 2026-11-29 have it)::
 
     spool-000001.jsonl  spool-000002.jsonl ...
 
@@ -13,6 +15,13 @@ stores that position in the database in the same transaction as the records
 exactly once. Segments wholly before the stored position are deleted. The
 spool is bounded: ``full`` tells the runner to stop taking messages, and the
 broker keeps them meanwhile.
+
+The disk is for crashes. While the process lives, the drainer usually wants
+what was appended a moment ago, so ``append`` may also keep the caller's own
+objects for that run of records (a bounded in-memory tail) and ``read``
+returns those instead of parsing the lines back: the same records, without a
+JSON round trip. Whatever is not in the tail (after a restart, or after a
+long database outage pushed it out) is read from disk.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +48,11 @@ class Position:
 
 class Spool:
     def __init__(
-        self, directory: Path, segment_bytes: int = 64 << 20, max_bytes: int = 4 << 30
+        self,
+        directory: Path,
+        segment_bytes: int = 64 << 20,
+        max_bytes: int = 4 << 30,
+        tail_records: int = 50_000,
     ) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -51,6 +65,10 @@ class Spool:
         self._wf = open(path, "ab")  # noqa: SIM115 - held open for the spool's life
         self._wsize = self._wf.tell()
         self._lock = threading.Lock()  # appends come from several worker threads
+        # (start, end, live records) of recent appends; at most tail_records records
+        self._tail: deque[tuple[Position, Position, Sequence[Any]]] = deque()
+        self._tail_records = 0
+        self._tail_max = tail_records
 
     # --- layout -------------------------------------------------------------
     def _path(self, seg: int) -> Path:
@@ -76,10 +94,20 @@ class Spool:
         with self._lock:
             return Position(self._wseg, self._wsize)
 
-    def append(self, records: Sequence[dict[str, Any]]) -> Position:
-        """Append records durably (write + fsync); return the new end position."""
-        buf = b"".join(orjson.dumps(r) + b"\n" for r in records)
+    def append(
+        self, records: Sequence[dict[str, Any]], live: Sequence[Any] | None = None
+    ) -> Position:
+        """Append records durably (write + fsync); return the new end position.
+
+        ``live``, if given, is what ``read`` returns for this run instead of
+        parsing ``records`` back from disk (the caller's own objects for them).
+        """
+        # One line per append, a JSON array of its records: one encoder call.
+        buf = orjson.dumps(records if isinstance(records, list) else list(records)) + b"\n"
+        if not records:
+            buf = b""
         with self._lock:
+            start = Position(self._wseg, self._wsize)
             if buf:
                 self._wf.write(buf)
                 self._wf.flush()
@@ -90,7 +118,13 @@ class Spool:
                 self._wseg += 1
                 self._wf = open(self._path(self._wseg), "ab")  # noqa: SIM115
                 self._wsize = 0
-            return Position(self._wseg, self._wsize)
+            end = Position(self._wseg, self._wsize)
+            if live is not None and buf:
+                self._tail.append((start, end, live))
+                self._tail_records += len(live)
+                while self._tail_records > self._tail_max:
+                    self._tail_records -= len(self._tail.popleft()[2])
+            return end
 
     def pending_bytes(self, since: Position) -> int:
         total = 0
@@ -115,10 +149,32 @@ class Spool:
     def read(
         self, start: Position, max_records: int = 5000
     ) -> tuple[list[dict[str, Any]], Position]:
-        """Records after ``start`` (at most ``max_records``) and the position after them."""
+        """Records after ``start`` (about ``max_records``) and the position after them.
+
+        From the in-memory tail when it holds ``start`` (whole appended runs,
+        so possibly a few more than ``max_records``), else from disk up to
+        where the tail begins.
+        """
+        with self._lock:
+            tail = self._tail
+            while tail and tail[0][1] <= start:
+                self._tail_records -= len(tail.popleft()[2])
+            if tail and tail[0][0] == start:
+                live: list[Any] = []
+                pos = start
+                for first, last, recs in tail:
+                    if first != pos or len(live) >= max_records:
+                        break
+                    live.extend(recs)
+                    pos = last
+                return live, pos
+            # Read the disk up to the tail's next run boundary, so the next read lines up.
+            if not tail:
+                end = Position(self._wseg, self._wsize)
+            else:
+                end = tail[0][0] if start < tail[0][0] else tail[0][1]
         out: list[dict[str, Any]] = []
         pos = start
-        end = self.end
         while len(out) < max_records and pos < end:
             path = self._path(pos.segment)
             limit = end.offset if pos.segment == end.segment else None
@@ -133,7 +189,11 @@ class Spool:
                     if not line or not line.endswith(b"\n"):
                         break
                     offset += len(line)
-                    out.append(orjson.loads(line))
+                    doc = orjson.loads(line)
+                    if isinstance(doc, list):
+                        out.extend(doc)
+                    else:  # a spool written before 2026-11-29: one record per line
+                        out.append(doc)
             if limit is None and len(out) < max_records:
                 pos = Position(pos.segment + 1, 0)
             else:

@@ -19,27 +19,42 @@ import psycopg
 from trygg.model import DeadLetter, DeviceKind, Event, EventType, Room
 from trygg.store import access as access_store
 from trygg.store import alerts as alert_store
-from trygg.store.events import StoredEvent, write_dead_letters, write_events
+from trygg.store.events import (
+    Row,
+    StoredEvent,
+    event_row,
+    write_dead_letters,
+    write_event_rows,
+)
 
 Record = dict[str, Any]
 
 
 def event_record(s: StoredEvent) -> Record:
+    """An event for the spool. Times and enums stay objects: orjson writes
+    them as ISO 8601 strings and values, exactly what ``_event`` reads back."""
     e = s.event
     return {
         "op": "ev",
         "d": e.device,
         "i": e.id,
-        "y": e.type.value,
-        "t": e.time.isoformat(),
+        "y": e.type,
+        "t": e.time,
         "r": e.resident,
-        "k": e.kind.value,
-        "m": e.room.value if e.room else None,
+        "k": e.kind,
+        "m": e.room,
         "v": e.value,
         "p": e.position,
-        "rx": s.received_at.isoformat(),
+        "rx": s.received_at,
         "late": s.late,
     }
+
+
+def _event_row(r: Record) -> Row:
+    """A spooled event as a row for the store, its times still ISO strings."""
+    p = r.get("p")
+    lat, lon = p if p else (None, None)
+    return (r["t"], r["d"], r["i"], r["y"], r["r"], r["v"], r["m"], lat, lon, r["rx"], r["late"])
 
 
 def _event(r: Record) -> StoredEvent:
@@ -238,7 +253,10 @@ def _apply_one(conn: psycopg.Connection, r: Record) -> None:
 
 
 def apply(
-    conn: psycopg.Connection, spool: str, records: Sequence[Record], position: tuple[int, int]
+    conn: psycopg.Connection,
+    spool: str,
+    records: Sequence[Record | StoredEvent],
+    position: tuple[int, int],
 ) -> tuple[int, int]:
     """Write ``records`` and move the checkpoint to ``position``, atomically.
 
@@ -248,14 +266,17 @@ def apply(
     # Events, dead letters and device health depend on nothing else in the run,
     # so each kind goes in as one statement (one COPY for all the events);
     # alert rows and lifecycle records keep their order among themselves.
-    events: list[StoredEvent] = []
+    events: list[Row] = []
     letters: list[DeadLetter] = []
     health: dict[str, list[Any]] = {}
     ordered: list[Record] = []
     for r in records:
+        if isinstance(r, StoredEvent):  # a live record from the spool's memory (Spool.read)
+            events.append(event_row(r))
+            continue
         op = r["op"]
         if op == "ev":
-            events.append(_event(r))
+            events.append(_event_row(r))
         elif op == "dl":
             letters.append(_dead_letter(r))
         elif op == "health":
@@ -263,7 +284,7 @@ def apply(
         else:
             ordered.append(r)
     with conn.transaction():
-        stored = write_events(conn, events)
+        stored = write_event_rows(conn, events)
         dead = write_dead_letters(conn, letters)
         _apply_health(conn, health)
         for r in ordered:
