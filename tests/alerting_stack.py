@@ -237,8 +237,11 @@ def start_stack(
     *,
     routing: str = ROUTING,
     registry: dict[str, Any] | None = None,
+    real_rules: bool = False,
     **settings: Any,
 ) -> Stack:
+    """``real_rules``: run the real rule engine on the catalogue versions (settings'
+    ``rules_dir`` at first start) instead of the scripted one."""
     reg = parse_registry(registry or REGISTRY, "test")
     tokens: dict[str, str] = {}
     with psycopg.connect(db) as conn:
@@ -259,7 +262,7 @@ def start_stack(
         batch_wait_ms=2,
         **settings,
     )
-    runner = EmbeddedRunner(s, ScriptedEngine())
+    runner = EmbeddedRunner(s, None if real_rules else ScriptedEngine())
     box: dict[str, Any] = {}
     started = threading.Event()
 

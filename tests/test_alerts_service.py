@@ -82,10 +82,13 @@ class FakeStore:
                 recs
                 for aid, recs in self.records.items()
                 if self.snapshots[aid]["state"] not in ("resolved", "cancelled")
+                and bool(self.snapshots[aid].get("shadow")) == kw.get("shadow", False)
             ]
         if name in ("load_silences", "pending_notifications"):
             return []
         if name == "alert_records":
+            if not kw.get("include_shadow", True) and self.snapshots[args[0]].get("shadow"):
+                return []
             return self.records.get(args[0], [])
         raise AssertionError(name)
 

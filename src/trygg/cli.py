@@ -63,8 +63,19 @@ def registry_load(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="registry YAML"),
     config: Path | None = ConfigOpt,
     database_url: str | None = typer.Option(None, help="overrides TRYGG_DATABASE_URL"),
+    author: str | None = typer.Option(
+        None, "--author", help="who changes the care plans (default: your user name)"
+    ),
+    reason: str | None = typer.Option(
+        None, "--reason", help="why (recorded with a changed care-plan version)"
+    ),
 ) -> None:
-    """Validate a registry file and store its residents and devices."""
+    """Validate a registry file and store its residents and devices.
+
+    Changed care plans are recorded as a new care-plan version (trygg rules history).
+    """
+    import getpass
+
     import psycopg
 
     from trygg.registry import RegistryError, load_registry
@@ -77,7 +88,12 @@ def registry_load(
         _fail(str(exc))
     try:
         with psycopg.connect(s.database_url) as conn:
-            counts = save_registry(conn, registry)
+            counts = save_registry(
+                conn,
+                registry,
+                author=author or getpass.getuser(),
+                reason=reason or f"trygg registry load {file.name}",
+            )
     except psycopg.Error as exc:
         _fail(f"cannot store the registry: {str(exc).strip()}")
     typer.echo(f"loaded {counts.residents} residents and {counts.devices} devices from {file}")

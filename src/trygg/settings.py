@@ -36,7 +36,11 @@ class Settings(BaseSettings):
     registry_reload_seconds: float = Field(
         10.0, description="how often registry and care-plan changes are picked up"
     )
-    rules_dir: Path | None = Field(None, description="rule catalogue directory")
+    rules_dir: Path | None = Field(
+        None,
+        description="rule catalogue directory: recorded as the active version at the first "
+        "start; after that the database's active version runs (trygg rules publish)",
+    )
     webhook_url: str | None = Field(None, description="POST every routed alert here")
     webhook_secret: str | None = Field(None, description="HMAC-SHA256 key for X-Trygg-Signature")
     log_format: Literal["json", "console"] = "console"

@@ -108,6 +108,14 @@ class Outcome(StrEnum):
     OTHER = "other"
 
 
+# What the tuning reports count as a false alert (docs/rules.md): staff found
+# nothing wrong, or nothing that needed them. Also an alert cancelled with the
+# reason false_alarm (it gets this outcome, trygg.alerts.lifecycle).
+FALSE_OUTCOMES: frozenset[str] = frozenset(
+    {Outcome.FALSE_ALARM.value, Outcome.NO_HELP_NEEDED.value}
+)
+
+
 class CancelReason(StrEnum):
     """Why an alert was cancelled rather than resolved."""
 

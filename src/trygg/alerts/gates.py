@@ -401,6 +401,10 @@ class Gatekeeper:
     def open_alerts(self) -> list[Alert]:
         return sorted(self._by_id.values(), key=lambda a: (a.raised_at, a.id))
 
+    def open_for(self, resident: str, rule: str, device: str | None = None) -> Alert | None:
+        """The open alert that a fire of ``rule`` would fold into, if any."""
+        return self._open.get(self._key(resident, rule, device))
+
     def add_silence(self, silence: Silence) -> None:
         self._silences[silence.id] = silence
 

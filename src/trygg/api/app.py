@@ -311,7 +311,7 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
         a = await service.load(alert_id)
         if a is None:
             snap = await db(alert_store.get_snapshot, alert_id)
-            if snap is None:
+            if snap is None or snap.get("shadow"):  # shadow alerts are not shown (rules.md)
                 raise HTTPException(404, f"no alert {alert_id}")
             may_see_team(u, str(snap["team"]))
             raise HTTPException(404, f"alert {alert_id} has no lifecycle records")

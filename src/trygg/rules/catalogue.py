@@ -497,24 +497,48 @@ def default_rules_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "rules"
 
 
+def read_catalogue_files(paths: Sequence[Path]) -> list[tuple[str, str]]:
+    """The files ``load_catalogue(paths)`` reads, in its order: ``(path, text)``.
+
+    Raises CatalogueError when there are none or one cannot be read.
+    """
+    files = _files(paths)
+    if not files:
+        raise CatalogueError([f"{', '.join(map(str, paths)) or '(none)'}: no rule files found"])
+    out: list[tuple[str, str]] = []
+    problems: list[str] = []
+    for path in files:
+        try:
+            out.append((str(path), path.read_text(encoding="utf-8")))
+        except OSError as exc:
+            problems.append(f"{path}:0: cannot read: {exc.strerror}")
+    if problems:
+        raise CatalogueError(problems)
+    return out
+
+
 def load_catalogue(paths: Sequence[Path]) -> Catalogue:
     """Load, merge and validate catalogue files; raises CatalogueError."""
-    files = _files(paths)
+    return load_catalogue_texts(read_catalogue_files(paths))
+
+
+def load_catalogue_texts(files: Sequence[tuple[str, str]]) -> Catalogue:
+    """Load, merge and validate a catalogue from ``(source, text)`` pairs, in order.
+
+    The version hash covers each source's base name and text, so the same
+    files give the same version whether read from disk or from a stored
+    catalogue version (trygg.store.versions).
+    """
     problems: list[str] = []
     entries: dict[tuple[str, str], Entry] = {}
     order: list[str] = []
     declared: str | None = None
     digest = hashlib.sha256()
     if not files:
-        raise CatalogueError([f"{', '.join(map(str, paths)) or '(none)'}: no rule files found"])
-    for path in files:
-        src = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            problems.append(f"{src}:0: cannot read: {exc.strerror}")
-            continue
-        digest.update(path.name.encode() + b"\0" + text.encode() + b"\0")
+        raise CatalogueError(["(none): no rule files found"])
+    for src, text in files:
+        name = Path(src).name
+        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
         try:
             data, locs = load_yaml_with_lines(text, src)
         except yaml.YAMLError as exc:
@@ -548,7 +572,7 @@ def load_catalogue(paths: Sequence[Path]) -> Catalogue:
     version = f"{declared}+{h}" if declared else h
     cat = Catalogue(
         version=version,
-        files=[str(f) for f in files],
+        files=[src for src, _ in files],
         specs=[],
         raw={},
         lists=lists,

@@ -1,4 +1,4 @@
-"""``trygg rules check | test | replay``."""
+"""``trygg rules check | test | replay`` (and the version commands of versions_cli)."""
 
 from __future__ import annotations
 
@@ -137,3 +137,224 @@ def replay(
         f"{stats.late} late): {stats.alerts} alerts",
         err=True,
     )
+
+
+# Versions, shadow mode and promotion (database-backed): trygg.rules.versions_cli.
+from trygg.rules import versions_cli as _versions_cli  # noqa: E402
+
+_versions_cli.register(app)
+
+
+# ``trygg rules backtest`` (issue 8): trygg.rules.backtest, trygg.store.history,
+# trygg.rules.backtest_report.
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from typing import Any  # noqa: E402
+
+from trygg.cli_support import ConfigOpt, fail, settings_or_exit  # noqa: E402
+
+
+@app.command("backtest")
+def backtest_cmd(
+    candidate: list[Path] = typer.Option(
+        ...,
+        "--candidate",
+        help="The candidate catalogue: rule files or directories, read in order like --rules "
+        "(repeatable: `--candidate rules --candidate change.yaml` layers one override file).",
+    ),
+    rules: Optional[list[Path]] = typer.Option(  # noqa: UP045
+        None,
+        "--rules",
+        help="The current catalogue (repeatable). Default: the active stored version, "
+        "else $TRYGG_RULES_DIR or the repository's rules/.",
+    ),
+    start: str = typer.Option(
+        ..., "--from", help="Start: ISO date (local midnight) or time; local if no offset."
+    ),
+    end: str = typer.Option(..., "--to", help="End, exclusive: ISO date or time."),
+    team: Optional[list[str]] = typer.Option(  # noqa: UP045
+        None, "--team", help="Only residents of this team (repeatable)."
+    ),
+    fmt: str = typer.Option("table", "--format", help="table, json or html"),
+    out: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--out", help="Write the report here (default: stdout)."
+    ),
+    warmup: str = typer.Option(
+        "1d", "--warmup", help="Events read before --from to set up state (alerts not counted)."
+    ),
+    match_window: str = typer.Option(
+        "1h",
+        "--match-window",
+        help="Alerts without a shared cause are the same if at most this far apart; "
+        "events are also read this far past --to.",
+    ),
+    fetch_size: int = typer.Option(20_000, "--fetch-size", help="Rows per database fetch."),
+    progress: Optional[bool] = typer.Option(  # noqa: UP045
+        None, "--progress/--no-progress", help="Progress bar on stderr (default: on a terminal)."
+    ),
+    config: Optional[Path] = ConfigOpt,  # noqa: UP045
+    database_url: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--database-url", help="overrides TRYGG_DATABASE_URL"
+    ),
+) -> None:
+    """Back-test a candidate catalogue against the current one on stored events."""
+    import os
+
+    import psycopg
+
+    from trygg.durations import parse_duration
+    from trygg.rules.backtest import RecordedIncident, RuleRecord, backtest, parse_when
+    from trygg.rules.backtest_report import to_html, to_json, to_table
+    from trygg.rules.engine import CarePlanError
+    from trygg.store import history
+    from trygg.store.registry import load_registry as load_db_registry
+
+    if fmt not in ("table", "json", "html"):
+        raise typer.BadParameter("--format is table, json or html")
+    s = settings_or_exit(config, database_url=database_url)
+    try:
+        t1 = parse_when(start, s.report_timezone)
+        t2 = parse_when(end, s.report_timezone)
+        pre = parse_duration(warmup)
+        window = parse_duration(match_window)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if t2 <= t1:
+        raise typer.BadParameter("--to must be after --from")
+    cand = _catalogue(candidate)
+    try:
+        conn = psycopg.connect(s.database_url)
+    except psycopg.Error as exc:
+        fail(f"cannot connect to the database: {str(exc).strip()}")
+    with conn:
+        if rules:
+            cur = _catalogue(rules)
+        else:
+            cur = _active_catalogue(conn) or _catalogue([s.rules_dir or default_rules_dir()])
+        registry = load_db_registry(conn)
+        residents: list[str] | None = None
+        if team:
+            residents = [r.id for r in registry.residents if r.team in team]
+            unknown = sorted(set(team) - {r.team for r in registry.residents})
+            if unknown:
+                fail(f"no residents in team(s) {', '.join(unknown)}")
+        records = [RuleRecord(**r) for r in history.alert_outcomes(conn, t1, t2, team)]
+        incidents = [
+            RecordedIncident(
+                alert_id=r["alert_id"],
+                rule=r["rule"],
+                resident=r["resident"],
+                team=r["team"],
+                raised_at=r["raised_at"],
+                events=tuple(r["events"] or ()),
+                arrived_at=r["arrived_at"],
+                device=r["device"],
+            )
+            for r in history.recorded_incidents(conn, t1, t2, team)
+        ]
+        conn.commit()
+        show = progress if progress is not None else (sys.stderr.isatty() and not os.getenv("CI"))
+        with _backtest_progress(bool(show), t1 - pre, t2 + window) as tick:
+            stream = history.EventStream(
+                conn,
+                registry,
+                t1 - pre,
+                t2 + window,
+                residents=residents,
+                itersize=fetch_size,
+                progress=tick,
+            )
+            try:
+                res = backtest(
+                    stream,
+                    registry,
+                    cur,
+                    cand,
+                    start=t1,
+                    end=t2,
+                    until=t2 + window,
+                    incidents=incidents,
+                    records=records,
+                    teams=team,
+                    match_window=window,
+                )
+            except CarePlanError as exc:
+                fail(
+                    "the stored care plans do not fit a catalogue:\n  " + "\n  ".join(exc.problems)
+                )
+    tz = s.report_timezone
+    if fmt == "json":
+        text = to_json(res, tz)
+    elif fmt == "html":
+        text = to_html(res, tz, generated_at=datetime.now().astimezone())
+    else:
+        text = to_table(res, tz)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+    typer.echo(
+        f"back-tested {res.events:,} events ({stream.unknown_device} from unknown devices) in "
+        f"{res.elapsed_s:.1f} s: {res.current_alerts} -> {res.candidate_alerts} alerts"
+        + (f"; wrote {out}" if out is not None else ""),
+        err=True,
+    )
+
+
+def _active_catalogue(conn: Any) -> Catalogue | None:
+    """The active stored catalogue version, if the database has one."""
+    import psycopg
+
+    from trygg.rules.versions import catalogue_of
+    from trygg.store import versions
+
+    try:
+        with conn.transaction():
+            if "active" not in versions.current(conn):
+                return None
+            return catalogue_of(versions.get(conn, "active").files, "active")
+    except psycopg.errors.UndefinedTable:
+        return None
+
+
+@contextmanager
+def _backtest_progress(
+    enabled: bool, t0: datetime, t1: datetime
+) -> Iterator[Callable[[int, datetime | None], None] | None]:
+    """A rich progress bar on stderr over the period's event time, with the rate
+    in events/s and the time left; or nothing."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    span = max((t1 - t0).total_seconds(), 1.0)
+    started = time.monotonic()
+    with Progress(
+        TextColumn("back-test"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[events]:,} events, {task.fields[rate]:,.0f}/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("back-test", total=span, events=0, rate=0.0)
+
+        def tick(n: int, last: datetime | None) -> None:
+            done = (last - t0).total_seconds() if last is not None else 0.0
+            rate = n / max(time.monotonic() - started, 1e-6)
+            bar.update(task, completed=min(max(done, 0.0), span), events=n, rate=rate)
+
+        yield tick

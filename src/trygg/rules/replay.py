@@ -6,7 +6,7 @@ contract: replay). The clock is event time; after the last event it runs on to
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TextIO
@@ -102,6 +102,65 @@ def signal_json(s: Signal) -> str:
     )
 
 
+def drive(
+    events: Iterable[Event],
+    engines: Sequence[Engine],
+    *,
+    until: datetime | None = None,
+    run_on: timedelta = RUN_ON,
+    on_late: Callable[[Event], None] | None = None,
+) -> list[list[Signal]]:
+    """Run one or more engines over the same events on event time.
+
+    Every event goes to every engine in turn; afterwards each engine's clock
+    runs on to ``until`` (default: ``run_on`` after its latest event) so that
+    pending timers fire. Returns, per engine, the fire signals in time order
+    (clears are dropped; equal times keep the order they were decided in).
+    ``on_late(event)`` is called for an event the first engine did not
+    evaluate because it was too late (see the engine's late-event policy).
+
+    This is the loop of ``trygg rules replay`` (events parsed from JSONL) and
+    of ``trygg rules backtest`` (events streamed from the database, two
+    engines: the current and the candidate catalogue)."""
+    fire = SignalAction.FIRE
+    out: list[list[Signal]] = [[] for _ in engines]
+    if len(engines) == 1:
+        eng = engines[0]
+        fired = out[0]
+        process = eng.process
+        for ev in events:
+            late = eng.late_events
+            sigs = process(ev)
+            if sigs:
+                for s in sigs:
+                    if s.action is fire:
+                        fired.append(s)
+            elif on_late is not None and eng.late_events != late:
+                on_late(ev)
+    else:
+        first = engines[0]
+        pairs = [(e.process, f) for e, f in zip(engines, out, strict=True)]
+        for ev in events:
+            late = first.late_events
+            for process, fired in pairs:
+                sigs = process(ev)
+                if sigs:
+                    for s in sigs:
+                        if s.action is fire:
+                            fired.append(s)
+            if on_late is not None and first.late_events != late:
+                on_late(ev)
+    for eng, fired in zip(engines, out, strict=True):
+        last = eng.watermark()
+        end = until if until is not None else (last + run_on if last is not None else None)
+        if end is not None:
+            for s in eng.advance(end):
+                if s.action is fire:
+                    fired.append(s)
+        fired.sort(key=lambda s: s.at.timestamp())
+    return out
+
+
 def replay(
     lines: Iterable[str | bytes],
     registry: Registry,
@@ -117,48 +176,41 @@ def replay(
     eng = engine if engine is not None else Engine(catalogue, registry)
     devices = {d.id: (d.resident, d.kind, d.room) for d in registry.devices}
     stats = ReplayStats()
-    fired: list[Signal] = []
-    fire = SignalAction.FIRE
-    process = eng.process
     validate = _validator
     late0 = eng.late_events
-    n = events = 0
-    for n, line in enumerate(lines, 1):
-        try:
-            p = validate(line)
-        except ValidationError as exc:
-            if not line.strip():
+
+    def parsed() -> Iterator[Event]:
+        n = events = 0
+        for n, line in enumerate(lines, 1):
+            try:
+                p = validate(line)
+            except ValidationError as exc:
+                if not line.strip():
+                    continue
+                stats.bad += 1
+                if err is not None:
+                    err.write(f"line {n}: {_reason(exc)}\n")
                 continue
-            stats.bad += 1
-            if err is not None:
-                err.write(f"line {n}: {_reason(exc)}\n")
-            continue
-        dev = devices.get(p.device)
-        if dev is None:
-            stats.unknown_device += 1
-            if err is not None:
-                err.write(f"line {n}: unknown device {p.device!r}\n")
-            continue
-        ev = make_event(p, dev[0], dev[1], dev[2])
-        late = eng.late_events
-        sigs = process(ev)
-        events += 1
-        if sigs:
-            for s in sigs:
-                if s.action is fire:
-                    fired.append(s)
-        elif eng.late_events != late and err is not None:
-            err.write(f"line {n}: late event {p.id!r} from {p.device!r}: not evaluated\n")
-    stats.events = events
+            dev = devices.get(p.device)
+            if dev is None:
+                stats.unknown_device += 1
+                if err is not None:
+                    err.write(f"line {n}: unknown device {p.device!r}\n")
+                continue
+            events += 1
+            stats.lines = n  # the line of the event being evaluated (for on_late)
+            yield make_event(p, dev[0], dev[1], dev[2])
+        stats.events = events
+        stats.lines = n
+
+    def late(ev: Event) -> None:
+        if err is not None:
+            err.write(
+                f"line {stats.lines}: late event {ev.id!r} from {ev.device!r}: not evaluated\n"
+            )
+
+    (fired,) = drive(parsed(), [eng], until=until, on_late=late)
     stats.late = eng.late_events - late0
-    stats.lines = n
-    last = eng.watermark()
-    end = until if until is not None else (last + RUN_ON if last is not None else None)
-    if end is not None:
-        for s in eng.advance(end):
-            if s.action is fire:
-                fired.append(s)
-    fired.sort(key=lambda s: s.at.timestamp())
     stats.alerts = len(fired)
     if out is not None:
         for s in fired:

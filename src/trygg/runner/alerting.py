@@ -22,9 +22,12 @@
 - **Channels.** Each notification is delivered in its own task, so a failing
   channel never holds back the others; every delivery (attempts, outcome) is
   recorded in ``alert_deliveries``.
-- **Shadow alerts** (a ``shadow`` attribute on the signal, issue 8) go
-  through a gatekeeper of their own, are stored with ``shadow = true`` and are
-  never routed nor shown on the console.
+- **Shadow alerts** (``Signal.shadow``: a candidate catalogue in shadow
+  mode, docs/rules.md) go through a gatekeeper of their own, are stored with
+  ``shadow = true`` and are never routed, never on the console, never acted
+  on. When a routed alert closes, the open shadow alert of the same rule,
+  resident and device is cancelled with it, so that the candidate's later
+  fires raise new alerts as the active catalogue's do.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from typing import Any
 
 from trygg import logs
 from trygg.alerts import lifecycle as lc
-from trygg.alerts.alert import Alert, Record
+from trygg.alerts.alert import Alert, CancelReason, Record
 from trygg.alerts.gates import Decision, Directory, Gatekeeper, Silence, SilenceScope
 from trygg.alerts.routing import (
     Channel,
@@ -144,6 +147,17 @@ class AlertService:
         self.gk = Gatekeeper.rebuild(
             self.routing.gates, alerts, silences, new_id=self._new_id, directory=directory
         )
+        shadow_alerts: list[Alert] = []
+        for recs in await self._db(
+            alert_store.load_records_for_rebuild,
+            now - self.routing.gates.lookback,
+            shadow=True,
+        ):
+            with contextlib.suppress(ValueError, KeyError):
+                shadow_alerts.append(Alert.from_records(Record.from_dict(r) for r in recs))
+        self.shadow_gk = Gatekeeper.rebuild(
+            self.routing.gates, shadow_alerts, silences, new_id=self._new_id, directory=directory
+        )
         pending = await self._db(alert_store.pending_notifications, now - timedelta(hours=1))
         self._writer = asyncio.create_task(self._write(), name="alerts-writer")
         self._timer = asyncio.create_task(self._timers(), name="alerts-timers")
@@ -237,6 +251,36 @@ class AlertService:
         self._emit(spooled.alert_change_record(snap, [r.to_dict() for r in new]))
         if not shadow:
             self.feed.publish({"type": "alert", "alert": snap}, alert.team)
+            if not alert.is_open:
+                self._close_shadow_twin(alert)
+
+    def end_shadow_run(self, why: str) -> int:
+        """Cancel every open shadow alert (the shadow run was promoted or stopped)."""
+        now = self.clock()
+        n = 0
+        for a in self.shadow_gk.open_alerts():
+            b = lc.cancel(a, now, "trygg-shadow", CancelReason.OTHER, note=why)
+            self.shadow_gk.update(b)
+            self._persist(b, b.records[a.version :], shadow=True)
+            n += 1
+        return n
+
+    def _close_shadow_twin(self, alert: Alert) -> None:
+        """Cancel the open shadow alert of the closed alert's rule, resident and
+        device (raised before it closed), so both catalogues start afresh."""
+        twin = self.shadow_gk.open_for(alert.resident, alert.rule, alert.device)
+        if twin is None or twin.raised_at > (alert.closed_at or alert.last_at):
+            return
+        now = self.clock()
+        b = lc.cancel(
+            twin,
+            now,
+            "trygg-shadow",
+            CancelReason.OTHER,
+            note=f"closed with alert {alert.id} of the active catalogue",
+        )
+        self.shadow_gk.update(b)
+        self._persist(b, b.records[twin.version :], shadow=True)
 
     # ------------------------------------------------------------- signals
 
@@ -419,7 +463,9 @@ class AlertService:
         a = self.gk.get(alert_id)
         if a is not None:
             return a
-        recs = await self._db_nowait(alert_store.alert_records, alert_id)
+        if self.shadow_gk.get(alert_id) is not None:
+            return None  # shadow alerts are not shown nor acted on
+        recs = await self._db_nowait(alert_store.alert_records, alert_id, include_shadow=False)
         if not recs or any(r["seq"] is None for r in recs):
             return None
         return Alert.from_records(Record.from_dict(r) for r in recs)
@@ -490,6 +536,7 @@ class AlertService:
             rules=tuple(rules),
         )
         self.gk.add_silence(s)
+        self.shadow_gk.add_silence(s)  # the candidate sees the same silences
         self._emit(spooled.silence_record(s.model_dump(mode="json")))
         log.info("silence created", silence=s.id, scope=scope, by=created_by)
         self._wake.set()
@@ -497,6 +544,8 @@ class AlertService:
 
     def end_silence(self, silence_id: str, actor: str) -> Silence:
         s = self.gk.end_silence(silence_id, self.clock(), actor)  # KeyError if unknown
+        with contextlib.suppress(KeyError):
+            self.shadow_gk.end_silence(silence_id, self.clock(), actor)
         self._emit(spooled.silence_record(s.model_dump(mode="json")))
         log.info("silence ended", silence=s.id, by=actor)
         self._wake.set()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections import deque
@@ -37,8 +38,9 @@ from trygg.ingest.mqtt import Message, MqttSource
 from trygg.model import Event, EventType, Signal
 from trygg.registry import Registry
 from trygg.registry import load_registry as load_registry_file
-from trygg.rules import CarePlanError, Engine, load_catalogue
+from trygg.rules import CarePlanError, CatalogueError, Engine, load_catalogue
 from trygg.rules.catalogue import default_rules_dir
+from trygg.rules.versions import catalogue_content, catalogue_of
 from trygg.runner.alerting import AlertService
 from trygg.runner.spool import Position, Spool
 from trygg.settings import Settings
@@ -46,6 +48,9 @@ from trygg.store import spooled
 from trygg.store.events import StoredEvent
 from trygg.store.registry import load_registry, save_registry
 from trygg.store.retention import run_retention
+from trygg.store.versions import VersionError, record_in_use
+from trygg.store.versions import current as current_versions
+from trygg.store.versions import get as get_version
 
 log = logs.get("trygg.runner")
 
@@ -90,18 +95,30 @@ class EmbeddedRunner:
         self.stats = Stats()
         self.dedup = RecentKeys()
         self.spool_name = settings.mqtt_client_id
-        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        # paho's thread appends here and wakes the consumer only when it sleeps:
+        # one wake-up per burst, not a self-pipe write per message.
+        self._inbox: deque[Message] = deque()
+        self._inbox_wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer_due: datetime | None = None  # when the timer task wakes next
         self._wake_timers = asyncio.Event()
         self._wake_drain = asyncio.Event()
         self.ready = asyncio.Event()
         self._pool: ConnectionPool | None = None
         self._spool: Spool | None = None
         self._stored_to: Position | None = None
-        self._lags: deque[tuple[float, timedelta]] = deque()  # (monotonic, smallest delay)
+        # (monotonic, delay), delays increasing front to back: a sliding-window minimum
+        self._lags: deque[tuple[float, timedelta]] = deque()
         self._registry: Registry = Registry()
         self._decoder: Decoder | None = None
         self._alerting: AlertService | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Catalogue versions (docs/rules.md): without an engine given, the active
+        # version stored in the database is run, and a shadow candidate beside it.
+        self._managed = engine is None
+        self._shadow: Engine | None = None
+        self._shadow_version: str | None = None
+        self._refused: set[str] = set()  # versions that did not load: not retried each reload
 
     # --- database -----------------------------------------------------------
     def _db(self, fn: Any, *args: Any) -> Any:
@@ -135,6 +152,8 @@ class EmbeddedRunner:
         and the previous registry stays in force: alerting goes on with the
         care plans that were valid, never with half of a new registry.
         """
+        if self._decoder is None and self._managed:
+            self._catalogue_at_start()
         try:
             self.engine.update_registry(registry)
         except CarePlanError as exc:
@@ -149,6 +168,157 @@ class EmbeddedRunner:
             self.engine.update_registry(registry)
         self._registry = registry
         self._decoder = Decoder(self.settings.site, registry.device_by_id())
+        self._refused.clear()  # a version refused for its care plans may fit now
+        if self._shadow is not None:
+            try:
+                self._shadow.update_registry(registry)
+            except CarePlanError as exc:
+                log.error(
+                    "shadow catalogue stopped: a care plan does not fit it",
+                    version=self._shadow_version,
+                    problems=str(exc),
+                )
+                if self._shadow_version is not None:
+                    self._refused.add(self._shadow_version)
+                self._shadow = None
+
+    # --- catalogue versions (docs/rules.md) ------------------------------------
+    def _engine_version(self) -> str | None:
+        return getattr(self.engine, "version", None)
+
+    def _engine_of(self, version: str, registry: Registry) -> Engine:
+        """The engine for a stored version (database read: call in a worker thread)."""
+        v = self._db(get_version, version)
+        return Engine(catalogue_of(v.files, v.version), registry)
+
+    def _catalogue_at_start(self) -> None:
+        """Run the active catalogue version (recording the rules directory's
+        catalogue as the first one), and start the shadow candidate, if any.
+
+        Called once at start-up, before any event; nothing else runs yet, so
+        the (short) database reads block nothing.
+        """
+        try:
+            cur = self._db(current_versions)
+            active = cur.get("active")
+            if active is None:
+                cat, files = catalogue_content([self.settings.rules_dir or default_rules_dir()])
+                if cat.version != self._engine_version():
+                    self.engine = Engine(cat, Registry())
+                if self._db(record_in_use, cat.version, files):
+                    log.info("catalogue recorded as the active version", version=cat.version)
+            elif active != self._engine_version():
+                log.warning(
+                    "running the active catalogue version from the database, not the rules "
+                    "directory (publish the directory with trygg rules publish to use it)",
+                    active=active,
+                    rules_dir=self._engine_version(),
+                )
+                self.engine = self._engine_of(active, Registry())
+            if cur.get("shadow") is not None:
+                self._shadow = self._warm(self._engine_of(cur["shadow"], Registry()))
+                self._shadow_version = cur["shadow"]
+                log.info("shadow catalogue started", version=self._shadow_version)
+        except (psycopg.Error, CatalogueError, CarePlanError, VersionError) as exc:
+            log.error(
+                "catalogue versions not read: running the rules directory's catalogue",
+                error=str(exc).strip()[:300],
+            )
+
+    def _warm(self, engine: Engine) -> Engine:
+        """Give ``engine`` the live engine's rule state (timers, last activity),
+        so a new catalogue goes on where the old one was instead of starting cold."""
+        old = self.engine
+        if isinstance(old, Engine):
+            for rid in old.residents():
+                engine.restore(rid, old.snapshot(rid))
+        return engine
+
+    async def _reload_catalogue(self) -> None:
+        """Pick up a published or promoted version and shadow start/stop."""
+        try:
+            cur = await asyncio.to_thread(self._db, current_versions)
+        except psycopg.errors.UndefinedTable:
+            log.error("no catalogue versions in this database (run trygg db migrate)")
+            self._managed = False
+            return
+        except psycopg.Error as exc:
+            log.warning("catalogue versions not read", error=str(exc).strip()[:200])
+            return
+        active, shadow = cur.get("active"), cur.get("shadow")
+        if active is not None and active != self._engine_version() and active not in self._refused:
+            if active == self._shadow_version and self._shadow is not None:
+                # Promotion: the shadow engine goes live, with the live engine's rule
+                # state (as for a publish): a condition only the candidate had
+                # detected (a shadow alert, never routed) is then seen as new and
+                # raised live, instead of counting as already alerted.
+                self.engine = self._warm(self._shadow)
+                self._shadow, self._shadow_version = None, None
+                self._end_shadow_alerts("shadow run promoted")
+                log.info("catalogue promoted: the shadow candidate is now active", version=active)
+            else:
+                new = await self._build(active)
+                if new is not None:
+                    self.engine = self._warm(new)
+                    log.info("catalogue version taken into use", version=active)
+        if shadow != self._shadow_version and (shadow is None or shadow not in self._refused):
+            if shadow is None:
+                log.info("shadow catalogue stopped", version=self._shadow_version)
+                self._shadow, self._shadow_version = None, None
+                self._end_shadow_alerts("shadow run stopped")
+            else:
+                new = await self._build(shadow)
+                if new is not None:
+                    if self._shadow_version is not None:  # replaced without a reload between
+                        self._end_shadow_alerts("shadow run replaced")
+                    self._shadow, self._shadow_version = self._warm(new), shadow
+                    log.info("shadow catalogue started", version=shadow)
+
+    def _end_shadow_alerts(self, why: str) -> None:
+        if self._alerting is not None:
+            n = self._alerting.end_shadow_run(why)
+            if n:
+                log.info("open shadow alerts cancelled", count=n, why=why)
+
+    async def _build(self, version: str) -> Engine | None:
+        try:
+            return await asyncio.to_thread(self._engine_of, version, self._registry)
+        except (psycopg.Error, VersionError) as exc:
+            log.warning("catalogue version not read", version=version, error=str(exc)[:200])
+        except (CatalogueError, CarePlanError) as exc:
+            log.error(
+                "catalogue version refused: it does not load or the care plans do not fit it",
+                version=version,
+                problems=str(exc)[:500],
+            )
+            self._refused.add(version)
+        return None
+
+    def _shadow_process(self, ev: Event) -> None:
+        """The shadow candidate sees every event the active catalogue sees; its
+        signals are marked shadow (stored apart, never routed)."""
+        if self._shadow is None:
+            return
+        try:
+            for sig in self._shadow.process(ev):
+                self._signal(dataclasses.replace(sig, shadow=True))
+        except Exception:  # a candidate must never stop the live path
+            log.exception(
+                "shadow catalogue failed: shadow run stopped", version=self._shadow_version
+            )
+            self._shadow = None
+
+    def _shadow_advance(self) -> None:
+        if self._shadow is None:
+            return
+        try:
+            for sig in self._shadow.advance(self._timer_clock()):
+                self._signal(dataclasses.replace(sig, shadow=True))
+        except Exception:
+            log.exception(
+                "shadow catalogue failed: shadow run stopped", version=self._shadow_version
+            )
+            self._shadow = None
 
     # --- life ---------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -176,6 +346,7 @@ class EmbeddedRunner:
             devices=len(self._registry.devices),
         )
         loop = asyncio.get_running_loop()
+        self._loop = loop
         self._alerting = await self._start_alerting(loop)
         # Several ingest processes may share the device topics (MQTT v5 shared
         # subscription); see docs/ingest.md for the ordering this gives up.
@@ -187,7 +358,7 @@ class EmbeddedRunner:
                 f"{share}trygg/{s.site}/devices/+/{channel}"
                 for channel in ("events", "scaip", "status")
             ],
-            lambda m: loop.call_soon_threadsafe(self._queue.put_nowait, m),
+            self._receive,
             session_expiry=s.mqtt_session_expiry,
         )
         source.start()
@@ -223,34 +394,52 @@ class EmbeddedRunner:
         task.add_done_callback(self._tasks.discard)
 
     # --- receive ------------------------------------------------------------
+    def _receive(self, msg: Message) -> None:
+        """On paho's network thread: queue the message; wake the consumer if it sleeps."""
+        inbox = self._inbox
+        inbox.append(msg)
+        if len(inbox) == 1 and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._inbox_wake.set)
+
+    def _take(self, batch: list[Message]) -> None:
+        inbox, limit = self._inbox, self.settings.batch_max
+        while inbox and len(batch) < limit:
+            batch.append(inbox.popleft())
+
     async def _next_batch(self) -> list[Message]:
-        batch = [await self._queue.get()]
-        deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
-        while len(batch) < self.settings.batch_max:
-            try:
-                batch.append(self._queue.get_nowait())
-            except asyncio.QueueEmpty:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), left))
-                except TimeoutError:
-                    break
+        """What has arrived (at most ``batch_max``), waiting ``batch_wait_ms`` for more."""
+        batch: list[Message] = []
+        while not self._inbox:
+            self._inbox_wake.clear()
+            if self._inbox:  # arrived between the check and the clear
+                break
+            await self._inbox_wake.wait()
+        self._take(batch)
+        wait = self.settings.batch_wait_ms / 1000
+        if wait > 0 and len(batch) < self.settings.batch_max:
+            await asyncio.sleep(wait)
+            self._take(batch)
         return batch
 
     async def _consume(self, source: MqttSource) -> None:
         assert self._spool is not None
+        checked = 0.0  # when the spool's size was last checked (a directory listing)
         while True:
-            while self._stored_to is not None and self._spool.full(self._stored_to):
+            while (
+                self._stored_to is not None
+                and time.monotonic() - checked > 0.5
+                and self._spool.full(self._stored_to)
+            ):
                 log.warning(
                     "spool full: holding messages at the broker until the database catches up"
                 )
                 await asyncio.sleep(1)
+            checked = time.monotonic()
             batch = await self._next_batch()
             received = _now()
             assert self._decoder is not None
             records: list[spooled.Record] = []
+            live: list[Any] = []  # the same records as objects, for the drainer (Spool.read)
             replies: list[tuple[str, bytes]] = []  # SCAIP <mrs>, sent once handed off
             health = HealthBatch()
             batch_lag: timedelta | None = None
@@ -266,7 +455,8 @@ class EmbeddedRunner:
                 if out.reply is not None:
                     replies.append(out.reply)
                 for d in out.dead:
-                    records.append(spooled.dead_letter_record(d))
+                    records.append(r := spooled.dead_letter_record(d))
+                    live.append(r)
                     log.info("dead letter", device=d.device, reason=d.reason)
                 for ev in out.events:
                     self.stats.events += 1
@@ -277,17 +467,20 @@ class EmbeddedRunner:
                     if self.engine.is_late(ev):
                         # Beyond the allowed lateness: stored and flagged, not evaluated.
                         self.stats.late += 1
-                        records.append(spooled.event_record(StoredEvent(ev, received, True)))
+                        live.append(stored := StoredEvent(ev, received, True))
+                        records.append(spooled.event_record(stored))
                         continue
-                    records.append(spooled.event_record(StoredEvent(ev, received)))
+                    live.append(stored := StoredEvent(ev, received))
+                    records.append(spooled.event_record(stored))
                     lag = received - ev.time
                     if batch_lag is None or lag < batch_lag:
                         batch_lag = lag
                     self._alert_event(ev)
                     for sig in self.engine.process(ev):
                         self._signal(sig)
+                    self._shadow_process(ev)
             if health.devices:
-                records.append(
+                live.append(
                     spooled.health_record(
                         {
                             d: (
@@ -299,10 +492,14 @@ class EmbeddedRunner:
                         }
                     )
                 )
+                records.append(live[-1])
             if batch_lag is not None:
-                self._lags.append((time.monotonic(), batch_lag))
-            self._wake_timers.set()
-            await asyncio.to_thread(self._spool.append, records)
+                self._note_lag(batch_lag)
+            # Wake the timer task only for a deadline earlier than it will wake anyway.
+            due = self.engine.next_deadline()
+            if due is not None and (self._timer_due is None or due < self._timer_due):
+                self._wake_timers.set()
+            await asyncio.to_thread(self._spool.append, records, live)
             for topic, reply in replies:
                 source.publish(topic, reply, qos=1)
             for msg in batch:
@@ -311,15 +508,19 @@ class EmbeddedRunner:
 
     async def _timers(self) -> None:
         while True:
+            # Deadlines are compared with the timer clock, not the wall clock: while
+            # a backlog holds the timer clock back, a deadline that is past on the
+            # wall clock is not yet due, and waiting on the wall clock would spin.
+            clock = self._timer_clock()
             deadline = self.engine.next_deadline()
             wait = 1.0
             if deadline is not None:
-                wait = max(0.0, min(wait, (deadline - _now()).total_seconds()))
-            self._wake_timers.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_timers.wait(), wait)
+                wait = max(0.0, min(wait, (deadline - clock).total_seconds()))
+            self._timer_due = clock + timedelta(seconds=wait)
+            await _wait_or_timeout(self._wake_timers, wait)
             for sig in self.engine.advance(self._timer_clock()):
                 self._signal(sig)
+            self._shadow_advance()
 
     def _timer_clock(self) -> datetime:
         """How far absence timers may run: the wall clock, unless catching up.
@@ -338,8 +539,19 @@ class EmbeddedRunner:
             self._lags.popleft()
         if not self._lags:
             return now
-        lag = min(lag for _, lag in self._lags)
-        return now - max(timedelta(0), lag)
+        return now - max(timedelta(0), self._lags[0][1])
+
+    def _note_lag(self, lag: timedelta) -> None:
+        """Record a batch's smallest delay; the window's minimum stays at the front.
+
+        A delay at least as large as a newer one can never be the minimum
+        again, so it is dropped: constant time per batch, however many
+        batches arrive in the two seconds.
+        """
+        lags = self._lags
+        while lags and lags[-1][1] >= lag:
+            lags.pop()
+        lags.append((time.monotonic(), lag))
 
     async def _reload_registry(self) -> None:
         """Pick up registry and care-plan changes without a restart."""
@@ -357,6 +569,8 @@ class EmbeddedRunner:
                     residents=len(registry.residents),
                     devices=len(registry.devices),
                 )
+            if self._managed:
+                await self._reload_catalogue()
 
     async def _retention(self) -> None:
         """Apply the retention policy daily at about 03:30 local time.
@@ -399,9 +613,7 @@ class EmbeddedRunner:
     async def _drain(self) -> None:
         while True:
             if await self._drain_once() == 0:
-                self._wake_drain.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake_drain.wait(), 1.0)
+                await _wait_or_timeout(self._wake_drain, 1.0)
 
     # --- alerts -------------------------------------------------------------
     async def _start_alerting(self, loop: asyncio.AbstractEventLoop) -> AlertService:
@@ -422,6 +634,21 @@ class EmbeddedRunner:
     def _signal(self, sig: Signal) -> None:
         assert self._alerting is not None
         self._alerting.on_signal(sig)
+
+
+async def _wait_or_timeout(event: asyncio.Event, seconds: float) -> None:
+    """Wait until ``event`` is set or ``seconds`` pass, then clear it.
+
+    Cheaper than ``asyncio.wait_for(event.wait(), …)``, which makes a task
+    per call; this loop runs once per timer tick or wake-up.
+    """
+    if seconds > 0 and not event.is_set():
+        handle = asyncio.get_running_loop().call_later(seconds, event.set)
+        try:
+            await event.wait()
+        finally:
+            handle.cancel()
+    event.clear()
 
 
 def next_retention_run(local_now: datetime, at: dtime = dtime(3, 30)) -> datetime:

@@ -268,16 +268,17 @@ def load_silences(
 
 
 def load_records_for_rebuild(
-    conn: psycopg.Connection, closed_since: datetime
+    conn: psycopg.Connection, closed_since: datetime, *, shadow: bool = False
 ) -> list[list[dict[str, Any]]]:
-    """Records of the open alerts and those closed since ``closed_since``, per alert."""
+    """Records of the open alerts and those closed since ``closed_since``, per alert:
+    the routed alerts, or (``shadow=True``) those of a catalogue in shadow mode."""
     rows = conn.execute(
         "SELECT r.alert_id::text, r.seq, r.step, r.at, r.actor, r.note, r.data"
         " FROM alert_records r JOIN alerts a ON a.id = r.alert_id"
         " WHERE r.seq IS NOT NULL AND (a.state NOT IN ('resolved', 'cancelled')"
-        "   OR a.closed_at >= %s)"
+        "   OR a.closed_at >= %s) AND a.shadow = %s"
         " ORDER BY r.alert_id, r.seq",
-        [closed_since],
+        [closed_since, shadow],
     ).fetchall()
     out: dict[str, list[dict[str, Any]]] = {}
     for aid, seq, step, at, actor, note, data in rows:
@@ -295,11 +296,16 @@ def load_records_for_rebuild(
     return list(out.values())
 
 
-def alert_records(conn: psycopg.Connection, alert_id: str) -> list[dict[str, Any]]:
+def alert_records(
+    conn: psycopg.Connection, alert_id: str, *, include_shadow: bool = True
+) -> list[dict[str, Any]]:
+    """An alert's records in order (none for a shadow alert unless ``include_shadow``)."""
+    q = "SELECT seq, step, at, actor, note, data FROM alert_records WHERE alert_id = %s"
+    if not include_shadow:
+        q += " AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = %s AND a.shadow)"
     rows = conn.execute(
-        "SELECT seq, step, at, actor, note, data FROM alert_records WHERE alert_id = %s"
-        " ORDER BY seq NULLS FIRST, id",
-        [alert_id],
+        q + " ORDER BY seq NULLS FIRST, id",
+        [alert_id] if include_shadow else [alert_id, alert_id],
     ).fetchall()
     return [
         {

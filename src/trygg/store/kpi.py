@@ -34,7 +34,6 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 DIMENSIONS = ("all", "team", "rule", "severity", "hour", "week", "month")
-FALSE_OUTCOMES = ("false_alarm", "no_help_needed")
 _KPI_STEPS = "('raised', 'acknowledged', 'arrived', 'resolved', 'cancelled')"
 
 

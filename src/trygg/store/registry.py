@@ -8,6 +8,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from trygg.registry import Registry, parse_registry
+from trygg.store.versions import record_care_plans
 
 
 @dataclass(frozen=True)
@@ -16,11 +17,19 @@ class RegistryCounts:
     devices: int
 
 
-def save_registry(conn: psycopg.Connection, registry: Registry) -> RegistryCounts:
+def save_registry(
+    conn: psycopg.Connection,
+    registry: Registry,
+    *,
+    author: str = "trygg",
+    reason: str = "registry loaded",
+) -> RegistryCounts:
     """Insert or update every resident and device of ``registry`` in one transaction.
 
     Residents and devices absent from the file are left alone: a registry file
-    may describe one team's homes only.
+    may describe one team's homes only. When the care plans (overrides) of all
+    stored residents differ from the active care-plan version afterwards, a new
+    version is recorded in the same transaction, with ``author`` and ``reason``.
     """
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
@@ -38,6 +47,7 @@ def save_registry(conn: psycopg.Connection, registry: Registry) -> RegistryCount
                 for d in registry.devices
             ],
         )
+        record_care_plans(conn, author=author, reason=reason)
     return RegistryCounts(len(registry.residents), len(registry.devices))
 
 

@@ -1,0 +1,201 @@
+"""Reading history back for ``trygg rules backtest``: stored events, streamed in
+time order, and what became of the stored alerts of a period.
+
+Events are read with a server-side cursor (``DECLARE ... CURSOR``, fetched
+``itersize`` rows at a time, binary format), so a month of a city's events
+is never in memory at once: memory depends on ``itersize``, not on the
+length of the period. They come in event-time order, ties broken by arrival
+(``received_at``) and then by event id, which is the order the live rules
+saw them in as far as the table can tell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from trygg.alerts.alert import FALSE_OUTCOMES  # also: cancelled with reason false_alarm
+from trygg.model import Event, EventType, Room
+from trygg.registry import Registry
+
+EVENT_COLUMNS = "time, device, event_id, type, resident, value, room, lat, lon"
+
+_new = object.__new__
+_SET = {n: Event.__dict__[n].__set__ for n in Event.__slots__}
+
+
+def _filters(
+    start: datetime, end: datetime, residents: Sequence[str] | None, col: str = "time"
+) -> tuple[str, list[Any]]:
+    where = f"{col} >= %s AND {col} < %s"
+    params: list[Any] = [start, end]
+    if residents is not None:
+        where += " AND resident = ANY(%s)"
+        params.append(list(residents))
+    return where, params
+
+
+def count_events(
+    conn: psycopg.Connection[Any],
+    start: datetime,
+    end: datetime,
+    residents: Sequence[str] | None = None,
+) -> int:
+    """How many events are stored in ``[start, end)`` (a full count: use it for
+    small periods; the backtest's progress bar goes by event time instead)."""
+    where, params = _filters(start, end, residents)
+    row = conn.execute(f"SELECT count(*) FROM events WHERE {where}", params).fetchone()
+    return int(row[0]) if row else 0
+
+
+class EventStream:
+    """The stored events of ``[start, end)`` as ``Event`` objects, in time order.
+
+    Iterate it once. ``residents`` limits the stream to those residents (a
+    team filter); events from devices not in ``registry`` are skipped and
+    counted in ``unknown_device``. ``progress(n, last_time)`` is called after
+    every fetched chunk with the number of events so far and the time of the
+    last one. The connection must not be in autocommit mode, or must be in a
+    transaction: a server-side cursor lives in one.
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        registry: Registry,
+        start: datetime,
+        end: datetime,
+        *,
+        residents: Sequence[str] | None = None,
+        itersize: int = 20_000,
+        progress: Callable[[int, datetime | None], None] | None = None,
+        name: str = "trygg_history",
+    ) -> None:
+        self.conn = conn
+        self.devices = {d.id: (d.kind, d.room) for d in registry.devices}
+        self.start, self.end = start, end
+        self.residents = residents
+        self.itersize = itersize
+        self.progress = progress
+        self.name = name
+        self.events = 0
+        self.unknown_device = 0
+        self.fetches = 0
+        self.server_side: bool | None = None
+
+    def __iter__(self) -> Iterator[Event]:
+        where, params = _filters(self.start, self.end, self.residents)
+        sql = (
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY time, received_at, event_id"
+        )
+        types = {t.value: t for t in EventType}
+        rooms: dict[str | None, Room | None] = {r.value: r for r in Room}
+        rooms[None] = None
+        devices = self.devices
+        new, cls = _new, Event
+        s_device, s_id, s_type, s_time = _SET["device"], _SET["id"], _SET["type"], _SET["time"]
+        s_res, s_kind, s_room = _SET["resident"], _SET["kind"], _SET["room"]
+        s_value, s_pos = _SET["value"], _SET["position"]
+        n = 0
+        with self.conn.transaction(), self.conn.cursor(name=self.name, binary=True) as cur:
+            cur.execute(sql, params)
+            self.server_side = isinstance(cur, psycopg.ServerCursor)
+            while True:
+                rows = cur.fetchmany(self.itersize)
+                if not rows:
+                    break
+                self.fetches += 1
+                for t, dev, eid, typ, res, value, room, lat, lon in rows:
+                    d = devices.get(dev)
+                    if d is None:
+                        self.unknown_device += 1
+                        continue
+                    e = new(cls)
+                    s_device(e, dev)
+                    s_id(e, eid)
+                    s_type(e, types[typ])
+                    s_time(e, t)
+                    s_res(e, res)
+                    s_kind(e, d[0])
+                    s_room(e, rooms[room] if room is not None else d[1])
+                    s_value(e, value)
+                    s_pos(e, None if lat is None else (lat, lon))
+                    n += 1
+                    yield e
+                self.events = n
+                if self.progress is not None:
+                    self.progress(n, rows[-1][0])
+        self.events = n
+
+
+def alert_outcomes(
+    conn: psycopg.Connection[Any],
+    start: datetime,
+    end: datetime,
+    teams: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Per (rule, team): the stored (non-shadow) alerts raised in ``[start, end)``,
+    how many are closed, how many were false (outcome ``false_alarm`` or
+    ``no_help_needed``, or cancelled with reason ``false_alarm``) and how many
+    led to a call-out (an ``arrived`` record)."""
+    where, params = _filters(start, end, None, col="a.raised_at")
+    if teams:
+        where += " AND a.team = ANY(%s)"
+        params.append(list(teams))
+    false = ", ".join(f"'{o}'" for o in sorted(FALSE_OUTCOMES))
+    sql = f"""
+        SELECT rule, team, count(*) AS alerts,
+               count(*) FILTER (WHERE closed) AS closed,
+               count(*) FILTER (WHERE closed AND (outcome IN ({false})
+                                                  OR reason = 'false_alarm')) AS false_alarms,
+               count(*) FILTER (WHERE arrived) AS callouts
+          FROM (
+            SELECT a.rule, a.team, a.state IN ('resolved', 'cancelled') AS closed,
+                   coalesce(a.outcome, c.outcome) AS outcome,
+                   CASE WHEN a.state = 'cancelled' THEN coalesce(a.cancel_reason, c.reason) END
+                       AS reason,
+                   EXISTS (SELECT 1 FROM alert_records r
+                            WHERE r.alert_id = a.id AND r.step = 'arrived') AS arrived
+              FROM alerts a
+              LEFT JOIN LATERAL (
+                    SELECT r.data ->> 'outcome' AS outcome, r.data ->> 'reason' AS reason
+                      FROM alert_records r
+                     WHERE r.alert_id = a.id AND r.step IN ('resolved', 'cancelled')
+                     ORDER BY r.at, r.id LIMIT 1) c ON true
+             WHERE {where} AND NOT a.shadow
+          ) s
+         GROUP BY rule, team
+         ORDER BY rule, team
+    """
+    with conn.cursor(row_factory=dict_row) as cur:
+        return list(cur.execute(sql, params).fetchall())
+
+
+def recorded_incidents(
+    conn: psycopg.Connection[Any],
+    start: datetime,
+    end: datetime,
+    teams: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Real incidents of ``[start, end)``: stored (non-shadow) alerts that ended
+    ``resolved`` after someone arrived, with the time of the first arrival,
+    in raise order."""
+    where, params = _filters(start, end, None, col="a.raised_at")
+    if teams:
+        where += " AND a.team = ANY(%s)"
+        params.append(list(teams))
+    sql = f"""
+        SELECT a.id::text AS alert_id, a.rule, a.resident, a.team, a.raised_at,
+               a.events, a.device, a.outcome, arr.at AS arrived_at
+          FROM alerts a
+          JOIN LATERAL (SELECT min(r.at) AS at FROM alert_records r
+                         WHERE r.alert_id = a.id AND r.step = 'arrived') arr ON arr.at IS NOT NULL
+         WHERE {where} AND NOT a.shadow AND a.state = 'resolved'
+         ORDER BY a.raised_at, a.id
+    """
+    with conn.cursor(row_factory=dict_row) as cur:
+        return list(cur.execute(sql, params).fetchall())

@@ -1,0 +1,368 @@
+"""Catalogue and care-plan versions (schema 5): record, list, activate, shadow, promote.
+
+A version's content (its files) never changes once stored (a trigger refuses
+it); its status does: ``active`` (one per kind), ``shadow`` (at most one
+catalogue) or ``retired``. Every change of status is a row of the
+append-only ``catalogue_history`` with who, when and why. Each operation runs
+in one transaction under an advisory lock, so two specialists publishing at
+once are serialised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import yaml
+from psycopg.types.json import Jsonb
+
+CATALOGUE = "catalogue"
+CARE_PLANS = "care_plans"
+_LOCK_KEY = 0x7472_7976  # "tryv"
+
+Files = list[tuple[str, str]]
+
+
+class VersionError(RuntimeError):
+    """The change cannot be made; the text says why."""
+
+
+@dataclass(frozen=True)
+class Version:
+    version: str
+    kind: str
+    files: Files
+    status: str
+    created_at: datetime
+    author: str
+    reason: str
+    parent: str | None
+    status_at: datetime
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    id: int
+    at: datetime
+    version: str
+    kind: str
+    action: str
+    author: str
+    reason: str
+    previous: str | None
+    status: str  # the version's status now
+
+
+_COLS = "version, kind, files, status, created_at, author, reason, parent, status_at"
+
+
+def _version(row: Sequence[Any]) -> Version:
+    files = [(str(f["name"]), str(f["text"])) for f in row[2]]
+    return Version(row[0], row[1], files, row[3], row[4], row[5], row[6], row[7], row[8])
+
+
+def _lock(conn: psycopg.Connection) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+
+
+def _insert(
+    conn: psycopg.Connection,
+    version: str,
+    kind: str,
+    files: Files,
+    author: str,
+    reason: str,
+    parent: str | None,
+) -> bool:
+    """Store the content if it is new (status retired); True if it was new."""
+    row = conn.execute(
+        f"INSERT INTO catalogue_versions ({_COLS}) VALUES"
+        " (%s, %s, %s, 'retired', now(), %s, %s, %s, now())"
+        " ON CONFLICT (version) DO NOTHING RETURNING version",
+        [
+            version,
+            kind,
+            Jsonb([{"name": n, "text": t} for n, t in files]),
+            author,
+            reason,
+            parent,
+        ],
+    ).fetchone()
+    if row is None:
+        kind_now = conn.execute(
+            "SELECT kind FROM catalogue_versions WHERE version = %s", [version]
+        ).fetchone()
+        if kind_now and kind_now[0] != kind:
+            raise VersionError(f"version {version} is already stored as a {kind_now[0]}")
+    return row is not None
+
+
+def _set_status(conn: psycopg.Connection, version: str, status: str) -> None:
+    conn.execute(
+        "UPDATE catalogue_versions SET status = %s, status_at = now() WHERE version = %s",
+        [status, version],
+    )
+
+
+def _history(
+    conn: psycopg.Connection,
+    version: str,
+    kind: str,
+    action: str,
+    author: str,
+    reason: str,
+    previous: str | None,
+) -> None:
+    conn.execute(
+        "INSERT INTO catalogue_history (version, kind, action, author, reason, previous)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        [version, kind, action, author, reason, previous],
+    )
+
+
+def _with_status(conn: psycopg.Connection, kind: str, status: str) -> str | None:
+    row = conn.execute(
+        "SELECT version FROM catalogue_versions WHERE kind = %s AND status = %s",
+        [kind, status],
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+# ------------------------------------------------------------------ reading
+
+
+def get(conn: psycopg.Connection, ref: str) -> Version:
+    """A version by its string, a unique prefix of it, or ``active`` / ``shadow``."""
+    if ref in ("active", "shadow"):
+        row = conn.execute(
+            f"SELECT {_COLS} FROM catalogue_versions WHERE kind = %s AND status = %s",
+            [CATALOGUE, ref],
+        ).fetchone()
+        if row is None:
+            raise VersionError(
+                "no catalogue is in shadow: nothing to promote"
+                if ref == "shadow"
+                else "there is no active catalogue version"
+            )
+        return _version(row)
+    rows = conn.execute(
+        f"SELECT {_COLS} FROM catalogue_versions WHERE version = %s"
+        " OR starts_with(version, %s) ORDER BY version = %s DESC, version LIMIT 3",
+        [ref, ref, ref],
+    ).fetchall()
+    if not rows:
+        raise VersionError(f"no version {ref!r} (see trygg rules history)")
+    if rows[0][0] != ref and len(rows) > 1:
+        names = ", ".join(r[0] for r in rows)
+        raise VersionError(f"{ref!r} names more than one version ({names}, ...): give more of it")
+    return _version(rows[0])
+
+
+def current(conn: psycopg.Connection, kind: str = CATALOGUE) -> dict[str, str]:
+    """``{"active": version, "shadow": version}`` (keys present only if set): cheap."""
+    rows = conn.execute(
+        "SELECT status, version FROM catalogue_versions"
+        " WHERE kind = %s AND status IN ('active', 'shadow')",
+        [kind],
+    ).fetchall()
+    return {str(s): str(v) for s, v in rows}
+
+
+def history(
+    conn: psycopg.Connection, kind: str | None = None, limit: int = 200
+) -> list[HistoryEntry]:
+    """The history, newest first."""
+    q = (
+        "SELECT h.id, h.at, h.version, h.kind, h.action, h.author, h.reason, h.previous,"
+        " v.status FROM catalogue_history h JOIN catalogue_versions v USING (version)"
+    )
+    args: list[Any] = []
+    if kind is not None:
+        q += " WHERE h.kind = %s"
+        args.append(kind)
+    q += " ORDER BY h.id DESC LIMIT %s"
+    args.append(limit)
+    return [HistoryEntry(*r) for r in conn.execute(q, args).fetchall()]
+
+
+def shadow_started(conn: psycopg.Connection, version: str) -> datetime | None:
+    """When ``version`` last went into shadow."""
+    row = conn.execute(
+        "SELECT max(at) FROM catalogue_history WHERE version = %s AND action = 'shadow_started'",
+        [version],
+    ).fetchone()
+    return row[0] if row else None
+
+
+# ------------------------------------------------------------------ changes
+
+
+def publish(
+    conn: psycopg.Connection,
+    version: str,
+    files: Files,
+    *,
+    author: str,
+    reason: str,
+    kind: str = CATALOGUE,
+    action: str = "published",
+) -> bool:
+    """Store ``files`` as ``version`` (if new) and make it the active one.
+
+    Returns False when it already was active (nothing recorded). Publishing
+    the version in shadow is a promotion; publishing an older version again
+    makes it active again (a roll-back), recorded like any other change.
+    """
+    with conn.transaction():
+        _lock(conn)
+        prev = _with_status(conn, kind, "active")
+        if prev == version:
+            return False
+        _insert(conn, version, kind, files, author, reason, prev)
+        if prev is not None:
+            _set_status(conn, prev, "retired")
+        _set_status(conn, version, "active")
+        _history(conn, version, kind, action, author, reason, prev)
+    return True
+
+
+def record_in_use(conn: psycopg.Connection, version: str, files: Files) -> bool:
+    """At start-up, with no active catalogue stored: record the one in use."""
+    with conn.transaction():
+        _lock(conn)
+        if _with_status(conn, CATALOGUE, "active") is not None:
+            return False
+        _insert(conn, version, CATALOGUE, files, "trygg", "catalogue in use at start-up", None)
+        _set_status(conn, version, "active")
+        _history(conn, version, CATALOGUE, "started", "trygg", "catalogue in use at start-up", None)
+    return True
+
+
+def start_shadow(
+    conn: psycopg.Connection, version: str, files: Files, *, author: str, reason: str
+) -> None:
+    """Store ``files`` as ``version`` and run it in shadow beside the active one."""
+    with conn.transaction():
+        _lock(conn)
+        cur = current(conn)
+        if cur.get("active") == version:
+            raise VersionError(f"{version} is the active catalogue already")
+        if "shadow" in cur:
+            if cur["shadow"] == version:
+                raise VersionError(f"{version} is in shadow already")
+            raise VersionError(
+                f"{cur['shadow']} is in shadow already: promote it or stop it first"
+                " (trygg rules promote / trygg rules shadow --stop)"
+            )
+        _insert(conn, version, CATALOGUE, files, author, reason, cur.get("active"))
+        _set_status(conn, version, "shadow")
+        _history(conn, version, CATALOGUE, "shadow_started", author, reason, cur.get("active"))
+
+
+def stop_shadow(conn: psycopg.Connection, *, author: str, reason: str) -> str:
+    """Stop the shadow run; the candidate is kept, retired. Returns its version."""
+    with conn.transaction():
+        _lock(conn)
+        shadow = _with_status(conn, CATALOGUE, "shadow")
+        if shadow is None:
+            raise VersionError("no catalogue is in shadow")
+        _set_status(conn, shadow, "retired")
+        _history(conn, shadow, CATALOGUE, "shadow_stopped", author, reason, None)
+    return shadow
+
+
+def promote(conn: psycopg.Connection, *, author: str, reason: str) -> tuple[str, str | None]:
+    """The shadow version becomes active, the active one retired: ``(new, previous)``."""
+    with conn.transaction():
+        _lock(conn)
+        cur = current(conn)
+        shadow = cur.get("shadow")
+        if shadow is None:
+            raise VersionError("no catalogue is in shadow: nothing to promote")
+        prev = cur.get("active")
+        if prev is not None:
+            _set_status(conn, prev, "retired")
+        _set_status(conn, shadow, "active")
+        _history(conn, shadow, CATALOGUE, "promoted", author, reason, prev)
+    return shadow, prev
+
+
+# ------------------------------------------------------------------ care plans
+
+
+def care_plans_file(overrides: dict[str, dict[str, Any]]) -> tuple[str, str, str]:
+    """``(version, name, text)`` of a set of care plans (resident -> overrides).
+
+    The text is YAML, one resident a key in id order, so that two versions
+    diff line by line; the version is ``care-plans+<12 hex of its sha256>``.
+    """
+    plans = {r: overrides[r] for r in sorted(overrides) if overrides[r]}
+    text = yaml.safe_dump(
+        json.loads(json.dumps(plans, default=str)), sort_keys=True, allow_unicode=True
+    )
+    if not plans:
+        text = "{}\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"care-plans+{digest}", "care-plans.yaml", text
+
+
+def record_care_plans(conn: psycopg.Connection, *, author: str, reason: str) -> str | None:
+    """Record the stored care plans as a version if they differ from the active
+    one (call inside the transaction that changed them). Returns the new version."""
+    rows = conn.execute(
+        "SELECT id, overrides FROM residents WHERE overrides <> '{}'::jsonb"
+    ).fetchall()
+    version, name, text = care_plans_file({str(i): dict(o) for i, o in rows})
+    _lock(conn)
+    prev = _with_status(conn, CARE_PLANS, "active")
+    if prev == version or (prev is None and not rows):
+        return None
+    _insert(conn, version, CARE_PLANS, [(name, text)], author, reason, prev)
+    if prev is not None:
+        _set_status(conn, prev, "retired")
+    _set_status(conn, version, "active")
+    _history(conn, version, CARE_PLANS, "care_plans_changed", author, reason, prev)
+    return version
+
+
+# ------------------------------------------------------------------ reports
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    id: str
+    rule: str
+    resident: str
+    device: str | None
+    raised_at: datetime
+    fires: int
+    outcome: str | None
+    state: str
+    catalogue_version: str
+    shadow: bool
+
+
+def alerts_in(
+    conn: psycopg.Connection, start: datetime, end: datetime, *, shadow: bool
+) -> list[AlertRow]:
+    """Alerts raised in ``[start, end)``, shadow ones or the others, oldest first.
+
+    ``raised_at`` is the time the rule decided (the signal's time) where the
+    raised record has it, so live and back-test times compare.
+    """
+    rows = conn.execute(
+        "SELECT id::text, rule, resident, device,"
+        " coalesce((snapshot ->> 'signal_at')::timestamptz, raised_at),"
+        " 1 + repeat_count,"
+        " coalesce(outcome, CASE WHEN cancel_reason = 'false_alarm' THEN 'false_alarm' END),"
+        " state, catalogue_version, shadow"
+        " FROM alerts WHERE shadow = %s AND raised_at >= %s AND raised_at < %s"
+        " ORDER BY raised_at, id",
+        [shadow, start, end],
+    ).fetchall()
+    return [AlertRow(*r) for r in rows]
