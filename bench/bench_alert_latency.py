@@ -98,6 +98,10 @@ def main() -> None:
     by_event: dict[str, str] = {}
 
     class Hook(BaseHTTPRequestHandler):
+        # Keep-alive, as a real receiver (a reverse proxy, a paging service) has it:
+        # with HTTP/1.0 every POST paid a new connection and a new server thread.
+        protocol_version = "HTTP/1.1"
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             t = time.monotonic()
@@ -106,6 +110,7 @@ def main() -> None:
                 for e in p.get("events", []):
                     hook_times.setdefault(e, t)
             self.send_response(204)
+            self.send_header("Content-Length", "0")
             self.end_headers()
 
         def log_message(self, *a: object) -> None:
