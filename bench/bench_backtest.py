@@ -5,8 +5,8 @@ against `trygg rules replay` of the same events from a JSONL file, in the same r
 
 Generates the events with bench_replay.py's seeded generator (hourly heartbeats,
 from 2026-03-23, so the spring-forward night is in), writes them as JSONL,
-loads them into a private TimescaleDB (trygg.devenv.PrivatePostgres, binary
-COPY through trygg.store.events) with the registry, then times, each in a
+loads them into a private TimescaleDB (trygg.devenv.PrivatePostgres, COPY
+through trygg.store.events) with the registry, then times, each in a
 fresh child process (one core, nothing else in memory):
 
 - ``replay``: `trygg rules replay` in-process over the JSONL file (parse +
@@ -262,7 +262,7 @@ def main() -> None:
 - Command: `{cmd}`
 - Input: {n:,} events ({size_mb:.0f} MB JSONL), {args.residents} homes, {args.days} days from
   {START} (bench_replay.py's generator, hourly heartbeats), loaded into a private
-  TimescaleDB (binary COPY) in {load_s:.0f} s.
+  TimescaleDB (COPY) in {load_s:.0f} s.
 - `trygg rules replay` of the JSONL file (one catalogue): **{rate(best_r):,.0f} events/s**
   (passes: {", ".join(f"{rate(r):,.0f}" for r in replays)}).
 - Back-test from the database, server-side cursor ({args.fetch_size:,} rows a fetch), two

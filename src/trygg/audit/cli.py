@@ -13,13 +13,13 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import typer
 
+from trygg import times
 from trygg.cli_support import ConfigOpt, settings_or_exit
 from trygg.cli_support import fail as _fail
 from trygg.settings import Settings
@@ -43,15 +43,11 @@ def _settings(config: Path | None, database_url: str | None) -> Settings:
 
 
 def parse_when(text: str, tz: str) -> datetime:
-    """An ISO date (local midnight in ``tz``) or date-time (local if it has no offset)."""
-    zone = ZoneInfo(tz)
+    """``trygg.times.parse_when``, refusing bad input as a command-line error."""
     try:
-        if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(0), zone)
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise typer.BadParameter(f"not an ISO date or time: {text!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=zone)
+        return times.parse_when(text, tz)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @contextmanager

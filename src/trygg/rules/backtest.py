@@ -53,8 +53,7 @@ import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from datetime import time as dtime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -216,19 +215,6 @@ class BacktestResult:
 
     def impacts(self, status: str) -> list[IncidentImpact]:
         return [i for i in self.incidents if i.status == status]
-
-
-def parse_when(text: str, timezone: str) -> datetime:
-    """An ISO date (local midnight in ``timezone``) or date-time (local if it has
-    no offset); ValueError otherwise."""
-    zone = ZoneInfo(timezone)
-    try:
-        if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), dtime(0), zone)
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"not an ISO date or time: {text!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=zone)
 
 
 # ----------------------------------------------------------------- matching --

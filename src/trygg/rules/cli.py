@@ -204,11 +204,12 @@ def backtest_cmd(
     import psycopg
 
     from trygg.durations import parse_duration
-    from trygg.rules.backtest import RecordedIncident, RuleRecord, backtest, parse_when
+    from trygg.rules.backtest import RecordedIncident, RuleRecord, backtest
     from trygg.rules.backtest_report import to_html, to_json, to_table
     from trygg.rules.engine import CarePlanError
     from trygg.store import history
     from trygg.store.registry import load_registry as load_db_registry
+    from trygg.times import parse_when
 
     if fmt not in ("table", "json", "html"):
         raise typer.BadParameter("--format is table, json or html")
