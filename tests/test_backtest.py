@@ -227,6 +227,14 @@ def test_month_backtest_longer_bed_exit_wait_matches_the_ground_truth(
     assert doc["events"] == month.events
     assert doc["catalogues"]["current"] == current().version
     assert doc["catalogues"]["candidate"] != doc["catalogues"]["current"]
+    # The read of residents' events is in the access log, naming those the report shows.
+    with psycopg.connect(month.url) as conn:
+        logged = conn.execute(
+            "SELECT role, detail FROM access_log WHERE action = 'backtest' ORDER BY at DESC LIMIT 1"
+        ).fetchone()
+    assert logged is not None and logged[0] == "specialist"
+    assert logged[1]["residents"] == sorted({c["resident"] for c in doc["changes"]})
+    assert logged[1]["from"].startswith("2026-03-01")
 
     exits = bed_exits(month)
     returns = {vacant_id(t, month): bed_return(t, month.bed) for t in exits}

@@ -199,6 +199,7 @@ def backtest_cmd(
     ),
 ) -> None:
     """Back-test a candidate catalogue against the current one on stored events."""
+    import getpass
     import os
 
     import psycopg
@@ -208,6 +209,7 @@ def backtest_cmd(
     from trygg.rules.backtest_report import to_html, to_json, to_table
     from trygg.rules.engine import CarePlanError
     from trygg.store import history
+    from trygg.store.audit import log_access
     from trygg.store.registry import load_registry as load_db_registry
     from trygg.times import parse_when
 
@@ -284,6 +286,22 @@ def backtest_cmd(
                 fail(
                     "the stored care plans do not fit a catalogue:\n  " + "\n  ".join(exc.problems)
                 )
+        # A back-test reads residents' events: one access-log row names the period,
+        # the teams and every resident the report shows.
+        log_access(
+            conn,
+            actor=getpass.getuser(),
+            role="specialist",
+            action="backtest",
+            detail={
+                "from": t1.isoformat(),
+                "to": t2.isoformat(),
+                "teams": list(team or []),
+                "candidate": cand.version,
+                "format": fmt,
+                "residents": sorted(res.residents),
+            },
+        )
     tz = s.report_timezone
     if fmt == "json":
         text = to_json(res, tz)
