@@ -69,6 +69,23 @@ def _describe(exc: ValidationError, prefix: str) -> str:
     return "; ".join(msgs) + (f"; and {more} more" if more > 0 else "")
 
 
+def _enriched(p: EventPayload, device: Device) -> Event:
+    """A validated payload as an Event of its device: resident, kind, and the
+    device's room unless the payload names one."""
+    pos = p.position
+    return Event(
+        device.id,
+        p.id,
+        p.type,
+        p.time,
+        device.resident,
+        device.kind,
+        p.room or device.room,
+        p.value,
+        None if pos is None else (pos.lat, pos.lon),
+    )
+
+
 def _raw(item: Any, batch: bool, payload: bytes) -> bytes:
     """The bytes a dead letter keeps: the one bad item of a batch, else the payload."""
     return orjson.dumps(item) if batch else payload
@@ -153,19 +170,7 @@ class Decoder:
             if skewed:
                 dead(skewed, _raw(item, batch, payload), device_id)
                 continue
-            out.events.append(
-                Event(
-                    device=device_id,
-                    id=p.id,
-                    type=p.type,
-                    time=p.time,
-                    resident=device.resident,
-                    kind=device.kind,
-                    room=p.room or device.room,
-                    value=p.value,
-                    position=(p.position.lat, p.position.lon) if p.position else None,
-                )
-            )
+            out.events.append(_enriched(p, device))
         return out
 
     def _fast(self, payload: bytes, received_at: datetime, device: Device) -> list[Event] | None:
@@ -181,21 +186,7 @@ class Decoder:
         for p in items:
             if not lo <= p.time <= hi:
                 return None
-        did, resident, kind, room = device.id, device.resident, device.kind, device.room
-        return [
-            Event(
-                device=did,
-                id=p.id,
-                type=p.type,
-                time=p.time,
-                resident=resident,
-                kind=kind,
-                room=p.room or room,
-                value=p.value,
-                position=(p.position.lat, p.position.lon) if p.position else None,
-            )
-            for p in items
-        ]
+        return [_enriched(p, device) for p in items]
 
     def _skew(self, when: datetime, received_at: datetime, prefix: str) -> str | None:
         """Why ``when`` is too far from the receiver's clock, or None."""
@@ -248,18 +239,6 @@ class Decoder:
             skewed = self._skew(p.time, received_at, "mrq.lge/tim")
             if skewed:
                 return reject(scaip.Snu.WRONG_DATA_CONTENT, skewed, m.id)
-        out.events.append(
-            Event(
-                device=device_id,
-                id=p.id,
-                type=p.type,
-                time=p.time,
-                resident=device.resident,
-                kind=device.kind,
-                room=p.room or device.room,
-                value=p.value,
-                position=(p.position.lat, p.position.lon) if p.position else None,
-            )
-        )
+        out.events.append(_enriched(p, device))
         out.reply = (topic + "/response", result.reply())
         return out

@@ -31,42 +31,22 @@ class ReplayLine(EventPayload):
 
 
 _validator = ReplayLine.__pydantic_validator__.validate_json
-_new = object.__new__
-_SET = {n: Event.__dict__[n].__set__ for n in Event.__slots__}
 
 
-def make_event(
-    p: ReplayLine,
-    resident: str,
-    kind: Any,
-    room: Any,
-    *,
-    _new: Any = _new,
-    _cls: Any = Event,
-    _device: Any = _SET["device"],
-    _id: Any = _SET["id"],
-    _type: Any = _SET["type"],
-    _time: Any = _SET["time"],
-    _resident: Any = _SET["resident"],
-    _kind: Any = _SET["kind"],
-    _room: Any = _SET["room"],
-    _value: Any = _SET["value"],
-    _position: Any = _SET["position"],
-) -> Event:
-    """An Event without the frozen-dataclass __init__ overhead: the same fields,
-    set through the slot descriptors (the payload model has done the checks)."""
-    e: Event = _new(_cls)
-    _device(e, p.device)
-    _id(e, p.id)
-    _type(e, p.type)
-    _time(e, p.time)
-    _resident(e, resident)
-    _kind(e, kind)
-    _room(e, p.room or room)
-    _value(e, p.value)
+def make_event(p: ReplayLine, resident: str, kind: Any, room: Any) -> Event:
+    """The line's event, enriched from its device (the payload model has done the checks)."""
     pos = p.position
-    _position(e, None if pos is None else (pos.lat, pos.lon))
-    return e
+    return Event(
+        p.device,
+        p.id,
+        p.type,
+        p.time,
+        resident,
+        kind,
+        p.room or room,
+        p.value,
+        None if pos is None else (pos.lat, pos.lon),
+    )
 
 
 @dataclass

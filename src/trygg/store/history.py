@@ -24,9 +24,6 @@ from trygg.registry import Registry
 
 EVENT_COLUMNS = "time, device, event_id, type, resident, value, room, lat, lon"
 
-_new = object.__new__
-_SET = {n: Event.__dict__[n].__set__ for n in Event.__slots__}
-
 
 def _filters(
     start: datetime, end: datetime, residents: Sequence[str] | None, col: str = "time"
@@ -96,10 +93,6 @@ class EventStream:
         rooms: dict[str | None, Room | None] = {r.value: r for r in Room}
         rooms[None] = None
         devices = self.devices
-        new, cls = _new, Event
-        s_device, s_id, s_type, s_time = _SET["device"], _SET["id"], _SET["type"], _SET["time"]
-        s_res, s_kind, s_room = _SET["resident"], _SET["kind"], _SET["room"]
-        s_value, s_pos = _SET["value"], _SET["position"]
         n = 0
         with self.conn.transaction(), self.conn.cursor(name=self.name, binary=True) as cur:
             cur.execute(sql, params)
@@ -114,18 +107,18 @@ class EventStream:
                     if d is None:
                         self.unknown_device += 1
                         continue
-                    e = new(cls)
-                    s_device(e, dev)
-                    s_id(e, eid)
-                    s_type(e, types[typ])
-                    s_time(e, t)
-                    s_res(e, res)
-                    s_kind(e, d[0])
-                    s_room(e, rooms[room] if room is not None else d[1])
-                    s_value(e, value)
-                    s_pos(e, None if lat is None else (lat, lon))
                     n += 1
-                    yield e
+                    yield Event(
+                        dev,
+                        eid,
+                        types[typ],
+                        t,
+                        res,
+                        d[0],
+                        rooms[room] if room is not None else d[1],
+                        value,
+                        None if lat is None else (lat, lon),
+                    )
                 self.events = n
                 if self.progress is not None:
                     self.progress(n, rows[-1][0])
