@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from trygg.model import DeadLetter, DeviceKind, Event, EventType, Room
+from trygg.model import DeadLetter
 from trygg.store import access as access_store
 from trygg.store import alerts as alert_store
 from trygg.store.events import (
@@ -32,7 +32,7 @@ Record = dict[str, Any]
 
 def event_record(s: StoredEvent) -> Record:
     """An event for the spool. Times and enums stay objects: orjson writes
-    them as ISO 8601 strings and values, exactly what ``_event`` reads back."""
+    them as ISO 8601 strings and values, which ``_event_row`` passes to the store."""
     e = s.event
     return {
         "op": "ev",
@@ -55,25 +55,6 @@ def _event_row(r: Record) -> Row:
     p = r.get("p")
     lat, lon = p if p else (None, None)
     return (r["t"], r["d"], r["i"], r["y"], r["r"], r["v"], r["m"], lat, lon, r["rx"], r["late"])
-
-
-def _event(r: Record) -> StoredEvent:
-    p = r.get("p")
-    return StoredEvent(
-        Event(
-            device=r["d"],
-            id=r["i"],
-            type=EventType(r["y"]),
-            time=datetime.fromisoformat(r["t"]),
-            resident=r["r"],
-            kind=DeviceKind(r["k"]),
-            room=Room(r["m"]) if r["m"] else None,
-            value=r["v"],
-            position=(p[0], p[1]) if p else None,
-        ),
-        datetime.fromisoformat(r["rx"]),
-        bool(r.get("late")),
-    )
 
 
 def dead_letter_record(d: DeadLetter) -> Record:
