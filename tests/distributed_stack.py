@@ -89,6 +89,10 @@ class Stack:
             name, "worker", "--without-web", TRYGG_WORKER_DATA_DIR=str(self.dir / name)
         )
 
+    def api(self, name: str, port: int) -> subprocess.Popen[bytes]:
+        """``trygg api`` on 127.0.0.1:``port``."""
+        return self.start(name, "api", TRYGG_HTTP_HOST="127.0.0.1", TRYGG_HTTP_PORT=str(port))
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         p = self.procs[name]
         if p.poll() is None:

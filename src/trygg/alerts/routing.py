@@ -25,7 +25,7 @@ the step's notifications in an outbox, then deliver; sleep until
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
@@ -449,6 +449,40 @@ class Notification:
         return (
             f"{self.alert_id}:{self.action}:{self.level}:{self.n}:"
             f"{self.channel.value}:{self.address}"
+        )
+
+    def to_row(self, address: str) -> dict[str, Any]:
+        """The notification as stored (``alert_notifications``) and sent between
+        workers, with the address resolved (``{team}`` filled in)."""
+        return {
+            "key": self.key,
+            "alert_id": self.alert_id,
+            "action": self.action,
+            "level": self.level,
+            "n": self.n,
+            "target": self.target,
+            "recipient": self.recipient,
+            "channel": self.channel.value,
+            "address": address,
+            "due_at": self.due_at.isoformat(),
+            "digest": self.digest,
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Notification:
+        """Back from :meth:`to_row` or a database row (``due_at`` text or datetime)."""
+        due = row["due_at"]
+        return cls(
+            alert_id=row["alert_id"],
+            action=row["action"],
+            level=row["level"],
+            n=row["n"],
+            target=row["target"],
+            recipient=row["recipient"],
+            channel=Channel(row["channel"]),
+            address=row["address"],
+            due_at=datetime.fromisoformat(due) if isinstance(due, str) else due,
+            digest=row["digest"],
         )
 
 

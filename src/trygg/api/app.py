@@ -20,6 +20,7 @@ with "alert is taken by …". See docs/api.md.
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from trygg import logs
 from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import OPEN_STATES, Alert, CancelReason, Outcome, State
+from trygg.alerts.gates import Silence, SilenceScope
 from trygg.alerts.lifecycle import ConflictError, TransitionError
 from trygg.api import words
 from trygg.model import Severity
@@ -410,13 +412,16 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
         if body.end <= start:
             raise HTTPException(422, "a silence must end after it starts")
         s = service.add_silence(
-            scope=body.scope,
-            target=body.target,
-            start=start,
-            end=body.end,
-            created_by=u.name,
-            reason=body.reason,
-            rules=body.rules,
+            Silence(
+                id=str(uuid.uuid4()),
+                scope=SilenceScope(body.scope),
+                target=body.target,
+                start=start,
+                end=body.end,
+                created_by=u.name,
+                reason=body.reason,
+                rules=tuple(body.rules),
+            )
         )
         return {"silence": _sil(s)}
 

@@ -1,4 +1,4 @@
-"""``trygg kafka topics``, ``trygg bridge`` and ``trygg worker``."""
+"""``trygg kafka topics``, ``trygg bridge``, ``trygg worker`` and ``trygg api``."""
 
 from __future__ import annotations
 
@@ -80,7 +80,35 @@ def worker_command(
     run_worker(s)
 
 
+def api_command(
+    config: Path | None = ConfigOpt,
+    kafka_bootstrap: str | None = typer.Option(None, help="overrides TRYGG_KAFKA_BOOTSTRAP"),
+    database_url: str | None = typer.Option(None, help="overrides TRYGG_DATABASE_URL"),
+    host: str | None = typer.Option(None, help="overrides TRYGG_HTTP_HOST"),
+    port: int | None = typer.Option(None, help="overrides TRYGG_HTTP_PORT"),
+) -> None:
+    """Serve the HTTP API and console for the distributed runner (reads the database,
+    sends staff actions to the workers through Kafka)."""
+    from trygg.cli_support import fail
+    from trygg.distributed.api import run_api
+
+    s = _settings(
+        config,
+        kafka_bootstrap=kafka_bootstrap,
+        database_url=database_url,
+        http_host=host,
+        http_port=port,
+    )
+    if not s.http_port:
+        fail("trygg api needs a port: TRYGG_HTTP_PORT (or --port) is 0", 2)
+    try:
+        run_api(s)
+    except OSError as exc:  # the port is taken, the host is not ours
+        fail(f"cannot serve on {s.http_host}:{s.http_port}: {exc}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(kafka_app, name="kafka")
     app.command("bridge")(bridge_command)
     app.command("worker")(worker_command)
+    app.command("api")(api_command)

@@ -8,10 +8,15 @@ others, and the alert service records every outcome (``alert_deliveries``).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from trygg import logs
 from trygg.alerts.routing import Notification
+
+log = logs.get("trygg.notify")
 
 
 @dataclass(frozen=True)
@@ -47,3 +52,25 @@ def payload(alert: dict[str, Any], n: Notification, address: str, **extra: Any) 
         },
         **extra,
     }
+
+
+async def deliver(
+    channels: Mapping[Any, Channel], n: Notification, address: str, body: dict[str, Any]
+) -> tuple[Delivery, float]:
+    """Send ``n`` on its channel; return the outcome and how long it took (ms).
+
+    Never raises: a channel that is not configured is a failed delivery with
+    that reason, and a channel's own bug is logged and recorded as a failure,
+    so one broken channel does not hold back the others (the embedded alert
+    service and the distributed notify agent both deliver through this)."""
+    ch = channels.get(n.channel)
+    t0 = time.perf_counter()
+    if ch is None:
+        d = Delivery(False, 0, None, f"the {n.channel.value} channel is not configured")
+    else:
+        try:
+            d = await ch.send(n, address, body)
+        except Exception as exc:
+            log.exception("channel failed", channel=n.channel.value)
+            d = Delivery(False, 1, None, f"{type(exc).__name__}: {exc}"[:300])
+    return d, (time.perf_counter() - t0) * 1000

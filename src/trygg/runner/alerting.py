@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -45,7 +44,7 @@ from typing import Any
 from trygg import logs
 from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import Alert, CancelReason, Record
-from trygg.alerts.gates import Decision, Directory, Gatekeeper, Silence, SilenceScope
+from trygg.alerts.gates import Decision, Directory, Gatekeeper, Silence
 from trygg.alerts.routing import (
     Channel,
     EscalationStep,
@@ -57,7 +56,7 @@ from trygg.alerts.routing import (
 from trygg.alerts.routing import parse_routing_text as _parse_routing_text
 from trygg.model import Event, EventType, Signal
 from trygg.notify.base import Channel as ChannelImpl
-from trygg.notify.base import Delivery, payload
+from trygg.notify.base import deliver, payload
 from trygg.notify.console import ConsoleFeed
 from trygg.registry import Registry
 from trygg.store import alerts as alert_store
@@ -172,19 +171,7 @@ class AlertService:
             a = self.gk.get(row["alert_id"])
             if a is None or not a.is_open or a.state.is_acknowledged:
                 continue
-            n = Notification(
-                alert_id=row["alert_id"],
-                action=row["action"],
-                level=row["level"],
-                n=row["n"],
-                target=row["target"],
-                recipient=row["recipient"],
-                channel=Channel(row["channel"]),
-                address=row["address"],
-                due_at=row["due_at"],
-                digest=row["digest"],
-            )
-            self._send(a, n, row["address"])
+            self._send(a, Notification.from_row(row), row["address"])
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop the timers, finish deliveries in flight (briefly), flush the writer."""
@@ -367,24 +354,7 @@ class AlertService:
         b = step.apply(a, now)
         self.gk.update(b)
         self._persist(b, b.records[a.version :])
-        rows = []
-        for n in step.notifications:
-            address = n.address.replace("{team}", a.team)
-            rows.append(
-                {
-                    "key": n.key,
-                    "alert_id": n.alert_id,
-                    "action": n.action,
-                    "level": n.level,
-                    "n": n.n,
-                    "target": n.target,
-                    "recipient": n.recipient,
-                    "channel": n.channel.value,
-                    "address": address,
-                    "due_at": n.due_at.isoformat(),
-                    "digest": n.digest,
-                }
-            )
+        rows = [n.to_row(n.address.replace("{team}", a.team)) for n in step.notifications]
         if rows:
             self._emit(spooled.notifications_record(rows))
         if step.unrouted:
@@ -412,17 +382,7 @@ class AlertService:
         self._spawn(self._deliver(n, address, p))
 
     async def _deliver(self, n: Notification, address: str, p: dict[str, Any]) -> None:
-        ch = self.channels.get(n.channel)
-        t0 = time.perf_counter()
-        if ch is None:
-            d = Delivery(False, 0, None, f"the {n.channel.value} channel is not configured")
-        else:
-            try:
-                d = await ch.send(n, address, p)
-            except Exception as exc:  # a channel bug must not hold back the others
-                log.exception("channel failed", channel=n.channel.value)
-                d = Delivery(False, 1, None, f"{type(exc).__name__}: {exc}"[:300])
-        ms = (time.perf_counter() - t0) * 1000
+        d, ms = await deliver(self.channels, n, address, p)
         self.deliveries_by[(n.channel.value, "ok" if d.ok else "failed")] += 1
         self.last_delivery_ms[n.channel.value] = ms
         if not d.ok:
@@ -514,31 +474,11 @@ class AlertService:
 
     # ------------------------------------------------------------- silences
 
-    def add_silence(
-        self,
-        *,
-        scope: str,
-        target: str,
-        start: datetime,
-        end: datetime,
-        created_by: str,
-        reason: str,
-        rules: Iterable[str] = (),
-    ) -> Silence:
-        s = Silence(
-            id=str(uuid.uuid4()),
-            scope=SilenceScope(scope),
-            target=target,
-            start=start,
-            end=end,
-            created_by=created_by,
-            reason=reason,
-            rules=tuple(rules),
-        )
+    def add_silence(self, s: Silence) -> Silence:
         self.gk.add_silence(s)
         self.shadow_gk.add_silence(s)  # the candidate sees the same silences
         self._emit(spooled.silence_record(s.model_dump(mode="json")))
-        log.info("silence created", silence=s.id, scope=scope, by=created_by)
+        log.info("silence created", silence=s.id, scope=s.scope.value, by=s.created_by)
         self._wake.set()
         return s
 

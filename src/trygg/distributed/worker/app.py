@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ import faust
 from faust.serializers import codecs as faust_codecs
 
 from trygg import logs
+from trygg.alerts.gates import Silence
 from trygg.distributed import codecs
 from trygg.distributed.topics import ALERTS_TABLE, RULES_TABLE
 from trygg.distributed.worker.core import AlertsCore, RulesCore, TimerIndex
@@ -34,6 +34,7 @@ from trygg.registry import Registry
 from trygg.settings import Settings
 
 log = logs.get("trygg.worker")
+SILENCE_RELOAD_S = 2.0  # how soon a silence made with `trygg api` reaches the gates
 
 
 class _Str(faust_codecs.Codec):
@@ -125,6 +126,7 @@ class Worker:
         sender: Sender | None = None,
         db: Callable[..., Awaitable[Any]] | None = None,
         load_registry: Callable[[], Awaitable[Registry]] | None = None,
+        load_silences: Callable[[], Awaitable[list[Silence]]] | None = None,
         channels: dict[Any, Any] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -134,6 +136,8 @@ class Worker:
         self.sender: Sender = sender or FaustSender()
         self.db = db
         self._load_registry = load_registry
+        self._load_silences = load_silences
+        self._silences_seen: dict[str, Silence] | None = None
         self.channels = channels or {}
         self.clock = clock
         self.rule_timers = TimerIndex()
@@ -204,6 +208,8 @@ class Worker:
         app.timer(s.worker_timer_interval_s, name="trygg-timers")(self.scan_timers)
         if load_registry is not None:
             app.timer(10.0, name="trygg-registry")(self.reload_registry)
+        if load_silences is not None:
+            app.timer(SILENCE_RELOAD_S, name="trygg-silences")(self.reload_silences)
 
     # ------------------------------------------------------------------ rules
 
@@ -264,35 +270,16 @@ class Worker:
     # ------------------------------------------------------------------ notify
 
     async def notify_step(self, key: Any, value: bytes) -> None:
-        from trygg.alerts.routing import Channel, Notification
-        from trygg.notify.base import Delivery, payload
+        from trygg.alerts.routing import Notification
+        from trygg.notify.base import deliver, payload
         from trygg.store import spooled
 
         rec = codecs.loads(value)
         row = rec["row"]
-        n = Notification(
-            alert_id=row["alert_id"],
-            action=row["action"],
-            level=row["level"],
-            n=row["n"],
-            target=row["target"],
-            recipient=row["recipient"],
-            channel=Channel(row["channel"]),
-            address=row["address"],
-            due_at=datetime.fromisoformat(row["due_at"]),
-            digest=row["digest"],
+        n = Notification.from_row(row)
+        d, ms = await deliver(
+            self.channels, n, row["address"], payload(rec["alert"], n, row["address"])
         )
-        ch = self.channels.get(n.channel)
-        t0 = time.perf_counter()
-        if ch is None:
-            d = Delivery(False, 0, None, f"the {n.channel.value} channel is not configured")
-        else:
-            try:
-                d = await ch.send(n, row["address"], payload(rec["alert"], n, row["address"]))
-            except Exception as exc:  # a channel bug must not stop the agent
-                log.exception("channel failed", channel=n.channel.value)
-                d = Delivery(False, 1, None, f"{type(exc).__name__}: {exc}"[:300])
-        ms = (time.perf_counter() - t0) * 1000
         self.stats["notified"] += 1
         resident = rec["alert"].get("resident") or ""
         dlv = spooled.delivery_record(
@@ -391,6 +378,32 @@ class Worker:
         self.rules.update_registry(registry)
         self.alerts.update_registry(registry)
 
+    async def reload_silences(self) -> None:
+        """Give the alerts core the database's silences (written by ``trygg api``).
+
+        A silence that was ended or changed also gets its resident a ``tick`` on the
+        signals topic, so an alert it suppressed is released now, not at its old end
+        (every worker sends one; a tick is idempotent)."""
+        assert self._load_silences is not None
+        try:
+            silences = await self._load_silences()
+        except Exception as exc:
+            log.warning("silence reload failed", error=str(exc).strip()[:200])
+            return
+        seen = {s.id: s for s in silences}
+        before, self._silences_seen = self._silences_seen, seen
+        if seen == before:
+            return
+        self.alerts.update_silences(silences)
+        changed = [s for sid, s in (before or {}).items() if seen.get(sid) != s]
+        residents = sorted({r for s in changed if (r := self.alerts.resident_of(s))})
+        at = self.clock()
+        out = [
+            (self.signals_topic, rid, codecs.dumps(codecs.tick_record(rid, at)), None)
+            for rid in residents
+        ]
+        await self.sender.send_all(out)
+
 
 def build_worker(settings: Settings) -> Worker:
     """The production worker: catalogue, registry and routing from the settings and database."""
@@ -429,6 +442,13 @@ def build_worker(settings: Settings) -> Worker:
         with psycopg.connect(s.database_url, connect_timeout=10) as conn:
             return load_registry(conn)
 
+    def _silences() -> list[Silence]:
+        from trygg.store.alerts import load_silences
+
+        with psycopg.connect(s.database_url, connect_timeout=10) as conn:
+            rows = load_silences(conn, since=datetime.now(UTC))
+        return [Silence.model_validate(r) for r in rows]
+
     registry = _registry()
     routing = routing_from(s.routing)
     rules = RulesCore(Engine(catalogue, registry))
@@ -440,6 +460,7 @@ def build_worker(settings: Settings) -> Worker:
         alerts=alerts,
         db=db,
         load_registry=lambda: asyncio.to_thread(_registry),
+        load_silences=lambda: asyncio.to_thread(_silences),
         channels=build_channels(s, ConsoleFeed()),
     )
     w._registry = registry

@@ -28,7 +28,7 @@ import orjson
 
 from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import Alert, Record
-from trygg.alerts.gates import Decision, Directory, Gatekeeper, Silence
+from trygg.alerts.gates import Decision, Directory, Gatekeeper, Silence, SilenceScope
 from trygg.alerts.routing import EscalationStep, Escalator, RoutingConfig
 from trygg.distributed import codecs
 from trygg.model import Event, EventType, Signal
@@ -252,9 +252,28 @@ class AlertsCore:
         self.directory = directory or Directory()
         self._seed = ""
         self._n = 0
+        self.silences: list[Silence] | None = None  # the database's, once loaded
 
     def update_registry(self, registry: Registry) -> None:
         self.directory = Directory.from_registry(registry)
+
+    def update_silences(self, silences: Iterable[Silence]) -> None:
+        """The silences of the database (``trygg api`` writes them; the worker reloads
+        them). Once given, they replace the state's per-resident ``sil`` list, so an
+        ended or changed silence takes effect for every resident of this worker."""
+        self.silences = list(silences)
+
+    def resident_of(self, silence: Silence) -> str | None:
+        """The resident a silence is about (a device silence: the device's resident)."""
+        if silence.scope is SilenceScope.RESIDENT:
+            return silence.target
+        info = self.directory.devices.get(silence.target)
+        return info.resident if info is not None else None
+
+    def _silences_of(self, resident: str, doc: dict[str, Any]) -> list[Silence]:
+        if self.silences is None:
+            return [Silence.model_validate(s) for s in doc.get("sil", ())]
+        return [s for s in self.silences if self.resident_of(s) == resident]
 
     def _new_id(self) -> str:
         self._n += 1
@@ -271,7 +290,7 @@ class AlertsCore:
         doc = orjson.loads(state) if state else {"alerts": [], "sil": [], "seen": []}
         seen: deque[str] = deque(doc.get("seen", ()), maxlen=RECENT_SIGNALS)
         alerts = [Alert.from_records(Record.from_dict(r) for r in recs) for recs in doc["alerts"]]
-        silences = [Silence.model_validate(s) for s in doc.get("sil", ())]
+        silences = self._silences_of(resident, doc)
         gk = Gatekeeper.rebuild(
             self.routing.gates, alerts, silences, new_id=self._new_id, directory=self.directory
         )
@@ -383,20 +402,7 @@ class AlertsCore:
         gk.update(b)
         rows = []
         for n in step.notifications:
-            address = n.address.replace("{team}", a.team)
-            row = {
-                "key": n.key,
-                "alert_id": n.alert_id,
-                "action": n.action,
-                "level": n.level,
-                "n": n.n,
-                "target": n.target,
-                "recipient": n.recipient,
-                "channel": n.channel.value,
-                "address": address,
-                "due_at": n.due_at.isoformat(),
-                "digest": n.digest,
-            }
+            row = n.to_row(n.address.replace("{team}", a.team))
             rows.append(row)
             out.notifications.append({"op": "ntf", "row": row, "alert": b.to_dict()})
         if rows:

@@ -1,0 +1,591 @@
+"""``trygg api``: the HTTP API and care-staff console for the distributed runner.
+
+In the embedded runner the API (``trygg.api.app.create_app``) sits on the
+in-process ``AlertService``. In the distributed stack the alert state lives in
+the Faust workers (``AlertsCore``, keyed by resident), so this module gives
+``create_app`` a service with the same surface, built from what the stack
+already has:
+
+- **Reads** come from TimescaleDB, where the workers' sink stores every alert
+  change. The open, non-shadow alerts are kept in memory, refreshed by a short
+  poll (``POLL_S``); only alerts whose stored version moved are re-read. The
+  same poll drives the live feed: every alert it sees change is published on
+  the ``ConsoleFeed`` as ``{"type": "alert", "alert": <snapshot>}``, the
+  message the embedded service publishes. Polling the database rather than
+  consuming the records topic keeps the API a plain database client (no
+  consumer group, nothing to rebalance) and shows staff only what is stored,
+  which is what every later read returns too.
+- **Staff actions** are checked against the stored alert with the pure
+  lifecycle (``trygg.alerts.lifecycle.act``), so a refused action gets the
+  embedded API's 409 and reason without touching Kafka. An allowed one is
+  produced (``acks=all``) as ``codecs.action_record`` to the signals topic,
+  keyed by resident, for the alerts agent that owns the resident, which
+  applies it in order with everything else that happens to the alert. The API
+  then waits (``ACT_TIMEOUT_S``) until the database shows the alert at a newer
+  version: with the action's record, it returns the alert (200); without it,
+  and with the action now refused on the newer alert, another actor's change
+  came first and the API gives that refusal (409, "alert is taken by …"),
+  exactly what the embedded service tells the second of two staff. Waiting
+  for the stored version keeps the answer honest: a 200 means the action is
+  in the alert's records.
+- **Silences** are rows of the ``silences`` table, written here at once; the
+  workers reload them every few seconds (``Worker.reload_silences``) and use
+  them in the gates.
+- **The access log** is written straight to the database (retried briefly in
+  the background, since ``log_access`` may not block the request).
+
+See docs/distributed.md ("The API and console").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from fastapi import HTTPException
+
+from trygg import logs
+from trygg.alerts import lifecycle as lc
+from trygg.alerts.alert import OPEN_STATES, Alert, Record
+from trygg.alerts.gates import Silence
+from trygg.alerts.routing import Escalator
+from trygg.distributed import codecs
+from trygg.notify.console import ConsoleFeed
+from trygg.registry import Registry
+from trygg.settings import Settings
+from trygg.store import access as access_store
+from trygg.store import alerts as alert_store
+from trygg.store.registry import load_registry
+
+log = logs.get("trygg.api")
+
+POLL_S = 0.5  # how often the open alerts (and the live feed) are refreshed
+ACT_TIMEOUT_S = 10.0  # how long an action waits for the worker's records in the database
+ACT_POLL_S = 0.1  # how often it looks meanwhile
+ACCESS_RETRY_S = 60.0  # how long an access-log write is retried before it is given up
+
+DbCall = Callable[..., Awaitable[Any]]
+SyncDbCall = Callable[..., Any]
+Send = Callable[[str, bytes, bytes], Awaitable[None]]
+
+_OPEN = sorted(s.value for s in OPEN_STATES)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _alert_of(recs: list[dict[str, Any]]) -> Alert | None:
+    """An alert rebuilt from its stored records (None: none, or written before schema 3)."""
+    if not recs or any(r["seq"] is None for r in recs):
+        return None
+    return Alert.from_records(Record.from_dict(r) for r in recs)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------- the poll
+
+
+@dataclass
+class Changes:
+    """One poll's view of the database: what changed since the versions we hold."""
+
+    versions: dict[str, int] = field(default_factory=dict)  # open alert id -> stored version
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # changed ones
+    closed: list[dict[str, Any]] = field(default_factory=list)  # snapshots that left the set
+    silences: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_changes(
+    conn: psycopg.Connection, known: dict[str, int], now: datetime, limit: int = 100_000
+) -> Changes:
+    """The open alerts' versions, the records of those not at ``known`` versions, the
+    final snapshots of alerts no longer open, and the silences not yet over.
+
+    Only changed alerts are re-read, so a quiet poll is one indexed query."""
+    out = Changes()
+    for snap in alert_store.query_alerts(conn, states=_OPEN, limit=limit):
+        if snap.get("shadow"):
+            continue  # shadow alerts are never shown (docs/rules.md)
+        aid = str(snap["id"])
+        out.versions[aid] = int(snap.get("version") or 0)
+        if known.get(aid) != out.versions[aid]:
+            out.records[aid] = alert_store.alert_records(conn, aid, include_shadow=False)
+    for aid in known.keys() - out.versions.keys():
+        closed = alert_store.get_snapshot(conn, aid)
+        if closed is not None:
+            out.closed.append(closed)
+    out.silences = alert_store.load_silences(conn, since=now)
+    return out
+
+
+# --------------------------------------------------------------------- the service
+
+
+class ApiRunner:
+    """What ``create_app`` reads from its ``runner``: the registry (teams of residents
+    and devices) and a readiness flag. ``_source`` stands for the runner's MQTT link in
+    the embedded runner; here it is the Kafka producer the actions go out on."""
+
+    def __init__(self) -> None:
+        self._registry = Registry()
+        self._source = _Link()
+
+
+class _Link:
+    def __init__(self) -> None:
+        self.connected = asyncio.Event()
+
+
+class DistributedAlertService:
+    """The ``AlertService`` surface that ``trygg.api.app.create_app`` uses, over the
+    database and Kafka instead of an in-process gatekeeper (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        db: DbCall,
+        db_sync: SyncDbCall,
+        send: Send,
+        runner: ApiRunner,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        from trygg.runner.alerting import routing_from
+
+        self.settings = settings
+        self.routing = routing_from(settings.routing)
+        self.escalator = Escalator(self.routing)
+        self.feed = ConsoleFeed()
+        self.clock = clock
+        self.runner = runner
+        self._db = db
+        self._db_sync = db_sync
+        self._send = send
+        self._alerts: dict[str, Alert] = {}
+        self._silences: dict[str, Silence] = {}
+        self._polled = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # metrics (the names the embedded service exports)
+        self.alerts_by: Counter[tuple[str, str, str]] = Counter()
+        self.deliveries_by: Counter[tuple[str, str]] = Counter()  # delivered by the workers
+        self.access_failed = 0
+
+    @property
+    def started(self) -> bool:
+        """Ready to serve: the open alerts are loaded and actions can be sent."""
+        return self._polled and self.runner._source.connected.is_set()
+
+    # ------------------------------------------------------------- the poll
+
+    async def poll(self) -> None:
+        """Refresh the open alerts and silences; publish every alert that changed."""
+        known = {aid: a.version for aid, a in self._alerts.items()}
+        ch: Changes = await self._db(read_changes, known, self.clock())
+        publish = self._polled  # the first load is the state, not news
+        for recs in ch.records.values():
+            a = _alert_of(recs)
+            if a is None or not a.is_open:
+                continue  # closed between the two reads: the next poll sees it closed
+            self._adopt(a, publish=publish)
+        for aid in set(self._alerts) - ch.versions.keys():
+            del self._alerts[aid]
+        for snap in ch.closed:
+            if publish:
+                self.feed.publish({"type": "alert", "alert": snap}, snap.get("team"))
+        self._silences = {s.id: s for s in map(Silence.model_validate, ch.silences)}
+        self._polled = True
+
+    def _adopt(self, a: Alert, *, publish: bool = True) -> None:
+        """Hold ``a`` if it is newer than what we hold; tell the console if it changed."""
+        cur = self._alerts.get(a.id)
+        if cur is not None and cur.version >= a.version:
+            return
+        if a.is_open:
+            self._alerts[a.id] = a
+        else:
+            self._alerts.pop(a.id, None)
+        if publish:
+            snap = a.to_dict()
+            snap["shadow"] = False
+            self.feed.publish({"type": "alert", "alert": snap}, a.team)
+
+    async def run_poll(self) -> None:
+        """Poll until cancelled; a database outage only makes the data older."""
+        failing = False
+        while True:
+            try:
+                await self.poll()
+                if failing:
+                    log.info("database reachable again")
+                failing = False
+            except (psycopg.Error, OSError) as exc:
+                if not failing:
+                    log.warning("alert poll failed", error=str(exc).strip()[:200])
+                failing = True
+            await asyncio.sleep(POLL_S)
+
+    # ------------------------------------------------------------- reads
+
+    def get(self, alert_id: str) -> Alert | None:
+        """The open alert as of the last poll (or the last action through this API)."""
+        return self._alerts.get(alert_id)
+
+    def open_alerts(self) -> list[Alert]:
+        return sorted(self._alerts.values(), key=lambda a: (a.raised_at, a.id))
+
+    async def _stored(self, alert_id: str) -> Alert | None:
+        if not _is_uuid(alert_id):
+            return None
+        recs = await self._db(alert_store.alert_records, alert_id, include_shadow=False)
+        return _alert_of(recs)
+
+    async def load(self, alert_id: str) -> Alert | None:
+        """The alert from memory, or rebuilt from its stored records."""
+        return self._alerts.get(alert_id) or await self._stored(alert_id)
+
+    # ------------------------------------------------------------- actions
+
+    async def act(
+        self,
+        alert_id: str,
+        action: str,
+        actor: str,
+        *,
+        expected_version: int | None = None,
+        assignee: str | None = None,
+        outcome: str | None = None,
+        reason: str | None = None,
+        note: str = "",
+    ) -> Alert:
+        """A staff action: checked here, applied by the owning alerts agent, confirmed
+        from the database. Raises KeyError, TransitionError or ConflictError like the
+        embedded service, and HTTPException 503/504 when Kafka or the worker is away."""
+        a = await self._stored(alert_id)
+        if a is None:
+            raise KeyError(alert_id)
+        kw: dict[str, Any] = {
+            "expected_version": expected_version,
+            "assignee": assignee,
+            "outcome": outcome,
+            "reason": reason,
+        }
+        mine = self._check(a, action, actor, note, kw).records[-1]
+        rec = codecs.action_record(
+            a.id, a.resident, action, actor, note=note, at=self.clock().isoformat(), **kw
+        )
+        await self._produce(a.resident, rec)
+        b = await self._confirm(a, mine, action, actor, note, kw)
+        self._adopt(b)
+        self.alerts_by[(b.rule, b.severity.value, action)] += 1
+        log.info("alert " + action, alert=b.id, state=b.state.value)
+        return b
+
+    def _check(self, a: Alert, action: str, actor: str, note: str, kw: dict[str, Any]) -> Alert:
+        """The alert as the action would leave it (raises the lifecycle's refusal)."""
+        return lc.act(a, action, self.clock(), actor, note_text=note, **kw)
+
+    async def _produce(self, resident: str, rec: dict[str, Any]) -> None:
+        if not self.runner._source.connected.is_set():
+            raise HTTPException(503, "Kafka is not reachable now; the action was not sent")
+        try:
+            async with asyncio.timeout(ACT_TIMEOUT_S):
+                await self._send(
+                    self.settings.kafka_signals_topic, codecs.key_of(resident), codecs.dumps(rec)
+                )
+        except Exception as exc:  # KafkaError, timeout: the action is not sent
+            log.warning("action not sent", error=type(exc).__name__)
+            raise HTTPException(503, "Kafka did not take the action; try again") from None
+
+    async def _confirm(
+        self, a: Alert, mine: Record, action: str, actor: str, note: str, kw: dict[str, Any]
+    ) -> Alert:
+        """Wait until the stored alert is newer than ``a``: ours if it holds our record,
+        the lifecycle's refusal if another change came first and now refuses ours."""
+        deadline = time.monotonic() + ACT_TIMEOUT_S
+        while True:
+            cur = await self._stored(a.id)
+            if cur is not None and cur.version > a.version:
+                if _has(cur.records[a.version :], mine):
+                    return cur
+                self._check(cur, action, actor, note, kw)  # raises: another change won
+            if time.monotonic() >= deadline:
+                raise HTTPException(
+                    504,
+                    f"the alerts worker has not confirmed the {action} within "
+                    f"{ACT_TIMEOUT_S:.0f} s; it may still be applied, look at the alert again",
+                )
+            await asyncio.sleep(ACT_POLL_S)
+
+    # ------------------------------------------------------------- silences
+
+    def silences(self, active_at: datetime | None = None) -> list[Silence]:
+        out = list(self._silences.values())
+        if active_at is not None:
+            out = [s for s in out if s.active(active_at)]
+        return sorted(out, key=lambda s: (s.start, s.id))
+
+    def silence(self, silence_id: str) -> Silence | None:
+        return self._silences.get(silence_id)
+
+    def add_silence(self, s: Silence) -> Silence:
+        """Store a silence; the workers pick it up within ``SILENCE_RELOAD_S``."""
+        self._save_silence(s)
+        log.info("silence created", silence=s.id, scope=s.scope.value)
+        return s
+
+    def end_silence(self, silence_id: str, actor: str) -> Silence:
+        """End a silence now (KeyError if unknown); the workers release what it held."""
+        s = self._silences[silence_id]
+        end = max(min(s.end, self.clock()), s.start + timedelta(microseconds=1))
+        ended = s.model_copy(update={"end": end, "ended_by": actor})
+        self._save_silence(ended)
+        log.info("silence ended", silence=s.id)
+        return ended
+
+    def _save_silence(self, s: Silence) -> None:
+        """Written before the request returns (create_app calls this synchronously, so
+        it blocks the loop for one short statement): staff must know the silence holds."""
+        try:
+            self._db_sync(alert_store.save_silence, s.model_dump(mode="json"))
+        except (psycopg.Error, OSError) as exc:
+            raise HTTPException(503, f"the database is not reachable: {exc}") from None
+        self._silences[s.id] = s
+
+    # ------------------------------------------------------------- access log
+
+    def log_access(
+        self,
+        actor: str,
+        role: str,
+        action: str,
+        resident: str | None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Write one access-log row in the background (retried for ``ACCESS_RETRY_S``)."""
+        at = self.clock()
+        task = asyncio.ensure_future(self._write_access(at, actor, role, action, resident, detail))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write_access(
+        self,
+        at: datetime,
+        actor: str,
+        role: str,
+        action: str,
+        resident: str | None,
+        detail: dict[str, Any] | None,
+    ) -> None:
+        deadline = time.monotonic() + ACCESS_RETRY_S
+        delay = 0.2
+        while True:
+            try:
+                await self._db(
+                    access_store.log_access,
+                    at=at,
+                    actor=actor,
+                    role=role,
+                    action=action,
+                    resident=resident,
+                    detail=detail,
+                )
+                return
+            except (psycopg.Error, OSError) as exc:
+                if time.monotonic() + delay > deadline:
+                    self.access_failed += 1
+                    log.error("access log entry lost", action=action, error=type(exc).__name__)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def flush(self) -> None:
+        """Let background access-log writes finish (on shutdown, for a few seconds)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=3.0)
+
+
+def _has(records: Iterable[Record], mine: Record) -> bool:
+    """Whether the action's last record (step, actor, note) is among ``records``."""
+    return any(
+        r.step == mine.step and r.actor == mine.actor and r.note == mine.note for r in records
+    )
+
+
+# --------------------------------------------------------------------- wiring
+
+
+class Database:
+    """A small connection pool: ``call`` for the API's async reads (in a thread),
+    ``call_sync`` for the few writes create_app makes synchronously."""
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        from psycopg_pool import ConnectionPool
+
+        self.pool = ConnectionPool(
+            url, min_size=1, max_size=8, open=False, kwargs={"autocommit": True}, timeout=timeout
+        )
+
+    def open(self) -> None:
+        self.pool.open(wait=False)
+
+    def call_sync(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        with self.pool.connection() as conn:
+            return fn(conn, *args, **kw)
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        return await asyncio.to_thread(self.call_sync, fn, *args, **kw)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class Actions:
+    """The Kafka producer for staff actions (acks=all, like the bridge's), connected in
+    the background so the API answers /healthz while Kafka is still coming up."""
+
+    def __init__(self, settings: Settings, link: _Link) -> None:
+        self.settings = settings
+        self.link = link
+        self.producer: Any = None
+
+    async def connect(self) -> None:
+        from aiokafka import AIOKafkaProducer
+        from aiokafka.errors import KafkaError
+
+        from trygg.distributed.bridge import producer_kwargs
+
+        delay = 0.5
+        while True:
+            producer = AIOKafkaProducer(**producer_kwargs(self.settings))
+            try:
+                await producer.start()
+            except (KafkaError, OSError) as exc:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                log.warning("kafka unavailable, retrying", error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.producer = producer
+            self.link.connected.set()
+            log.info("kafka connected")
+            return
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Return once the broker has the record (acks=all)."""
+        await self.producer.send_and_wait(topic, value, key=key)
+
+    async def close(self) -> None:
+        self.link.connected.clear()
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+
+
+async def _reload_registry(db: Database, runner: ApiRunner, every: float) -> None:
+    """The registry (teams of residents and devices) for the access checks."""
+    while True:
+        try:
+            reg = await db.call(load_registry)
+            if reg != runner._registry:
+                runner._registry = reg
+                log.info("registry loaded", residents=len(reg.residents))
+        except (psycopg.Error, OSError) as exc:
+            log.warning("registry reload failed", error=str(exc).strip()[:200])
+        await asyncio.sleep(every)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:  # run_api owns SIGINT/SIGTERM
+            yield
+
+    return _Server
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve the API and console until ``stop`` is set."""
+    import uvicorn
+
+    from trygg.api.app import create_app
+
+    _Server = _server_class()
+    s = settings
+    sock = _listen(s.http_host, s.http_port)  # first: a taken port fails before anything runs
+    db = Database(s.database_url)
+    db.open()
+    runner = ApiRunner()
+    actions = Actions(s, runner._source)
+    service = DistributedAlertService(
+        s, db=db.call, db_sync=db.call_sync, send=actions.send, runner=runner
+    )
+    app = create_app(service=service, runner=runner, db=db.call)  # type: ignore[arg-type]
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
+    )
+    server = _Server(config)
+    tasks = [
+        asyncio.create_task(server.serve(sockets=[sock]), name="http"),
+        asyncio.create_task(actions.connect(), name="kafka"),
+        asyncio.create_task(service.run_poll(), name="poll"),
+        asyncio.create_task(_reload_registry(db, runner, s.registry_reload_seconds), name="reg"),
+    ]
+    log.info("api listening", url=f"http://{s.http_host}:{s.http_port}/", kafka=s.kafka_bootstrap)
+    await stop.wait()
+    app.state.closing = True
+    server.should_exit = True
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.wait_for(tasks[0], 3)
+    for t in tasks[1:]:
+        t.cancel()
+    for t in tasks[1:]:
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+    await service.flush()
+    await actions.close()
+    sock.close()
+    await asyncio.to_thread(db.close)
+    log.info("api stopped")
+
+
+def run_api(settings: Settings) -> None:
+    """Run ``trygg api`` until SIGINT/SIGTERM."""
+    import signal
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(main())
