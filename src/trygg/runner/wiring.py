@@ -26,7 +26,13 @@ if TYPE_CHECKING:
 log = logs.get("trygg.runner")
 
 
-def build_channels(settings: Any, feed: ConsoleFeed) -> dict[Channel, ChannelImpl]:
+def build_channels(
+    settings: Any, feed: ConsoleFeed, *, mqtt_client_id: str | None = None
+) -> dict[Channel, ChannelImpl]:
+    """The notification channels the settings configure. ``mqtt_client_id``: the MQTT
+    alert channel's own client id (default ``<TRYGG_MQTT_CLIENT_ID>-notify``); processes
+    that run side by side (workers) need one each, or the broker hands one session
+    back and forth between them and every publish waits for a reconnect."""
     from trygg.notify.webhooks import NamedWebhooks
 
     s = settings
@@ -51,7 +57,8 @@ def build_channels(settings: Any, feed: ConsoleFeed) -> dict[Channel, ChannelImp
         )
     from trygg.notify.mqtt import MqttAlerts
 
-    channels[Channel.MQTT] = MqttAlerts(s.mqtt_url, f"{s.mqtt_client_id}-notify", s.site)
+    client_id = mqtt_client_id or f"{s.mqtt_client_id}-notify"
+    channels[Channel.MQTT] = MqttAlerts(s.mqtt_url, client_id, s.site)
     return channels
 
 

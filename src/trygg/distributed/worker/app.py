@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +32,7 @@ from trygg import logs
 from trygg.alerts.gates import Silence
 from trygg.distributed import codecs
 from trygg.distributed.topics import ALERTS_TABLE, RULES_TABLE
-from trygg.distributed.worker.core import AlertsCore, RulesCore, TimerIndex
+from trygg.distributed.worker.core import AlertsCore, Holes, RulesCore, TimerIndex
 from trygg.registry import Registry
 from trygg.settings import Settings
 
@@ -84,6 +87,39 @@ def _patch_fetch_wait(ms: int) -> None:
     create._trygg_wait = ms  # type: ignore[attr-defined]
     create._trygg_orig = base  # type: ignore[attr-defined]
     drv.AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
+
+
+def _keep_records_across_rebalance(app: faust.App) -> None:
+    """Clear the agents' queues *before* seeking to the committed offsets, not after.
+
+    After a rebalance Faust 0.15 seeks every partition to its committed offset and
+    then resumes flow, and resuming clears every agent's queue. Records the fetcher
+    delivered between the seek and the resume are dropped while the consumer's read
+    position has already moved past them, so no agent ever sees them (measured in the
+    take-over test: 38 consecutive events of one partition never reached the rules or
+    the sink, and the sink's checkpoint then moved past them). Clearing first and
+    then seeking loses nothing: whatever was queued is fetched again from the
+    committed offset, and every step here is idempotent (docs/distributed.md).
+    Revocation still clears the queues (Faust's own ``flow_control.clear()``)."""
+    from faust.transport.consumer import Consumer
+
+    fc = app.flow_control
+
+    def resume() -> None:
+        fc._suspend.clear()
+        fc._resume.set()
+
+    fc.resume = resume  # type: ignore[method-assign]
+    if getattr(Consumer.perform_seek, "_trygg", False):
+        return
+    seek = Consumer.perform_seek
+
+    async def perform_seek(self: Any) -> None:
+        self.app.flow_control.clear()
+        await seek(self)
+
+    perform_seek._trygg = True  # type: ignore[attr-defined]
+    Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
@@ -143,6 +179,8 @@ class Worker:
         self.rule_timers = TimerIndex()
         self.alert_timers = TimerIndex()
         self._parts: dict[str, frozenset[int]] = {}
+        self.holes = Holes()
+        self._rules_next: dict[int, int] = {}  # partition -> next offset the rules expect
         self._registry: Registry | None = None
         self.stats: dict[str, int] = {
             "events": 0,
@@ -156,6 +194,7 @@ class Worker:
         if s.kafka_fetch_max_wait_ms is not None:
             _patch_fetch_wait(s.kafka_fetch_max_wait_ms)
         app = faust.App(s.worker_id, **faust_settings(s))
+        _keep_records_across_rebalance(app)
         self.app = app
         n = s.kafka_partitions
 
@@ -180,7 +219,10 @@ class Worker:
 
         async def rules_agent(stream: Any) -> None:
             async for event in stream.events():
-                await self.rules_step(event.key, event.value, event.message.partition)
+                m = event.message
+                if await self._rules_hole(m.partition, m.offset):
+                    continue  # read again from the hole, this record included
+                await self.rules_step(event.key, event.value, m.partition)
 
         async def alerts_agent(stream: Any) -> None:
             async for event in stream.events():
@@ -206,6 +248,7 @@ class Worker:
         if db is not None:
             self.sink_agent = app.agent(sink_channel, name="sink")(sink_agent)
         app.timer(s.worker_timer_interval_s, name="trygg-timers")(self.scan_timers)
+        app.on_partitions_revoked.connect(self._on_revoked)
         if load_registry is not None:
             app.timer(10.0, name="trygg-registry")(self.reload_registry)
         if load_silences is not None:
@@ -299,14 +342,58 @@ class Worker:
     # ------------------------------------------------------------------ sink
 
     async def sink_batch(self, batch: list[tuple[str, int, int, bytes]]) -> None:
-        from trygg.distributed.worker.sink import apply_batch
+        from trygg.distributed.worker.sink import apply_batch, checkpoints
 
         assert self.db is not None
         by_tp: dict[tuple[str, int], list[tuple[int, dict[str, Any]]]] = {}
         for topic, partition, offset, value in batch:
             by_tp.setdefault((topic, partition), []).append((offset, codecs.loads(value)))
-        stored = await self.db(apply_batch, by_tp)
+        cp = await self.db(checkpoints, list(by_tp))
+        # a hole read again (Holes.give_up times) and still there is gone from the topic
+        accept = frozenset(
+            tp for tp in by_tp if cp.get(tp) is not None and self.holes.gone(("sink", tp), cp[tp])
+        )
+        stored, holes = await self.db(apply_batch, by_tp, accept)
         self.stats["stored"] += stored
+        for tp in by_tp:
+            if tp not in holes:
+                self.holes.closed(("sink", tp))
+        for (topic, partition), offset in holes.items():
+            await self._read_again("sink", topic, partition, offset)
+
+    async def _rules_hole(self, partition: int, offset: int) -> bool:
+        """True if the rules agent missed records of ``partition`` before ``offset``
+        (and the partition is being read again from the first of them)."""
+        want = self._rules_next.get(partition)
+        key = ("rules", partition)
+        if want is not None and offset > want and not self.holes.gone(key, want):
+            await self._read_again("rules", self.settings.kafka_events_topic, partition, want)
+            return True
+        if want is not None and offset > want:
+            log.error("events missing from the topic", partition=partition, missing=offset - want)
+        if want is None or offset >= want:
+            self.holes.closed(key)
+        self._rules_next[partition] = offset + 1
+        return False
+
+    def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kw: Any) -> None:
+        """A new owner reads from the committed offset: forget where the rules were."""
+        self._rules_next.clear()
+
+    async def _read_again(self, agent: str, topic: str, partition: int, offset: int) -> None:
+        """Seek a partition back to a record an agent never received.
+
+        Faust can drop a record on its way to one agent but not another (a delivery
+        cut short when a rebalance suspends the flow) and still commit past it; an
+        agent that sees the hole in the offsets reads the partition again from there.
+        Every agent sees those records again; each step is idempotent."""
+        from faust.types import TP
+
+        key = (agent, (topic, partition)) if agent == "sink" else (agent, partition)
+        if not self.holes.ask(key, offset, time.monotonic()):
+            return  # asked already; the re-read records are on their way
+        log.warning("records missed, reading again", agent=agent, topic=topic, partition=partition)
+        await self.app.consumer.seek(TP(topic, partition), offset)
 
     # ------------------------------------------------------------------ timers
 
@@ -461,7 +548,12 @@ def build_worker(settings: Settings) -> Worker:
         db=db,
         load_registry=lambda: asyncio.to_thread(_registry),
         load_silences=lambda: asyncio.to_thread(_silences),
-        channels=build_channels(s, ConsoleFeed()),
+        # one MQTT client id per worker process (workers run side by side)
+        channels=build_channels(
+            s,
+            ConsoleFeed(),
+            mqtt_client_id=f"{s.mqtt_client_id}-{socket.gethostname()}-{os.getpid()}-notify",
+        ),
     )
     w._registry = registry
     return w

@@ -218,6 +218,45 @@ class TimerIndex:
         return best
 
 
+# --------------------------------------------------------------------- holes
+
+
+class Holes:
+    """Holes an agent found in a partition's offsets, and its requests to read them again.
+
+    Faust 0.15 can commit past a record that reached one agent and not another
+    (docs/distributed.md, "Two Faust holes"). An agent that sees every offset of a
+    partition in order (the rules agent on the events topic; the sink on its
+    topics) notices the jump and asks for the partition to be read again from the
+    hole. ``ask`` says whether to seek now (not when the same hole was asked for
+    within ``retry_s``: the re-read records are on their way); after ``give_up``
+    requests the hole is taken as gone from the topic (retention) and passed.
+    """
+
+    def __init__(self, retry_s: float = 1.0, give_up: int = 3) -> None:
+        self.retry_s = retry_s
+        self.give_up = give_up
+        self._asked: dict[Any, tuple[int, int, float]] = {}  # key -> offset, times, when
+
+    def ask(self, key: Any, offset: int, now: float) -> bool:
+        prev = self._asked.get(key)
+        if prev is not None and prev[0] == offset:
+            if now - prev[2] < self.retry_s:
+                return False
+            self._asked[key] = (offset, prev[1] + 1, now)
+        else:
+            self._asked[key] = (offset, 1, now)
+        return True
+
+    def gone(self, key: Any, offset: int) -> bool:
+        """The hole at ``offset`` was read again ``give_up`` times and is still there."""
+        prev = self._asked.get(key)
+        return prev is not None and prev[0] == offset and prev[1] >= self.give_up
+
+    def closed(self, key: Any) -> None:
+        self._asked.pop(key, None)
+
+
 # --------------------------------------------------------------------- alerts
 
 

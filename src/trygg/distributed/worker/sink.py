@@ -16,7 +16,10 @@ from typing import Any
 
 import psycopg
 
+from trygg import logs
 from trygg.store import spooled
+
+log = logs.get("trygg.worker.sink")
 
 _STORED = ("ev", "dl", "achg", "outbox", "dlv", "sil", "acc", "rec", "alert")
 
@@ -42,24 +45,74 @@ def _health(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     return spooled.health_record(devices) if devices else None
 
 
+def checkpoints(
+    conn: psycopg.Connection, tps: list[tuple[str, int]]
+) -> dict[tuple[str, int], int | None]:
+    """The next offset each partition's sink expects (None: nothing stored yet)."""
+    out: dict[tuple[str, int], int | None] = {}
+    for topic, partition in tps:
+        cp = spooled.checkpoint(conn, checkpoint_name(topic, partition))
+        out[(topic, partition)] = cp[1] if cp else None
+    return out
+
+
+def contiguous(
+    items: list[tuple[int, dict[str, Any]]], done: int | None
+) -> tuple[list[tuple[int, dict[str, Any]]], int | None]:
+    """The records to store now, and the first missing offset if there is a hole.
+
+    ``done`` is the checkpoint (next offset expected; None: nothing stored yet).
+    Every record of the sink's topics reaches the sink, in offset order, so the
+    offsets from the checkpoint on must follow each other. Only that unbroken run
+    is stored: a record after a hole waits until the hole is read again, so the
+    checkpoint never moves past a record that was not stored (dead letters are
+    plain inserts: storing them early and again after the re-read would double them).
+    Records below the checkpoint are repeats and are dropped; so are repeated offsets.
+    """
+    run: list[tuple[int, dict[str, Any]]] = []
+    nxt = done
+    for off, rec in sorted({off: rec for off, rec in items}.items()):
+        if nxt is not None and off < nxt:
+            continue  # stored already
+        if nxt is not None and off > nxt:
+            return run, nxt  # a hole: nxt never arrived
+        run.append((off, rec))
+        nxt = off + 1
+    return run, None
+
+
 def apply_batch(
-    conn: psycopg.Connection, by_tp: dict[tuple[str, int], list[tuple[int, dict[str, Any]]]]
-) -> int:
-    """Store each partition's records past its checkpoint; returns events stored."""
+    conn: psycopg.Connection,
+    by_tp: dict[tuple[str, int], list[tuple[int, dict[str, Any]]]],
+    accept_holes: frozenset[tuple[str, int]] = frozenset(),
+) -> tuple[int, dict[tuple[str, int], int]]:
+    """Store each partition's unbroken run past its checkpoint.
+
+    Returns the events stored and, per partition with a hole, the offset to read
+    again from. A partition in ``accept_holes`` (the hole was read again and is
+    still there: deleted by retention) is stored past its hole, with an error logged.
+    """
     stored = 0
+    holes: dict[tuple[str, int], int] = {}
     for (topic, partition), items in by_tp.items():
         name = checkpoint_name(topic, partition)
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
             cp = spooled.checkpoint(conn, name)
-            done = cp[1] if cp else 0
-            todo = [r for off, r in items if off >= done and r.get("op") in _STORED]
-            last = max(off for off, _ in items) + 1
-            if last <= done:
+            done = cp[1] if cp else None
+            run, hole = contiguous(items, done)
+            if hole is not None and (topic, partition) in accept_holes and not run:
+                first = min(off for off, _ in items if off > hole)
+                log.error("records missing from the topic", checkpoint=name, missing=first - hole)
+                run, hole = contiguous(items, first)
+            if hole is not None:
+                holes[(topic, partition)] = hole
+            if not run:
                 continue
+            todo = [r for _, r in run if r.get("op") in _STORED]
             h = _health(todo)
             if h is not None:
                 todo.append(h)
-            n, _dead = spooled.apply(conn, name, todo, (0, last))
+            n, _dead = spooled.apply(conn, name, todo, (0, run[-1][0] + 1))
             stored += n
-    return stored
+    return stored, holes
