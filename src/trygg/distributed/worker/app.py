@@ -37,6 +37,7 @@ from trygg.registry import Registry
 from trygg.settings import Settings
 
 log = logs.get("trygg.worker")
+TAIL_CHECK_S = 2.0  # how often a worker looks for records missed at a partition's end
 SILENCE_RELOAD_S = 2.0  # how soon a silence made with `trygg api` reaches the gates
 
 
@@ -181,6 +182,7 @@ class Worker:
         self._parts: dict[str, frozenset[int]] = {}
         self.holes = Holes()
         self._rules_next: dict[int, int] = {}  # partition -> next offset the rules expect
+        self._seen_at: dict[Any, float] = {}  # (agent, partition) -> when a record last came
         self._registry: Registry | None = None
         self.stats: dict[str, int] = {
             "events": 0,
@@ -249,6 +251,7 @@ class Worker:
             self.sink_agent = app.agent(sink_channel, name="sink")(sink_agent)
         app.timer(s.worker_timer_interval_s, name="trygg-timers")(self.scan_timers)
         app.on_partitions_revoked.connect(self._on_revoked)
+        app.timer(TAIL_CHECK_S, name="trygg-tails")(self.check_tails)
         if load_registry is not None:
             app.timer(10.0, name="trygg-registry")(self.reload_registry)
         if load_silences is not None:
@@ -348,6 +351,9 @@ class Worker:
         by_tp: dict[tuple[str, int], list[tuple[int, dict[str, Any]]]] = {}
         for topic, partition, offset, value in batch:
             by_tp.setdefault((topic, partition), []).append((offset, codecs.loads(value)))
+        now = time.monotonic()
+        for tp in by_tp:
+            self._seen_at[("sink", tp)] = now
         cp = await self.db(checkpoints, list(by_tp))
         # a hole read again (Holes.give_up times) and still there is gone from the topic
         accept = frozenset(
@@ -366,6 +372,7 @@ class Worker:
         (and the partition is being read again from the first of them)."""
         want = self._rules_next.get(partition)
         key = ("rules", partition)
+        self._seen_at[key] = time.monotonic()
         if want is not None and offset > want and not self.holes.gone(key, want):
             await self._read_again("rules", self.settings.kafka_events_topic, partition, want)
             return True
@@ -375,6 +382,48 @@ class Worker:
             self.holes.closed(key)
         self._rules_next[partition] = offset + 1
         return False
+
+    async def check_tails(self) -> None:
+        """Read again the end of a partition an agent has gone quiet short of.
+
+        A record missed at the end of a partition leaves no hole for a later record
+        to show (a dead letter is often the only record of its partition for a
+        while). So every ``TAIL_CHECK_S``: a partition whose rules or sink position
+        is short of the broker's end offset, with nothing received for as long, is
+        read again from that position."""
+        from faust.types import TP
+
+        from trygg.distributed.worker.sink import checkpoints
+
+        if not self._ready():
+            return
+        s = self.settings
+        c = self.app.consumer
+        now = time.monotonic()
+
+        def quiet(key: Any) -> bool:
+            return now - self._seen_at.get(key, 0.0) > TAIL_CHECK_S
+
+        def end(topic: str, p: int) -> int | None:
+            try:
+                return c.highwater(TP(topic, p))
+            except Exception:  # not fetched yet: nothing known
+                return None
+
+        events = s.kafka_events_topic
+        for p in self._owned(events):
+            want, hw = self._rules_next.get(p), end(events, p)
+            if want is not None and hw is not None and want < hw and quiet(("rules", p)):
+                await self._read_again("rules", events, p, want)
+        if self.db is None:
+            return
+        topics = (events, s.kafka_dead_letters_topic, s.kafka_records_topic)
+        tps = [(t, p) for t in topics for p in sorted(self._owned(t))]
+        cps = await self.db(checkpoints, tps)
+        for topic, p in tps:
+            have, hw = cps.get((topic, p)) or 0, end(topic, p)
+            if hw is not None and have < hw and quiet(("sink", (topic, p))):
+                await self._read_again("sink", topic, p, have)
 
     def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kw: Any) -> None:
         """A new owner reads from the committed offset: forget where the rules were."""
@@ -390,6 +439,8 @@ class Worker:
         from faust.types import TP
 
         key = (agent, (topic, partition)) if agent == "sink" else (agent, partition)
+        if self.holes.gone(key, offset):
+            return  # read again three times: not in the topic any more
         if not self.holes.ask(key, offset, time.monotonic()):
             return  # asked already; the re-read records are on their way
         log.warning("records missed, reading again", agent=agent, topic=topic, partition=partition)
