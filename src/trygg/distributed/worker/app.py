@@ -182,7 +182,7 @@ class Worker:
         self._parts: dict[str, frozenset[int]] = {}
         self.holes = Holes()
         self._rules_next: dict[int, int] = {}  # partition -> next offset the rules expect
-        self._seen_at: dict[Any, float] = {}  # (agent, partition) -> when a record last came
+        self._seen_at: dict[str, float] = {}  # agent -> when it last received a record
         self._registry: Registry | None = None
         self.stats: dict[str, int] = {
             "events": 0,
@@ -222,8 +222,8 @@ class Worker:
         async def rules_agent(stream: Any) -> None:
             async for event in stream.events():
                 m = event.message
-                if await self._rules_hole(m.partition, m.offset):
-                    continue  # read again from the hole, this record included
+                if await self._rules_skip(m.partition, m.offset):
+                    continue  # applied already, or read again from a hole before it
                 await self.rules_step(event.key, event.value, m.partition)
 
         async def alerts_agent(stream: Any) -> None:
@@ -351,9 +351,7 @@ class Worker:
         by_tp: dict[tuple[str, int], list[tuple[int, dict[str, Any]]]] = {}
         for topic, partition, offset, value in batch:
             by_tp.setdefault((topic, partition), []).append((offset, codecs.loads(value)))
-        now = time.monotonic()
-        for tp in by_tp:
-            self._seen_at[("sink", tp)] = now
+        self._seen_at["sink"] = time.monotonic()
         cp = await self.db(checkpoints, list(by_tp))
         # a hole read again (Holes.give_up times) and still there is gone from the topic
         accept = frozenset(
@@ -367,19 +365,24 @@ class Worker:
         for (topic, partition), offset in holes.items():
             await self._read_again("sink", topic, partition, offset)
 
-    async def _rules_hole(self, partition: int, offset: int) -> bool:
-        """True if the rules agent missed records of ``partition`` before ``offset``
-        (and the partition is being read again from the first of them)."""
+    async def _rules_skip(self, partition: int, offset: int) -> bool:
+        """Whether the rules agent skips this record of ``partition``.
+
+        Below the next offset it expects: applied already (a partition read again for
+        the sink's sake, or sought back to its committed offset); the recent event
+        keys in the state would catch only the last few of such a run. Above it: a
+        hole, and the partition is read again from the first missing record."""
         want = self._rules_next.get(partition)
         key = ("rules", partition)
-        self._seen_at[key] = time.monotonic()
-        if want is not None and offset > want and not self.holes.gone(key, want):
-            await self._read_again("rules", self.settings.kafka_events_topic, partition, want)
+        self._seen_at["rules"] = time.monotonic()
+        if want is not None and offset < want:
             return True
         if want is not None and offset > want:
+            if not self.holes.gone(key, want):
+                await self._read_again("rules", self.settings.kafka_events_topic, partition, want)
+                return True
             log.error("events missing from the topic", partition=partition, missing=offset - want)
-        if want is None or offset >= want:
-            self.holes.closed(key)
+        self.holes.closed(key)
         self._rules_next[partition] = offset + 1
         return False
 
@@ -388,9 +391,10 @@ class Worker:
 
         A record missed at the end of a partition leaves no hole for a later record
         to show (a dead letter is often the only record of its partition for a
-        while). So every ``TAIL_CHECK_S``: a partition whose rules or sink position
-        is short of the broker's end offset, with nothing received for as long, is
-        read again from that position."""
+        while). So every ``TAIL_CHECK_S``, if the rules agent (or the sink) has
+        received nothing at all for as long, a partition whose position is short of
+        the broker's end offset is read again from that position. A busy agent is
+        behind, not short: reading again then would only repeat work."""
         from faust.types import TP
 
         from trygg.distributed.worker.sink import checkpoints
@@ -401,7 +405,7 @@ class Worker:
         c = self.app.consumer
         now = time.monotonic()
 
-        def quiet(key: Any) -> bool:
+        def quiet(key: str) -> bool:
             return now - self._seen_at.get(key, 0.0) > TAIL_CHECK_S
 
         def end(topic: str, p: int) -> int | None:
@@ -411,25 +415,29 @@ class Worker:
                 return None
 
         events = s.kafka_events_topic
-        for p in self._owned(events):
-            want, hw = self._rules_next.get(p), end(events, p)
-            if want is not None and hw is not None and want < hw and quiet(("rules", p)):
-                await self._read_again("rules", events, p, want)
-        if self.db is None:
+        # only an agent with nothing to do: a busy one is behind, not short
+        if quiet("rules"):
+            for p in self._owned(events):
+                want, hw = self._rules_next.get(p), end(events, p)
+                if want is not None and hw is not None and want < hw:
+                    await self._read_again("rules", events, p, want, end=hw)
+        if self.db is None or not quiet("sink"):
             return
         topics = (events, s.kafka_dead_letters_topic, s.kafka_records_topic)
         tps = [(t, p) for t in topics for p in sorted(self._owned(t))]
         cps = await self.db(checkpoints, tps)
         for topic, p in tps:
             have, hw = cps.get((topic, p)) or 0, end(topic, p)
-            if hw is not None and have < hw and quiet(("sink", (topic, p))):
-                await self._read_again("sink", topic, p, have)
+            if hw is not None and have < hw:
+                await self._read_again("sink", topic, p, have, end=hw)
 
     def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kw: Any) -> None:
         """A new owner reads from the committed offset: forget where the rules were."""
         self._rules_next.clear()
 
-    async def _read_again(self, agent: str, topic: str, partition: int, offset: int) -> None:
+    async def _read_again(
+        self, agent: str, topic: str, partition: int, offset: int, *, end: int | None = None
+    ) -> None:
         """Seek a partition back to a record an agent never received.
 
         Faust can drop a record on its way to one agent but not another (a delivery
@@ -443,7 +451,13 @@ class Worker:
             return  # read again three times: not in the topic any more
         if not self.holes.ask(key, offset, time.monotonic()):
             return  # asked already; the re-read records are on their way
-        log.warning("records missed, reading again", agent=agent, topic=topic, partition=partition)
+        log.warning(
+            "records missed, reading again",
+            agent=agent,
+            topic=topic,
+            partition=partition,
+            missed=(end - offset) if end is not None else "a hole",
+        )
         await self.app.consumer.seek(TP(topic, partition), offset)
 
     # ------------------------------------------------------------------ timers

@@ -225,7 +225,7 @@ class Holes:
     """Holes an agent found in a partition's offsets, and its requests to read them again.
 
     Faust 0.15 can commit past a record that reached one agent and not another
-    (docs/distributed.md, "Two Faust holes"). An agent that sees every offset of a
+    (docs/distributed.md, "Faust's holes"). An agent that sees every offset of a
     partition in order (the rules agent on the events topic; the sink on its
     topics) notices the jump and asks for the partition to be read again from the
     hole. ``ask`` says whether to seek now (not when the same hole was asked for
