@@ -67,14 +67,14 @@ def test_a_hole_that_stays_after_reading_again_is_accepted(db: str) -> None:
     assert count(db, "SELECT count(*) FROM dead_letters") == 3
 
 
-def test_holes_are_asked_for_again_after_a_while_and_given_up_after_three() -> None:
-    h = Holes(retry_s=1.0, give_up=3)
+def test_holes_are_asked_for_again_after_a_while_and_checked_after_three() -> None:
+    h = Holes(retry_s=1.0, check_after=3)
     assert h.ask("k", 5, 0.0)
     assert not h.ask("k", 5, 0.5)  # the re-read is on its way
     assert h.ask("k", 5, 1.5)
-    assert not h.gone("k", 5)
+    assert h.pending("k") == 5 and not h.stubborn("k")
     assert h.ask("k", 5, 3.0)
-    assert h.gone("k", 5)  # three re-reads and still missing: gone from the topic
-    assert h.ask("k", 7, 3.1) and not h.gone("k", 7)  # a new hole starts over
+    assert h.stubborn("k")  # time to ask the broker whether 5 is still in the topic
+    assert h.ask("k", 7, 3.1) and not h.stubborn("k")  # a new hole starts over
     h.closed("k")
-    assert h.ask("k", 7, 3.2)
+    assert h.pending("k") is None

@@ -181,6 +181,7 @@ class Worker:
         self.alert_timers = TimerIndex()
         self._parts: dict[str, frozenset[int]] = {}
         self.holes = Holes()
+        self._earliest_asked: dict[Any, float] = {}  # hole key -> when the broker was asked
         self._rules_next: dict[int, int] = {}  # partition -> next offset the rules expect
         self._seen_at: dict[str, float] = {}  # agent -> when it last received a record
         self._registry: Registry | None = None
@@ -345,18 +346,14 @@ class Worker:
     # ------------------------------------------------------------------ sink
 
     async def sink_batch(self, batch: list[tuple[str, int, int, bytes]]) -> None:
-        from trygg.distributed.worker.sink import apply_batch, checkpoints
+        from trygg.distributed.worker.sink import apply_batch
 
         assert self.db is not None
         by_tp: dict[tuple[str, int], list[tuple[int, dict[str, Any]]]] = {}
         for topic, partition, offset, value in batch:
             by_tp.setdefault((topic, partition), []).append((offset, codecs.loads(value)))
         self._seen_at["sink"] = time.monotonic()
-        cp = await self.db(checkpoints, list(by_tp))
-        # a hole read again (Holes.give_up times) and still there is gone from the topic
-        accept = frozenset(
-            tp for tp in by_tp if cp.get(tp) is not None and self.holes.gone(("sink", tp), cp[tp])
-        )
+        accept = frozenset([tp for tp in by_tp if await self._gone(("sink", tp), *tp)])
         stored, holes = await self.db(apply_batch, by_tp, accept)
         self.stats["stored"] += stored
         for tp in by_tp:
@@ -378,13 +375,33 @@ class Worker:
         if want is not None and offset < want:
             return True
         if want is not None and offset > want:
-            if not self.holes.gone(key, want):
+            if not await self._gone(key, self.settings.kafka_events_topic, partition):
                 await self._read_again("rules", self.settings.kafka_events_topic, partition, want)
                 return True
             log.error("events missing from the topic", partition=partition, missing=offset - want)
         self.holes.closed(key)
         self._rules_next[partition] = offset + 1
         return False
+
+    async def _gone(self, key: Any, topic: str, partition: int) -> bool:
+        """Whether the hole pending under ``key`` is no longer in the topic: asked for
+        several times, and the broker's earliest offset is past it (retention)."""
+        from faust.types import TP
+
+        hole = self.holes.pending(key)
+        if hole is None or not self.holes.stubborn(key):
+            return False
+        now = time.monotonic()
+        if now - self._earliest_asked.get(key, 0.0) < 1.0:
+            return False  # asked the broker a moment ago
+        self._earliest_asked[key] = now
+        tp = TP(topic, partition)
+        try:
+            earliest = (await self.app.consumer.earliest_offsets(tp)).get(tp)
+        except Exception as exc:  # the broker will say next time
+            log.warning("earliest offset unknown", topic=topic, error=str(exc)[:200])
+            return False
+        return earliest is not None and earliest > hole
 
     async def check_tails(self) -> None:
         """Read again the end of a partition an agent has gone quiet short of.
@@ -447,8 +464,6 @@ class Worker:
         from faust.types import TP
 
         key = (agent, (topic, partition)) if agent == "sink" else (agent, partition)
-        if self.holes.gone(key, offset):
-            return  # read again three times: not in the topic any more
         if not self.holes.ask(key, offset, time.monotonic()):
             return  # asked already; the re-read records are on their way
         log.warning(
