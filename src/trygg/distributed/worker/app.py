@@ -353,12 +353,12 @@ class Worker:
         for topic, partition, offset, value in batch:
             by_tp.setdefault((topic, partition), []).append((offset, codecs.loads(value)))
         self._seen_at["sink"] = time.monotonic()
-        accept = frozenset([tp for tp in by_tp if await self._gone(("sink", tp), *tp)])
+        accept = frozenset([tp for tp in by_tp if await self._gone("sink", *tp)])
         stored, holes = await self.db(apply_batch, by_tp, accept)
         self.stats["stored"] += stored
         for tp in by_tp:
             if tp not in holes:
-                self.holes.closed(("sink", tp))
+                self.holes.closed(("sink", *tp))
         for (topic, partition), offset in holes.items():
             await self._read_again("sink", topic, partition, offset)
 
@@ -370,24 +370,26 @@ class Worker:
         keys in the state would catch only the last few of such a run. Above it: a
         hole, and the partition is read again from the first missing record."""
         want = self._rules_next.get(partition)
-        key = ("rules", partition)
+        topic = self.settings.kafka_events_topic
+        key = ("rules", topic, partition)
         self._seen_at["rules"] = time.monotonic()
         if want is not None and offset < want:
             return True
         if want is not None and offset > want:
-            if not await self._gone(key, self.settings.kafka_events_topic, partition):
-                await self._read_again("rules", self.settings.kafka_events_topic, partition, want)
+            if not await self._gone("rules", topic, partition):
+                await self._read_again("rules", topic, partition, want)
                 return True
             log.error("events missing from the topic", partition=partition, missing=offset - want)
         self.holes.closed(key)
         self._rules_next[partition] = offset + 1
         return False
 
-    async def _gone(self, key: Any, topic: str, partition: int) -> bool:
-        """Whether the hole pending under ``key`` is no longer in the topic: asked for
+    async def _gone(self, agent: str, topic: str, partition: int) -> bool:
+        """Whether the agent's pending hole in the partition is no longer in the topic: asked for
         several times, and the broker's earliest offset is past it (retention)."""
         from faust.types import TP
 
+        key = (agent, topic, partition)
         hole = self.holes.pending(key)
         if hole is None or not self.holes.stubborn(key):
             return False
@@ -463,7 +465,7 @@ class Worker:
         Every agent sees those records again; each step is idempotent."""
         from faust.types import TP
 
-        key = (agent, (topic, partition)) if agent == "sink" else (agent, partition)
+        key = (agent, topic, partition)
         if not self.holes.ask(key, offset, time.monotonic()):
             return  # asked already; the re-read records are on their way
         log.warning(
