@@ -2,15 +2,16 @@
 
     paho thread --Message--> queue --> decode --> dedup --> rules --> alerts --> notify
                                            \\--> spool (fsync) --> PUBACK
-                                                  spool --> drainer --> store (exactly once)
+                            spool files --> drainer process --> store (exactly once)
 
 The paho network thread only enqueues. The consumer task drains the queue in
 batches: it decodes, drops re-deliveries, runs the rule engine at once (an
 alarm never waits for the database), appends the batch to the local spool,
-and only then acknowledges the batch's messages, in order. The drainer
-writes the spool to PostgreSQL whenever PostgreSQL is there; while it is not,
-the spool grows (bounded) and alerting goes on. A timer task drives the
-engine's absence timers from the wall clock.
+and only then acknowledges the batch's messages, in order. The drainer, a
+process of its own (trygg.runner.drainer), writes the spool to PostgreSQL
+whenever PostgreSQL is there; while it is not, the spool grows (bounded) and
+alerting goes on. A timer task drives the engine's absence timers from the
+wall clock.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from trygg.rules import CarePlanError, CatalogueError, Engine, load_catalogue
 from trygg.rules.catalogue import default_rules_dir
 from trygg.rules.versions import catalogue_content, catalogue_of
 from trygg.runner.alerting import AlertService
-from trygg.runner.spool import Position, Spool
+from trygg.runner.drainer import DrainerProcess
+from trygg.runner.spool import Spool
 from trygg.settings import Settings
 from trygg.store import spooled
 from trygg.store.events import StoredEvent
@@ -91,7 +93,6 @@ class Handoff:
 
     messages: list[Message]
     records: list[spooled.Record]
-    live: list[Any]
     replies: list[tuple[str, bytes]]
 
 
@@ -116,11 +117,10 @@ class EmbeddedRunner:
         self._handoff: deque[Handoff] = deque()
         self._handoff_ready = asyncio.Event()
         self._wake_timers = asyncio.Event()
-        self._wake_drain = asyncio.Event()
         self.ready = asyncio.Event()
         self._pool: ConnectionPool | None = None
         self._spool: Spool | None = None
-        self._stored_to: Position | None = None
+        self._drainer: DrainerProcess | None = None
         # (monotonic, delay), delays increasing front to back: a sliding-window minimum
         self._lags: deque[tuple[float, timedelta]] = deque()
         self._registry: Registry = Registry()
@@ -347,6 +347,15 @@ class EmbeddedRunner:
         )
         self._pool.open(wait=False)
         self._spool = Spool(s.spool_dir / self.spool_name, max_bytes=s.spool_max_mb << 20)
+        self._drainer = DrainerProcess(
+            self._spool.dir,
+            self.spool_name,
+            s.database_url,
+            s.log_format,
+            s.log_level,
+            on_stored=self._stored,
+        )
+        await self._drainer.start()
         # The registry is the one thing we cannot start without.
         if s.registry is not None:
             # TRYGG_REGISTRY: the file is the source of truth at start-up.
@@ -380,7 +389,6 @@ class EmbeddedRunner:
         tasks = [
             asyncio.create_task(self._consume(), name="consume"),
             asyncio.create_task(self._commit(source), name="commit"),
-            asyncio.create_task(self._drain(), name="drain"),
             asyncio.create_task(self._timers(), name="timers"),
             asyncio.create_task(self._reload_registry(), name="registry"),
             asyncio.create_task(self._retention(), name="retention"),
@@ -402,10 +410,9 @@ class EmbeddedRunner:
         for t in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._drain_once(), 5)  # best effort; the spool keeps the rest
         await self._stop_alerting()
         self._spool.close()
+        await self._drainer.stop(within=5)  # best effort; the spool keeps the rest
         self._pool.close()
 
     def _spawn(self, coro: Any) -> None:
@@ -452,9 +459,10 @@ class EmbeddedRunner:
         checked = 0.0  # when the spool's size was last checked (a directory listing)
         while True:
             while (
-                self._stored_to is not None
+                self._drainer is not None
+                and self._drainer.position is not None
                 and time.monotonic() - checked > 0.5
-                and self._spool.full(self._stored_to)
+                and self._spool.full(self._drainer.position)
             ):
                 log.warning(
                     "spool full: holding messages at the broker until the database catches up"
@@ -465,7 +473,6 @@ class EmbeddedRunner:
             received = _now()
             assert self._decoder is not None
             records: list[spooled.Record] = []
-            live: list[Any] = []  # the same records as objects, for the drainer (Spool.read)
             replies: list[tuple[str, bytes]] = []  # SCAIP <mrs>, sent once handed off
             health = HealthBatch()
             batch_lag: timedelta | None = None
@@ -481,8 +488,7 @@ class EmbeddedRunner:
                 if out.reply is not None:
                     replies.append(out.reply)
                 for d in out.dead:
-                    records.append(r := spooled.dead_letter_record(d))
-                    live.append(r)
+                    records.append(spooled.dead_letter_record(d))
                     log.info("dead letter", device=d.device, reason=d.reason)
                 for ev in out.events:
                     self.stats.events += 1
@@ -493,11 +499,9 @@ class EmbeddedRunner:
                     if self.engine.is_late(ev):
                         # Beyond the allowed lateness: stored and flagged, not evaluated.
                         self.stats.late += 1
-                        live.append(stored := StoredEvent(ev, received, True))
-                        records.append(spooled.event_record(stored))
+                        records.append(spooled.event_record(StoredEvent(ev, received, True)))
                         continue
-                    live.append(stored := StoredEvent(ev, received))
-                    records.append(spooled.event_record(stored))
+                    records.append(spooled.event_record(StoredEvent(ev, received)))
                     lag = received - ev.time
                     if batch_lag is None or lag < batch_lag:
                         batch_lag = lag
@@ -506,7 +510,7 @@ class EmbeddedRunner:
                         self._signal(sig)
                     self._shadow_process(ev)
             if health.devices:
-                live.append(
+                records.append(
                     spooled.health_record(
                         {
                             d: (
@@ -518,14 +522,13 @@ class EmbeddedRunner:
                         }
                     )
                 )
-                records.append(live[-1])
             if batch_lag is not None:
                 self._note_lag(batch_lag)
             # Wake the timer task only for a deadline earlier than it will wake anyway.
             due = self.engine.next_deadline()
             if due is not None and (self._timer_due is None or due < self._timer_due):
                 self._wake_timers.set()
-            self._handoff.append(Handoff(batch, records, live, replies))
+            self._handoff.append(Handoff(batch, records, replies))
             self._handoff_ready.set()
             await asyncio.sleep(0)  # let I/O (webhooks, the console feed) go on between batches
 
@@ -545,18 +548,14 @@ class EmbeddedRunner:
             done: list[Handoff] = []
             while self._handoff:
                 done.append(self._handoff.popleft())
-            if len(done) == 1:
-                records, live = done[0].records, done[0].live
-            else:
-                records = [r for h in done for r in h.records]
-                live = [r for h in done for r in h.live]
-            await asyncio.to_thread(self._spool.append, records, live)
+            records = [r for h in done for r in h.records]
+            await asyncio.to_thread(self._spool.append, records)
             for h in done:
                 for topic, reply in h.replies:
                     source.publish(topic, reply, qos=1)
                 for msg in h.messages:
                     source.ack(msg)
-            self._wake_drain.set()
+            self._stored_soon()
 
     async def _timers(self) -> None:
         while True:
@@ -643,29 +642,18 @@ class EmbeddedRunner:
             except psycopg.Error as exc:
                 log.error("retention failed; trying again tomorrow", error=str(exc).strip()[:300])
 
-    # --- store --------------------------------------------------------------
-    async def _drain_once(self) -> int:
-        assert self._spool is not None
-        if self._stored_to is None:
-            cp = await self._db_retry("read spool checkpoint", spooled.checkpoint, self.spool_name)
-            segs = self._spool.segments()
-            self._stored_to = Position(*cp) if cp else Position(segs[0] if segs else 1, 0)
-        records, upto = await asyncio.to_thread(self._spool.read, self._stored_to)
-        if records:
-            stored, dead = await self._db_retry(
-                "write spool", spooled.apply, self.spool_name, records, (upto.segment, upto.offset)
-            )
-            self.stats.stored += stored
-            self.stats.dead_letters += dead
-        self._stored_to = upto
-        self._spool.release(upto)
-        self.stats.spool_bytes = self._spool.pending_bytes(upto)
-        return len(records)
+    # --- store (the drainer process) ----------------------------------------
+    def _stored(self, stored: int, dead: int) -> None:
+        """The drainer stored a run: statistics and the spool's fill level."""
+        self.stats.stored += stored
+        self.stats.dead_letters += dead
+        if self._spool is not None and self._drainer is not None and self._drainer.position:
+            self.stats.spool_bytes = self._spool.pending_bytes(self._drainer.position)
 
-    async def _drain(self) -> None:
-        while True:
-            if await self._drain_once() == 0:
-                await _wait_or_timeout(self._wake_drain, 1.0)
+    def _stored_soon(self) -> None:
+        """Something was appended to the spool: the drainer should look."""
+        if self._drainer is not None:
+            self._drainer.wake()
 
     # --- alerts -------------------------------------------------------------
     async def _start_alerting(self, loop: asyncio.AbstractEventLoop) -> AlertService:

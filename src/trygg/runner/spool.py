@@ -9,6 +9,9 @@ one record, as spools written before 2026-11-29 have it)::
 
     spool-000001.jsonl  spool-000002.jsonl ...
 
+One process writes (``Spool``, the runner); another reads (``SpoolReader``,
+the drainer process, trygg.runner.drainer), from the files alone: the two
+share nothing but the directory, so the reader can run on the other core.
 A reader drains records from a position ``(segment, offset)``; the drainer
 stores that position in the database in the same transaction as the records
 (see ``trygg.store.spooled``), so replay after a crash applies each record
@@ -16,12 +19,11 @@ exactly once. Segments wholly before the stored position are deleted. The
 spool is bounded: ``full`` tells the runner to stop taking messages, and the
 broker keeps them meanwhile.
 
-The disk is for crashes. While the process lives, the drainer usually wants
-what was appended a moment ago, so ``append`` may also keep the caller's own
-objects for that run of records (a bounded in-memory tail) and ``read``
-returns those instead of parsing the lines back: the same records, without a
-JSON round trip. Whatever is not in the tail (after a restart, or after a
-long database outage pushed it out) is read from disk.
+What makes reading while the writer appends safe: a reader takes only whole
+lines (a line still being written has no newline yet), and the writer opens
+the next segment only after the last line of the current one is written, so
+a reader that sees the next segment exist reads the current one to its end
+once more before it moves on.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,6 @@ class Spool:
         directory: Path,
         segment_bytes: int = 64 << 20,
         max_bytes: int = 4 << 30,
-        tail_records: int = 50_000,
     ) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -65,17 +65,13 @@ class Spool:
         self._wf = open(path, "ab")  # noqa: SIM115 - held open for the spool's life
         self._wsize = self._wf.tell()
         self._lock = threading.Lock()  # appends come from several worker threads
-        # (start, end, live records) of recent appends; at most tail_records records
-        self._tail: deque[tuple[Position, Position, Sequence[Any]]] = deque()
-        self._tail_records = 0
-        self._tail_max = tail_records
 
     # --- layout -------------------------------------------------------------
     def _path(self, seg: int) -> Path:
-        return self.dir / f"spool-{seg:06d}.jsonl"
+        return _path(self.dir, seg)
 
     def segments(self) -> list[int]:
-        return sorted(int(m.group(1)) for p in self.dir.iterdir() if (m := _SEG.match(p.name)))
+        return _segments(self.dir)
 
     @staticmethod
     def _repair(path: Path) -> None:
@@ -94,20 +90,13 @@ class Spool:
         with self._lock:
             return Position(self._wseg, self._wsize)
 
-    def append(
-        self, records: Sequence[dict[str, Any]], live: Sequence[Any] | None = None
-    ) -> Position:
-        """Append records durably (write + fsync); return the new end position.
-
-        ``live``, if given, is what ``read`` returns for this run instead of
-        parsing ``records`` back from disk (the caller's own objects for them).
-        """
+    def append(self, records: Sequence[dict[str, Any]]) -> Position:
+        """Append records durably (write + fsync); return the new end position."""
         # One line per append, a JSON array of its records: one encoder call.
         buf = orjson.dumps(records if isinstance(records, list) else list(records)) + b"\n"
         if not records:
             buf = b""
         with self._lock:
-            start = Position(self._wseg, self._wsize)
             if buf:
                 self._wf.write(buf)
                 self._wf.flush()
@@ -118,13 +107,7 @@ class Spool:
                 self._wseg += 1
                 self._wf = open(self._path(self._wseg), "ab")  # noqa: SIM115
                 self._wsize = 0
-            end = Position(self._wseg, self._wsize)
-            if live is not None and buf:
-                self._tail.append((start, end, live))
-                self._tail_records += len(live)
-                while self._tail_records > self._tail_max:
-                    self._tail_records -= len(self._tail.popleft()[2])
-            return end
+            return Position(self._wseg, self._wsize)
 
     def pending_bytes(self, since: Position) -> int:
         total = 0
@@ -145,48 +128,64 @@ class Spool:
     def full(self, since: Position) -> bool:
         return self.pending_bytes(since) >= self.max_bytes
 
-    # --- reading ------------------------------------------------------------
+    def close(self) -> None:
+        self._wf.close()
+
+
+def _path(directory: Path, seg: int) -> Path:
+    return directory / f"spool-{seg:06d}.jsonl"
+
+
+def _segments(directory: Path) -> list[int]:
+    return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _SEG.match(p.name)))
+
+
+class SpoolReader:
+    """Reads a spool that another process appends to; deletes what is stored."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def segments(self) -> list[int]:
+        return _segments(self.dir)
+
+    def first(self) -> Position:
+        """Where a reader with no stored position starts: the oldest segment."""
+        segs = self.segments()
+        return Position(segs[0] if segs else 1, 0)
+
+    def holds(self, pos: Position) -> bool:
+        """Whether ``pos`` lies within the spool as it is on disk."""
+        try:
+            return _path(self.dir, pos.segment).stat().st_size >= pos.offset
+        except FileNotFoundError:
+            return pos.offset == 0 and not any(s > pos.segment for s in self.segments())
+
     def read(
         self, start: Position, max_records: int = 5000
     ) -> tuple[list[dict[str, Any]], Position]:
-        """Records after ``start`` (about ``max_records``) and the position after them.
-
-        From the in-memory tail when it holds ``start`` (whole appended runs,
-        so possibly a few more than ``max_records``), else from disk up to
-        where the tail begins.
-        """
-        with self._lock:
-            tail = self._tail
-            while tail and tail[0][1] <= start:
-                self._tail_records -= len(tail.popleft()[2])
-            if tail and tail[0][0] == start:
-                live: list[Any] = []
-                pos = start
-                for first, last, recs in tail:
-                    if first != pos or len(live) >= max_records:
-                        break
-                    live.extend(recs)
-                    pos = last
-                return live, pos
-            # Read the disk up to the tail's next run boundary, so the next read lines up.
-            if not tail:
-                end = Position(self._wseg, self._wsize)
-            else:
-                end = tail[0][0] if start < tail[0][0] else tail[0][1]
+        """Whole records after ``start`` (about ``max_records``: whole lines, so
+        possibly a few more) and the position after them."""
         out: list[dict[str, Any]] = []
         pos = start
-        while len(out) < max_records and pos < end:
-            path = self._path(pos.segment)
-            limit = end.offset if pos.segment == end.segment else None
-            if not path.exists():
-                pos = Position(pos.segment + 1, 0)
+        while len(out) < max_records:
+            path = _path(self.dir, pos.segment)
+            try:
+                f = open(path, "rb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                later = [s for s in self.segments() if s > pos.segment]
+                if not later:
+                    break  # nothing written yet
+                pos = Position(later[0], 0)
                 continue
-            with open(path, "rb") as f:
+            with f:
                 f.seek(pos.offset)
                 offset = pos.offset
-                while len(out) < max_records and (limit is None or offset < limit):
+                at_end = False
+                while len(out) < max_records:
                     line = f.readline()
-                    if not line or not line.endswith(b"\n"):
+                    if not line.endswith(b"\n"):
+                        at_end = not line  # a line without its newline is still being written
                         break
                     offset += len(line)
                     doc = orjson.loads(line)
@@ -194,17 +193,22 @@ class Spool:
                         out.extend(doc)
                     else:  # a spool written before 2026-11-29: one record per line
                         out.append(doc)
-            if limit is None and len(out) < max_records:
-                pos = Position(pos.segment + 1, 0)
-            else:
                 pos = Position(pos.segment, offset)
+                if not at_end:
+                    break
+                # The end of this file: the writer may have moved on to the next segment.
+                # It opens the next one only after the last line here is written, so a
+                # next segment that exists means this file is whole: read it to its end
+                # once more (the lines written since our readline), then go on.
+                if not _path(self.dir, pos.segment + 1).exists():
+                    break
+                if os.fstat(f.fileno()).st_size > offset:
+                    continue
+                pos = Position(pos.segment + 1, 0)
         return out, pos
 
     def release(self, upto: Position) -> None:
         """Delete segments that lie wholly before ``upto`` (already stored)."""
         for seg in self.segments():
-            if seg < upto.segment and seg != self._wseg:
-                self._path(seg).unlink(missing_ok=True)
-
-    def close(self) -> None:
-        self._wf.close()
+            if seg < upto.segment:
+                _path(self.dir, seg).unlink(missing_ok=True)

@@ -94,14 +94,14 @@ async def start_alerting(runner: EmbeddedRunner, loop: asyncio.AbstractEventLoop
         db=db,
         channels=build_channels(s, feed),
         feed=feed,
-        on_persisted=runner._wake_drain.set,
+        on_persisted=runner._stored_soon,
         registry=lambda: runner._registry,
         console_url=console_url(s),
         db_nowait=db_nowait,
     )
     # The database must hold everything spooled before the gates are rebuilt.
-    while await runner._drain_once():
-        pass
+    assert runner._drainer is not None
+    await runner._drainer.stored_to(spool.end)
     await service.start(runner._registry)
     runner._http = None  # type: ignore[attr-defined]
     if s.http_port:

@@ -22,7 +22,6 @@ from trygg.store import alerts as alert_store
 from trygg.store.events import (
     Row,
     StoredEvent,
-    event_row,
     write_dead_letters,
     write_event_rows,
 )
@@ -233,16 +232,28 @@ def _apply_one(conn: psycopg.Connection, r: Record) -> None:
         raise ValueError(f"unknown spool record op {r['op']!r}")
 
 
+class CheckpointMoved(Exception):
+    """Another drainer stored from this spool since we read the checkpoint."""
+
+    def __init__(self, at: tuple[int, int]) -> None:
+        super().__init__(f"the spool checkpoint is at {at}")
+        self.at = at
+
+
 def apply(
     conn: psycopg.Connection,
     spool: str,
-    records: Sequence[Record | StoredEvent],
+    records: Sequence[Record],
     position: tuple[int, int],
+    start: tuple[int, int] | None = None,
 ) -> tuple[int, int]:
     """Write ``records`` and move the checkpoint to ``position``, atomically.
 
-    Returns (events stored, dead letters stored). Consecutive events go in
-    one binary COPY; other records keep their order.
+    ``start``, if given, is where the records begin: they are applied only if
+    the stored checkpoint is still there (else ``CheckpointMoved``), under a
+    lock on the spool's name, so two drainers of one spool never store a
+    record twice. Returns (events stored, dead letters stored). All events
+    go in one COPY; other records keep their order.
     """
     # Events, dead letters and device health depend on nothing else in the run,
     # so each kind goes in as one statement (one COPY for all the events);
@@ -252,9 +263,6 @@ def apply(
     health: dict[str, list[Any]] = {}
     ordered: list[Record] = []
     for r in records:
-        if isinstance(r, StoredEvent):  # a live record from the spool's memory (Spool.read)
-            events.append(event_row(r))
-            continue
         op = r["op"]
         if op == "ev":
             events.append(_event_row(r))
@@ -265,6 +273,11 @@ def apply(
         else:
             ordered.append(r)
     with conn.transaction():
+        if start is not None:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('trygg spool ' || %s))", [spool])
+            at = checkpoint(conn, spool)
+            if at is not None and at != start:
+                raise CheckpointMoved(at)
         stored = write_event_rows(conn, events)
         dead = write_dead_letters(conn, letters)
         _apply_health(conn, health)

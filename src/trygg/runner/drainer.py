@@ -1,0 +1,283 @@
+"""The drainer: the spool written to PostgreSQL, in a process of its own.
+
+    runner (receive, decide, alert) --spool files--> drainer process --> PostgreSQL
+
+Storing is the one stage that needs no answer back in a hurry, and it costs
+about as much CPU per event as deciding does (JSON, rows, COPY). In the
+runner's process it competed for the interpreter lock with the MQTT thread
+and the rule engine, so on two cores one of them sat idle. As its own
+process it runs on the other core; the spool files, already the durable
+hand-off, are all the two share.
+
+The pipe between them is small. The runner writes a byte to the drainer's
+standard input when it has appended ("there is more"), and closes it to say
+"finish and exit"; the drainer writes one JSON line per stored run to its
+standard output (how far it got, how many events and dead letters were new),
+which the runner turns into its statistics and the spool's fill level. If
+the runner dies, even by SIGKILL, the pipe closes and the drainer finishes
+what is spooled and exits. A second drainer on the same spool (an old one
+still finishing while a restarted runner starts a new one) cannot store a
+record twice: each run is applied under a lock on the spool's checkpoint and
+only from the position the checkpoint holds (trygg.store.spooled.apply).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import psycopg
+
+from trygg import logs
+from trygg.runner.spool import Position, SpoolReader
+from trygg.store import spooled
+
+log = logs.get("trygg.drainer")
+
+# --- the drainer process -------------------------------------------------------
+
+
+class _Wakes:
+    """The runner's wake-ups (bytes on standard input) and its goodbye (EOF)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._fd = stream.fileno()
+        self.closed = False
+
+    def wait(self, seconds: float) -> None:
+        """Until the runner says there is more, or ``seconds`` pass."""
+        if self.closed:
+            return
+        ready, _, _ = select.select([self._fd], [], [], seconds)
+        if ready and not os.read(self._fd, 4096):
+            self.closed = True
+
+
+def _report(out: IO[bytes], pos: Position, stored: int = 0, dead: int = 0) -> None:
+    out.write(orjson.dumps({"to": [pos.segment, pos.offset], "stored": stored, "dead": dead}))
+    out.write(b"\n")
+    out.flush()
+
+
+def _connect(url: str, wakes: _Wakes) -> psycopg.Connection | None:
+    """A connection, retried with backoff; None once the runner has gone."""
+    delay = 0.2
+    while True:
+        try:
+            return psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            log.warning(
+                "database unavailable, retrying", error=str(exc).strip()[:200], retry_in=delay
+            )
+        wakes.wait(delay)
+        if wakes.closed:
+            return None
+        delay = min(delay * 2, 5.0)
+
+
+def _start(conn: psycopg.Connection, reader: SpoolReader, name: str) -> Position:
+    """Where to go on: the stored checkpoint, if the spool still holds it."""
+    cp = spooled.checkpoint(conn, name)
+    if cp is None:
+        return reader.first()
+    pos = Position(*cp)
+    if reader.holds(pos):
+        return pos
+    # The spool directory was replaced (a new volume, a wiped disk): reading from the old
+    # position would skip everything the new spool holds, silently.
+    first = reader.first()
+    log.error(
+        "the spool does not hold the stored checkpoint (was the spool directory replaced?):"
+        " storing the spool from its beginning",
+        spool=name,
+        checkpoint=list(cp),
+        start=[first.segment, first.offset],
+    )
+    spooled.apply(conn, name, [], (first.segment, first.offset))
+    return first
+
+
+def drain(
+    reader: SpoolReader,
+    name: str,
+    url: str,
+    wakes: _Wakes,
+    out: IO[bytes],
+    batch: int = 5000,
+    gather: float = 0.05,
+) -> None:
+    """Store the spool until the runner closes the pipe and all is stored.
+
+    A database outage only delays this: the position stays where the last
+    committed run left it, and the run is tried again on a new connection.
+    When the runner has gone and the database has too, the drainer exits and
+    leaves the rest to the next one (the spool keeps it).
+    """
+    conn: psycopg.Connection | None = None
+    pos: Position | None = None
+    while True:
+        if conn is None or conn.closed:
+            conn = _connect(url, wakes)
+            if conn is None:
+                return
+            pos = None
+        try:
+            if pos is None:
+                pos = _start(conn, reader, name)
+                _report(out, pos)
+            records, upto = reader.read(pos, batch)
+            if records:
+                stored, dead = spooled.apply(
+                    conn,
+                    name,
+                    records,
+                    (upto.segment, upto.offset),
+                    start=(pos.segment, pos.offset),
+                )
+                pos = upto
+                reader.release(pos)
+                _report(out, pos, stored, dead)
+                if len(records) < batch // 5 and not wakes.closed:
+                    # Under load, let a run gather: a transaction per few dozen events
+                    # cost PostgreSQL more CPU than the rows themselves (bench_ingest).
+                    time.sleep(gather)
+                continue
+        except spooled.CheckpointMoved as exc:
+            log.warning("another drainer stored part of this spool: going on from there", at=exc.at)
+            pos = Position(*exc.at)
+            continue
+        except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
+            log.warning("database unavailable, retrying", error=str(exc).strip()[:200])
+            with contextlib.suppress(Exception):
+                conn.close()
+            conn = None
+            wakes.wait(0.5)
+            continue
+        if wakes.closed:
+            return  # the runner has gone and everything spooled is stored
+        wakes.wait(1.0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m trygg.runner.drainer",
+        description="Store a trygg spool in PostgreSQL (started by trygg run, not by hand). "
+        "The database URL comes from TRYGG_DATABASE_URL, so that no password is on the "
+        "command line.",
+    )
+    ap.add_argument("--spool", type=Path, required=True, help="the spool directory")
+    ap.add_argument("--name", required=True, help="the spool's name in spool_checkpoint")
+    args = ap.parse_args(argv)
+    logs.configure(
+        os.environ.get("TRYGG_LOG_FORMAT", "console"), os.environ.get("TRYGG_LOG_LEVEL", "INFO")
+    )
+    url = os.environ["TRYGG_DATABASE_URL"]
+    # Ctrl-C in a terminal reaches the whole process group; the runner says when to stop
+    # (it closes the pipe once it has stopped appending), so the drainer ignores it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    drain(SpoolReader(args.spool), args.name, url, _Wakes(sys.stdin.buffer), sys.stdout.buffer)
+
+
+# --- the runner's side ---------------------------------------------------------
+
+
+class DrainerProcess:
+    """Starts the drainer process, wakes it, and follows how far it has stored."""
+
+    def __init__(
+        self,
+        spool_dir: Path,
+        name: str,
+        database_url: str,
+        log_format: str,
+        log_level: str,
+        on_stored: Callable[[int, int], None] = lambda stored, dead: None,
+    ) -> None:
+        self._args = ["--spool", str(spool_dir), "--name", name]
+        self._env = {
+            **os.environ,
+            "TRYGG_DATABASE_URL": database_url,
+            "TRYGG_LOG_FORMAT": log_format,
+            "TRYGG_LOG_LEVEL": log_level,
+        }
+        self._on_stored = on_stored
+        self.position: Position | None = None  # stored up to here (None: not yet known)
+        self._moved = asyncio.Event()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._follow: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "trygg.runner.drainer",
+            *self._args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=self._env,
+        )
+        self._follow = asyncio.create_task(self._read(self._proc), name="drainer")
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            doc: dict[str, Any] = orjson.loads(line)
+            self.position = Position(*doc["to"])
+            self._on_stored(doc["stored"], doc["dead"])
+            self._moved.set()
+        await proc.wait()
+        if not self._stopping:
+            # It should never die on its own; storing must go on.
+            log.error("drainer process exited; starting it again", code=proc.returncode)
+            await asyncio.sleep(1)
+            await self.start()
+
+    def wake(self) -> None:
+        """There is more in the spool. (A byte per call: the drainer reads all that
+        are waiting at once, and skipping one because another "seems" pending could
+        leave it asleep with records to store.)"""
+        if self._proc is None or self._proc.stdin is None:
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            self._proc.stdin.write(b"w")
+
+    async def stored_to(self, pos: Position) -> None:
+        """Until everything before ``pos`` is stored."""
+        while self.position is None or self.position < pos:
+            self._moved.clear()
+            self.wake()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), 1.0)
+
+    async def stop(self, within: float = 5.0) -> None:
+        """Let it store what is spooled (for at most ``within`` seconds), then end it."""
+        self._stopping = True
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), within)
+        except TimeoutError:
+            log.warning("drainer did not finish in time; the spool keeps the rest")
+            proc.kill()
+            await proc.wait()
+        if self._follow is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._follow, 1.0)
+
+
+if __name__ == "__main__":
+    main()
