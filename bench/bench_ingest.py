@@ -222,10 +222,13 @@ def trygg_rate(
     while count(pg.url) < target:
         time.sleep(0.1)
     t1 = time.time()
-    used = tree_cpu(f"--name {client_id}") + cpu_seconds(p.pid)  # the drainer, and trygg
+    kids = children(p.pid)
+    used = {"runner": cpu_seconds(p.pid)} | {k: cpu_seconds(v) for k, v in kids.items()}
     pg1, mq1 = tree_cpu(str(pg.data_dir)), tree_cpu(str(broker.data_dir))
+    per = ", ".join(f"{k} {v / n_events * 1e6:.0f}" for k, v in used.items())
     print(
-        f"  CPU per event: trygg {used / n_events * 1e6:.0f} us (incl. start-up),"
+        f"  CPU per event: trygg {sum(used.values()) / n_events * 1e6:.0f} us ({per};"
+        " incl. start-up),"
         f" PostgreSQL {(pg1 - pg0) / n_events * 1e6:.0f} us,"
         f" broker {(mq1 - mq0) / n_events * 1e6:.0f} us; wall {t1 - t0:.1f} s;"
         f" {commits(pg.url) - x0:,} transactions"
@@ -236,7 +239,26 @@ def trygg_rate(
     return n_events / (t1 - t0)
 
 
-def soak(broker: PrivateMosquitto, pg: PrivatePostgres, seconds: int, rate: int) -> list[float]:
+def children(pid: int) -> dict[str, int]:
+    """A process's children by the module they run (``python -m MODULE``)."""
+    kids: dict[str, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                argv = (d / "cmdline").read_bytes().split(b"\0")
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if ppid == pid and b"-m" in argv:
+                kids[argv[argv.index(b"-m") + 1].decode().rsplit(".", 1)[-1]] = int(d.name)
+    return kids
+
+
+def soak(
+    broker: PrivateMosquitto, pg: PrivatePostgres, seconds: int, rate: int
+) -> tuple[list[dict[str, float]], int, int]:
+    """Publish ``rate`` single-event messages/s for ``seconds``; sample the RSS of
+    trygg's processes every 10 s. Returns (samples, published, stored at the end)."""
     spool = tempfile.mkdtemp(prefix="bench-spool-")
     env = {
         **os.environ,
@@ -249,8 +271,10 @@ def soak(broker: PrivateMosquitto, pg: PrivatePostgres, seconds: int, rate: int)
         "TRYGG_LOG_LEVEL": "INFO",
     }
     log = Path(spool) / "trygg.log"
+    before = count(pg.url)
     p = start_trygg(env, log)
     connected_at(log, 0)
+    procs = {"runner": p.pid, **children(p.pid)}
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-soak", protocol=mqtt.MQTTv5)
     c.max_inflight_messages_set(2000)
     c.max_queued_messages_set(0)
@@ -269,14 +293,17 @@ def soak(broker: PrivateMosquitto, pg: PrivatePostgres, seconds: int, rate: int)
         i += 1
         now = time.time()
         if now >= next_sample:
-            samples.append(rss_mb(p.pid))
+            samples.append({name: rss_mb(pid) for name, pid in procs.items()})
             next_sample += 10
         time.sleep(max(0.0, start + i * tick - time.time()))
     c.loop_stop()
     c.disconnect()
+    published = i * len(chunk)
+    time.sleep(2)
+    stored = count(pg.url) - before
     p.terminate()
     p.wait()
-    return samples
+    return samples, published, stored
 
 
 def main() -> None:
@@ -296,7 +323,17 @@ def main() -> None:
         PROFILE_DIR = args.py_spy
         Path(PROFILE_DIR).mkdir(parents=True, exist_ok=True)
         PROFILE.extend(
-            ["py-spy", "record", "--format", "raw", "--threads", "--gil", "--rate", "200"]
+            [
+                "py-spy",
+                "record",
+                "--format",
+                "raw",
+                "--threads",
+                "--gil",
+                "--subprocesses",
+                "--rate",
+                "200",
+            ]
         )
     cpu = next(
         (
@@ -336,11 +373,15 @@ def main() -> None:
         ours_b = trygg_rate(broker, pg, batched, args.events * 2, "trygg-batched")
         print(f"trygg batched x{args.batch}: {ours_b:,.0f} events/s")
         if args.soak:
-            samples = soak(broker, pg, args.soak, args.soak_rate)
+            samples, published, stored = soak(broker, pg, args.soak, args.soak_rate)
             print(
-                f"soak {args.soak} s at {args.soak_rate}/s, RSS MB every 10 s: "
-                + " ".join(f"{s:.0f}" for s in samples)
+                f"soak {args.soak} s at {args.soak_rate}/s: {published:,} published,"
+                f" {stored:,} stored 2 s after the last"
             )
+            for name in samples[0] if samples else []:
+                print(
+                    f"  RSS MB of {name} every 10 s: " + " ".join(f"{s[name]:.0f}" for s in samples)
+                )
 
 
 if __name__ == "__main__":

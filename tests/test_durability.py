@@ -7,9 +7,12 @@ are stopped or killed in the middle of a stream.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -174,3 +177,63 @@ def _alert_rows(url: str) -> int:
     with psycopg.connect(url) as c:
         row = c.execute("SELECT count(*) FROM alerts WHERE rule = 'fall'").fetchone()
     return int(row[0]) if row else 0
+
+
+def _children(pid: int) -> dict[str, int]:
+    """trygg's live child processes by module (trygg.ingest.receiver, trygg.runner.drainer)."""
+    kids: dict[str, int] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z" and b"-m" in argv:
+            kids[argv[argv.index(b"-m") + 1].decode()] = int(d.name)
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_a_killed_receiver_or_drainer_is_started_again_and_nothing_is_lost(  # type: ignore[no-untyped-def]
+    tmp_path, broker, db
+) -> None:
+    """trygg's two helper processes die (SIGKILL) mid-stream: the runner starts them
+    again; the broker re-sends what the dead receiver had not acknowledged."""
+    _registry(tmp_path, db)
+    n = 20_000
+    with TryggProcess(_env(broker, db, str(tmp_path / "spool"))) as trygg:
+        trygg.wait_connected()
+        assert trygg.proc is not None
+        pid = trygg.proc.pid
+        pub = start_publisher(broker.port, _stream(n), rate=5000)
+        wait_until(lambda: _counts(db)[0] > 3000, timeout=60)
+        os.kill(_children(pid)["trygg.ingest.receiver"], signal.SIGKILL)
+        wait_until(lambda: _counts(db)[0] > 8000, timeout=60)
+        os.kill(_children(pid)["trygg.runner.drainer"], signal.SIGKILL)
+        out, _ = pub.communicate(timeout=180)
+        assert pub.returncode == 0, out
+        wait_until(lambda: _counts(db)[0] >= n, timeout=120)
+        time.sleep(0.5)
+        assert _counts(db) == (n, n)
+        log = trygg.output()
+        assert "MQTT receiver process exited" in log and "drainer process exited" in log
+        assert set(_children(pid)) == {"trygg.ingest.receiver", "trygg.runner.drainer"}
+
+
+def test_no_helper_process_outlives_a_killed_trygg(tmp_path, broker, db) -> None:  # type: ignore[no-untyped-def]
+    _registry(tmp_path, db)
+    with TryggProcess(_env(broker, db, str(tmp_path / "spool"))) as trygg:
+        trygg.wait_connected()
+        assert trygg.proc is not None
+        kids = _children(trygg.proc.pid)
+        assert set(kids) == {"trygg.ingest.receiver", "trygg.runner.drainer"}
+        trygg.kill()
+        wait_until(lambda: not any(_alive(p) for p in kids.values()), timeout=10)

@@ -50,11 +50,13 @@ class MqttSource:
         topics: list[str],
         on_message: Callable[[Message], object],
         session_expiry: int = 3600,
+        on_status: Callable[[bool], object] | None = None,
     ) -> None:
         host, port, user, password, tls = mqtt_params(url)
         self._host, self._port = host, port
         self._topics = topics
         self._on_message = on_message
+        self._on_status = on_status
         self._session_expiry = session_expiry
         self.connected = threading.Event()
         c = mqtt.Client(
@@ -99,6 +101,8 @@ class MqttSource:
         )
         client.subscribe([(t, SubscribeOptions(qos=1)) for t in self._topics])
         self.connected.set()
+        if self._on_status is not None:
+            self._on_status(True)
 
     def _disconnected(
         self,
@@ -109,6 +113,8 @@ class MqttSource:
         props: Properties | None,
     ) -> None:
         self.connected.clear()
+        if self._on_status is not None:
+            self._on_status(False)
         log.warning("mqtt disconnected", reason=str(reason))
         # paho backs off exponentially (doubling up to 30 s); jitter the base so a
         # fleet of ingest processes does not reconnect in lock-step after a broker restart.
@@ -118,17 +124,30 @@ class MqttSource:
     def _message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self._on_message(Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
 
-    def start(self) -> None:
+    @property
+    def client(self) -> mqtt.Client:
+        """The paho client, for a caller that drives its loop itself (trygg.ingest.receiver)."""
+        return self._client
+
+    def prepare(self) -> None:
+        """Set the connection up (persistent session) without connecting yet."""
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._session_expiry
         self._client.connect_async(
             self._host, self._port, keepalive=30, clean_start=False, properties=props
         )
+
+    def start(self) -> None:
+        """Connect and run paho's network thread."""
+        self.prepare()
         self._client.loop_start()
 
     def ack(self, message: Message) -> None:
-        if message.qos > 0:
-            self._client.ack(message.mid, message.qos)
+        self.ack_mid(message.mid, message.qos)
+
+    def ack_mid(self, mid: int, qos: int) -> None:
+        if qos > 0:
+            self._client.ack(mid, qos)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         self._client.publish(topic, payload, qos=qos, retain=retain)

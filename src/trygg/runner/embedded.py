@@ -36,7 +36,8 @@ from trygg import logs
 from trygg.ingest.decode import Decoder, parse_topic
 from trygg.ingest.dedup import RecentKeys
 from trygg.ingest.health import HealthBatch, parse_status
-from trygg.ingest.mqtt import Message, MqttSource
+from trygg.ingest.mqtt import Message
+from trygg.ingest.receiver import ReceiverProcess
 from trygg.model import Event, EventType, Signal
 from trygg.registry import Registry
 from trygg.registry import load_registry as load_registry_file
@@ -374,7 +375,7 @@ class EmbeddedRunner:
         # Several ingest processes may share the device topics (MQTT v5 shared
         # subscription); see docs/ingest.md for the ordering this gives up.
         share = f"$share/{s.mqtt_shared_group}/" if s.mqtt_shared_group else ""
-        source = MqttSource(
+        source = ReceiverProcess(
             s.mqtt_url,
             s.mqtt_client_id,
             [
@@ -383,8 +384,10 @@ class EmbeddedRunner:
             ],
             self._receive,
             session_expiry=s.mqtt_session_expiry,
+            log_format=s.log_format,
+            log_level=s.log_level,
         )
-        source.start()
+        await source.start()
         self._source = source  # for the API's /readyz
         tasks = [
             asyncio.create_task(self._consume(), name="consume"),
@@ -402,6 +405,7 @@ class EmbeddedRunner:
         self.ready.set()
         await stop.wait()
         source.stop()
+        await source.wait_stopped()
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -421,12 +425,10 @@ class EmbeddedRunner:
         task.add_done_callback(self._tasks.discard)
 
     # --- receive ------------------------------------------------------------
-    def _receive(self, msg: Message) -> None:
-        """On paho's network thread: queue the message; wake the consumer if it sleeps."""
-        inbox = self._inbox
-        inbox.append(msg)
-        if len(inbox) == 1 and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._inbox_wake.set)
+    def _receive(self, messages: list[Message]) -> None:
+        """A batch from the receiver process: queue it and wake the consumer."""
+        self._inbox.extend(messages)
+        self._inbox_wake.set()
 
     def _take(self, batch: list[Message]) -> None:
         inbox, limit = self._inbox, self.settings.batch_max
@@ -532,7 +534,7 @@ class EmbeddedRunner:
             self._handoff_ready.set()
             await asyncio.sleep(0)  # let I/O (webhooks, the console feed) go on between batches
 
-    async def _commit(self, source: MqttSource) -> None:
+    async def _commit(self, source: ReceiverProcess) -> None:
         """Append handed-off batches to the spool (write + fsync), then acknowledge.
 
         One append for everything waiting (group commit), in arrival order;

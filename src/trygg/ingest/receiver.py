@@ -1,0 +1,318 @@
+"""The MQTT receiver: paho-mqtt in a process of its own, beside the runner.
+
+    broker --PUBLISH--> receiver process --frames--> runner (decide, spool)
+    broker <--PUBACK--- receiver process <--acks---- runner (after the fsync)
+
+paho-mqtt is pure Python: reading a QoS 1 message of an MQTT v5 session
+(packet, properties, the message object, the callback) costs about as much
+interpreter time as everything trygg then does with it. In one process the
+two take turns on one interpreter lock, and on two cores trygg reached half
+the rate of a paho subscriber that does nothing (bench/RESULTS.md). Here
+paho runs in its own process, on the other core, and does only what a bare
+subscriber does; the runner gets the messages in batches through a pipe and
+sends back, per batch, the acknowledgements (and SCAIP replies) to send once
+its events are spooled. Nothing is acknowledged that the runner did not say
+is handed off: at-least-once holds across the hop. If the runner dies, even
+by SIGKILL, the pipe closes, the receiver disconnects without acknowledging
+anything more, and the broker keeps the rest for the next session.
+
+The pipe carries frames: a kind byte, a 4-byte length and a ``marshal``ed
+list (marshal: the fastest way CPython has to pass plain tuples of str,
+bytes and int between two processes of the same interpreter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import marshal
+import os
+import random
+import select
+import signal
+import ssl
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from paho.mqtt.enums import MQTTErrorCode
+
+from trygg import logs
+from trygg.ingest.mqtt import Message, MqttSource
+
+log = logs.get("trygg.ingest.receiver")
+
+_HEAD = struct.Struct("!cI")
+FRAME_MESSAGES = 256  # at most this many messages per frame to the runner
+# receiver -> runner
+MESSAGES, CONNECTED, DISCONNECTED = b"m", b"c", b"d"
+# runner -> receiver
+ACKS, PUBLISH = b"a", b"p"
+
+
+def _frame(kind: bytes, body: Any) -> bytes:
+    data = marshal.dumps(body)
+    return _HEAD.pack(kind, len(data)) + data
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+# --- the receiver process --------------------------------------------------------
+
+
+class _Receiver:
+    """paho driven from this process's one thread: read, forward, acknowledge.
+
+    No network thread: paho's ``loop_start`` thread and a thread talking to
+    the runner took turns on the interpreter lock for every message (eleven
+    futex calls per message under strace, and 0.65-0.8 of a bare subscriber's
+    rate with nothing else to do). One thread reads what the socket holds,
+    forwards it as one frame, and carries out the runner's acknowledgements,
+    using paho's documented external-loop calls (``loop_read``,
+    ``loop_write``, ``loop_misc``); reconnecting is done here, with the
+    same jittered backoff ``MqttSource`` gives paho's own loop.
+    """
+
+    def __init__(self, url: str, client_id: str, topics: list[str], session_expiry: int) -> None:
+        self._batch: list[tuple[str, bytes, int, int]] = []
+        self._status: list[bytes] = []
+        self.source = MqttSource(
+            url,
+            client_id,
+            topics,
+            self._message,
+            session_expiry=session_expiry,
+            on_status=self._on_status,
+        )
+
+    def _message(self, m: Message) -> None:
+        self._batch.append((m.topic, m.payload, m.mid, m.qos))
+
+    def _on_status(self, connected: bool) -> None:
+        self._status.append(CONNECTED if connected else DISCONNECTED)
+
+    def run(self, inp: int, out: int) -> None:
+        client = self.source.client
+        self.source.prepare()
+        buf = b""
+        delay = 1.0
+        misc_at = 0.0
+        while True:
+            sock = client.socket()
+            if sock is None:
+                try:
+                    client.reconnect()
+                    delay = 1.0
+                except OSError as exc:
+                    log.warning(
+                        "mqtt connect failed", error=str(exc)[:200], retry_in=round(delay, 1)
+                    )
+                    ready, _, _ = select.select([inp], [], [], delay)
+                    delay = min(delay * 2, 30.0) * random.uniform(0.75, 1.25)
+                    if ready and not os.read(inp, 65536):
+                        return  # the runner has gone
+                    continue
+                sock = client.socket()
+                assert sock is not None
+            fd = sock.fileno()
+            # A TLS socket may hold decrypted bytes that select cannot see.
+            buffered = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+            ready, _, _ = select.select(
+                [fd, inp], [fd] if client.want_write() else [], [], 0 if buffered else 1.0
+            )
+            if fd in ready or buffered:
+                # What the socket holds (loop_read reads one packet), up to a frame's
+                # worth: with a deep queue at the broker the socket never runs dry,
+                # and the runner should start on the first messages meanwhile.
+                while len(self._batch) < FRAME_MESSAGES:
+                    n = len(self._batch)
+                    rc = client.loop_read()
+                    if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or len(self._batch) == n:
+                        break
+            if self._status:
+                for kind in self._status:
+                    _write_all(out, _frame(kind, None))
+                self._status.clear()
+            if self._batch:
+                _write_all(out, _frame(MESSAGES, self._batch))
+                self._batch = []
+            if inp in ready:
+                data = os.read(inp, 65536)
+                if not data:
+                    break  # the runner has gone: acknowledge nothing more
+                buf = self._commands(buf + data)
+            if client.socket() is not None and client.want_write():
+                client.loop_write()
+            if (now := time.monotonic()) >= misc_at:
+                client.loop_misc()  # keepalive pings, and noticing a dead connection
+                misc_at = now + 1.0
+        client.disconnect()
+
+    def _commands(self, buf: bytes) -> bytes:
+        """Carry out the runner's whole frames in ``buf``; return what is left."""
+        pos = 0
+        while len(buf) - pos >= _HEAD.size:
+            kind, n = _HEAD.unpack_from(buf, pos)
+            if len(buf) - pos - _HEAD.size < n:
+                break
+            body = marshal.loads(buf[pos + _HEAD.size : pos + _HEAD.size + n])
+            pos += _HEAD.size + n
+            if kind == PUBLISH:
+                for topic, payload, qos, retain in body:
+                    self.source.publish(topic, payload, qos=qos, retain=retain)
+            elif kind == ACKS:
+                for mid, qos in body:
+                    self.source.ack_mid(mid, qos)
+        return buf[pos:]
+
+
+def main() -> None:
+    """Entry point of ``python -m trygg.ingest.receiver`` (started by trygg run).
+
+    Its settings come from the environment the runner gives it, so that the
+    broker's password is not on a command line."""
+    logs.configure(
+        os.environ.get("TRYGG_LOG_FORMAT", "console"), os.environ.get("TRYGG_LOG_LEVEL", "INFO")
+    )
+    # Ctrl-C reaches the whole process group; the runner says when to stop (EOF).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    r = _Receiver(
+        os.environ["TRYGG_MQTT_URL"],
+        os.environ["TRYGG_MQTT_CLIENT_ID"],
+        orjson.loads(os.environ["TRYGG_RECEIVER_TOPICS"]),
+        int(os.environ.get("TRYGG_MQTT_SESSION_EXPIRY", "3600")),
+    )
+    r.run(sys.stdin.fileno(), sys.stdout.fileno())
+
+
+# --- the runner's side -----------------------------------------------------------
+
+
+class ReceiverProcess:
+    """The runner's handle on the receiver: the same interface as ``MqttSource``
+    (``connected``, ``ack``, ``publish``, ``stop``), messages in batches."""
+
+    def __init__(
+        self,
+        url: str,
+        client_id: str,
+        topics: list[str],
+        on_messages: Callable[[list[Message]], None],
+        session_expiry: int,
+        log_format: str,
+        log_level: str,
+    ) -> None:
+        self._env = {
+            **os.environ,
+            "TRYGG_MQTT_URL": url,
+            "TRYGG_MQTT_CLIENT_ID": client_id,
+            "TRYGG_RECEIVER_TOPICS": orjson.dumps(topics).decode(),
+            "TRYGG_MQTT_SESSION_EXPIRY": str(session_expiry),
+            "TRYGG_LOG_FORMAT": log_format,
+            "TRYGG_LOG_LEVEL": log_level,
+        }
+        self._on_messages = on_messages
+        self.connected = threading.Event()  # threading: the API and start-up wait on it
+        self._proc: asyncio.subprocess.Process | None = None
+        self._follow: asyncio.Task[None] | None = None
+        self._acks: list[tuple[int, int]] = []
+        self._pubs: list[tuple[str, bytes, int, bool]] = []
+        self._flush_due = False
+        self._stopping = False
+
+    async def start(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "trygg.ingest.receiver",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=self._env,
+            limit=1 << 24,
+        )
+        self._follow = asyncio.create_task(self._read(self._proc), name="receiver")
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        out = proc.stdout
+        assert out is not None
+        try:
+            while True:
+                kind, n = _HEAD.unpack(await out.readexactly(_HEAD.size))
+                body = marshal.loads(await out.readexactly(n))
+                if kind == MESSAGES:
+                    self._on_messages([Message(t, p, mid, qos) for t, p, mid, qos in body])
+                elif kind == CONNECTED:
+                    self.connected.set()
+                elif kind == DISCONNECTED:
+                    self.connected.clear()
+        except asyncio.IncompleteReadError:
+            pass
+        self.connected.clear()
+        await proc.wait()
+        if not self._stopping:
+            # Whatever it had not acknowledged, the broker sends again to the next one.
+            log.error("MQTT receiver process exited; starting it again", code=proc.returncode)
+            self._acks.clear()
+            self._pubs.clear()
+            await asyncio.sleep(1)
+            await self.start()
+
+    def ack(self, message: Message) -> None:
+        if message.qos > 0:
+            self._acks.append((message.mid, message.qos))
+            self._schedule()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        self._pubs.append((topic, payload, qos, retain))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        # One write for everything a commit acknowledges, not one per message.
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.stdin.is_closing():
+            return
+        # Replies first: a SCAIP unit gets its <mrs> before the PUBACK, as before.
+        if self._pubs:
+            proc.stdin.write(_frame(PUBLISH, self._pubs))
+            self._pubs = []
+        if self._acks:
+            proc.stdin.write(_frame(ACKS, self._acks))
+            self._acks = []
+
+    def stop(self) -> None:
+        """Close the pipe: the receiver disconnects and exits."""
+        self._stopping = True
+        self._flush()
+        if self._proc is not None and self._proc.stdin is not None:
+            self._proc.stdin.close()
+
+    async def wait_stopped(self, within: float = 5.0) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            await asyncio.wait_for(proc.wait(), within)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        if self._follow is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._follow, 1.0)
+
+
+if __name__ == "__main__":
+    main()
