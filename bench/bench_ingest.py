@@ -257,8 +257,10 @@ def children(pid: int) -> dict[str, int]:
 def soak(
     broker: PrivateMosquitto, pg: PrivatePostgres, seconds: int, rate: int
 ) -> tuple[list[dict[str, float]], int, int]:
-    """Publish ``rate`` single-event messages/s for ``seconds``; sample the RSS of
-    trygg's processes every 10 s. Returns (samples, published, stored at the end)."""
+    """Publish ``rate`` single-event messages/s for ``seconds`` (a separate publisher
+    process); sample the RSS of trygg's processes every 10 s. Returns (samples,
+    messages the broker acknowledged, events stored when the last was stored or
+    60 s after publishing ended)."""
     spool = tempfile.mkdtemp(prefix="bench-spool-")
     env = {
         **os.environ,
@@ -275,32 +277,24 @@ def soak(
     p = start_trygg(env, log)
     connected_at(log, 0)
     procs = {"runner": p.pid, **children(p.pid)}
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-soak", protocol=mqtt.MQTTv5)
-    c.max_inflight_messages_set(2000)
-    c.max_queued_messages_set(0)
-    c.connect("127.0.0.1", broker.port)
-    c.loop_start()
+    pub = subprocess.Popen(
+        [PY, str(REPO / "bench" / "soak_publisher.py"), str(broker.port), str(rate), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     samples = []
     start = time.time()
-    i = 0
-    tick = 0.05
-    chunk = payloads(int(rate * tick), 1)
-    next_sample = start + 10
-    while time.time() - start < seconds:
-        for topic, body in chunk:
-            b = body.replace(b'"evt-', f'"s{i}-'.encode())
-            c.publish(topic, b, qos=1)
-        i += 1
-        now = time.time()
-        if now >= next_sample:
+    while pub.poll() is None:
+        time.sleep(max(0.0, start + 10 * (len(samples) + 1) - time.time()))
+        if pub.poll() is None:
             samples.append({name: rss_mb(pid) for name, pid in procs.items()})
-            next_sample += 10
-        time.sleep(max(0.0, start + i * tick - time.time()))
-    c.loop_stop()
-    c.disconnect()
-    published = i * len(chunk)
-    time.sleep(2)
-    stored = count(pg.url) - before
+    out = dict(kv.split("=") for kv in (pub.stdout.read() if pub.stdout else "").split())
+    published = int(out.get("acked", 0))
+    deadline = time.time() + 60
+    while (stored := count(pg.url) - before) < published and time.time() < deadline:
+        time.sleep(0.5)
+    lag = time.time() - (deadline - 60)
+    print(f"  stored {stored:,} of {published:,} published, {lag:.1f} s after publishing ended")
     p.terminate()
     p.wait()
     return samples, published, stored
@@ -375,8 +369,8 @@ def main() -> None:
         if args.soak:
             samples, published, stored = soak(broker, pg, args.soak, args.soak_rate)
             print(
-                f"soak {args.soak} s at {args.soak_rate}/s: {published:,} published,"
-                f" {stored:,} stored 2 s after the last"
+                f"soak {args.soak} s at {args.soak_rate}/s: {published:,} published"
+                f" ({published / args.soak:,.0f}/s), {stored:,} stored"
             )
             for name in samples[0] if samples else []:
                 print(

@@ -84,6 +84,7 @@ class _Receiver:
     def __init__(self, url: str, client_id: str, topics: list[str], session_expiry: int) -> None:
         self._batch: list[tuple[str, bytes, int, int]] = []
         self._status: list[bytes] = []
+        self._accepted = False  # the broker accepted a connection since the last reconnect
         self.source = MqttSource(
             url,
             client_id,
@@ -98,27 +99,37 @@ class _Receiver:
 
     def _on_status(self, connected: bool) -> None:
         self._status.append(CONNECTED if connected else DISCONNECTED)
+        if connected:
+            self._accepted = True
+
+    def _back_off(self, inp: int, delay: float) -> bool:
+        """Wait ``delay`` seconds before a reconnect; False if the runner has gone."""
+        ready, _, _ = select.select([inp], [], [], delay)
+        return not (ready and not os.read(inp, 65536))
 
     def run(self, inp: int, out: int) -> None:
         client = self.source.client
         self.source.prepare()
         buf = b""
-        delay = 1.0
+        delay = 0.0  # the first connect does not wait
         misc_at = 0.0
         while True:
             sock = client.socket()
             if sock is None:
+                # Exponential backoff with jitter (a fleet of ingest processes must not
+                # reconnect in lock-step after a broker restart), from about 1 s again
+                # once a connection was accepted; a refused CONNACK also backs off.
+                if self._accepted:
+                    delay, self._accepted = random.uniform(0.5, 1.5), False
+                if delay and not self._back_off(inp, delay):
+                    return  # the runner has gone
+                delay = min(max(delay, 0.5) * 2, 30.0) * random.uniform(0.75, 1.25)
                 try:
                     client.reconnect()
-                    delay = 1.0
                 except OSError as exc:
                     log.warning(
                         "mqtt connect failed", error=str(exc)[:200], retry_in=round(delay, 1)
                     )
-                    ready, _, _ = select.select([inp], [], [], delay)
-                    delay = min(delay * 2, 30.0) * random.uniform(0.75, 1.25)
-                    if ready and not os.read(inp, 65536):
-                        return  # the runner has gone
                     continue
                 sock = client.socket()
                 assert sock is not None
@@ -190,7 +201,8 @@ def main() -> None:
         orjson.loads(os.environ["TRYGG_RECEIVER_TOPICS"]),
         int(os.environ.get("TRYGG_MQTT_SESSION_EXPIRY", "3600")),
     )
-    r.run(sys.stdin.fileno(), sys.stdout.fileno())
+    with contextlib.suppress(BrokenPipeError):  # the runner has gone mid-write
+        r.run(sys.stdin.fileno(), sys.stdout.fileno())
 
 
 # --- the runner's side -----------------------------------------------------------
