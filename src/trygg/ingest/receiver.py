@@ -42,6 +42,7 @@ import orjson
 from paho.mqtt.enums import MQTTErrorCode
 
 from trygg import logs
+from trygg.child import ChildProcess
 from trygg.ingest.mqtt import Message, MqttSource
 
 log = logs.get("trygg.ingest.receiver")
@@ -222,7 +223,7 @@ class ReceiverProcess:
         log_format: str,
         log_level: str,
     ) -> None:
-        self._env = {
+        env = {
             **os.environ,
             "TRYGG_MQTT_URL": url,
             "TRYGG_MQTT_CLIENT_ID": client_id,
@@ -231,30 +232,25 @@ class ReceiverProcess:
             "TRYGG_LOG_FORMAT": log_format,
             "TRYGG_LOG_LEVEL": log_level,
         }
+        self._child = ChildProcess(
+            "MQTT receiver",
+            "trygg.ingest.receiver",
+            [],
+            env,
+            self._follow,
+            on_exit=self._forget,
+            limit=1 << 24,
+        )
         self._on_messages = on_messages
         self.connected = threading.Event()  # threading: the API and start-up wait on it
-        self._proc: asyncio.subprocess.Process | None = None
-        self._follow: asyncio.Task[None] | None = None
         self._acks: list[tuple[int, int]] = []
         self._pubs: list[tuple[str, bytes, int, bool]] = []
         self._flush_due = False
-        self._stopping = False
 
     async def start(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "trygg.ingest.receiver",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=self._env,
-            limit=1 << 24,
-        )
-        self._follow = asyncio.create_task(self._read(self._proc), name="receiver")
+        await self._child.start()
 
-    async def _read(self, proc: asyncio.subprocess.Process) -> None:
-        out = proc.stdout
-        assert out is not None
+    async def _follow(self, out: asyncio.StreamReader) -> None:
         try:
             while True:
                 kind, n = _HEAD.unpack(await out.readexactly(_HEAD.size))
@@ -265,17 +261,14 @@ class ReceiverProcess:
                     self.connected.set()
                 elif kind == DISCONNECTED:
                     self.connected.clear()
-        except asyncio.IncompleteReadError:
-            pass
-        self.connected.clear()
-        await proc.wait()
-        if not self._stopping:
-            # Whatever it had not acknowledged, the broker sends again to the next one.
-            log.error("MQTT receiver process exited; starting it again", code=proc.returncode)
-            self._acks.clear()
-            self._pubs.clear()
-            await asyncio.sleep(1)
-            await self.start()
+        finally:
+            self.connected.clear()
+
+    def _forget(self) -> None:
+        # Acknowledgements for a connection that is gone: the broker sends those
+        # messages again to the next receiver.
+        self._acks.clear()
+        self._pubs.clear()
 
     def ack(self, message: Message) -> None:
         if message.qos > 0:
@@ -294,36 +287,21 @@ class ReceiverProcess:
 
     def _flush(self) -> None:
         self._flush_due = False
-        proc = self._proc
-        if proc is None or proc.stdin is None or proc.stdin.is_closing():
-            return
         # Replies first: a SCAIP unit gets its <mrs> before the PUBACK, as before.
         if self._pubs:
-            proc.stdin.write(_frame(PUBLISH, self._pubs))
+            self._child.write(_frame(PUBLISH, self._pubs))
             self._pubs = []
         if self._acks:
-            proc.stdin.write(_frame(ACKS, self._acks))
+            self._child.write(_frame(ACKS, self._acks))
             self._acks = []
 
     def stop(self) -> None:
         """Close the pipe: the receiver disconnects and exits."""
-        self._stopping = True
         self._flush()
-        if self._proc is not None and self._proc.stdin is not None:
-            self._proc.stdin.close()
+        self._child.close_input()
 
     async def wait_stopped(self, within: float = 5.0) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        try:
-            await asyncio.wait_for(proc.wait(), within)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-        if self._follow is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._follow, 1.0)
+        await self._child.stop(within)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import orjson
 import psycopg
 
 from trygg import logs
+from trygg.child import ChildProcess
 from trygg.runner.spool import Position, SpoolReader
 from trygg.store import spooled
 
@@ -203,54 +204,38 @@ class DrainerProcess:
         log_level: str,
         on_stored: Callable[[int, int], None] = lambda stored, dead: None,
     ) -> None:
-        self._args = ["--spool", str(spool_dir), "--name", name]
-        self._env = {
+        env = {
             **os.environ,
             "TRYGG_DATABASE_URL": database_url,
             "TRYGG_LOG_FORMAT": log_format,
             "TRYGG_LOG_LEVEL": log_level,
         }
+        self._child = ChildProcess(
+            "drainer",
+            "trygg.runner.drainer",
+            ["--spool", str(spool_dir), "--name", name],
+            env,
+            self._follow,
+        )
         self._on_stored = on_stored
         self.position: Position | None = None  # stored up to here (None: not yet known)
         self._moved = asyncio.Event()
-        self._proc: asyncio.subprocess.Process | None = None
-        self._follow: asyncio.Task[None] | None = None
-        self._stopping = False
 
     async def start(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "trygg.runner.drainer",
-            *self._args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=self._env,
-        )
-        self._follow = asyncio.create_task(self._read(self._proc), name="drainer")
+        await self._child.start()
 
-    async def _read(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        while line := await proc.stdout.readline():
+    async def _follow(self, out: asyncio.StreamReader) -> None:
+        while line := await out.readline():
             doc: dict[str, Any] = orjson.loads(line)
             self.position = Position(*doc["to"])
             self._on_stored(doc["stored"], doc["dead"])
             self._moved.set()
-        await proc.wait()
-        if not self._stopping:
-            # It should never die on its own; storing must go on.
-            log.error("drainer process exited; starting it again", code=proc.returncode)
-            await asyncio.sleep(1)
-            await self.start()
 
     def wake(self) -> None:
         """There is more in the spool. (A byte per call: the drainer reads all that
         are waiting at once, and skipping one because another "seems" pending could
         leave it asleep with records to store.)"""
-        if self._proc is None or self._proc.stdin is None:
-            return
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            self._proc.stdin.write(b"w")
+        self._child.write(b"w")
 
     async def stored_to(self, pos: Position) -> None:
         """Until everything before ``pos`` is stored."""
@@ -262,21 +247,7 @@ class DrainerProcess:
 
     async def stop(self, within: float = 5.0) -> None:
         """Let it store what is spooled (for at most ``within`` seconds), then end it."""
-        self._stopping = True
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), within)
-        except TimeoutError:
-            log.warning("drainer did not finish in time; the spool keeps the rest")
-            proc.kill()
-            await proc.wait()
-        if self._follow is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._follow, 1.0)
+        await self._child.stop(within)
 
 
 if __name__ == "__main__":
