@@ -231,3 +231,21 @@ def test_scaip_end_to_end(secured, db: str) -> None:  # type: ignore[no-untyped-
             assert "not XML" in reasons[1]
         finally:
             a.close()
+
+
+def test_trygg_refused_by_the_broker_backs_off(secured, db: str) -> None:  # type: ignore[no-untyped-def]
+    """A wrong password must not turn into a reconnect storm against the broker."""
+    broker, _ = secured
+    env = {
+        "TRYGG_MQTT_URL": f"mqtt://trygg:wrong@127.0.0.1:{broker.port}",
+        "TRYGG_DATABASE_URL": db,
+        "TRYGG_SITE": SITE,
+        "TRYGG_MQTT_CLIENT_ID": f"trygg-test-{time.monotonic_ns()}",
+    }
+    with TryggProcess(env) as trygg:
+        wait_until(lambda: "mqtt connect refused" in trygg.output(), timeout=60)
+        time.sleep(4)
+        refusals = trygg.output().count("mqtt connect refused")
+        assert trygg.proc is not None and trygg.proc.poll() is None  # still running, retrying
+    # Backoff from ~1 s, doubling: about 3 attempts in 4 s; a tight loop makes hundreds.
+    assert 2 <= refusals <= 5, refusals
