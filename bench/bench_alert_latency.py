@@ -35,7 +35,6 @@ import tempfile
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 import psycopg  # noqa: E402
+from bench.webhook_receiver import Hook  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from trygg.devenv import PrivateMosquitto, PrivatePostgres, free_port  # noqa: E402
@@ -91,30 +91,10 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="trygg-bench-alert-"))
-    hook_times: dict[str, float] = {}
     sse_times: dict[str, float] = {}
     raw_times: dict[str, float] = {}
     sent: dict[str, float] = {}
     by_event: dict[str, str] = {}
-
-    class Hook(BaseHTTPRequestHandler):
-        # Keep-alive, as a real receiver (a reverse proxy, a paging service) has it:
-        # with HTTP/1.0 every POST paid a new connection and a new server thread.
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            t = time.monotonic()
-            p = json.loads(body)
-            if p.get("notification", {}).get("level") == 1:
-                for e in p.get("events", []):
-                    hook_times.setdefault(e, t)
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *a: object) -> None:
-            pass
 
     with PrivatePostgres() as pg, PrivateMosquitto() as broker:
         migrate(pg.url)
@@ -148,16 +128,14 @@ def main() -> None:
             if len(background) >= n_bg:
                 break
 
-        hook_port = free_port()
-        srv = ThreadingHTTPServer(("127.0.0.1", hook_port), Hook)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        hook = Hook()
         http_port = free_port()
         env = {
             **os.environ,
             "TRYGG_MQTT_URL": broker.url,
             "TRYGG_DATABASE_URL": pg.url,
             "TRYGG_SITE": SITE,
-            "TRYGG_WEBHOOK_URL": f"http://127.0.0.1:{hook_port}/",
+            "TRYGG_WEBHOOK_URL": hook.url,
             "TRYGG_HTTP_PORT": str(http_port),
             "TRYGG_SPOOL_DIR": str(work / "spool"),
             "TRYGG_LOG_LEVEL": "WARNING",
@@ -292,12 +270,12 @@ def main() -> None:
             print("trygg did not stop within 20 s of SIGTERM; killed", file=sys.stderr)
             proc.kill()
             proc.wait()
-        srv.shutdown()
+        hook.stop()
 
     def lat(d: dict[str, float]) -> list[float]:
         return [(d[e] - sent[e]) * 1000 for e in sent if e in d]
 
-    wh, cs, bl = lat(hook_times), lat(sse_times), lat(raw_times)
+    wh, cs, bl = lat(hook.times), lat(sse_times), lat(raw_times)
 
     def received(m: str) -> float:
         for line in m.splitlines():

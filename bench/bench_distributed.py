@@ -72,7 +72,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -84,6 +83,7 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 import psycopg  # noqa: E402
+from bench.webhook_receiver import Hook  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from tests.conftest import new_database  # noqa: E402
 from tests.distributed_stack import Stack  # noqa: E402
@@ -331,45 +331,6 @@ class Publisher:
         if self.proc.poll() is None:
             self.proc.kill()
         self._thread.join(10)
-
-
-# --------------------------------------------------------------------- webhook
-
-
-class Hook:
-    """A local webhook receiver (keep-alive): level-1 POSTs, by event id, monotonic time."""
-
-    def __init__(self) -> None:
-        self.times: dict[str, float] = {}
-        self.posts = 0
-        times = self.times
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                t = time.monotonic()
-                outer.posts += 1
-                p = json.loads(body)
-                if p.get("notification", {}).get("level") == 1:
-                    for e in p.get("events", []):
-                        times.setdefault(e, t)
-                self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *a: object) -> None:
-                pass
-
-        self.port = free_port()
-        self.srv = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
 
 
 # --------------------------------------------------------------------- stages
