@@ -61,6 +61,7 @@ from trygg.alerts.routing import Escalator
 from trygg.distributed import codecs
 from trygg.notify.console import ConsoleFeed
 from trygg.registry import Registry
+from trygg.runner.alerting import alert_from_records
 from trygg.settings import Settings
 from trygg.store import access as access_store
 from trygg.store import alerts as alert_store
@@ -82,13 +83,6 @@ _OPEN = sorted(s.value for s in OPEN_STATES)
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _alert_of(recs: list[dict[str, Any]]) -> Alert | None:
-    """An alert rebuilt from its stored records (None: none, or written before schema 3)."""
-    if not recs or any(r["seq"] is None for r in recs):
-        return None
-    return Alert.from_records(Record.from_dict(r) for r in recs)
 
 
 def _is_uuid(text: str) -> bool:
@@ -200,7 +194,7 @@ class DistributedAlertService:
         ch: Changes = await self._db(read_changes, known, self.clock())
         publish = self._polled  # the first load is the state, not news
         for recs in ch.records.values():
-            a = _alert_of(recs)
+            a = alert_from_records(recs)
             if a is None or not a.is_open:
                 continue  # closed between the two reads: the next poll sees it closed
             self._adopt(a, publish=publish)
@@ -254,7 +248,7 @@ class DistributedAlertService:
         if not _is_uuid(alert_id):
             return None
         recs = await self._db(alert_store.alert_records, alert_id, include_shadow=False)
-        return _alert_of(recs)
+        return alert_from_records(recs)
 
     async def load(self, alert_id: str) -> Alert | None:
         """The alert from memory, or rebuilt from its stored records."""

@@ -82,6 +82,14 @@ def routing_from(path: Any) -> RoutingConfig:
     return load_routing(path) if path else default_routing()
 
 
+def alert_from_records(recs: list[dict[str, Any]]) -> Alert | None:
+    """An alert rebuilt from its stored records (``store.alerts.alert_records``);
+    None if there are none, or they were written before schema 3 (no ``seq``)."""
+    if not recs or any(r["seq"] is None for r in recs):
+        return None
+    return Alert.from_records(Record.from_dict(r) for r in recs)
+
+
 class AlertService:
     def __init__(
         self,
@@ -426,9 +434,7 @@ class AlertService:
         if self.shadow_gk.get(alert_id) is not None:
             return None  # shadow alerts are not shown nor acted on
         recs = await self._db_nowait(alert_store.alert_records, alert_id, include_shadow=False)
-        if not recs or any(r["seq"] is None for r in recs):
-            return None
-        return Alert.from_records(Record.from_dict(r) for r in recs)
+        return alert_from_records(recs)
 
     async def act(
         self,
