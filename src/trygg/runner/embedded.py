@@ -1,13 +1,14 @@
-"""The embedded runner: the whole pipeline in one asyncio process.
+"""The embedded runner: the whole pipeline on one asyncio event loop, with two helpers.
 
-    paho thread --Message--> queue --> decode --> dedup --> rules --> alerts --> notify
-                                           \\--> spool (fsync) --> PUBACK
-                            spool files --> drainer process --> store (exactly once)
+    receiver process --Messages--> queue --> decode --> dedup --> rules --> alerts --> notify
+                                                  \\--> spool (fsync) --> PUBACK
+                                   spool files --> drainer process --> store (exactly once)
 
-The paho network thread only enqueues. The consumer task drains the queue in
-batches: it decodes, drops re-deliveries, runs the rule engine at once (an
-alarm never waits for the database), appends the batch to the local spool,
-and only then acknowledges the batch's messages, in order. The drainer, a
+The receiver process (trygg.ingest.receiver) runs paho and hands messages
+over in batches. The consumer task decodes each batch, drops re-deliveries,
+runs the rule engine at once (an alarm never waits for the database), and
+hands the batch to the commit task, which appends it to the local spool and
+only then has the receiver acknowledge its messages, in order. The drainer, a
 process of its own (trygg.runner.drainer), writes the spool to PostgreSQL
 whenever PostgreSQL is there; while it is not, the spool grows (bounded) and
 alerting goes on. A timer task drives the engine's absence timers from the
@@ -108,11 +109,9 @@ class EmbeddedRunner:
         self.stats = Stats()
         self.dedup = RecentKeys()
         self.spool_name = settings.mqtt_client_id
-        # paho's thread appends here and wakes the consumer only when it sleeps:
-        # one wake-up per burst, not a self-pipe write per message.
+        # The receiver's batches, waiting for the consumer.
         self._inbox: deque[Message] = deque()
         self._inbox_wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._timer_due: datetime | None = None  # when the timer task wakes next
         # Decoded batches waiting for the spool and their PUBACKs (see _commit).
         self._handoff: deque[Handoff] = deque()
@@ -369,9 +368,7 @@ class EmbeddedRunner:
             residents=len(self._registry.residents),
             devices=len(self._registry.devices),
         )
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        self._alerting = await self._start_alerting(loop)
+        self._alerting = await self._start_alerting(asyncio.get_running_loop())
         # Several ingest processes may share the device topics (MQTT v5 shared
         # subscription); see docs/ingest.md for the ordering this gives up.
         share = f"$share/{s.mqtt_shared_group}/" if s.mqtt_shared_group else ""
