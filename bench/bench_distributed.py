@@ -63,7 +63,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -83,6 +82,7 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 import psycopg  # noqa: E402
+from bench.machine import cpu_model  # noqa: E402
 from bench.webhook_receiver import Hook  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from tests.conftest import new_database  # noqa: E402
@@ -116,16 +116,6 @@ Msg = tuple[str, bytes]
 
 class Stalled(Exception):
     """A stage made no progress (or ran out of time): never wait forever."""
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def pct(xs: list[float], p: float) -> float:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -32,6 +31,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO))
+
+from bench.machine import cpu_model  # noqa: E402
 
 from trygg.devenv import PrivateMosquitto, PrivatePostgres  # noqa: E402
 from trygg.registry import parse_registry  # noqa: E402
@@ -329,15 +331,7 @@ def main() -> None:
                 "200",
             ]
         )
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    print(f"machine: {os.cpu_count()} cores, {cpu}")
+    print(f"machine: {os.cpu_count()} cores, {cpu_model()}")
     with PrivatePostgres() as pg, PrivateMosquitto() as broker:
         migrate(pg.url)
         reg = parse_registry(

@@ -36,6 +36,9 @@ from zoneinfo import ZoneInfo
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO))
+
+from bench.machine import cpu_model  # noqa: E402
 
 from trygg.registry import parse_registry  # noqa: E402
 from trygg.rules.catalogue import load_catalogue  # noqa: E402
@@ -174,16 +177,6 @@ def deep_state_size(res: Res) -> int:
 
     total = sys.getsizeof(res) + size(res.states) + size(res.wm) + size(res.next)
     return total + size(res.id) + 104  # + its entry in the engine's resident dict
-
-
-def cpu_model() -> str:
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                return ln.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,8 +33,10 @@ from zoneinfo import ZoneInfo
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO))
 
 import psycopg  # noqa: E402
+from bench.machine import cpu_model  # noqa: E402
 
 from trygg.audit.report import ReportOptions, build_report, to_html  # noqa: E402
 from trygg.audit.synth import synth_history  # noqa: E402
@@ -55,16 +56,6 @@ TEAMS = [
     "bjerke-nord",
     "ullern-midt",
 ]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def timed(fn: Callable[[], Any], n: int = 3) -> float:
