@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import select
 import signal
 import sys
@@ -40,6 +41,7 @@ import psycopg
 
 from trygg import logs
 from trygg.child import ChildProcess
+from trygg.model import DeadLetter
 from trygg.runner.spool import Position, SpoolReader
 from trygg.store import spooled
 
@@ -63,27 +65,80 @@ class _Wakes:
         if ready and not os.read(self._fd, 4096):
             self.closed = True
 
+    def sleep(self, seconds: float) -> None:
+        """``seconds`` whatever the runner appends meanwhile; only its goodbye ends
+        it early. (A back-off cut short by every wake-up is no back-off: under load
+        the runner wakes the drainer for each batch, and a database outage made
+        6,783 connection attempts in 30 s.)"""
+        end = time.monotonic() + seconds
+        while not self.closed and (left := end - time.monotonic()) > 0:
+            self.wait(left)
 
-def _report(out: IO[bytes], pos: Position, stored: int = 0, dead: int = 0) -> None:
-    out.write(orjson.dumps({"to": [pos.segment, pos.offset], "stored": stored, "dead": dead}))
+
+class _Outage:
+    """Back-off for a database that is away, and one log line per change of state.
+
+    The wait doubles from ``base`` to ``cap`` with full jitter (a random share
+    of it, at least half), so that the drainers of several sites do not come
+    back in lock-step; it resets once a run is stored.
+    """
+
+    def __init__(self, out: IO[bytes], base: float = 0.2, cap: float = 10.0) -> None:
+        self._out = out
+        self.base, self.cap = base, cap
+        self.since: float | None = None
+        self.attempts = 0
+
+    def failed(self, exc: BaseException, what: str) -> float:
+        """Note a failure; the seconds to wait before the next try."""
+        self.attempts += 1
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning(
+                "database unavailable: storing paused, the spool keeps everything",
+                what=what,
+                error=_first_line(exc),
+            )
+            _say(self._out, {"db": "down"})
+        delay = min(self.cap, self.base * 2 ** min(self.attempts - 1, 16))
+        return delay * random.uniform(0.5, 1.0)
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            log.info(
+                "database available again: storing resumed",
+                down_s=round(time.monotonic() - self.since, 1),
+                attempts=self.attempts,
+            )
+            _say(self._out, {"db": "up"})
+        self.since, self.attempts = None, 0
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def _say(out: IO[bytes], doc: dict[str, Any]) -> None:
+    out.write(orjson.dumps(doc))
     out.write(b"\n")
     out.flush()
 
 
-def _connect(url: str, wakes: _Wakes) -> psycopg.Connection | None:
+def _report(out: IO[bytes], pos: Position, stored: int = 0, dead: int = 0) -> None:
+    _say(out, {"to": [pos.segment, pos.offset], "stored": stored, "dead": dead})
+
+
+def _connect(url: str, wakes: _Wakes, outage: _Outage) -> psycopg.Connection | None:
     """A connection, retried with backoff; None once the runner has gone."""
-    delay = 0.2
     while True:
         try:
             return psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.OperationalError as exc:
-            log.warning(
-                "database unavailable, retrying", error=str(exc).strip()[:200], retry_in=delay
-            )
-        wakes.wait(delay)
+            delay = outage.failed(exc, "connect")
+        wakes.sleep(delay)
         if wakes.closed:
             return None
-        delay = min(delay * 2, 5.0)
 
 
 def _start(conn: psycopg.Connection, reader: SpoolReader, name: str) -> Position:
@@ -126,9 +181,20 @@ def drain(
     """
     conn: psycopg.Connection | None = None
     pos: Position | None = None
+    outage = _Outage(out)
+
+    def poisoned(letter: DeadLetter) -> None:
+        # Ids and the database's reason only: never the record's contents.
+        log.error(
+            "a spooled record the database refused is kept as a dead letter",
+            device=letter.device,
+            kind=letter.topic,
+            reason=letter.reason,
+        )
+
     while True:
         if conn is None or conn.closed:
-            conn = _connect(url, wakes)
+            conn = _connect(url, wakes, outage)
             if conn is None:
                 return
             pos = None
@@ -144,25 +210,33 @@ def drain(
                     records,
                     (upto.segment, upto.offset),
                     start=(pos.segment, pos.offset),
+                    on_poison=poisoned,
                 )
                 pos = upto
                 reader.release(pos)
+                outage.recovered()
                 _report(out, pos, stored, dead)
                 if len(records) < batch // 5 and not wakes.closed:
                     # Under load, let a run gather: a transaction per few dozen events
                     # cost PostgreSQL more CPU than the rows themselves (bench_ingest).
                     time.sleep(gather)
                 continue
+            outage.recovered()
         except spooled.CheckpointMoved as exc:
             log.warning("another drainer stored part of this spool: going on from there", at=exc.at)
             pos = Position(*exc.at)
             continue
-        except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
-            log.warning("database unavailable, retrying", error=str(exc).strip()[:200])
+        except psycopg.Error as exc:
+            # The server gone, or a state of the database that no record causes (a
+            # missing table, a full disk): wait and try again on a new connection.
+            # Records the database refuses never get here (spooled.apply isolates them).
+            delay = outage.failed(exc, "store")
             with contextlib.suppress(Exception):
                 conn.close()
             conn = None
-            wakes.wait(0.5)
+            wakes.sleep(delay)
+            if wakes.closed and outage.since is not None:
+                return  # the runner has gone and the database too: the spool keeps the rest
             continue
         if wakes.closed:
             return  # the runner has gone and everything spooled is stored
@@ -219,6 +293,8 @@ class DrainerProcess:
         )
         self._on_stored = on_stored
         self.position: Position | None = None  # stored up to here (None: not yet known)
+        self.stored_at = time.monotonic()  # when it last told of progress (or started)
+        self.db_down_since: float | None = None  # monotonic; None while it can store
         self._moved = asyncio.Event()
 
     async def start(self) -> None:
@@ -227,7 +303,11 @@ class DrainerProcess:
     async def _follow(self, out: asyncio.StreamReader) -> None:
         while line := await out.readline():
             doc: dict[str, Any] = orjson.loads(line)
+            if "db" in doc:
+                self.db_down_since = time.monotonic() if doc["db"] == "down" else None
+                continue
             self.position = Position(*doc["to"])
+            self.stored_at = time.monotonic()
             self._on_stored(doc["stored"], doc["dead"])
             self._moved.set()
 

@@ -28,6 +28,7 @@ once more before it moves on.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import threading
@@ -140,6 +141,15 @@ def _segments(directory: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _SEG.match(p.name)))
 
 
+def _unreadable(line: bytes, exc: Exception) -> dict[str, Any]:
+    """A line that is not JSON, as a record the drainer keeps as a dead letter."""
+    return {
+        "op": "unreadable",
+        "raw": base64.b64encode(line[: 64 * 1024]).decode(),
+        "error": f"{str(exc)[:200]} ({len(line)} bytes)",
+    }
+
+
 class SpoolReader:
     """Reads a spool that another process appends to; deletes what is stored."""
 
@@ -188,7 +198,12 @@ class SpoolReader:
                         at_end = not line  # a line without its newline is still being written
                         break
                     offset += len(line)
-                    doc = orjson.loads(line)
+                    try:
+                        doc = orjson.loads(line)
+                    except orjson.JSONDecodeError as exc:
+                        # A damaged line must not stop the spool: the drainer stores it
+                        # as a dead letter (trygg.store.spooled) and goes on.
+                        doc = _unreadable(line, exc)
                     if isinstance(doc, list):
                         out.extend(doc)
                     else:  # a spool written before 2026-11-29: one record per line

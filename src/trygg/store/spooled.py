@@ -10,8 +10,10 @@ impossible, so replaying the spool after a crash never applies a record twice.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
-from datetime import datetime
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -240,24 +242,59 @@ class CheckpointMoved(Exception):
         self.at = at
 
 
-def apply(
-    conn: psycopg.Connection,
-    spool: str,
-    records: Sequence[Record],
-    position: tuple[int, int],
-    start: tuple[int, int] | None = None,
-) -> tuple[int, int]:
-    """Write ``records`` and move the checkpoint to ``position``, atomically.
+# What a record that PostgreSQL (or the driver) cannot take raises: a value it
+# cannot hold (NUL in text, a number or time out of range: SQLSTATE class 22),
+# a constraint it breaks (class 23), text Python cannot encode (a lone
+# surrogate), or a record of the wrong shape. Such a record is poison: it will
+# fail the same way on every try, so it is isolated instead of retried.
+# Anything else (the server gone, a missing table) is the database's state,
+# not the data's, and is retried.
+POISON: tuple[type[BaseException], ...] = (
+    psycopg.errors.DataError,
+    psycopg.errors.IntegrityError,
+    ValueError,  # UnicodeEncodeError included
+    TypeError,
+    KeyError,
+    OverflowError,
+)
 
-    ``start``, if given, is where the records begin: they are applied only if
-    the stored checkpoint is still there (else ``CheckpointMoved``), under a
-    lock on the spool's name, so two drainers of one spool never store a
-    record twice. Returns (events stored, dead letters stored). All events
-    go in one COPY; other records keep their order.
+
+def _clean(text: str) -> str:
+    """``text`` as PostgreSQL can store it: NUL and lone surrogates escaped."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def poison_letter(record: Record, error: BaseException) -> DeadLetter:
+    """A record the database refused, as a dead letter: the record's JSON
+    (ASCII, so any text survives) and the database's reason."""
+    raw = json.dumps(record, ensure_ascii=True, default=str, sort_keys=True).encode()
+    if isinstance(error, KeyError):
+        reason = f"the record has no field {error}"
+    else:
+        text = str(error).strip()
+        reason = text.splitlines()[0] if text else type(error).__name__
+    device = record.get("d") if record.get("op") == "ev" else record.get("device")
+    rx = record.get("rx")
+    try:
+        received = datetime.fromisoformat(rx) if isinstance(rx, str) else None
+    except ValueError:
+        received = None
+    return DeadLetter(
+        _clean(f"spool/{record.get('op', '?')}"),
+        raw[: 64 * 1024],
+        _clean(f"stored from the spool: the database refused this record: {reason[:300]}"),
+        received or datetime.now(UTC),
+        _clean(device) if isinstance(device, str) else None,
+    )
+
+
+def _write(conn: psycopg.Connection, records: Sequence[Record]) -> tuple[int, int]:
+    """Write a run of records (no checkpoint): (events stored, dead letters stored).
+
+    Events, dead letters and device health depend on nothing else in the run,
+    so each kind goes in as one statement (one COPY for all the events); alert
+    rows and lifecycle records keep their order among themselves.
     """
-    # Events, dead letters and device health depend on nothing else in the run,
-    # so each kind goes in as one statement (one COPY for all the events);
-    # alert rows and lifecycle records keep their order among themselves.
     events: list[Row] = []
     letters: list[DeadLetter] = []
     health: dict[str, list[Any]] = {}
@@ -270,26 +307,116 @@ def apply(
             letters.append(_dead_letter(r))
         elif op == "health":
             _merge_health(health, r)
+        elif op == "unreadable":
+            letters.append(_unreadable(r))
         else:
             ordered.append(r)
-    with conn.transaction():
-        if start is not None:
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('trygg spool ' || %s))", [spool])
-            at = checkpoint(conn, spool)
-            if at is not None and at != start:
-                raise CheckpointMoved(at)
-        stored = write_event_rows(conn, events)
-        dead = write_dead_letters(conn, letters)
-        _apply_health(conn, health)
-        for r in ordered:
-            _apply_one(conn, r)
-        conn.execute(
-            'INSERT INTO spool_checkpoint (spool, segment, "offset") VALUES (%s, %s, %s)'
-            " ON CONFLICT (spool) DO UPDATE SET segment = excluded.segment,"
-            ' "offset" = excluded."offset", updated_at = now()',
-            [spool, position[0], position[1]],
-        )
+    stored = write_event_rows(conn, events)
+    dead = write_dead_letters(conn, letters)
+    _apply_health(conn, health)
+    for r in ordered:
+        _apply_one(conn, r)
     return stored, dead
+
+
+def _unreadable(r: Record) -> DeadLetter:
+    """A spool line that is not JSON (a damaged disk, an old bug) as a dead letter."""
+    return DeadLetter(
+        "spool/unreadable",
+        base64.b64decode(r["raw"]),
+        _clean(f"a spool line that could not be read: {r['error']}"),
+        datetime.now(UTC),
+        None,
+    )
+
+
+def _isolate(
+    conn: psycopg.Connection, records: Sequence[Record], poison: list[DeadLetter]
+) -> tuple[int, int]:
+    """Write ``records``, each half in a savepoint, splitting until every record
+    the database refuses stands alone; those go to ``poison`` as dead letters.
+    Order is kept: the halves are written first to last."""
+    try:
+        with conn.transaction():
+            return _write(conn, records)
+    except POISON as exc:
+        if conn.broken:
+            raise
+        if len(records) == 1:
+            poison.append(poison_letter(records[0], exc))
+            return 0, 0
+    mid = len(records) // 2
+    s1, d1 = _isolate(conn, records[:mid], poison)
+    s2, d2 = _isolate(conn, records[mid:], poison)
+    return s1 + s2, d1 + d2
+
+
+def apply(
+    conn: psycopg.Connection,
+    spool: str,
+    records: Sequence[Record],
+    position: tuple[int, int],
+    start: tuple[int, int] | None = None,
+    on_poison: Callable[[DeadLetter], None] | None = None,
+) -> tuple[int, int]:
+    """Write ``records`` and move the checkpoint to ``position``, atomically.
+
+    ``start``, if given, is where the records begin: they are applied only if
+    the stored checkpoint is still there (else ``CheckpointMoved``), under a
+    lock on the spool's name, so two drainers of one spool never store a
+    record twice. Returns (events stored, dead letters stored).
+
+    A record the database refuses (``POISON``) never blocks the spool: the run
+    is written again with the records split in savepoint-guarded halves until
+    each refused record stands alone, and each is stored as a dead letter with
+    the database's reason (``on_poison`` is told of each). The rest of the run
+    is stored as usual, in the same transaction as the checkpoint.
+    """
+    try:
+        with conn.transaction():
+            _check_start(conn, spool, start)
+            stored, dead = _write(conn, records)
+            _move_checkpoint(conn, spool, position)
+        return stored, dead
+    except POISON:
+        if conn.broken:
+            raise
+    poison: list[DeadLetter] = []
+    with conn.transaction():
+        _check_start(conn, spool, start)
+        stored, dead = _isolate(conn, records, poison)
+        for letter in poison:
+            try:
+                with conn.transaction():
+                    dead += write_dead_letters(conn, [letter])
+            except POISON:
+                if conn.broken:
+                    raise
+                # Not even as a dead letter (cannot happen with cleaned text, but the
+                # spool must never stop on it): said in the log, by position only.
+                letter = dataclasses.replace(letter, payload=b"", reason="unstorable record")
+            if on_poison is not None:
+                on_poison(letter)
+        _move_checkpoint(conn, spool, position)
+    return stored, dead
+
+
+def _check_start(conn: psycopg.Connection, spool: str, start: tuple[int, int] | None) -> None:
+    if start is None:
+        return
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('trygg spool ' || %s))", [spool])
+    at = checkpoint(conn, spool)
+    if at is not None and at != start:
+        raise CheckpointMoved(at)
+
+
+def _move_checkpoint(conn: psycopg.Connection, spool: str, position: tuple[int, int]) -> None:
+    conn.execute(
+        'INSERT INTO spool_checkpoint (spool, segment, "offset") VALUES (%s, %s, %s)'
+        " ON CONFLICT (spool) DO UPDATE SET segment = excluded.segment,"
+        ' "offset" = excluded."offset", updated_at = now()',
+        [spool, position[0], position[1]],
+    )
 
 
 def checkpoint(conn: psycopg.Connection, spool: str) -> tuple[int, int] | None:
