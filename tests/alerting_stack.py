@@ -19,8 +19,11 @@ motion.detected    fire ``inactivity`` (yellow)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -211,6 +214,19 @@ class Stack:
                 "SELECT step FROM alert_records WHERE alert_id = %s ORDER BY seq", alert_id
             )
         ]
+
+    @contextlib.contextmanager
+    def drainer_paused(self) -> Iterator[None]:
+        """Hold the drainer process (SIGSTOP): what is spooled meanwhile reaches the
+        database only after the block, as it would behind a slow database."""
+        drainer = self.runner._drainer
+        assert drainer is not None and drainer._child.proc is not None
+        pid = drainer._child.proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.stop.set)

@@ -216,6 +216,70 @@ def test_two_takes_at_once_one_wins() -> None:
     asyncio.run(go())
 
 
+class LaggingStore(FakeStore):
+    """The spool and a database that holds what was spooled only when told:
+    the drainer behind a slow PostgreSQL."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[dict[str, Any]] = []
+
+    async def spool(self, recs: list[dict[str, Any]]) -> int:
+        self.held.extend(recs)
+        return len(self.spooled) + len(self.held)  # the token: the spool's end
+
+    def stored(self, token: int) -> bool:
+        return len(self.spooled) >= token
+
+    async def catch_up(self) -> None:
+        held, self.held = self.held, []
+        await self.append(held)
+
+
+def test_a_closed_alert_is_closed_until_the_database_holds_it() -> None:
+    """The alert service answers from memory for an alert it closed, while the
+    database still has it open; once stored, it reads the database again."""
+    from trygg.alerts.lifecycle import TransitionError
+
+    async def go() -> None:
+        store, clock = LaggingStore(), Clock()
+        svc = AlertService(
+            parse_routing_text(ROUTING),
+            spool_append=store.spool,
+            db=store.db,
+            clock=clock,
+            stored=store.stored,
+        )
+        await svc.start()
+        svc.on_signal(_fall())
+        (a,) = svc.open_alerts()
+        await svc.act(a.id, "take", "nurse-1")
+        await asyncio.sleep(0.05)
+        await store.catch_up()
+        assert store.snapshots[a.id]["state"] == "accepted"
+        b = await svc.act(a.id, "resolve", "nurse-1", outcome="helped")
+        await asyncio.sleep(0.05)  # appended to the spool, not yet stored
+        assert b.state.value == "resolved" and svc.open_alerts() == []
+        assert store.snapshots[a.id]["state"] == "accepted"
+        for _ in range(2):
+            svc.tick()  # pruning must not forget it while it is unstored
+            assert (await svc.load(a.id)).state.value == "resolved"  # type: ignore[union-attr]
+            assert svc.get(a.id) == b and svc.live_alerts() == [b]
+            try:
+                await svc.act(a.id, "note", "nurse-2", note="too late")
+                raise AssertionError("a note on a resolved alert was accepted")
+            except TransitionError as exc:
+                assert str(exc) == "alert is already resolved"
+        await store.catch_up()
+        svc.tick()
+        assert svc.get(a.id) is None and svc.live_alerts() == []  # memory let go
+        assert (await svc.load(a.id)).state.value == "resolved"  # type: ignore[union-attr]
+        assert [r["step"] for r in store.records[a.id]][-1] == "resolved"
+        await svc.stop()
+
+    asyncio.run(go())
+
+
 def test_shadow_alerts_are_stored_but_never_routed() -> None:
     class ShadowSignal:  # a Signal with the issue-8 flag
         def __init__(self, s: Signal) -> None:

@@ -91,6 +91,51 @@ def test_full_lifecycle_through_the_api(stack: Stack, hook: WebhookReceiver) -> 
     assert {c for c, ok in chans if ok} == {"webhook", "mqtt", "console"}
 
 
+def test_a_closed_alert_answers_as_closed_before_it_is_stored(stack: Stack) -> None:
+    """The database lags the alert service (spool -> drainer -> PostgreSQL): an
+    alert resolved or cancelled in memory must not be read back from the
+    database as still open, nor acted on, until its closing record is stored."""
+    stack.publish("fall-a1", "fall.detected")
+    stack.publish("button-a2", "button.pressed")
+    a = stack.wait_alert("nurse-a", state="open", rule="fall")
+    b = stack.wait_alert("nurse-a", state="open", rule="button")
+    with stack.client("nurse-a") as c:
+        assert _act(c, a["id"], "take").status_code == 200
+        assert _act(c, a["id"], "arrive").status_code == 200
+        stack.wait_db_state(a["id"], "arrived")
+        stack.wait_db_state(b["id"], "notified")
+        with stack.drainer_paused():  # nothing more reaches the database meanwhile
+            r = _act(c, a["id"], "resolve", outcome="helped")
+            assert r.status_code == 200 and r.json()["alert"]["state"] == "resolved"
+            r = _act(c, b["id"], "cancel", reason="false_alarm")
+            assert r.status_code == 200 and r.json()["alert"]["state"] == "cancelled"
+            for _ in range(3):
+                r = _act(c, a["id"], "note", note="too late")
+                assert r.status_code == 409, r.text
+                assert r.json()["detail"] == "alert is already resolved"
+                r = _act(c, b["id"], "acknowledge")
+                assert r.status_code == 409, r.text
+                assert r.json()["detail"].startswith("alert is already cancelled")
+            got = c.get(f"/api/alerts/{a['id']}").json()
+            assert got["alert"]["state"] == "resolved" and got["alert"]["allowed_actions"] == []
+            assert [x["step"] for x in got["records"]][-1] == "resolved"
+            still_open = c.get("/api/alerts", params={"state": "open"}).json()["alerts"]
+            assert not {x["id"] for x in still_open} & {a["id"], b["id"]}
+            listed = {x["id"]: x["state"] for x in c.get("/api/alerts").json()["alerts"]}
+            assert (listed[a["id"]], listed[b["id"]]) == ("resolved", "cancelled")
+            tl = c.get("/api/residents/r-a1/timeline").json()["alerts"]
+            assert [x["state"] for x in tl if x["id"] == a["id"]] == ["resolved"]
+            # the database has not caught up: the answers above came from memory
+            assert stack.sql("SELECT state FROM alerts WHERE id = %s", a["id"]) == [("arrived",)]
+    stack.wait_db_state(a["id"], "resolved")
+    stack.wait_db_state(b["id"], "cancelled")
+    assert stack.steps(a["id"])[-1] == "resolved"
+    assert "note" not in stack.steps(a["id"])
+    with stack.client("nurse-a") as c:  # and once it is stored, from the database
+        r = _act(c, a["id"], "note", note="too late")
+        assert r.status_code == 409 and r.json()["detail"] == "alert is already resolved"
+
+
 def test_two_staff_take_at_once_one_wins(stack: Stack) -> None:
     stack.publish("fall-a2", "fall.detected")
     a = stack.wait_alert("nurse-a", state="open", resident="r-a2")

@@ -298,7 +298,9 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
             for r in rows:
                 if not r.get("shadow"):
                     out[str(r["id"])] = view(r, u)
-        for a in service.open_alerts():
+        # Memory is newer than the database (the spool is stored behind): open
+        # alerts, and alerts closed but perhaps not stored yet, replace their rows.
+        for a in service.live_alerts():
             if match(a):
                 out[a.id] = view(a, u)
             elif a.id in out:
@@ -457,7 +459,7 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
             raise HTTPException(503, f"the database is not reachable: {exc}") from None
         access(u, "resident.timeline", resident, hours=hours)
         by_id = {str(a["id"]): view(a, u) for a in alerts if not a.get("shadow")}
-        for a in service.open_alerts():
+        for a in service.live_alerts():
             if a.resident == resident:
                 by_id[a.id] = view(a, u)
         return {

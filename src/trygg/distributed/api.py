@@ -244,6 +244,11 @@ class DistributedAlertService:
     def open_alerts(self) -> list[Alert]:
         return sorted(self._alerts.values(), key=lambda a: (a.raised_at, a.id))
 
+    def live_alerts(self) -> list[Alert]:
+        """As ``AlertService.live_alerts``: here actions are confirmed from the
+        database, so memory holds nothing newer than it but the open alerts."""
+        return self.open_alerts()
+
     async def _stored(self, alert_id: str) -> Alert | None:
         if not _is_uuid(alert_id):
             return None

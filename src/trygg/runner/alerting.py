@@ -14,6 +14,14 @@
   which one writer task appends in order; the drainer applies them to
   PostgreSQL exactly once, and every write is idempotent. Notifications are
   sent at once, in parallel with the spool append.
+- **Memory before the database.** An alert closed here stays known to the
+  service (``get``, ``load``, ``act``, ``live_alerts``) until the database
+  holds its closing records: the gates forget it at once, and reading it back
+  from PostgreSQL before the drainer has stored it would show it still open,
+  and let staff act on it (a note "on" an alert already resolved, adopted as
+  open again). ``stored(token)`` says whether everything up to an append's
+  token (what ``spool_append`` returned) is stored; without it an append is
+  taken as stored.
 - **Restarts.** On start the service rebuilds the gatekeeper from the
   database (open alerts, alerts closed within the gates' lookback, silences
   not yet ended); escalation timers come back with it, since the escalator
@@ -66,6 +74,7 @@ log = logs.get("trygg.alerts")
 
 Clock = Callable[[], datetime]
 DbCall = Callable[..., Awaitable[Any]]
+_PENDING = object()  # not yet appended to the spool
 
 
 def _now() -> datetime:
@@ -105,6 +114,7 @@ class AlertService:
         registry: Callable[[], Registry] | None = None,
         console_url: str | None = None,
         db_nowait: DbCall | None = None,
+        stored: Callable[[Any], bool] | None = None,
     ) -> None:
         self.routing = routing
         self.escalator = Escalator(routing)
@@ -122,6 +132,13 @@ class AlertService:
         self.gk = Gatekeeper(routing.gates, new_id=new_id)
         self.shadow_gk = Gatekeeper(routing.gates, new_id=new_id)
         self._out: list[spooled.Record] = []
+        self._stored = stored or (lambda token: True)
+        # Alerts closed here whose closing records the database may not hold yet:
+        # id -> (alert, token of the spool append that carried them, or _PENDING).
+        # The gates forget a closed alert at once; until it is stored, this is
+        # the only place that knows it is closed.
+        self._unstored: dict[str, tuple[Alert, Any]] = {}
+        self._closing: list[Alert] = []  # closed since the last append
         self._out_ready = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -237,8 +254,19 @@ class AlertService:
         if not self._out:
             return
         batch, self._out = self._out, []
-        await self._spool_append(batch)
+        closing, self._closing = self._closing, []
+        token = await self._spool_append(batch)
+        for a in closing:
+            held = self._unstored.get(a.id)
+            if held is not None and held[0] is a:
+                self._unstored[a.id] = (a, token)
         self._on_persisted()
+
+    def _forget_stored(self) -> None:
+        """Drop the closed alerts the database now holds."""
+        for aid, (_, token) in list(self._unstored.items()):
+            if token is not _PENDING and self._stored(token):
+                del self._unstored[aid]
 
     def _persist(self, alert: Alert, new: Iterable[Record], *, shadow: bool = False) -> None:
         snap = alert.to_dict()
@@ -247,6 +275,8 @@ class AlertService:
         if not shadow:
             self.feed.publish({"type": "alert", "alert": snap}, alert.team)
             if not alert.is_open:
+                self._unstored[alert.id] = (alert, _PENDING)
+                self._closing.append(alert)
                 self._close_shadow_twin(alert)
 
     def end_shadow_run(self, why: str) -> int:
@@ -325,6 +355,7 @@ class AlertService:
     def tick(self, now: datetime | None = None) -> None:
         """Release held/silenced alerts and do every due escalation step."""
         now = now or self.clock()
+        self._forget_stored()
         for d in self.gk.release_due(now):
             self._decided(d, now)
         for step in self.escalator.due(self.gk.open_alerts(), now):
@@ -420,15 +451,29 @@ class AlertService:
     # ------------------------------------------------------------- staff actions
 
     def get(self, alert_id: str) -> Alert | None:
-        """The live alert (open ones and those the gates still remember)."""
-        return self.gk.get(alert_id)
+        """The live alert: an open one, or one closed here that the database may
+        not hold yet (newer than what a database read would give)."""
+        a = self.gk.get(alert_id)
+        if a is None:
+            held = self._unstored.get(alert_id)
+            if held is not None:
+                a = held[0]
+        return a
 
     def open_alerts(self) -> list[Alert]:
         return self.gk.open_alerts()
 
+    def live_alerts(self) -> list[Alert]:
+        """The open alerts and those closed here but perhaps not yet stored: where
+        a database row of one of them differs, this is the newer."""
+        self._forget_stored()
+        out = self.gk.open_alerts()
+        out.extend(a for a, _ in self._unstored.values() if self.gk.get(a.id) is None)
+        return sorted(out, key=lambda a: (a.raised_at, a.id))
+
     async def load(self, alert_id: str) -> Alert | None:
         """The alert from memory, or rebuilt from its stored records."""
-        a = self.gk.get(alert_id)
+        a = self.get(alert_id)
         if a is not None:
             return a
         if self.shadow_gk.get(alert_id) is not None:
@@ -450,15 +495,15 @@ class AlertService:
     ) -> Alert:
         """A staff action. Raises KeyError (no such alert), TransitionError or
         ConflictError (with the reason to show)."""
-        a = self.gk.get(alert_id)
+        a = self.get(alert_id)
         if a is None:
             a = await self.load(alert_id)
             if a is None:
                 raise KeyError(alert_id)
             # a closed alert: act() refuses with "alert is already resolved"; an
             # open one that is not in memory (cannot normally happen) is adopted.
-            live = self.gk.get(alert_id)
-            a = live or a
+            # Memory again after the read: the alert may have changed meanwhile.
+            a = self.get(alert_id) or a
         now = self.clock()
         b = lc.act(
             a,

@@ -19,6 +19,7 @@ from trygg.alerts.routing import Channel
 from trygg.notify.base import Channel as ChannelImpl
 from trygg.notify.console import ConsoleChannel, ConsoleFeed
 from trygg.runner.alerting import AlertService, routing_from
+from trygg.runner.spool import Position
 
 if TYPE_CHECKING:
     from trygg.runner.embedded import EmbeddedRunner
@@ -77,8 +78,13 @@ async def start_alerting(runner: EmbeddedRunner, loop: asyncio.AbstractEventLoop
     spool = runner._spool
     assert spool is not None
 
-    async def append(records: list[dict[str, Any]]) -> None:
-        await asyncio.to_thread(spool.append, records)
+    async def append(records: list[dict[str, Any]]) -> Position:
+        return await asyncio.to_thread(spool.append, records)
+
+    def stored(pos: Position) -> bool:
+        """Whether the database holds everything spooled before ``pos``."""
+        drainer = runner._drainer
+        return drainer is not None and drainer.position is not None and drainer.position >= pos
 
     async def db(fn: Any, *args: Any, **kw: Any) -> Any:
         return await runner._db_retry(
@@ -98,6 +104,7 @@ async def start_alerting(runner: EmbeddedRunner, loop: asyncio.AbstractEventLoop
         registry=lambda: runner._registry,
         console_url=console_url(s),
         db_nowait=db_nowait,
+        stored=stored,
     )
     # The database must hold everything spooled before the gates are rebuilt.
     assert runner._drainer is not None
