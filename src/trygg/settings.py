@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         Path("trygg-spool"), description="durable local hand-off to the database"
     )
     spool_max_mb: int = Field(4096, description="stop taking messages when this much is unstored")
+    store_stall_s: float = Field(
+        30.0,
+        description="/readyz is not ready when nothing could be stored for this long "
+        "while the spool holds records",
+    )
     # --- alerting: routing, channels, HTTP API and console (docs/alerts.md, docs/api.md)
     routing: Path | None = Field(
         None,

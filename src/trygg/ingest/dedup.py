@@ -34,5 +34,11 @@ class RecentKeys:
             self._old, self._young = self._young, set()
         return False
 
+    def restore(self, newest_first: list[tuple[str, str]]) -> None:
+        """Remember keys seen before a restart (the newest first, as the database
+        gives them), so that what the broker sends again is dropped as live."""
+        for key in reversed(newest_first[: self.capacity // 2]):
+            self.seen(key)
+
     def __len__(self) -> int:
         return len(self._young) + len(self._old)

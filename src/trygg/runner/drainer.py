@@ -100,7 +100,7 @@ class _Outage:
                 error=_first_line(exc),
             )
             _say(self._out, {"db": "down"})
-        delay = min(self.cap, self.base * 2 ** min(self.attempts - 1, 16))
+        delay: float = min(self.cap, self.base * 2.0 ** min(self.attempts - 1, 16))
         return delay * random.uniform(0.5, 1.0)
 
     def recovered(self) -> None:

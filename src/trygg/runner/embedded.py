@@ -21,7 +21,10 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import logging
+import os
 import random
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -47,10 +50,10 @@ from trygg.rules.catalogue import default_rules_dir
 from trygg.rules.versions import catalogue_content, catalogue_of
 from trygg.runner.alerting import AlertService
 from trygg.runner.drainer import DrainerProcess
-from trygg.runner.spool import Spool
+from trygg.runner.spool import Position, Spool
 from trygg.settings import Settings
 from trygg.store import spooled
-from trygg.store.events import StoredEvent
+from trygg.store.events import StoredEvent, recent_event_keys
 from trygg.store.registry import load_registry, save_registry
 from trygg.store.retention import run_retention
 from trygg.store.versions import VersionError, record_in_use
@@ -58,6 +61,13 @@ from trygg.store.versions import current as current_versions
 from trygg.store.versions import get as get_version
 
 log = logs.get("trygg.runner")
+
+# SIGTERM to exit, in every state (tested): orchestrators kill after 10-30 s.
+STOP_WITHIN = 10.0
+# /readyz says not ready above this share of TRYGG_SPOOL_MAX_MB.
+SPOOL_HIGH_WATER = 0.8
+# Event keys restored at start-up: as many as the live set is sure to hold.
+RECENT_KEYS = RecentKeys().capacity // 2
 
 
 class RuleEngine(Protocol):
@@ -127,6 +137,8 @@ class EmbeddedRunner:
         self._decoder: Decoder | None = None
         self._alerting: AlertService | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []  # the runner's own loops (consume, ...)
+        self._source: ReceiverProcess | None = None
         # Catalogue versions (docs/rules.md): without an engine given, the active
         # version stored in the database is run, and a shadow candidate beside it.
         self._managed = engine is None
@@ -336,6 +348,35 @@ class EmbeddedRunner:
 
     # --- life ---------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
+        """Start, run until ``stop`` is set, then stop within ``STOP_WITHIN`` seconds.
+
+        ``stop`` is honoured in every state: start-up waits on the database (the
+        registry, the spool to be stored), and a SIGTERM during a database outage
+        used to be ignored for as long as the outage lasted. Nothing is lost by
+        stopping early: a message is acknowledged only once it is in the spool.
+        """
+        startup = asyncio.create_task(self._start_up(), name="start-up")
+        stopping = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            await asyncio.wait({startup, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if startup.done():
+                startup.result()  # a start-up error ends the run here
+                self.ready.set()
+                await stopping
+            else:
+                log.info("stopping during start-up")
+                startup.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await startup
+        finally:
+            stopping.cancel()
+            try:
+                await asyncio.wait_for(self._shut_down(), STOP_WITHIN - 2)
+            except TimeoutError:
+                log.error("stopping took too long: the spool keeps what was not stored")
+                self._close_pool()
+
+    async def _start_up(self) -> None:
         s = self.settings
         self._pool = ConnectionPool(
             s.database_url,
@@ -369,6 +410,11 @@ class EmbeddedRunner:
             devices=len(self._registry.devices),
         )
         self._alerting = await self._start_alerting(asyncio.get_running_loop())
+        # The database now holds everything spooled: the keys of the newest events
+        # let ingest drop what the broker (or a device) sends again after a restart.
+        restored = await self._db_retry("recent event keys", recent_event_keys, RECENT_KEYS)
+        self.dedup.restore(restored)
+        log.info("recent event keys restored", keys=len(restored))
         # Several ingest processes may share the device topics (MQTT v5 shared
         # subscription); see docs/ingest.md for the ordering this gives up.
         share = f"$share/{s.mqtt_shared_group}/" if s.mqtt_shared_group else ""
@@ -384,37 +430,59 @@ class EmbeddedRunner:
             log_format=s.log_format,
             log_level=s.log_level,
         )
+        self._source = source  # for the API's /readyz, and to be stopped
         await source.start()
-        self._source = source  # for the API's /readyz
-        tasks = [
+        self._loops = [
             asyncio.create_task(self._consume(), name="consume"),
             asyncio.create_task(self._commit(source), name="commit"),
             asyncio.create_task(self._timers(), name="timers"),
             asyncio.create_task(self._reload_registry(), name="registry"),
             asyncio.create_task(self._retention(), name="retention"),
         ]
-        await asyncio.to_thread(source.connected.wait, 30)
+        # Polled, not waited for in a thread: a thread blocked in a wait cannot be
+        # cancelled, and would hold up a stop during start-up.
+        deadline = time.monotonic() + 30
+        while not source.connected.is_set() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
         # What start-up built (modules, the catalogue, the registry, the web app)
         # lives as long as the process: keep it out of the collector's full
         # passes, which otherwise stall the event loop for tens of ms at a time.
         gc.collect()
         gc.freeze()
-        self.ready.set()
-        await stop.wait()
-        source.stop()
-        await source.wait_stopped()
-        for t in tasks:
+
+    async def _shut_down(self) -> None:
+        """Stop what start-up got as far as starting, in the order that loses nothing:
+        no more messages, then the consumer and commit loops (what is spooled is
+        acknowledged), the alert service, and the drainer (best effort: the spool
+        keeps what it cannot store now)."""
+        source = self._source
+        if source is not None:
+            source.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(source.wait_stopped(), 3)
+        # The runner's loops, and what they spawned (a database call that retries
+        # for as long as an outage lasts must not hold up the stop).
+        for t in [*self._loops, *self._tasks]:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+        for t in [*self._loops, *self._tasks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        for t in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        await self._stop_alerting()
-        self._spool.close()
-        await self._drainer.stop(within=5)  # best effort; the spool keeps the rest
-        self._pool.close()
+        log.debug("stop: loops ended")
+        if self._alerting is not None:
+            await self._stop_alerting()
+        log.debug("stop: alerting stopped")
+        if self._spool is not None:
+            self._spool.close()
+        if self._drainer is not None:
+            await self._drainer.stop(within=3)
+        log.debug("stop: drainer stopped")
+        self._close_pool()
+
+    def _close_pool(self) -> None:
+        """Close the pool without waiting: threads waiting on it for a connection
+        (a call during an outage) fail at once instead of at their timeout."""
+        if self._pool is not None and not self._pool.closed:
+            self._pool.close(timeout=0.5)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -455,19 +523,15 @@ class EmbeddedRunner:
         queue behind another batch's fsync.
         """
         assert self._spool is not None
-        checked = 0.0  # when the spool's size was last checked (a directory listing)
+        # The spool's size is checked (a directory listing) every 0.25 s, and sooner
+        # when a twentieth of its limit was appended since: under sustained load the
+        # check once waited for a pause that never came (a 2 MB limit, 10.5 MB spooled).
+        checked, appended = 0.0, 0
+        step = max(1, self._spool.max_bytes // 20)
         while True:
-            while (
-                self._drainer is not None
-                and self._drainer.position is not None
-                and time.monotonic() - checked > 0.5
-                and self._spool.full(self._drainer.position)
-            ):
-                log.warning(
-                    "spool full: holding messages at the broker until the database catches up"
-                )
-                await asyncio.sleep(1)
-            checked = time.monotonic()
+            if time.monotonic() - checked >= 0.25 or self._spool.appended - appended >= step:
+                await self._hold_while_spool_full()
+                checked, appended = time.monotonic(), self._spool.appended
             batch = await self._next_batch()
             received = _now()
             assert self._decoder is not None
@@ -642,12 +706,66 @@ class EmbeddedRunner:
                 log.error("retention failed; trying again tomorrow", error=str(exc).strip()[:300])
 
     # --- store (the drainer process) ----------------------------------------
+    def pending_bytes(self) -> int:
+        """The spool's unstored backlog: from where the drainer has stored to, or,
+        before it could tell (no database since start), the whole spool."""
+        if self._spool is None:
+            return 0
+        since = self._drainer.position if self._drainer is not None else None
+        if since is None:
+            segs = self._spool.segments()
+            since = Position(segs[0] if segs else 0, 0)
+        pending = self._spool.pending_bytes(since)
+        self.stats.spool_bytes = pending
+        return pending
+
+    def storage(self) -> tuple[bool, str]:
+        """Whether storing keeps up, and if not, why in words (for /readyz): the
+        spool above its high-water mark, or nothing stored for ``store_stall_s``
+        seconds while records wait."""
+        pending = self.pending_bytes()
+        problems: list[str] = []
+        limit = self._spool.max_bytes if self._spool is not None else 0
+        if limit and pending >= limit * SPOOL_HIGH_WATER:
+            problems.append(
+                f"the spool holds {pending} unstored bytes, above its high-water mark "
+                f"({SPOOL_HIGH_WATER:.0%} of {limit})"
+            )
+        d = self._drainer
+        if d is not None and pending > 0:
+            idle = time.monotonic() - d.stored_at
+            if idle > self.settings.store_stall_s:
+                why = ": the database is unavailable" if d.db_down_since is not None else ""
+                problems.append(
+                    f"nothing stored for {idle:.0f} s with {pending} bytes waiting{why}"
+                )
+        return not problems, "; ".join(problems)
+
+    async def _hold_while_spool_full(self) -> None:
+        """While the spool is at its limit, take no more messages: the broker keeps
+        them (it sends no more than its in-flight limit unacknowledged)."""
+        assert self._spool is not None
+        if self.pending_bytes() < self._spool.max_bytes:
+            return
+        log.warning(
+            "spool full: holding messages at the broker until the database catches up",
+            pending_bytes=self.stats.spool_bytes,
+            limit_bytes=self._spool.max_bytes,
+        )
+        began = time.monotonic()
+        while self.pending_bytes() >= self._spool.max_bytes:  # noqa: ASYNC110 - files on disk
+            await asyncio.sleep(0.5)
+        log.info(
+            "spool below its limit again: taking messages",
+            held_s=round(time.monotonic() - began, 1),
+            pending_bytes=self.stats.spool_bytes,
+        )
+
     def _stored(self, stored: int, dead: int) -> None:
         """The drainer stored a run: statistics and the spool's fill level."""
         self.stats.stored += stored
         self.stats.dead_letters += dead
-        if self._spool is not None and self._drainer is not None and self._drainer.position:
-            self.stats.spool_bytes = self._spool.pending_bytes(self._drainer.position)
+        self.pending_bytes()
 
     def _stored_soon(self) -> None:
         """Something was appended to the spool: the drainer should look."""
@@ -700,6 +818,12 @@ def next_retention_run(local_now: datetime, at: dtime = dtime(3, 30)) -> datetim
     return when
 
 
+def _exit_now() -> None:
+    log.error("stop took longer than STOP_WITHIN seconds: exiting now", within=STOP_WITHIN)
+    logging.shutdown()
+    os._exit(1)
+
+
 def run_forever(settings: Settings, engine: RuleEngine | None = None) -> None:
     """Run until SIGINT/SIGTERM."""
     import signal
@@ -707,8 +831,19 @@ def run_forever(settings: Settings, engine: RuleEngine | None = None) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if not stop.is_set():
+                stop.set()
+                # The backstop: whatever holds up the orderly stop (a thread stuck in
+                # a connect to a database that does not answer), the process ends in
+                # time. Nothing acknowledged is lost: the spool has it, fsync'ed.
+                backstop = threading.Timer(STOP_WITHIN, _exit_now)
+                backstop.daemon = True  # it must not itself hold the exit up
+                backstop.start()
+
         for s in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(s, stop.set)
+            loop.add_signal_handler(s, on_signal)
         await EmbeddedRunner(settings, engine).run(stop)
 
     asyncio.run(main())

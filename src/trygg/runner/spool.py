@@ -66,6 +66,7 @@ class Spool:
         self._wf = open(path, "ab")  # noqa: SIM115 - held open for the spool's life
         self._wsize = self._wf.tell()
         self._lock = threading.Lock()  # appends come from several worker threads
+        self.appended = 0  # bytes appended since opened: a cheap "has it grown much?"
 
     # --- layout -------------------------------------------------------------
     def _path(self, seg: int) -> Path:
@@ -103,6 +104,7 @@ class Spool:
                 self._wf.flush()
                 os.fsync(self._wf.fileno())
                 self._wsize += len(buf)
+                self.appended += len(buf)
             if self._wsize >= self.segment_bytes:
                 self._wf.close()
                 self._wseg += 1
