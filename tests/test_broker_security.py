@@ -1,7 +1,9 @@
 """Device identity on a real mosquitto with the files ``trygg devices credentials`` writes.
 
-The broker runs with ``allow_anonymous false``, the generated password file
-and ACL; trygg runs as its own process with the service user's credentials.
+The broker runs ingest/mosquitto.conf (``allow_anonymous false``, a device
+listener and a service listener) with the generated password files and ACL;
+trygg runs as its own process with the service user's credentials, on the
+service listener. tests/test_broker_sessions.py checks the client ids.
 A device can only publish as itself and read only its own SCAIP responses.
 Also SCAIP end to end: an ``<mrq>`` in, events stored, an ``<mrs>`` back.
 """
@@ -21,9 +23,9 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.broker import ProductionMosquitto
 from tests.conftest import trygg_cli
 from tests.helpers import TryggProcess, event_json, wait_until
-from trygg.devenv import PrivateMosquitto
 from trygg.ingest.scaip import parse_mrs
 
 SITE = "oslo"
@@ -100,7 +102,7 @@ class Client:
 
 
 @pytest.fixture
-def secured(tmp_path: Path, db: str) -> Iterator[tuple[PrivateMosquitto, dict[str, str]]]:
+def secured(tmp_path: Path, db: str) -> Iterator[tuple[ProductionMosquitto, dict[str, str]]]:
     reg = tmp_path / "registry.yaml"
     reg.write_text(REGISTRY)
     trygg_cli("registry", "load", str(reg), "--database-url", db)
@@ -108,21 +110,14 @@ def secured(tmp_path: Path, db: str) -> Iterator[tuple[PrivateMosquitto, dict[st
     trygg_cli("devices", "credentials", "--registry", str(reg), "--site", SITE, "--out", str(out))
     with (out / "credentials.csv").open() as f:
         creds = {row["user"]: row["password"] for row in csv.DictReader(f)}
-    config = "\n".join(
-        [
-            "allow_anonymous false",
-            f"password_file {out / 'passwd'}",
-            f"acl_file {out / 'acl'}",
-        ]
-    )
-    with PrivateMosquitto(config=config) as broker:
+    with ProductionMosquitto(generated=out) as broker:
         yield broker, creds
 
 
-def _trygg(broker: PrivateMosquitto, db: str, creds: dict[str, str]) -> TryggProcess:
+def _trygg(broker: ProductionMosquitto, db: str, creds: dict[str, str]) -> TryggProcess:
     return TryggProcess(
         {
-            "TRYGG_MQTT_URL": f"mqtt://trygg:{creds['trygg']}@127.0.0.1:{broker.port}",
+            "TRYGG_MQTT_URL": broker.service_url("trygg", creds["trygg"]),
             "TRYGG_DATABASE_URL": db,
             "TRYGG_SITE": SITE,
             "TRYGG_MQTT_CLIENT_ID": f"trygg-test-{time.monotonic_ns()}",
@@ -178,7 +173,7 @@ def test_anonymous_and_wrong_password_are_refused(secured) -> None:  # type: ign
 def test_a_device_reads_only_its_own_responses(secured) -> None:  # type: ignore[no-untyped-def]
     broker, creds = secured
     a = Client(broker.port, "dev-a", creds["dev-a"])
-    service = Client(broker.port, "trygg", creds["trygg"])
+    service = Client(broker.service_port, "trygg", creds["trygg"])
     try:
         # mosquitto 2.0 may grant the SUBACK (the read ACL is enforced on every
         # message it would deliver), so what counts is what A receives.
@@ -237,7 +232,7 @@ def test_trygg_refused_by_the_broker_backs_off(secured, db: str) -> None:  # typ
     """A wrong password must not turn into a reconnect storm against the broker."""
     broker, _ = secured
     env = {
-        "TRYGG_MQTT_URL": f"mqtt://trygg:wrong@127.0.0.1:{broker.port}",
+        "TRYGG_MQTT_URL": broker.service_url("trygg", "wrong"),
         "TRYGG_DATABASE_URL": db,
         "TRYGG_SITE": SITE,
         "TRYGG_MQTT_CLIENT_ID": f"trygg-test-{time.monotonic_ns()}",

@@ -178,11 +178,14 @@ class PrivateMosquitto:
 
     ``config`` adds lines to the generated configuration (e.g. a password and
     ACL file for the device-security tests); anonymous access is allowed
-    unless ``config`` sets ``allow_anonymous false``.
+    unless ``config`` sets ``allow_anonymous false``. With ``listener`` off,
+    ``config`` brings its own listeners (ingest/mosquitto.conf's, with per-listener
+    settings), ``port`` being one of them.
     """
 
     port: int = field(default_factory=free_port)
     config: str = ""
+    listener: bool = True
     data_dir: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     _owned_dir: bool = False
@@ -197,7 +200,7 @@ class PrivateMosquitto:
             self._owned_dir = True
         conf_path = self.data_dir / "mosquitto.conf"
         lines = [
-            f"listener {self.port} 127.0.0.1",
+            *([f"listener {self.port} 127.0.0.1"] if self.listener else []),
             "persistence true",
             f"persistence_location {self.data_dir}/",
             # Saved on shutdown too; saving a deep queue every second made publishing crawl.
@@ -208,7 +211,7 @@ class PrivateMosquitto:
             "log_type error",
             "log_type warning",
         ]
-        if "allow_anonymous" not in self.config:
+        if self.listener and "allow_anonymous" not in self.config:
             lines.append("allow_anonymous true")
         if os.geteuid() == 0:
             lines.insert(0, "user root")

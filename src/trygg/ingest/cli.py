@@ -16,12 +16,16 @@ def credentials(
     ),
     site: str = typer.Option(..., "--site", help="the {site} in topics (TRYGG_SITE)"),
     out: Path = typer.Option(
-        ..., "--out", file_okay=False, help="directory for passwd, acl and credentials.csv"
+        ...,
+        "--out",
+        file_okay=False,
+        help="directory for passwd, passwd-service, acl and credentials.csv",
     ),
     rotate: bool = typer.Option(False, "--rotate", help="new passwords for every user"),
     service_user: str = typer.Option("trygg", help="the MQTT user trygg itself connects as"),
 ) -> None:
-    """Generate mosquitto's password and ACL files, and credentials.csv, from the registry.
+    """Generate mosquitto's password files (device and service listener), ACL file and
+    credentials.csv from the registry.
 
     Existing passwords are kept on a re-run (read from OUT/credentials.csv)
     unless --rotate. Reload mosquitto afterwards (SIGHUP) to apply.
@@ -39,7 +43,8 @@ def credentials(
         typer.echo(f"trygg: cannot write {out}: {exc.strerror}", err=True)
         raise typer.Exit(1) from None
     typer.echo(
-        f"wrote {out / 'passwd'}, {out / 'acl'} and {out / 'credentials.csv'} (mode 0600): "
+        f"wrote {out / 'passwd'}, {out / 'passwd-service'}, {out / 'acl'} and "
+        f"{out / 'credentials.csv'} (mode 0600): "
         f"{len(result.credentials)} users, {len(result.created)} new passwords, "
         f"{len(result.kept)} kept, {len(result.removed)} removed"
     )

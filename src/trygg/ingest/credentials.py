@@ -3,8 +3,10 @@
 One MQTT user per device (user name = device id), one service user for trygg
 itself, and one staff-device user per team. Writes, into one directory:
 
-- ``passwd``: mosquitto's password file, PBKDF2-SHA512 in mosquitto's ``$7$``
-  format (what ``mosquitto_passwd`` writes since 2.0);
+- ``passwd``: mosquitto's password file for the device listener (devices and
+  staff devices), PBKDF2-SHA512 in mosquitto's ``$7$`` format (what
+  ``mosquitto_passwd`` writes since 2.0);
+- ``passwd-service``: the same for the service listener, trygg's user only;
 - ``acl``: mosquitto's ACL file; ``pattern`` lines with ``%u`` give every
   device its own topics in three lines, ``user`` sections the rest;
 - ``credentials.csv``: ``user,password,role`` in plain text for provisioning
@@ -13,6 +15,13 @@ itself, and one staff-device user per team. Writes, into one directory:
 A re-run keeps every existing user's password (read back from
 credentials.csv) unless ``rotate`` is set, so adding a device does not
 re-provision the others. Users no longer in the registry are dropped.
+
+Two password files because an MQTT session belongs to a client id: on the
+device listener mosquitto makes every client's id its user name
+(``use_username_as_clientid``, ingest/mosquitto.conf), so no device can
+connect as trygg's client id and take trygg's session; trygg's services keep
+their own client ids on a listener that accepts no device credential. trygg's
+client ids all begin with ``<service user>-``, so no device id may.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ ITERATIONS = 101  # mosquitto_passwd's default for $7$
 SALT_BYTES = 12
 HASH_BYTES = 64
 DEVICE, SERVICE, STAFF = "device", "service", "staff"
+PASSWD, PASSWD_SERVICE = "passwd", "passwd-service"  # the device and the service listener's
 _TOPIC_SAFE = re.compile(r"^[^+#/\x00]+$")
 
 
@@ -91,6 +101,12 @@ def users_for(registry: Registry, service_user: str = "trygg") -> list[tuple[str
             raise CredentialsError(
                 f"user name {user!r} is both a {seen[user]} and a {role}: rename one"
             )
+        if role != SERVICE and user.startswith(f"{service_user}-"):
+            # On the device listener a user name is the client id; trygg's are "trygg-...".
+            raise CredentialsError(
+                f"{role} user name {user!r} begins with {service_user + '-'!r}, which is "
+                "reserved for trygg's own MQTT client ids: rename it"
+            )
         seen[user] = role
     return users
 
@@ -109,7 +125,8 @@ def render_acl(site: str, registry: Registry, service_user: str = "trygg") -> st
         f"pattern readwrite {base}/devices/%u/status",
         f"pattern read {base}/devices/%u/scaip/response",
         "",
-        "# trygg itself: reads every device, answers SCAIP, publishes team alerts.",
+        "# trygg itself (its own listener and password file, passwd-service):",
+        "# reads every device, answers SCAIP, publishes team alerts.",
         f"user {service_user}",
         f"topic read {base}/devices/+/events",
         f"topic read {base}/devices/+/scaip",
@@ -178,13 +195,13 @@ def generate(
         raise CredentialsError(f"site {site!r} cannot be used in topics")
     users = users_for(registry, service_user)
     out.mkdir(parents=True, exist_ok=True)
-    csv_path, passwd_path = out / "credentials.csv", out / "passwd"
+    csv_path = out / "credentials.csv"
     old = {} if rotate else _read_csv(csv_path)
-    old_hashes = _read_passwd(passwd_path)
+    old_hashes = {**_read_passwd(out / PASSWD), **_read_passwd(out / PASSWD_SERVICE)}
     creds: list[Credential] = []
     created: list[str] = []
     kept: list[str] = []
-    passwd_lines: list[str] = []
+    passwd_lines: dict[str, list[str]] = {PASSWD: [], PASSWD_SERVICE: []}
     for user, role in users:
         password = old.get(user)
         if password:
@@ -196,11 +213,12 @@ def generate(
         hashed = old_hashes.get(user, "")
         if not check_password(password, hashed):
             hashed = hash_password(password)
-        passwd_lines.append(f"{user}:{hashed}")
+        passwd_lines[PASSWD_SERVICE if role == SERVICE else PASSWD].append(f"{user}:{hashed}")
     removed = sorted(set(_read_csv(csv_path)) - {u for u, _ in users})
     rows = ["user,password,role"] + [_csv_row(c) for c in creds]
     _write(csv_path, "\n".join(rows) + "\n", 0o600)
-    _write(passwd_path, "\n".join(passwd_lines) + "\n", 0o640)
+    for name, lines in passwd_lines.items():
+        _write(out / name, "\n".join(lines) + "\n", 0o640)
     _write(out / "acl", render_acl(site, registry, service_user), 0o644)
     return Generated(creds, created, kept, removed)
 
