@@ -198,6 +198,9 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
         checks: dict[str, Any] = {}
         src = getattr(runner, "_source", None)
         checks["mqtt"] = bool(src is not None and src.connected.is_set())
+        # The receiver's own reason: disconnected, or its session taken over lately.
+        if (why := getattr(src, "not_ready_reason", lambda: None)()) is not None:
+            checks["mqtt"], checks["mqtt_reason"] = False, why
         try:
             await asyncio.wait_for(db(lambda c: c.execute("SELECT 1").fetchone()), 2.0)
             checks["database"] = True

@@ -31,6 +31,7 @@ class _Trygg(Collector):
                 "spooled bytes not yet in the database",
                 value=float(getattr(st, "spool_bytes", 0) or 0),
             )
+        yield from _mqtt(getattr(self.runner, "_source", None), self.service)
         svc = self.service
         c = CounterMetricFamily(
             "trygg_alert_decisions",
@@ -66,6 +67,44 @@ class _Trygg(Collector):
         yield g
         yield GaugeMetricFamily(
             "trygg_console_subscribers", "live console connections", value=svc.feed.subscribers
+        )
+
+
+def _mqtt(source: Any, service: Any) -> Iterator[Any]:
+    """trygg's own MQTT sessions (the receiver's, the alert channel's): takeovers,
+    lost sessions, and retained messages on device event topics (docs/ingest.md)."""
+    clients: list[tuple[str, Any]] = []
+    if hasattr(source, "takeovers"):
+        clients.append(("ingest", source))
+    channels = getattr(service, "channels", {})
+    clients += [("notify", ch.session) for ch in channels.values() if hasattr(ch, "session")]
+    if not clients:
+        return
+    t = CounterMetricFamily(
+        "trygg_mqtt_session_takeovers",
+        "another client took over trygg's MQTT session (DISCONNECT reason 142)",
+        labels=["client"],
+    )
+    last = GaugeMetricFamily(
+        "trygg_mqtt_session_takeover_last_timestamp_seconds",
+        "when trygg's MQTT session was last taken over (0: never)",
+        labels=["client"],
+    )
+    for name, c in clients:
+        t.add_metric([name], float(c.takeovers))
+        last.add_metric([name], float(c.last_takeover or 0))
+    yield t
+    yield last
+    if hasattr(source, "sessions_lost"):
+        yield CounterMetricFamily(
+            "trygg_mqtt_sessions_lost",
+            "reconnects that found no session at the broker (messages may be lost)",
+            value=float(source.sessions_lost),
+        )
+        yield CounterMetricFamily(
+            "trygg_retained_events",
+            "retained messages received on device events/scaip topics",
+            value=float(source.retained_events),
         )
 
 

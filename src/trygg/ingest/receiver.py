@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -51,8 +52,15 @@ _HEAD = struct.Struct("!cI")
 FRAME_MESSAGES = 256  # at most this many messages per frame to the runner
 # receiver -> runner
 MESSAGES, CONNECTED, DISCONNECTED = b"m", b"c", b"d"
+# (takeovers, time.time() of the last or 0.0, sessions lost, retained events), when they change
+COUNTS = b"n"
+TAKEOVER_NOT_READY = 60.0  # seconds a session takeover keeps /readyz's mqtt check failing
 # runner -> receiver
 ACKS, PUBLISH = b"a", b"p"
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
 def _frame(kind: bytes, body: Any) -> bytes:
@@ -86,6 +94,7 @@ class _Receiver:
         self._batch: list[tuple[str, bytes, int, int]] = []
         self._status: list[bytes] = []
         self._accepted = False  # the broker accepted a connection since the last reconnect
+        self._counts: tuple[int, float, int, int] = (0, 0.0, 0, 0)  # as last sent (COUNTS)
         self.source = MqttSource(
             url,
             client_id,
@@ -102,6 +111,10 @@ class _Receiver:
         self._status.append(CONNECTED if connected else DISCONNECTED)
         if connected:
             self._accepted = True
+
+    def _current_counts(self) -> tuple[int, float, int, int]:
+        s = self.source.session
+        return (s.takeovers, s.last_takeover or 0.0, s.sessions_lost, self.source.retained_events)
 
     def _back_off(self, inp: int, delay: float) -> bool:
         """Wait ``delay`` seconds before a reconnect; False if the runner has gone."""
@@ -153,6 +166,9 @@ class _Receiver:
                 for kind in self._status:
                     _write_all(out, _frame(kind, None))
                 self._status.clear()
+            if (counts := self._current_counts()) != self._counts:
+                self._counts = counts
+                _write_all(out, _frame(COUNTS, counts))
             if self._batch:
                 _write_all(out, _frame(MESSAGES, self._batch))
                 self._batch = []
@@ -211,7 +227,11 @@ def main() -> None:
 
 class ReceiverProcess:
     """The runner's handle on the receiver: the same interface as ``MqttSource``
-    (``connected``, ``ack``, ``publish``, ``stop``), messages in batches."""
+    (``connected``, ``ack``, ``publish``, ``stop``), messages in batches.
+
+    It also keeps what the receiver counts of its session (takeovers, the time of
+    the last, lost sessions, retained event messages), summed over restarts of
+    the receiver, for ``/metrics`` and ``/readyz``."""
 
     def __init__(
         self,
@@ -243,6 +263,12 @@ class ReceiverProcess:
         )
         self._on_messages = on_messages
         self.connected = threading.Event()  # threading: the API and start-up wait on it
+        self.disconnected_at: float | None = None  # time.time() the connection was lost
+        self.takeovers = 0
+        self.last_takeover: float | None = None  # time.time()
+        self.sessions_lost = 0
+        self.retained_events = 0
+        self._child_counts = (0, 0, 0)  # the running receiver's own, as last reported
         self._acks: list[tuple[int, int]] = []
         self._pubs: list[tuple[str, bytes, int, bool]] = []
         self._flush_due = False
@@ -259,16 +285,47 @@ class ReceiverProcess:
                     self._on_messages([Message(t, p, mid, qos) for t, p, mid, qos in body])
                 elif kind == CONNECTED:
                     self.connected.set()
+                    self.disconnected_at = None
                 elif kind == DISCONNECTED:
-                    self.connected.clear()
+                    self._lost()
+                elif kind == COUNTS:
+                    self._count(*body)
         finally:
-            self.connected.clear()
+            self._lost()
+
+    def _lost(self) -> None:
+        if self.connected.is_set() or self.disconnected_at is None:
+            self.disconnected_at = time.time()
+        self.connected.clear()
+
+    def _count(self, takeovers: int, last: float, lost: int, retained: int) -> None:
+        """The receiver's counts since it started, added to the totals."""
+        was_takeovers, was_lost, was_retained = self._child_counts
+        self.takeovers += takeovers - was_takeovers
+        self.sessions_lost += lost - was_lost
+        self.retained_events += retained - was_retained
+        self._child_counts = (takeovers, lost, retained)
+        if last:
+            self.last_takeover = last
+
+    def not_ready_reason(self, now: float | None = None) -> str | None:
+        """Why ingest is not ready (``/readyz``), or None: not connected to the broker,
+        or a session takeover within the last ``TAKEOVER_NOT_READY`` seconds."""
+        now = time.time() if now is None else now
+        if self.last_takeover is not None and now - self.last_takeover < TAKEOVER_NOT_READY:
+            return f"session taken over by another client at {_iso(self.last_takeover)}"
+        if not self.connected.is_set():
+            if self.disconnected_at is None:
+                return "not connected to the broker yet"
+            return f"disconnected from the broker since {_iso(self.disconnected_at)}"
+        return None
 
     def _forget(self) -> None:
         # Acknowledgements for a connection that is gone: the broker sends those
         # messages again to the next receiver.
         self._acks.clear()
         self._pubs.clear()
+        self._child_counts = (0, 0, 0)  # the next receiver counts from zero
 
     def ack(self, message: Message) -> None:
         if message.qos > 0:

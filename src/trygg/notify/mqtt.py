@@ -4,6 +4,8 @@ Published at QoS 1 on a client of its own (not the ingest client), and the
 delivery counts as done when the broker's PUBACK arrives. paho re-sends what
 was in flight after a reconnect; a message the broker did not acknowledge
 within the timeout is reported as failed (and the alert service records it).
+A takeover of its session (another client with its client id) is logged and
+counted as an error, as for ingest (``trygg.mqtt_session``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from trygg import logs
 from trygg.alerts.routing import Notification
+from trygg.mqtt_session import SessionWatch
 from trygg.notify.base import Delivery
 from trygg.settings import mqtt_params
 
@@ -54,6 +57,8 @@ class MqttAlerts:
         self._acked_early: set[int] = set()
         self._abandoned: set[int] = set()
         self.connected = threading.Event()
+        # Clean start: no session to lose, only one to have taken over.
+        self.session = SessionWatch(client_id, log, persistent=False)
         c.connect_async(host, port)
         c.loop_start()
 
@@ -65,6 +70,7 @@ class MqttAlerts:
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         self.connected.clear()
+        self.session.disconnected(reason)
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         # paho's thread, possibly with paho's own locks held: only take ours briefly
