@@ -257,12 +257,22 @@ def test_shadow_candidate_end_to_end(db: str, broker, tmp_path: Path) -> None:  
                 lambda: getattr(runner.engine, "version", None) == v2 and runner._shadow is None,
                 timeout=10,
             )
+            # The alarm does not wait for the database: it is routed while the drainer
+            # is held, and stored after. (This step used to read the database as soon
+            # as the webhook came and failed whenever the drainer had not yet stored
+            # the alert: [('button', v1)] where [('button', v1), ('water', v2)] was
+            # expected, which pytest prints elided as a version mix-up.)
             n = len(hook.received)
-            stack.publish("water-a1", "water.detected")
-            wait_until(lambda: len(hook.received) > n, timeout=10)
+            with stack.drainer_paused():
+                stack.publish("water-a1", "water.detected")
+                wait_until(lambda: len(hook.received) > n, timeout=10)
+                alarm = hook.received[-1][2]
+                assert (alarm["rule"], alarm["catalogue_version"]) == ("water", v2)
+                assert [(r[1], r[3]) for r in _alerts(stack) if not r[2]] == [("button", v1)]
+            wait_until(lambda: len([r for r in _alerts(stack) if not r[2]]) == 2, timeout=10)
             routed = [r for r in _alerts(stack) if not r[2]]
             assert [(r[1], r[3]) for r in routed] == [("button", v1), ("water", v2)]
-            assert hook.received[-1][2]["rule"] == "water"
+            assert routed[1][0] == alarm["id"]
             # The shadow run's open alerts were closed with it.
             wait_until(
                 lambda: (
