@@ -328,7 +328,14 @@ def test_a_silence_made_through_the_api_holds_in_the_worker(api: Api) -> None:
         active = c.get("/api/silences", params={"active": "true"}).json()["silences"]
         assert [s["id"] for s in active] == [sil["id"]]
     assert api.sql("SELECT target, created_by FROM silences") == [("r-a3", "nurse-a")]
-    time.sleep(2 * SILENCE_RELOAD_S + 1)  # the worker's reload picks it up
+
+    def reloaded() -> bool:  # the worker's reload (every SILENCE_RELOAD_S) picked it up
+        return any(
+            '"silences reloaded"' in ln and '"silences": 1' in ln
+            for ln in api.stack.log("w1").splitlines()
+        )
+
+    wait_until(reloaded, timeout=10 * SILENCE_RELOAD_S)
     api.publish("button-a3", "button.pressed")
     a = api.wait_alert("nurse-a", state="open", resident="r-a3")
     assert a["rule"] == "button" and a["suppressed"]

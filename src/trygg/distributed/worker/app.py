@@ -564,6 +564,7 @@ class Worker:
         if seen == before:
             return
         self.alerts.update_silences(silences)
+        log.info("silences reloaded", silences=len(silences))
         changed = [s for sid, s in (before or {}).items() if seen.get(sid) != s]
         residents = sorted({r for s in changed if (r := self.alerts.resident_of(s))})
         at = self.clock()
