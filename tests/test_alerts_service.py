@@ -5,6 +5,7 @@ failing channel, rebuild after a restart."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -93,6 +94,15 @@ class FakeStore:
         raise AssertionError(name)
 
 
+async def _until(cond: Callable[[], object]) -> None:
+    """Let the event loop run until ``cond()`` holds (at most about 10 s)."""
+    for _ in range(1000):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
 def _service(store: FakeStore, clock: Clock, **channels: FakeChannel) -> AlertService:
     chans = {Channel(k): v for k, v in channels.items()}
     return AlertService(
@@ -145,8 +155,14 @@ def test_a_failing_slow_channel_does_not_hold_back_the_others() -> None:
         svc.on_signal(_fall())
         await asyncio.sleep(0.05)
         assert mq.sent and not slow.sent
-        await asyncio.sleep(0.6)
-        dl = {r["channel"]: r["ok"] for r in store.spooled if r["op"] == "dlv"}
+
+        def delivered() -> dict[str, bool]:
+            return {r["channel"]: r["ok"] for r in store.spooled if r["op"] == "dlv"}
+
+        # the slow channel's record comes after its 0.5 s and the spool writer's turn
+        # (a fixed sleep lost that race when the loop woke late, on a busy machine)
+        await _until(lambda: len(delivered()) == 3)
+        dl = delivered()
         # console is not configured here: recorded as a failure, never raised
         assert dl == {"mqtt": True, "webhook": False, "console": False}
         assert svc.deliveries_by[("webhook", "failed")] == 1
