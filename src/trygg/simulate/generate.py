@@ -103,7 +103,10 @@ class Truth:
     """One injected incident, for checking what the pipeline makes of it.
 
     ``events`` lists the ids of the key events (filled in as they are
-    generated: read it after the event iterator is exhausted).
+    generated: read it after the event iterator is exhausted). A record with
+    ``detail["carried_over"]`` is the alert for a condition a home is in at
+    the start, begun before it (``detail["since"]``); its ``start`` is when
+    the standard catalogue raises that alert (docs/simulator.md).
     """
 
     incident: str
@@ -232,6 +235,18 @@ _GAPS: dict[str, tuple[float, float]] = {
 _BATTERY_EVERY = 6 * 3600
 _TEMP_EVERY = 900
 
+# What the standard catalogue (rules/standard.yaml) does with a condition the
+# simulation starts in, for the truth of alerts carried over from before the
+# start (see ``_HomeSim.settle``): battery-low fires below 15 % and clears
+# above 20 %; device-offline after 3 heartbeat intervals of silence;
+# inactivity after 4 h without activity (daytime only); long-bathroom-stay
+# 60 min after a bathroom motion with no activity elsewhere.
+_BATTERY_LOW = 15
+_BATTERY_CLEAR = 20
+_OFFLINE_BEATS = 3
+_INACTIVITY_S = 4 * 3600
+_BATHROOM_S = 3600
+
 # unit event: (ts, device, type, value, room, tags, flag)
 # flag: 0 normal, 1 also re-sent as a duplicate, 2 malformed (value = kind)
 _UEvent = tuple[int, str, str, Any, str | None, Any, int]
@@ -262,6 +277,13 @@ class _HomeSim:
         self.buf: list[tuple[Any, ...]] = []
         self.pos = 0
         self.offline: list[tuple[str, int, int]] = []
+        # Conditions the home is in at ``start`` (they began before it), whose
+        # alert depends on what the pipeline receives first: see ``settle``.
+        self.seen: int | None = None  # the first event of the home at or after start
+        self.carry: list[tuple[Any, ...]] = []
+        # battery devices whose last report the pipeline got was low (not cleared)
+        self.batt_alert: set[str] = set()
+        self.low_since: dict[str, int] = {}
         self._wake: dict[date, int] = {}
         rng = random.Random(f"{seed}/{home.resident}/devices")
         self.devices = {d.id: d for d in home.devices}
@@ -354,6 +376,20 @@ class _HomeSim:
         if self.truth is not None and self.start <= its < self.end:
             self.truth.append(tr)
         return tr.events
+
+    def carried(
+        self, incident: str, at: int, since: float, *, device: str | None = None, **detail: Any
+    ) -> list[str] | None:
+        """Record the alert raised at ``at`` for a condition that began at ``since``,
+        before the simulated period: the home is in it at ``start``."""
+        return self.record(
+            incident,
+            at,
+            device=device,
+            carried_over=True,
+            since=datetime.fromtimestamp(int(since), self.tz).isoformat(),
+            **detail,
+        )
 
     def motion(self, ts: float, room: str, tags: Any = None) -> None:
         self.add(ts, self.h.motion(room), "motion.detected", None, room, tags)
@@ -510,21 +546,28 @@ class _HomeSim:
                 self.t = t0 + gap
                 self.motion(self.t, "livingroom", tags)
                 blocks.append((t0, self.t))
+                if int(t0) < self.start <= int(self.t):
+                    # silent at the start: the clock starts with the home's first event
+                    self.carry.append(("inactivity", int(t0), int(self.t), int(gap)))
             elif kind == "longbath":
                 self.go("hallway")
                 self.t += r.uniform(4, 15)
                 t0 = self.t
                 stay = r.uniform(65, 120) * 60
                 tags = [self.record("long-bathroom-stay", t0, stay_s=int(stay))]
+                inside = [(len(self.ev), t0)]
                 self.motion(t0, "bathroom", tags)
                 self.room = "bathroom"
                 t = t0 + r.uniform(300, 1200)
                 while t < t0 + stay:
+                    inside.append((len(self.ev), t))
                     self.motion(t, "bathroom")
                     t += r.uniform(300, 1200)
                 self.t = t0 + stay
                 self.go("hallway")
                 blocks.append((t0, self.t))
+                if int(t0) < self.start:
+                    self.bathroom_at_start(inside, int(self.t), int(stay))
 
         # ---- evening
         ev_bath = bedtime - r.uniform(15, 30) * 60
@@ -572,11 +615,14 @@ class _HomeSim:
                 ret_s = int(b - 1200 - td)
             if td <= latest_door and ret_s >= 1800:
                 tv = td - r.uniform(120, 400)
+                rules = ["left-home-at-night", "bed-exit-no-return"]
+                if int(tv) < self.start:  # a bed exit before the start is not seen
+                    rules = rules[:1]
                 tags = [
                     self.record(
                         "left-home-at-night",
                         td,
-                        rules=["left-home-at-night", "bed-exit-no-return"],
+                        rules=rules,
                         device=door,
                         returned_after_s=ret_s,
                         bed_vacant=datetime.fromtimestamp(int(tv), self.tz).isoformat(),
@@ -653,7 +699,9 @@ class _HomeSim:
         if cnt["dose-missed"]:
             busy.add(disp)
         low_dev: str | None = None
-        batt_devs = sorted(self.level)
+        # a battery that is low already (or still low to the pipeline) cannot go low again
+        low = self.batt_alert.union(self.replace_at)
+        batt_devs = [dv for dv in sorted(self.level) if dv not in low]
         if cnt["battery-low"] and batt_devs:
             low_dev = r.choice(batt_devs)
             busy.add(low_dev)
@@ -665,7 +713,8 @@ class _HomeSim:
                 if dv.id not in busy and dv.id != h.by_role.get("motion-livingroom")
             ]
             dev = r.choice(cands)
-            s = self.local(d, r.uniform(480, 720))
+            # not before the unit's start: its events are generated from there on
+            s = max(self.local(d, r.uniform(480, 720)), a)
             e = s + int(r.uniform(2, 7) * 3600)
             self.record(
                 "device-offline",
@@ -674,6 +723,8 @@ class _HomeSim:
                 until=datetime.fromtimestamp(e, self.tz).isoformat(),
             )
             self.offline.append((dev, s, e))
+            if s < self.start < e:
+                self.carry.append(("device-offline", dev, s, e))
         self.batteries(a, b, low_dev, low_t)
         self.temperatures(a, b)
         for _ in range(cnt["malformed"]):
@@ -722,10 +773,78 @@ class _HomeSim:
                 elif lvl < 20 and dev not in self.replace_at:
                     lvl = 100.0  # the caretaker swaps batteries on a routine visit
                 self.level[dev], self.level_t[dev] = lvl, t
+                v = max(0, round(lvl))
                 tags = None
                 if what == 2:
+                    self.low_since[dev] = t
                     tags = [self.record("battery-low", t, device=dev, value=round(lvl))]
-                self.add(t, dev, "battery", max(0, round(lvl)), rm, tags)
+                if self.start <= t < self.end and not self.is_offline(dev, t):
+                    # the pipeline gets this report
+                    if v < _BATTERY_LOW:
+                        if dev not in self.batt_alert:
+                            self.batt_alert.add(dev)
+                            if what != 2:  # low since before the start
+                                since = self.low_since.get(dev, t)
+                                tags = [self.carried("battery-low", t, since, device=dev, value=v)]
+                    elif v > _BATTERY_CLEAR:
+                        self.batt_alert.discard(dev)
+                self.add(t, dev, "battery", v, rm, tags)
+
+    def is_offline(self, dev: str, t: int) -> bool:
+        return any(dv == dev and s <= t < e for dv, s, e in self.offline)
+
+    def bathroom_at_start(self, inside: list[tuple[int, float]], out: int, stay: int) -> None:
+        """A long bathroom stay that began before the start: the pipeline sees the
+        first bathroom motion after the start and alerts 60 min later unless the
+        resident is out of the bathroom by then. ``inside``: (index in the unit,
+        time) of the motions in the bathroom; ``out``: the next motion elsewhere."""
+        for i, t in inside:
+            m = int(t)
+            if m < self.start:
+                continue
+            at = m + _BATHROOM_S
+            if at <= out:  # the timer is due before an event at the same time
+                tags = [self.carried("long-bathroom-stay", at, inside[0][1], stay_s=stay)]
+                e = self.ev[i]
+                self.ev[i] = (e[0], e[1], e[2], e[3], e[4], tags, e[6])
+            return
+
+    def settle(self, chunk: list[tuple[Any, ...]], w1: int) -> None:
+        """Record the alerts for conditions the home is in at the start, once
+        the window that decides them is generated (``chunk``: this home's
+        messages in the window ending at ``w1``, unsorted).
+
+        The rule engine starts a resident's absence clocks (device offline,
+        inactivity) at the first event it gets from the home, ``seen``: a
+        device silent since before the start is reported offline 3 heartbeat
+        intervals after ``seen`` unless it is heard from before, and a
+        resident silent since before the start 4 h after it. (Battery levels
+        and bathroom stays are decided as they are planned.)"""
+        if self.seen is None:
+            ts = [c[0] for c in chunk if c[8] != 2]
+            if not ts:
+                return
+            self.seen = min(ts)
+        seen = self.seen
+        pending = []
+        for item in self.carry:
+            if item[0] == "inactivity":
+                _, since, back, gap = item
+                # the silence lies in the daytime window (planned 09:00-19:30)
+                at = seen + _INACTIVITY_S
+                if at <= back:
+                    self.carried("inactivity", at, since, room="livingroom", silent_s=gap)
+            else:
+                _, dev, since, until = item
+                at = seen + _OFFLINE_BEATS * self.devices[dev].heartbeat_s
+                heard = [c[0] for c in chunk if c[3] == dev and c[8] != 2]
+                if heard or w1 >= at:
+                    if min(heard, default=w1) >= at:
+                        iso = datetime.fromtimestamp(until, self.tz).isoformat()
+                        self.carried("device-offline", at, since, device=dev, until=iso)
+                else:
+                    pending.append(item)
+        self.carry = pending
 
     def temperatures(self, a: int, b: int) -> None:
         dev = self.h.device("thermometer")
@@ -786,6 +905,8 @@ class _HomeSim:
                 chunk = [
                     c for c in chunk if not any(c[3] == dv and s <= c[0] < e for dv, s, e in active)
                 ]
+        if self.carry or self.seen is None:
+            self.settle(chunk, w1)
         out.extend(chunk)
 
 
@@ -831,7 +952,9 @@ def generate(
 
     ``rates`` (see ``make_rates``/``DEFAULT_RATES``) are expected incidents
     per resident-day. Injected incidents are appended to ``truth`` as they
-    are planned; their ``events`` fill in as the events are generated.
+    are planned (the alerts for conditions carried over from before
+    ``start`` once the first events decide them); their ``events`` fill in
+    as the events are generated.
     Event ids are ``e-NNNNNN``, unique in the whole run (so per device too).
     Equal times are ordered by home, then by generation order.
     """
