@@ -30,6 +30,9 @@ EXPECTED = {
     "battery-low": ("T.2", "green"),
     "temperature-high": ("T.3", "yellow"),
     "temperature-low": ("T.4", "yellow"),
+    # Not in DESIGN's table: trygg's own technical alert for the late-event policy
+    # ("such a device is flagged"), docs/rules.md.
+    "device-clock": ("T.6", "green"),
 }
 
 

@@ -67,7 +67,7 @@ def test_next_deadline_and_advance() -> None:
     assert nd is not None and nd.timestamp() == local("2026-05-05T02:15").timestamp()  # offline
     assert eng.deadline_of("r-1") == nd and eng.deadline_of("r-2") is None
     assert fires(eng.advance(local("2026-05-05T02:14"))) == []
-    out = eng.advance(local("2026-05-05T02:20"))
+    out = eng.advance(local("2026-05-05T02:21"))  # strictly after the 20 minutes
     assert {s.rule for s in fires(out)} == {"device-offline", "bed-exit-no-return"}
     assert all(s.device for s in fires(out, "device-offline"))
 
@@ -108,17 +108,30 @@ def test_snapshot_restore_mid_absence_timer_gives_same_alerts() -> None:
     ]
 
 
-def test_late_events_are_not_evaluated_but_reported() -> None:
+def test_lateness_is_judged_per_device_and_a_late_alarm_still_fires() -> None:
+    """An alarm is never dropped for being late. Lateness is per device: an event
+    behind the *home's* newest event is in time if its own device is in order;
+    one more than the allowed lateness behind its own device's newest is late,
+    and then only the immediate rules (a fall, a button) see it."""
     reg = registry(HOME)
     eng = Engine(standard(), reg, allowed_lateness=timedelta(minutes=2))
-    eng.process(ev(reg, "pir-living", "motion.detected", local("2026-05-05T10:00")))
-    slightly = ev(reg, "fall-1", "fall.detected", local("2026-05-05T09:59"))
-    assert not eng.is_late(slightly)
-    assert fires(eng.process(slightly), "fall")
-    very = ev(reg, "fall-1", "fall.detected", local("2026-05-05T09:50"))
+    eng.process(ev(reg, "pir-living", "motion.detected", local("2026-05-05T10:10")))
+    # A fall detector whose gateway lost its uplink for ten minutes: in order for
+    # its own device, so not late at all.
+    delayed = ev(reg, "fall-1", "fall.detected", local("2026-05-05T10:00"))
+    assert not eng.is_late(delayed)
+    assert [s.at for s in fires(eng.process(delayed), "fall")] == [local("2026-05-05T10:00")]
+    # Thirty minutes behind its own device's newest event: late, still an alarm.
+    very = ev(reg, "fall-1", "fall.detected", local("2026-05-05T09:30"))
     assert eng.is_late(very)
-    assert eng.process(very) == []
+    assert [s.at for s in fires(eng.process(very), "fall")] == [local("2026-05-05T09:30")]
     assert eng.late_events == 1
+    # A late bed exit is not fed to the sequences: it cannot start a wait that ended long ago.
+    eng.process(ev(reg, "bed-1", "bed.occupied", local("2026-05-06T02:00")))
+    old_exit = ev(reg, "bed-1", "bed.vacant", local("2026-05-06T01:00"))
+    assert eng.is_late(old_exit)
+    assert eng.process(old_exit) == []
+    assert not fires(eng.advance(local("2026-05-06T03:00")), "bed-exit-no-return")
 
 
 def test_care_plan_changes_take_effect_at_run_time() -> None:

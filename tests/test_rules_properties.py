@@ -4,7 +4,7 @@ snapshot/restore into a fresh engine) never changes the signals."""
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -36,14 +36,20 @@ BASES = [local("2026-03-28T20:00"), local("2026-10-24T20:00"), local("2026-05-05
 
 
 @st.composite
-def streams(draw: st.DrawFn) -> list[Event]:
+def streams(draw: st.DrawFn, monotone: bool = False) -> list[Event]:
+    """Events of two homes. Steps are added in wall-clock time, so across a DST
+    change a device's clock can jump back (late events, and clocks the engine
+    judges wrong), unless ``monotone``: then time only moves forward."""
     base = draw(st.sampled_from(BASES))
     n = draw(st.integers(1, 60))
     steps = draw(st.lists(st.integers(0, 90), min_size=n, max_size=n))
     out = []
     t = base
     for i, step in enumerate(steps):
-        t = t + timedelta(minutes=step)
+        if monotone:
+            t = (t.astimezone(UTC) + timedelta(minutes=step)).astimezone(base.tzinfo)
+        else:
+            t = t + timedelta(minutes=step)
         r = draw(st.sampled_from(RESIDENTS))
         dev = draw(st.sampled_from(DEVICES))
         typ = draw(st.sampled_from(TYPES[dev]))
@@ -72,8 +78,13 @@ def by_resident(sigs: list[Signal]) -> dict[str, list[Signal]]:
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(events=streams(), cuts=st.lists(st.integers(0, 60), max_size=6))
+@given(events=streams(monotone=True), cuts=st.lists(st.integers(0, 60), max_size=6))
 def test_batches_with_advances_give_the_same_signals(events: list[Event], cuts: list[int]) -> None:
+    """Advancing the clock between batches changes nothing, as long as the clock
+    advanced to is a true one: here every device's clock only moves forward.
+    (An advance to the newest time of a device whose clock jumped back asserts
+    a time the engine itself would not trust; the snapshot property below keeps
+    such streams.)"""
     end = events[-1].time + timedelta(days=1)
     ref = reference(events, end)
     eng = Engine(standard(), REG)

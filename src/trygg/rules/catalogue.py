@@ -38,6 +38,7 @@ from trygg.model import DeviceKind, EventType, Room, Severity
 from trygg.rules.kinds import (
     ALL_TYPES,
     AbsenceRule,
+    ClockRule,
     CountRule,
     DeviceAbsenceRule,
     EventRule,
@@ -227,12 +228,29 @@ class CountSpec(RuleSpec):
     PARAMS = ("enabled", "count", "within", "window")
 
 
+class ClockSpec(RuleSpec):
+    """A device whose clock runs more than ``ahead`` before the receiver's (live)
+    or the home's other devices' (replay). docs/rules.md, late events."""
+
+    kind: Literal["clock"]
+    ahead: Duration = timedelta(minutes=2)
+
+    PARAMS = ("enabled", "ahead")
+
+    @model_validator(mode="after")
+    def _positive(self) -> ClockSpec:
+        if self.ahead.total_seconds() <= 0:
+            raise ValueError("'ahead' must be longer than 0s")
+        return self
+
+
 SPECS: dict[str, type[RuleSpec]] = {
     "event": EventSpec,
     "threshold": ThresholdSpec,
     "absence": AbsenceSpec,
     "sequence": SequenceSpec,
     "count": CountSpec,
+    "clock": ClockSpec,
 }
 
 
@@ -415,6 +433,8 @@ class Catalogue:
                 spec.within.total_seconds(),
                 self.window(spec.window, ("window",)),
             )
+        if isinstance(spec, ClockSpec):
+            return ClockRule(base, spec.ahead.total_seconds())
         raise AssertionError(f"unknown rule spec {type(spec).__name__}")
 
     # ------------------------------------------------------- care plans --

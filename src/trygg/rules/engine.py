@@ -8,8 +8,10 @@ late-event policy.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,10 +20,21 @@ from zoneinfo import ZoneInfo
 from trygg.model import Event, EventType, Signal
 from trygg.registry import DEFAULT_TIMEZONE, Registry, Resident
 from trygg.rules.catalogue import Catalogue
-from trygg.rules.kinds import Res, Rule
+from trygg.rules.kinds import (
+    NEVER,
+    ClockRule,
+    EventRule,
+    Res,
+    Rule,
+    device_clock,
+    device_clocks,
+    load_device_clocks,
+    set_device_clock,
+)
 from trygg.rules.windows import LocalClock
 
 DEFAULT_LATENESS = timedelta(minutes=2)
+DEFAULT_AHEAD = 120.0  # seconds a clock may run ahead when the catalogue has no clock rule
 Handler = Callable[[Any, Res, Event, float], "list[Signal] | None"]
 Dispatch = dict[EventType, tuple[Handler, ...]]
 _SNAPSHOT_VERSION = 1
@@ -68,7 +81,13 @@ class Engine:
         # each device's place among its resident's registered devices
         self.pos: dict[str, int] = {}
         # per distinct rules tuple (care plan): event type -> the on_event handlers
-        self._dispatch: dict[int, tuple[tuple[Rule | None, ...], Dispatch]] = {}
+        self._dispatch: dict[int, tuple[tuple[Rule | None, ...], Dispatch, Dispatch]] = {}
+        # The catalogue's clock rule (kind: clock), if it has one: how far ahead a
+        # device clock may run, and the alert that says one does.
+        self._clock_idx = next(
+            (i for i, sp in enumerate(catalogue.specs) if sp.kind == "clock"), None
+        )
+        self.clock_ahead_events = 0  # events judged at the home's clock, not their own
         self.update_registry(registry)
 
     # --------------------------------------------------------- registry --
@@ -109,10 +128,12 @@ class Engine:
             if rules is not res.rules or clock is not res.clock or devs != res.devices:
                 if devs != res.devices:  # re-key per-device state to the new device list
                     dumped = self._dump_states(res)
+                    clocks = device_clocks(res)
                     res.devices = devs
+                    load_device_clocks(res, self.pos, clocks)
                     self._load_states(res, dumped)
                 res.rules, res.clock = rules, clock
-                res.dispatch = self.dispatch_for(rules)
+                res.dispatch, res.late_dispatch = self._dispatches(rules)
                 self._rearm(res)
         live = {id(self.catalogue.compiled)} | {id(r.rules) for r in self._res.values()}
         self._dispatch = {k: v for k, v in self._dispatch.items() if k in live}
@@ -130,19 +151,27 @@ class Engine:
         res = self._res.get(resident_id)
         if res is not None:
             res.rules = rules
-            res.dispatch = self.dispatch_for(rules)
+            res.dispatch, res.late_dispatch = self._dispatches(rules)
             self._rearm(res)
 
     def dispatch_for(self, rules: tuple[Rule | None, ...]) -> Dispatch:
         """Event type -> bound handlers of the enabled rules listening to it."""
+        return self._dispatches(rules)[0]
+
+    def _dispatches(self, rules: tuple[Rule | None, ...]) -> tuple[Dispatch, Dispatch]:
+        """The handlers for an event in time, and for a late one: only the
+        immediate rules (kind: event), which judge an event by itself and so
+        are evaluated whatever its delay."""
         hit = self._dispatch.get(id(rules))
         if hit is not None and hit[0] is rules:
-            return hit[1]
+            return hit[1], hit[2]
         d: Dispatch = {}
+        late: Dispatch = {}
         for t, idxs in self._index.items():
             d[t] = tuple(r.handler() for i in idxs if (r := rules[i]) is not None)
-        self._dispatch[id(rules)] = (rules, d)
-        return d
+            late[t] = tuple(r.handler() for i in idxs if isinstance(r := rules[i], EventRule))
+        self._dispatch[id(rules)] = (rules, d, late)
+        return d, late
 
     def _clock(self, resident: Resident | None) -> LocalClock:
         name = resident.timezone if resident is not None else DEFAULT_TIMEZONE
@@ -153,13 +182,15 @@ class Engine:
 
     def _new_res(self, rid: str) -> Res:
         rules = self._plans.get(rid, self.catalogue.compiled)
+        dispatch, late = self._dispatches(rules)
         res = Res(
             rid,
             self._clock(self._residents.get(rid)),
             rules,
             self._devices.get(rid, ()),
-            self.dispatch_for(rules),
+            dispatch,
         )
+        res.late_dispatch = late
         self._res[rid] = res
         return res
 
@@ -245,41 +276,151 @@ class Engine:
             self._recompute_next(res)
 
     # ------------------------------------------------------------- drive --
-    def is_late(self, event: Event) -> bool:
-        """Whether ``process`` would refuse this event as too late (see the policy)."""
-        res = self._res.get(event.resident)
-        if res is None or res.wm is None:
+    def _clock_rule(self, res: Res) -> ClockRule | None:
+        i = self._clock_idx
+        if i is None:
+            return None
+        r = res.rules[i]
+        return r if isinstance(r, ClockRule) else None
+
+    def _ahead_limit(self, res: Res) -> float:
+        i = self._clock_idx
+        if i is not None:
+            r = res.rules[i] or self.catalogue.compiled[i]
+            if isinstance(r, ClockRule):
+                return r.ahead
+        return DEFAULT_AHEAD
+
+    def _ahead(self, res: Res, dev: str, ts: float, received: datetime | None) -> float | None:
+        """The reference time if ``dev``'s clock runs ahead at this event, else None.
+
+        Live, the reference is the receiver's clock (``received``). In replay
+        there is none, and a jump forward may be a quiet home; so a device is
+        judged only on evidence in the order events arrived: since its previous
+        event, another device spoke with a time well behind that previous
+        event (the rest of the home still lives in its past). The reference is
+        then the newest time among the devices that spoke since. A device
+        known wrong is judged by the home's other devices at every event."""
+        tol = self._ahead_limit(res)
+        if received is not None:
+            ref = received.timestamp()
+            return ref if ts > ref + tol else None
+        prev, mine = device_clock(res, self.pos, dev)
+        if prev is None:
+            return None
+        st = res.states[self._clock_idx] if self._clock_idx is not None else None
+        bad = st is not None and dev in st.bad
+        if res.back <= mine and not bad:
+            return None  # the usual case: nothing arrived out of order since
+        clocks = device_clocks(res)
+        since = [t for d, (t, q) in clocks.items() if d != dev and q > mine]
+        if since:
+            ref = max(since)
+        elif bad:
+            others = [t for d, (t, _) in clocks.items() if d != dev]
+            if not others:
+                return None
+            ref = max(others)
+        else:
+            return None
+        if ts > ref + tol and (bad or prev > ref + tol):
+            return ref
+        return None
+
+    def _clock_verdict(self, res: Res, event: Event, ahead: bool, out: list[Signal]) -> bool:
+        """Tell the clock rule; True if a device known wrong was cleared."""
+        rule = self._clock_rule(res)
+        if rule is None:
             return False
-        return event.time.timestamp() < res.wm - self.lateness
+        sigs = rule.judged(res, event, ahead, event.time.astimezone(res.clock.tz))
+        if sigs:
+            out.extend(sigs)
+            return not ahead
+        return False
 
-    def process(self, event: Event) -> list[Signal]:
-        """Fire the resident's timers due at or before the event, then evaluate it.
-
-        An event more than the allowed lateness behind the resident's
-        watermark is not evaluated: it returns [] and counts in
-        ``late_events`` (check ``is_late`` first to flag it in the store)."""
-        ts = event.time.timestamp()
+    def is_late(self, event: Event, received: datetime | None = None) -> bool:
+        """Whether ``process`` would evaluate this event only by its immediate
+        rules (see the late-event policy): more than the allowed lateness behind
+        the newest event of the same device."""
         res = self._res.get(event.resident)
-        out: list[Signal] = []
         if res is None:
-            res = self._new_res(event.resident)
+            return False
+        last, _ = device_clock(res, self.pos, event.device)
+        if last is None:
+            return False
+        ts = event.time.timestamp()
+        if self._ahead(res, event.device, ts, received) is not None:
+            return False  # judged at the reference clock: never late
+        return ts < last - self.lateness
+
+    def process(self, event: Event, received: datetime | None = None) -> list[Signal]:
+        """Fire the resident's timers due before the event, then evaluate it.
+
+        The late-event policy (docs/rules.md):
+
+        - Lateness is judged per device: an event more than the allowed
+          lateness behind the newest event of its own device is *late*. A late
+          event is evaluated by the immediate rules only (kind: event: a fall,
+          a button), never dropped; the timers and sequences do not see it,
+          and it counts in ``late_events``.
+        - A device clock more than the clock rule's ``ahead`` before the
+          reference (``received``, the receiver's clock, when given; else the
+          home's clock, see ``_reference``) is wrong: its event is evaluated
+          as if observed at the reference time, does not move the home's
+          clock, and the clock rule alerts once per device (and clears when
+          the clock is right again).
+        - "More than" is strict: timers due exactly at the event's time fire
+          after it, so an event at a deadline is in time.
+        """
+        ts = event.time.timestamp()
+        rid = event.resident
+        res = self._res.get(rid)
+        out: list[Signal] = []
+        dev = event.device
+        new = res is None
+        if res is None:
+            res = self._new_res(rid)
+        ref = self._ahead(res, dev, ts, received)
+        pos = self.pos
+        last, _ = device_clock(res, pos, dev)
+        tol = self._ahead_limit(res)
+        res.seq += 1
+        own = ts
+        if ref is not None:
+            # A clock ahead: judged at the reference clock, its own time kept apart.
+            self.clock_ahead_events += 1
+            ts = ref
+            event = dataclasses.replace(event, time=datetime.fromtimestamp(ref, UTC))
+            self._clock_verdict(res, event, True, out)
+        elif (received is not None or res.back > 0) and self._clock_verdict(res, event, False, out):
+            # A clock set right again: its old (wrong) times no longer count.
+            last = None
+            res.hi = max((t for d, (t, _) in device_clocks(res).items() if d != dev), default=NEVER)
+        if own < res.hi - tol:
+            res.back = res.seq  # well behind another device's clock: evidence for _ahead
+        elif own > res.hi:
+            res.hi = own
+        set_device_clock(res, pos, dev, own if last is None or own > last else last, res.seq)
+        if ref is None and last is not None and ts < last - self.lateness:
+            # Late for its own device: the immediate rules only.
+            self.late_events += 1
+            for handler in res.late_dispatch[event.type]:
+                sigs = handler(self, res, event, ts)
+                if sigs:
+                    out.extend(sigs)
+            return out
+        if new:
             res.wm = ts
             for rule in res.rules:
                 if rule is not None and rule.starts:
                     rule.on_start(self, res, ts)
         else:
             wm = res.wm
-            if wm is not None:
-                if ts < wm - self.lateness:
-                    self.late_events += 1
-                    return out
-                if ts > wm:
-                    res.wm = ts
-            else:
+            if wm is None or ts > wm:
                 res.wm = ts
             nxt = res.next
-            if nxt is not None and nxt <= ts:
-                self._fire(res, ts, out)
+            if nxt is not None and nxt < ts:
+                self._fire(res, math.nextafter(ts, -math.inf), out)
         for handler in res.dispatch[event.type]:
             sigs = handler(self, res, event, ts)
             if sigs:
@@ -287,8 +428,12 @@ class Engine:
         return out
 
     def advance(self, now: datetime) -> list[Signal]:
-        """Fire every timer with a deadline at or before ``now``, in deadline order."""
-        t = now.timestamp()
+        """Fire every timer with a deadline before ``now``, in deadline order.
+
+        Strictly before, as in ``process``: a condition that holds for "more
+        than" a time is not yet true at its deadline, and an event observed at
+        that instant may still come and be in time."""
+        t = math.nextafter(now.timestamp(), -math.inf)
         out: list[Signal] = []
         wake = self._wake
         while wake and wake[0][0] <= t:
@@ -364,7 +509,13 @@ class Engine:
         res = self._res.get(resident_id)
         if res is None:
             return json.dumps({"v": _SNAPSHOT_VERSION, "wm": None, "st": {}}).encode()
-        doc = {"v": _SNAPSHOT_VERSION, "wm": res.wm, "st": self._dump_states(res)}
+        doc = {
+            "v": _SNAPSHOT_VERSION,
+            "wm": res.wm,
+            "st": self._dump_states(res),
+            "dev": {d: [t, q] for d, (t, q) in device_clocks(res).items()},
+            "seq": [res.seq, res.back, res.hi if res.hi != NEVER else None],
+        }
         return json.dumps(doc, separators=(",", ":")).encode()
 
     def restore(self, resident_id: str, data: bytes) -> None:
@@ -378,5 +529,11 @@ class Engine:
             return
         res = self._new_res(resident_id)
         res.wm = doc["wm"]
+        # Snapshots before per-device lateness (2026-12) have no device clocks.
+        clocks = {str(k): (float(v[0]), int(v[1])) for k, v in doc.get("dev", {}).items()}
+        load_device_clocks(res, self.pos, clocks)
+        seq = doc.get("seq", [0, 0, None])
+        res.seq, res.back = int(seq[0]), int(seq[1])
+        res.hi = NEVER if len(seq) < 3 or seq[2] is None else float(seq[2])
         self._load_states(res, doc["st"])
         self._rearm(res)

@@ -120,6 +120,7 @@ def run_case(
     except CarePlanError as exc:
         return CaseResult(source, name, False, [str(exc)])
     events: list[Event] = []
+    received: list[datetime | None] = []  # when trygg got it, if the case says
     for n, raw in enumerate(case.get("events", []) or [], 1):
         if not isinstance(raw, dict):
             raise FixtureError(f"{source}: {name}: event {n} must be a mapping")
@@ -130,6 +131,7 @@ def run_case(
         if "at" not in raw:
             raise FixtureError(f"{source}: {name}: event {n}: needs 'at'")
         at = parse_local(raw["at"], tz)
+        received.append(parse_local(raw["received"], tz) if "received" in raw else None)
         payload = {
             "id": str(raw.get("id", f"e{n}")),
             "type": raw.get("type"),
@@ -154,9 +156,11 @@ def run_case(
                 value=p.value,
             )
         )
-    # sort by instant: aware datetimes in one ZoneInfo compare by wall time, ignoring fold
-    events.sort(key=lambda e: e.time.timestamp())
-    last = events[-1].time if events else None
+    # Events reach the engine in the order written: the order trygg received them,
+    # which for a late event is not the order of their times (docs/rules.md).
+    # The latest by instant (aware datetimes in one ZoneInfo compare by wall time,
+    # ignoring fold).
+    last = max(events, key=lambda e: e.time.timestamp()).time if events else None
     eu = case.get("eval_until")
     if eu is None:
         if last is None:
@@ -169,8 +173,12 @@ def run_case(
     else:
         until = parse_local(eu, default_tz)
     signals = []
-    for ev in events:
-        signals.extend(engine.process(ev))
+    for ev, rx in zip(events, received, strict=True):
+        signals.extend(engine.process(ev, rx))
+    if eu is None:
+        # The last event by the home's clock: a device whose clock runs ahead
+        # does not move the end of the test (docs/rules.md, late events).
+        until = engine.watermark() or until
     signals.extend(engine.advance(until))
     signals = [s for s in signals if s.at.timestamp() <= until.timestamp()]
 

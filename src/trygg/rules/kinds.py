@@ -21,12 +21,29 @@ from trygg.rules.windows import LocalClock, Window
 FIRE = SignalAction.FIRE
 CLEAR = SignalAction.CLEAR
 ALL_TYPES: frozenset[EventType] = frozenset(EventType)
+NEVER = float("-inf")
 
 
 class Res:
     """One resident as the engine sees it: zone, effective rules and rule state."""
 
-    __slots__ = ("clock", "devices", "dispatch", "id", "next", "rules", "states", "wm")
+    __slots__ = (
+        "back",
+        "clock",
+        "devices",
+        "dispatch",
+        "dseq",
+        "dwm",
+        "dx",
+        "hi",
+        "id",
+        "late_dispatch",
+        "next",
+        "rules",
+        "seq",
+        "states",
+        "wm",
+    )
 
     def __init__(
         self,
@@ -42,8 +59,58 @@ class Res:
         self.rules = rules
         self.devices = devices
         self.states: list[Any] = [None] * len(rules)
-        self.wm: float | None = None  # watermark: latest event time seen
+        self.wm: float | None = None  # the home's clock: latest event time of a trusted clock
         self.next: float | None = None  # earliest timer hint of any state
+        # Per registered device (in ``devices`` order): its latest event time, its
+        # own clock (-inf: none yet); devices not in the registry go to ``dx``.
+        # Arrays, not dicts: ~100 bytes a home instead of ~700 (state per resident
+        # is budgeted, tests/test_rules_engine.py).
+        n = len(devices)
+        self.dwm = array("d", [NEVER]) * n
+        self.dx: dict[str, list[Any]] | None = None  # device -> [time, seq]
+        # Receipt order, for judging clocks without a receiver's clock (replay):
+        self.seq = 0  # events of this home so far
+        self.dseq = array("q", [0]) * n  # per device: ``seq`` at its latest event
+        self.back = 0  # ``seq`` at the latest event well behind another device's clock
+        self.hi = NEVER  # the newest time any device's own clock has shown
+        self.late_dispatch: Any = None  # the immediate rules' handlers (for late events)
+
+
+def device_clock(res: Res, pos: dict[str, int], dev: str) -> tuple[float | None, int]:
+    """A device's latest event time (None: none yet) and its place in receipt order."""
+    i = pos.get(dev, -1)
+    if 0 <= i < len(res.dwm) and res.devices[i] == dev:
+        t = res.dwm[i]
+        return (None if t == NEVER else t), res.dseq[i]
+    x = res.dx.get(dev) if res.dx else None
+    return (x[0], x[1]) if x else (None, 0)
+
+
+def set_device_clock(res: Res, pos: dict[str, int], dev: str, t: float, seq: int) -> None:
+    i = pos.get(dev, -1)
+    if 0 <= i < len(res.dwm) and res.devices[i] == dev:
+        res.dwm[i], res.dseq[i] = t, seq
+        return
+    if res.dx is None:
+        res.dx = {}
+    res.dx[dev] = [t, seq]
+
+
+def device_clocks(res: Res) -> dict[str, tuple[float, int]]:
+    """Every device clock of the home: device -> (latest event time, seq)."""
+    out = {d: (t, q) for d, t, q in zip(res.devices, res.dwm, res.dseq, strict=False) if t != NEVER}
+    if res.dx:
+        out.update({d: (float(x[0]), int(x[1])) for d, x in res.dx.items()})
+    return out
+
+
+def load_device_clocks(res: Res, pos: dict[str, int], clocks: dict[str, tuple[float, int]]) -> None:
+    n = len(res.devices)
+    res.dwm = array("d", [NEVER]) * n
+    res.dseq = array("q", [0]) * n
+    res.dx = None
+    for d, (t, q) in clocks.items():
+        set_device_clock(res, pos, d, t, q)
 
 
 class Env(Protocol):
@@ -392,13 +459,18 @@ class AbsenceRule(Rule):
         if not of.plain and not of(ev):
             return None
         st = res.states[self.idx]
+        newer = True
         if st is None:
             st = res.states[self.idx] = AbsState(ts, ev.id)
-        elif ts >= st.last:
-            st.last = ts
-            st.last_id = ev.id
+        else:
+            newer = ts > st.last
+            if newer:  # ties keep the first: the same whatever the batches
+                st.last = ts
+                st.last_id = ev.id
         out = None
-        if st.fired:
+        # Only activity after the silence began ends it: a late event from before
+        # does not (lateness is per device, so one may arrive after the alert).
+        if st.fired and newer:
             st.fired = False
             out = [self.signal(CLEAR, res, ev.time.astimezone(res.clock.tz), (ev.id,))]
         if st.hint is None:
@@ -508,13 +580,15 @@ class DeviceAbsenceRule(Rule):
             except ValueError:
                 i = -1
             ids = st.ids
-            if 0 <= i < len(ids):
+            if 0 <= i < len(ids) and res.devices[i] == ev.device:
                 last = st.last
-                if ts >= last[i]:
+                newer = ts > last[i]
+                if newer:  # ties keep the first: the same whatever the batches
                     last[i] = ts
                     ids[i] = ev.id
                 if not st.fired and st.hint is not None:
                     return None
+                return self._heard(env, res, st, i, ev, newer)
         return self.on_event(env, res, ev, ts)
 
     def on_event(self, env: Env, res: Res, ev: Event, ts: float) -> list[Signal] | None:
@@ -530,15 +604,24 @@ class DeviceAbsenceRule(Rule):
         if i < 0 or i >= len(ids) or res.devices[i] != dev:
             return self._extra(env, res, st, ev, ts)
         last = st.last
-        if ts >= last[i]:
+        newer = ts > last[i]
+        if newer:
             last[i] = ts
             ids[i] = ev.id
-        if st.fired and st.fired >> i & 1:
+        return self._heard(env, res, st, i, ev, newer)
+
+    def _heard(
+        self, env: Env, res: Res, st: DevAbsState, i: int, ev: Event, newer: bool
+    ) -> list[Signal] | None:
+        """Device ``i`` was heard; ``newer``: later than anything before from it.
+        Only that ends an outage: a late event from before the alert does not."""
+        dev = res.devices[i]
+        if newer and st.fired and st.fired >> i & 1:
             st.fired &= ~(1 << i)
-            env.arm(res, st, last[i] + self._limit(env, dev))
+            env.arm(res, st, st.last[i] + self._limit(env, dev))
             return [self.signal(CLEAR, res, ev.time.astimezone(res.clock.tz), (ev.id,), dev)]
         if st.hint is None:
-            env.arm(res, st, last[i] + self._limit(env, dev))
+            env.arm(res, st, st.last[i] + self._limit(env, dev))
         return None
 
     def _extra(
@@ -547,12 +630,15 @@ class DeviceAbsenceRule(Rule):
         if st.extra is None:
             st.extra = {}
         cur = st.extra.get(ev.device)
+        newer = True
         if cur is None:
             cur = st.extra[ev.device] = [ts, ev.id, False]
-        elif ts >= cur[0]:
-            cur[0], cur[1] = ts, ev.id
+        else:
+            newer = ts > cur[0]
+            if newer:
+                cur[0], cur[1] = ts, ev.id
         out = None
-        if cur[2]:
+        if cur[2] and newer:
             cur[2] = False
             out = [self.signal(CLEAR, res, ev.time.astimezone(res.clock.tz), (ev.id,), ev.device)]
         env.arm(res, st, cur[0] + self._limit(env, ev.device))
@@ -672,7 +758,9 @@ class SequenceRule(Rule):
         t = ev.type
         u = self.unless
         if t in u.types and (u.plain or u(ev)):
-            if st is not None:
+            # An "unless" from before the wait began (a late event of another
+            # device) neither ends the wait nor the alert.
+            if st is not None and not (st.phase >= 2 and ts < st.t0):
                 if st.phase == 2:
                     st.phase = 0
                     st.ids = ()
@@ -798,4 +886,58 @@ class CountRule(Rule):
         st = CountState()
         st.times = [float(x) for x in data[0]]
         st.ids = [str(x) for x in data[1]]
+        return st
+
+
+# ---------------------------------------------------------------- clock ----
+
+
+class ClockState:
+    __slots__ = ("bad", "hint")
+
+    def __init__(self) -> None:
+        self.hint: float | None = None
+        self.bad: dict[str, str] = {}  # device -> the event that showed its clock wrong
+
+
+class ClockRule(Rule):
+    """A device whose clock runs ahead of the home's (or of the receiver's).
+
+    The engine judges every event's clock itself (it must, to keep a wrong
+    clock from moving the home's timers); this rule only turns the judgement
+    into an alert per device, and says how far ahead is too far (``ahead``).
+    It listens to no event type of its own."""
+
+    __slots__ = ("ahead",)
+    kind = "clock"
+
+    def __init__(self, base: tuple[str, int, str, Severity, str, str], ahead: float) -> None:
+        super().__init__(*base)
+        self.ahead = ahead
+
+    def on_event(self, env: Env, res: Res, ev: Event, ts: float) -> list[Signal] | None:
+        return None
+
+    def judged(self, res: Res, ev: Event, ahead: bool, at: datetime) -> list[Signal] | None:
+        """The engine's verdict on ``ev``'s clock: fire once when a device is first
+        seen ahead, clear when its clock is seen right again."""
+        st: ClockState | None = res.states[self.idx]
+        if ahead:
+            if st is None:
+                st = res.states[self.idx] = ClockState()
+            if ev.device in st.bad:
+                return None
+            st.bad[ev.device] = ev.id
+            return [self.signal(FIRE, res, at, (ev.id,), ev.device)]
+        if st is None or ev.device not in st.bad:
+            return None
+        first = st.bad.pop(ev.device)
+        return [self.signal(CLEAR, res, at, (first, ev.id), ev.device)]
+
+    def dump(self, res: Res, st: ClockState) -> Any:
+        return dict(st.bad)
+
+    def load(self, res: Res, data: Any) -> ClockState:
+        st = ClockState()
+        st.bad = {str(k): str(v) for k, v in data.items()}
         return st

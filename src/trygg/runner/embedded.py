@@ -37,7 +37,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from trygg import logs
-from trygg.ingest.decode import Decoder, parse_topic
+from trygg.ingest.decode import DecodeLimits, Decoder, parse_topic
 from trygg.ingest.dedup import RecentKeys
 from trygg.ingest.health import HealthBatch, parse_status
 from trygg.ingest.mqtt import Message
@@ -73,11 +73,11 @@ RECENT_KEYS = RecentKeys().capacity // 2
 class RuleEngine(Protocol):
     """What the runner needs of the rule engine (trygg.rules.Engine)."""
 
-    def process(self, event: Event) -> list[Signal]: ...
+    def process(self, event: Event, received: datetime | None = None) -> list[Signal]: ...
     def advance(self, now: datetime) -> list[Signal]: ...
     def next_deadline(self) -> datetime | None: ...
     def update_registry(self, registry: Registry) -> None: ...
-    def is_late(self, event: Event) -> bool: ...
+    def is_late(self, event: Event, received: datetime | None = None) -> bool: ...
 
 
 def standard_engine(settings: Settings) -> Engine:
@@ -193,7 +193,11 @@ class EmbeddedRunner:
             )
             self.engine.update_registry(registry)
         self._registry = registry
-        self._decoder = Decoder(self.settings.site, registry.device_by_id())
+        self._decoder = Decoder(
+            self.settings.site,
+            registry.device_by_id(),
+            DecodeLimits(max_payload_bytes=self.settings.max_payload_bytes),
+        )
         self._refused.clear()  # a version refused for its care plans may fit now
         if self._shadow is not None:
             try:
@@ -320,13 +324,13 @@ class EmbeddedRunner:
             self._refused.add(version)
         return None
 
-    def _shadow_process(self, ev: Event) -> None:
+    def _shadow_process(self, ev: Event, received: datetime | None = None) -> None:
         """The shadow candidate sees every event the active catalogue sees; its
         signals are marked shadow (stored apart, never routed)."""
         if self._shadow is None:
             return
         try:
-            for sig in self._shadow.process(ev):
+            for sig in self._shadow.process(ev, received):
                 self._signal(dataclasses.replace(sig, shadow=True))
         except Exception:  # a candidate must never stop the live path
             log.exception(
@@ -429,6 +433,7 @@ class EmbeddedRunner:
             session_expiry=s.mqtt_session_expiry,
             log_format=s.log_format,
             log_level=s.log_level,
+            max_payload_bytes=s.max_payload_bytes,
         )
         self._source = source  # for the API's /readyz, and to be stopped
         await source.start()
@@ -559,19 +564,19 @@ class EmbeddedRunner:
                         self.stats.duplicates += 1
                         continue
                     health.seen(ev, received)
-                    if self.engine.is_late(ev):
-                        # Beyond the allowed lateness: stored and flagged, not evaluated.
+                    # Late for its own device: stored flagged, and evaluated by the
+                    # immediate rules only (an alarm is never dropped for being late).
+                    late = self.engine.is_late(ev, received)
+                    if late:
                         self.stats.late += 1
-                        records.append(spooled.event_record(StoredEvent(ev, received, True)))
-                        continue
-                    records.append(spooled.event_record(StoredEvent(ev, received)))
+                    records.append(spooled.event_record(StoredEvent(ev, received, late)))
                     lag = received - ev.time
-                    if batch_lag is None or lag < batch_lag:
+                    if not late and (batch_lag is None or lag < batch_lag):
                         batch_lag = lag
                     self._alert_event(ev)
-                    for sig in self.engine.process(ev):
+                    for sig in self.engine.process(ev, received):
                         self._signal(sig)
-                    self._shadow_process(ev)
+                    self._shadow_process(ev, received)
             if health.devices:
                 records.append(
                     spooled.health_record(
