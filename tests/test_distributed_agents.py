@@ -57,10 +57,19 @@ def make_worker(**settings: Any) -> tuple[Worker, Recorder]:
     return w, rec
 
 
-def ev(device: str, eid: str, typ: EventType, at: datetime, kind: DeviceKind, **kw: Any) -> bytes:
+def ev(
+    device: str,
+    eid: str,
+    typ: EventType,
+    at: datetime,
+    kind: DeviceKind,
+    rx: datetime | None = None,
+    **kw: Any,
+) -> bytes:
+    """An event record as the bridge sends it; ``rx``: when the bridge received it."""
     resident = "r-" + device.rsplit("-", 1)[1]
     e = Event(device, eid, typ, at, resident, kind, **kw)
-    return codecs.dumps(codecs.event_record(e, at))
+    return codecs.dumps(codecs.event_record(e, rx or at))
 
 
 def run(coro: Any) -> Any:
@@ -154,3 +163,49 @@ def test_alerts_agent_raises_once_routes_and_cancels() -> None:
     assert {r["snap"]["id"] for _, _, r, _ in rec2.sent if r["op"] == "achg"} == ids
     state = orjson.loads(w.alerts_table["r-0001"])
     assert [recs[-1]["step"] for recs in state["alerts"]] == ["cancelled"]
+
+
+def test_rules_agent_alerts_late_alarms_and_judges_a_clock_ahead() -> None:
+    """The late-event policy through the worker's rules agent, as in the embedded
+    runner and replay (rules/tests/late-events.yaml): an alarm ten minutes late and
+    one thirty minutes behind its own button are both alerted; a thermometer an
+    hour ahead of the bridge's clock raises device-clock, hides no button press and
+    makes no other device look offline."""
+    w, rec = make_worker()
+    b, t = DeviceKind.BUTTON, DeviceKind.THERMOMETER
+
+    async def go() -> None:
+        async with w.rules_agent.test_context() as agent:
+            put = agent.put
+            motion = EventType.MOTION_DETECTED
+            await put(
+                key="r-0001", value=ev("motion-kitchen-0001", "m1", motion, NOW, DeviceKind.MOTION)
+            )
+            press = EventType.BUTTON_PRESSED
+            ten_late = NOW - timedelta(minutes=10)
+            await put(key="r-0001", value=ev("button-0001", "p1", press, ten_late, b, rx=NOW))
+            await put(key="r-0001", value=ev("button-0001", "h1", EventType.HEARTBEAT, NOW, b))
+            thirty = NOW - timedelta(minutes=30)
+            await put(key="r-0001", value=ev("button-0001", "p2", press, thirty, b, rx=NOW))
+            fast = ev(
+                "thermometer-0001",
+                "t1",
+                EventType.TEMPERATURE,
+                NOW + timedelta(hours=1),
+                t,
+                rx=NOW + timedelta(minutes=1),
+                value=21.0,
+            )
+            await put(key="r-0001", value=fast)
+            later = NOW + timedelta(minutes=2)
+            await put(key="r-0001", value=ev("button-0001", "p3", press, later, b))
+
+    run(go())
+    fired = [
+        (r["rule"], r["ev"]) for _, _, r, _ in rec.sent if r["op"] == "sig" and r["a"] == "fire"
+    ]
+    assert ("button", ["p1"]) in fired and ("button", ["p2"]) in fired
+    assert ("button", ["p3"]) in fired
+    assert ("device-clock", ["t1"]) in fired
+    assert not [f for f in fired if f[0] == "device-offline"]
+    assert w.stats["events"] == 6

@@ -108,7 +108,10 @@ class RulesCore:
                 if k in keys:
                     return out  # a re-delivery: already applied
                 keys.append(k)
-                out.signals = eng.process(ev)
+                # The bridge's receipt time: the clock a device's clock is judged by,
+                # as in the embedded runner (docs/rules.md, late events).
+                rx = record.get("rx")
+                out.signals = eng.process(ev, datetime.fromisoformat(rx) if rx else None)
                 if ev.type is EventType.ALARM_RESET:
                     out.resets.append(ev)
             elif op == "tick":
