@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from trygg import logs
@@ -35,10 +36,28 @@ class Channel(Protocol):
     async def aclose(self) -> None: ...
 
 
+def delay_s(alert: Mapping[str, Any]) -> float | None:
+    """How long after the device observed it the alert was raised (seconds), or
+    None: an alarm that reached trygg late is still alerted, and staff should see
+    that it is late ("sent 10 min late by the device")."""
+    at, raised = alert.get("signal_at"), alert.get("raised_at")
+    if not at or not raised:
+        return None
+    try:
+        return round((_when(raised) - _when(at)).total_seconds(), 3)
+    except (TypeError, ValueError):
+        return None
+
+
+def _when(v: Any) -> datetime:
+    return v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
+
+
 def payload(alert: dict[str, Any], n: Notification, address: str, **extra: Any) -> dict[str, Any]:
     """The JSON every channel sends: the alert's snapshot plus what this message is."""
     return {
         **alert,
+        "delay_s": delay_s(alert),
         "notification": {
             "key": n.key,
             "action": n.action,

@@ -15,6 +15,7 @@ const T = {
       accepted: "Tatt av", arrived: "Fremme:", resolved: "Avsluttet", cancelled: "Avbrutt" },
     suppressed: "Dempet", held: "Holdt tilbake", level: "nivå", new_alert: "Ny alarm",
     no_events: "Ingen hendelser siste døgn.", ago: "siden",
+    late_by: (m) => `sendt ${m} min forsinket av enheten`,
   },
   en: {
     connecting: "Connecting…", live: "Live", offline: "Offline – retrying",
@@ -28,6 +29,7 @@ const T = {
       accepted: "Taken by", arrived: "Arrived:", resolved: "Resolved", cancelled: "Cancelled" },
     suppressed: "Silenced", held: "Held back", level: "level", new_alert: "New alert",
     no_events: "No events in the last day.", ago: "ago",
+    late_by: (m) => `sent ${m} min late by the device`,
   },
 };
 const BUTTONS = ["take", "acknowledge", "arrive", "resolve", "accept"];
@@ -140,6 +142,9 @@ function fill(li, a) {
   li.querySelector(".elapsed").setAttribute("aria-label", elapsed(a.raised_at) + " " + t("ago"));
   let meta = t("resident") + " " + a.resident + " · " + t("team") + " " + a.team;
   if (a.repeat_count) meta += " · " + t("repeats") + " " + a.repeat_count + "×";
+  // An alarm that reached trygg late is alerted all the same; say how late.
+  const late = a.signal_at ? (Date.parse(a.raised_at) - Date.parse(a.signal_at)) / 60000 : 0;
+  if (late >= 1) meta += " · " + T[lang].late_by(Math.round(late));
   li.querySelector(".meta").textContent = meta;
   const st = li.querySelector(".state");
   st.innerHTML = "";
