@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from trygg.ingest.decode import Decoded, DecodeLimits, Decoder
 from trygg.ingest.scaip import Snu, parse_mrs
-from trygg.model import VALUE_RANGES, EventType
+from trygg.model import VALUE_RANGES, EventType, storable
 from trygg.registry import parse_registry
 
 NOW = datetime(2026, 3, 29, 1, 50, tzinfo=UTC)
@@ -179,10 +179,17 @@ def _check(topic: str, payload: bytes, out: Decoded) -> None:
     assert out.events or out.dead, "input vanished"
     for d in out.dead:
         assert d.reason.strip(), "a dead letter without a reason"
-        assert d.topic == topic and d.received_at == NOW
+        assert d.topic == storable(topic) and d.received_at == NOW
+        # What PostgreSQL can store: no NUL, nothing that is not UTF-8; 64 KiB at most.
+        for text in (d.topic, d.reason, d.device or ""):
+            assert "\x00" not in text
+            text.encode("utf-8")
+        assert len(d.payload) <= 64 * 1024 and d.size >= len(d.payload)
     for e in out.events:
         assert e.device in REG.device_by_id()
         assert e.id and len(e.id) <= 64
+        assert "\x00" not in e.id
+        e.id.encode("utf-8")
         assert e.time.tzinfo is not None
         assert timedelta(days=-7) <= e.time - NOW <= timedelta(minutes=5)
         if e.value is not None:

@@ -10,9 +10,10 @@ them into separate processes without touching them).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -90,6 +91,26 @@ VALUE_RANGES: dict[EventType, tuple[float, float]] = {
     EventType.TEMPERATURE: (-60.0, 120.0),
     EventType.BATTERY: (0.0, 100.0),
 }
+# What PostgreSQL can hold, checked before anything is spooled: a value the
+# database refused would otherwise stop at the drainer, not at the decoder.
+# Any value must fit `real` (devices.battery); events.value is `double precision`.
+VALUE_MAX = 3.4e38  # float4's largest is 3.40282e38
+VALUE_MIN = 1.2e-38  # float4's smallest normal; below ~1e-45 the cast to real fails
+# timestamptz refuses a UTC offset of 16 hours or more; Python takes up to 24.
+MAX_UTC_OFFSET = timedelta(hours=16)
+
+
+def storable(text: str) -> str:
+    """``text`` as PostgreSQL can store it: NUL and lone surrogates escaped (``\\x00``,
+    ``\\ud800``), everything else as it is."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 class Position(BaseModel):
@@ -119,12 +140,30 @@ class EventPayload(BaseModel):
     @field_validator("value")
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
-        if v is not None and not math.isfinite(v):
-            raise ValueError("value must be a finite number")
+        if v is not None:
+            if not math.isfinite(v):
+                raise ValueError("value must be a finite number")
+            if not (v == 0 or VALUE_MIN <= abs(v) <= VALUE_MAX):
+                raise ValueError(
+                    f"value {v:g} is out of range: 0 or a magnitude from {VALUE_MIN:g}"
+                    f" to {VALUE_MAX:g} (what the database's real holds)"
+                )
         return v
 
     @model_validator(mode="after")
     def _value_fits_type(self) -> EventPayload:
+        # Here rather than in validators of their own: one call per event on the
+        # hot path. (JSON parsers refuse lone surrogates; a Python caller may not.)
+        if "\x00" in self.id:
+            raise ValueError("id contains NUL (U+0000), which the database cannot store")
+        offset = self.time.utcoffset()
+        if offset is not None and not -MAX_UTC_OFFSET < offset < MAX_UTC_OFFSET:
+            minutes = int(abs(offset).total_seconds()) // 60
+            raise ValueError(
+                f"time has a UTC offset of {'-' if offset < timedelta(0) else '+'}"
+                f"{minutes // 60:02d}:{minutes % 60:02d}: the database holds less than"
+                " 16 hours either way (real ones are -12:00 to +14:00)"
+            )
         bounds = VALUE_RANGES.get(self.type)
         if bounds is not None:
             if self.value is None:
@@ -165,15 +204,46 @@ class Event:
         return (self.device, self.id)
 
 
+DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024  # what a dead letter keeps of its payload
+DEAD_LETTER_REASON_CHARS = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """Input that was not a valid event for a known device, kept with its reason."""
+    """Input that was not a valid event for a known device, kept with its reason.
+
+    Bounded and storable by construction, whoever builds one: ``payload``
+    keeps at most the first ``DEAD_LETTER_PAYLOAD_BYTES`` (64 KiB) of what came
+    in, ``size`` and ``sha256`` are of the whole payload (given when the caller
+    only has its head, else computed here), and ``topic``, ``reason`` and
+    ``device`` have NUL and lone surrogates escaped, which PostgreSQL's text
+    cannot hold; the reason is cut to ``DEAD_LETTER_REASON_CHARS``.
+    """
 
     topic: str
     payload: bytes
     reason: str
     received_at: datetime
     device: str | None = None
+    size: int = -1  # of the whole payload; -1: len(payload)
+    sha256: bytes = b""  # of the whole payload; b"": computed from payload
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen
+        payload = self.payload
+        if self.size < 0:
+            set_(self, "size", len(payload))
+        if not self.sha256:
+            set_(self, "sha256", hashlib.sha256(payload).digest())
+        if len(payload) > DEAD_LETTER_PAYLOAD_BYTES or type(payload) is not bytes:
+            set_(self, "payload", bytes(payload[:DEAD_LETTER_PAYLOAD_BYTES]))
+        set_(self, "topic", storable(self.topic))
+        reason = storable(self.reason)
+        if len(reason) > DEAD_LETTER_REASON_CHARS:
+            reason = reason[: DEAD_LETTER_REASON_CHARS - 3] + "..."
+        set_(self, "reason", reason)
+        if self.device is not None:
+            set_(self, "device", storable(self.device))
 
 
 class SignalAction(StrEnum):

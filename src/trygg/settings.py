@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     webhook_secret: str | None = Field(None, description="HMAC-SHA256 key for X-Trygg-Signature")
     log_format: Literal["json", "console"] = "console"
     log_level: str = "INFO"
+    max_payload_bytes: int = Field(
+        256 * 1024,
+        description="an MQTT payload above this is a dead letter, refused unread "
+        "(the broker's max_packet_size a little above it refuses it at the door)",
+    )
     batch_max: int = Field(2000, description="events per database write")
     batch_wait_ms: int = Field(
         0, description="extra wait to fill a batch (0: take what is queued, never delay an alarm)"

@@ -35,7 +35,7 @@ from aiokafka.errors import KafkaError
 
 from trygg import logs
 from trygg.distributed import codecs
-from trygg.ingest.decode import Decoder
+from trygg.ingest.decode import DecodeLimits, Decoder
 from trygg.ingest.mqtt import Message, MqttSource
 from trygg.registry import Registry
 from trygg.settings import Settings
@@ -91,7 +91,11 @@ class Bridge:
 
     def _set_registry(self, registry: Registry) -> None:
         self._registry = registry
-        self._decoder = Decoder(self.settings.site, registry.device_by_id())
+        self._decoder = Decoder(
+            self.settings.site,
+            registry.device_by_id(),
+            DecodeLimits(max_payload_bytes=self.settings.max_payload_bytes),
+        )
 
     async def _reload_registry(self) -> None:
         while True:

@@ -5,6 +5,14 @@ never raises for bad input: whatever cannot be used becomes a ``DeadLetter``
 whose reason a person can act on ("unknown device 'x'", "event[3].time: ...").
 Valid events in a batch survive invalid neighbours.
 
+What it lets through, PostgreSQL can store: no NUL or lone surrogate in any
+text, numbers that fit the columns, times (and UTC offsets) that timestamptz
+holds (``EventPayload``). A payload's size is checked before anything else;
+above the limit it is refused unread, and the dead letter keeps its first
+64 KiB with the size and SHA-256 of the whole (``DeadLetter``). The MQTT
+receiver passes such a payload on as a ``PayloadHead`` (trygg.ingest.payload),
+which is never decoded.
+
 Two channels per device: ``events`` (the JSON contract) and ``scaip`` (SCAIP
 ``<mrq>`` XML, trygg.ingest.scaip). A SCAIP message always gets a reply, an
 ``<mrs>`` for the device's ``scaip/response`` topic, in ``Decoded.reply``; the
@@ -15,13 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from trygg.ingest import scaip
+from trygg.ingest.payload import MAX_PAYLOAD_BYTES, PayloadHead, size_of
 from trygg.model import DeadLetter, Event, EventPayload
 from trygg.registry import Device
 
@@ -36,7 +45,7 @@ _message = TypeAdapter(EventPayload | list[EventPayload])
 class DecodeLimits:
     """What the decoder accepts; each limit is a setting."""
 
-    max_payload_bytes: int = 256 * 1024
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES  # TRYGG_MAX_PAYLOAD_BYTES
     max_batch: int = 1000
     max_future: timedelta = timedelta(minutes=5)  # device clock ahead of ours
     max_age: timedelta = timedelta(days=7)  # older than this is not live data
@@ -62,7 +71,8 @@ def parse_topic(topic: str, site: str) -> tuple[str, str] | None:
 def _describe(exc: ValidationError, prefix: str) -> str:
     msgs = []
     for err in exc.errors()[:3]:
-        loc = ".".join(str(p) for p in err["loc"])
+        # A location names the payload's own keys: shown short and escaped.
+        loc = ".".join(str(p) if len(str(p)) <= 32 else repr(str(p)[:32]) for p in err["loc"])
         msg = err["msg"]
         msgs.append(f"{prefix}{'.' + loc if loc else ''}: {msg}")
     more = len(exc.errors()) - 3
@@ -91,6 +101,18 @@ def _raw(item: Any, batch: bool, payload: bytes) -> bytes:
     return orjson.dumps(item) if batch else payload
 
 
+def _letter(
+    topic: str, raw: bytes, reason: str, received_at: datetime, device: str | None
+) -> DeadLetter:
+    if isinstance(raw, PayloadHead):
+        return DeadLetter(topic, bytes(raw), reason, received_at, device, raw.size, raw.sha256)
+    return DeadLetter(topic, raw, reason, received_at, device)
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
 class Decoder:
     """Turns one MQTT message into events for known devices, or dead letters."""
 
@@ -105,9 +127,13 @@ class Decoder:
         out = Decoded()
 
         def dead(reason: str, raw: bytes = payload, device: str | None = None) -> Decoded:
-            out.dead.append(DeadLetter(topic, raw, reason, received_at, device))
+            out.dead.append(_letter(topic, raw, reason, received_at, device))
             return out
 
+        # The size first: nothing reads a payload above the limit (nor a head).
+        size = size_of(payload)
+        if size > self.limits.max_payload_bytes or isinstance(payload, PayloadHead):
+            return self._too_large(topic, payload, size, received_at)
         where = parse_topic(topic, self.site)
         if where is None:
             return dead(f"topic {topic!r} is not trygg/{self.site}/devices/<device>/events")
@@ -120,12 +146,6 @@ class Decoder:
         if device is None:
             return dead(
                 f"unknown device {device_id!r}: register it before it publishes", device=device_id
-            )
-        if len(payload) > self.limits.max_payload_bytes:
-            return dead(
-                f"payload of {len(payload)} bytes exceeds the limit of "
-                f"{self.limits.max_payload_bytes}",
-                device=device_id,
             )
         fast = self._fast(payload, received_at, device)
         if fast is not None:
@@ -182,11 +202,48 @@ class Decoder:
         items = [parsed] if isinstance(parsed, EventPayload) else parsed
         if not items or len(items) > self.limits.max_batch:
             return None
-        lo, hi = received_at - self.limits.max_age, received_at + self.limits.max_future
+        lo, hi = self._window(received_at)
         for p in items:
             if not lo <= p.time <= hi:
                 return None
         return [_enriched(p, device) for p in items]
+
+    def _window(self, received_at: datetime) -> tuple[datetime, datetime]:
+        """The times the skew limits accept (clamped: a limit may be set very large)."""
+        try:
+            lo = received_at - self.limits.max_age
+        except OverflowError:
+            lo = _EARLIEST
+        try:
+            hi = received_at + self.limits.max_future
+        except OverflowError:
+            hi = _LATEST
+        return lo, hi
+
+    def _too_large(self, topic: str, payload: bytes, size: int, received_at: datetime) -> Decoded:
+        """A payload refused unread: above the limit, or only its head came (PayloadHead)."""
+        out = Decoded()
+        limit = self.limits.max_payload_bytes
+        if size > limit:
+            reason = f"of {size} bytes exceeds the limit of {limit}"
+        else:  # the receiver's limit is below the decoder's: it cut a payload we would read
+            reason = (
+                f"of {size} bytes came cut to its first {len(payload)} bytes: "
+                f"the MQTT receiver's limit is below the decoder's ({limit})"
+            )
+        where = parse_topic(topic, self.site)
+        device = where[0] if where else None
+        if where is not None and where[1] == "scaip":
+            reason = f"message {reason}"  # SCAIP's own word, as scaip.parse_mrq says it
+            out.reply = (
+                topic + "/response",
+                scaip.build_mrs("", scaip.Snu.MESSAGE_TOO_LONG, reason),
+            )
+            reason = f"scaip: {reason}"
+        else:
+            reason = f"payload {reason}"
+        out.dead.append(_letter(topic, payload, reason, received_at, device))
+        return out
 
     def _skew(self, when: datetime, received_at: datetime, prefix: str) -> str | None:
         """Why ``when`` is too far from the receiver's clock, or None."""
@@ -207,7 +264,7 @@ class Decoder:
         out = Decoded()
 
         def reject(snu: scaip.Snu, reason: str, ref: str = "") -> Decoded:
-            out.dead.append(DeadLetter(topic, payload, f"scaip: {reason}", received_at, device_id))
+            out.dead.append(_letter(topic, payload, f"scaip: {reason}", received_at, device_id))
             out.reply = (topic + "/response", scaip.build_mrs(ref, snu, reason))
             return out
 

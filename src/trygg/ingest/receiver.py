@@ -19,6 +19,13 @@ anything more, and the broker keeps the rest for the next session.
 The pipe carries frames: a kind byte, a 4-byte length and a ``marshal``ed
 list (marshal: the fastest way CPython has to pass plain tuples of str,
 bytes and int between two processes of the same interpreter).
+
+A message above the decoder's payload limit (``TRYGG_MAX_PAYLOAD_BYTES``)
+crosses the pipe as (its first 64 KiB, its size, its SHA-256) instead of its
+payload, and reaches the decoder as a ``PayloadHead``, which it refuses as too
+large. A burst of 100 messages of 5 MB took 1.6 + 2.6 + 2.1 GB (peak RSS) in
+the receiver, the runner and the drainer when they were passed on whole, and
+70 + 106 + 77 MB this way (bench/bench_burst_rss.py, bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from trygg import logs
 from trygg.child import ChildProcess
 from trygg.ingest.mqtt import Message, MqttSource
+from trygg.ingest.payload import MAX_PAYLOAD_BYTES, PayloadHead, head_of
 
 log = logs.get("trygg.ingest.receiver")
 
@@ -90,8 +98,17 @@ class _Receiver:
     same jittered backoff ``MqttSource`` gives paho's own loop.
     """
 
-    def __init__(self, url: str, client_id: str, topics: list[str], session_expiry: int) -> None:
-        self._batch: list[tuple[str, bytes, int, int]] = []
+    def __init__(
+        self,
+        url: str,
+        client_id: str,
+        topics: list[str],
+        session_expiry: int,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+    ) -> None:
+        self._max_payload = max_payload_bytes
+        # (topic, payload or (head, size, sha256), mid, qos)
+        self._batch: list[tuple[str, bytes | tuple[bytes, int, bytes], int, int]] = []
         self._status: list[bytes] = []
         self._accepted = False  # the broker accepted a connection since the last reconnect
         self._counts: tuple[int, float, int, int] = (0, 0.0, 0, 0)  # as last sent (COUNTS)
@@ -105,7 +122,12 @@ class _Receiver:
         )
 
     def _message(self, m: Message) -> None:
-        self._batch.append((m.topic, m.payload, m.mid, m.qos))
+        if len(m.payload) > self._max_payload:
+            # The decoder will refuse it unread: the runner gets only what a dead
+            # letter keeps (and so never holds the whole).
+            self._batch.append((m.topic, head_of(m.payload), m.mid, m.qos))
+        else:
+            self._batch.append((m.topic, m.payload, m.mid, m.qos))
 
     def _on_status(self, connected: bool) -> None:
         self._status.append(CONNECTED if connected else DISCONNECTED)
@@ -217,6 +239,7 @@ def main() -> None:
         os.environ["TRYGG_MQTT_CLIENT_ID"],
         orjson.loads(os.environ["TRYGG_RECEIVER_TOPICS"]),
         int(os.environ.get("TRYGG_MQTT_SESSION_EXPIRY", "3600")),
+        int(os.environ.get("TRYGG_MAX_PAYLOAD_BYTES", MAX_PAYLOAD_BYTES)),
     )
     with contextlib.suppress(BrokenPipeError):  # the runner has gone mid-write
         r.run(sys.stdin.fileno(), sys.stdout.fileno())
@@ -242,6 +265,7 @@ class ReceiverProcess:
         session_expiry: int,
         log_format: str,
         log_level: str,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         env = {
             **os.environ,
@@ -251,6 +275,7 @@ class ReceiverProcess:
             "TRYGG_MQTT_SESSION_EXPIRY": str(session_expiry),
             "TRYGG_LOG_FORMAT": log_format,
             "TRYGG_LOG_LEVEL": log_level,
+            "TRYGG_MAX_PAYLOAD_BYTES": str(max_payload_bytes),
         }
         self._child = ChildProcess(
             "MQTT receiver",
@@ -282,7 +307,12 @@ class ReceiverProcess:
                 kind, n = _HEAD.unpack(await out.readexactly(_HEAD.size))
                 body = marshal.loads(await out.readexactly(n))
                 if kind == MESSAGES:
-                    self._on_messages([Message(t, p, mid, qos) for t, p, mid, qos in body])
+                    self._on_messages(
+                        [
+                            Message(t, p if type(p) is bytes else PayloadHead(*p), mid, qos)
+                            for t, p, mid, qos in body
+                        ]
+                    )
                 elif kind == CONNECTED:
                     self.connected.set()
                     self.disconnected_at = None

@@ -96,13 +96,17 @@ def recent_event_keys(conn: psycopg.Connection, limit: int) -> list[tuple[str, s
 
 
 def write_dead_letters(conn: psycopg.Connection, letters: Iterable[DeadLetter]) -> int:
-    rows = [(d.received_at, d.topic, d.payload, d.reason, d.device) for d in letters]
+    """Store dead letters: the payload's first 64 KiB, its whole size and SHA-256 (schema 6)."""
+    rows = [
+        (d.received_at, d.topic, d.payload, d.reason, d.device, d.size, d.sha256) for d in letters
+    ]
     if not rows:
         return 0
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO dead_letters (received_at, topic, payload, reason, device)"
-            " VALUES (%s, %s, %s, %s, %s)",
+            "INSERT INTO dead_letters"
+            " (received_at, topic, payload, reason, device, payload_size, payload_sha256)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
             rows,
         )
     return len(rows)

@@ -59,6 +59,7 @@ def _event_row(r: Record) -> Row:
 
 
 def dead_letter_record(d: DeadLetter) -> Record:
+    """A dead letter for the spool: its payload (at most 64 KiB) and the whole's size and hash."""
     return {
         "op": "dl",
         "topic": d.topic,
@@ -66,16 +67,22 @@ def dead_letter_record(d: DeadLetter) -> Record:
         "reason": d.reason,
         "rx": d.received_at.isoformat(),
         "device": d.device,
+        "size": d.size,
+        "sha256": d.sha256.hex(),
     }
 
 
 def _dead_letter(r: Record) -> DeadLetter:
+    # A record spooled before "size" and "sha256" holds the whole payload:
+    # DeadLetter then takes both from it (and keeps only its first 64 KiB).
     return DeadLetter(
         r["topic"],
         base64.b64decode(r["payload"]),
         r["reason"],
         datetime.fromisoformat(r["rx"]),
         r["device"],
+        r.get("size", -1),
+        bytes.fromhex(r.get("sha256", "")),
     )
 
 
