@@ -98,6 +98,7 @@ VALUE_MAX = 3.4e38  # float4's largest is 3.40282e38
 VALUE_MIN = 1.2e-38  # float4's smallest normal; below ~1e-45 the cast to real fails
 # timestamptz refuses a UTC offset of 16 hours or more; Python takes up to 24.
 MAX_UTC_OFFSET = timedelta(hours=16)
+_MIN_UTC_OFFSET = -MAX_UTC_OFFSET
 
 
 def storable(text: str) -> str:
@@ -140,14 +141,14 @@ class EventPayload(BaseModel):
     @field_validator("value")
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
-        if v is not None:
+        # One comparison on the hot path: NaN and infinities fail it too.
+        if v is not None and not VALUE_MIN <= abs(v) <= VALUE_MAX and v != 0:
             if not math.isfinite(v):
                 raise ValueError("value must be a finite number")
-            if not (v == 0 or VALUE_MIN <= abs(v) <= VALUE_MAX):
-                raise ValueError(
-                    f"value {v:g} is out of range: 0 or a magnitude from {VALUE_MIN:g}"
-                    f" to {VALUE_MAX:g} (what the database's real holds)"
-                )
+            raise ValueError(
+                f"value {v:g} is out of range: 0 or a magnitude from {VALUE_MIN:g}"
+                f" to {VALUE_MAX:g} (what the database's real holds)"
+            )
         return v
 
     @model_validator(mode="after")
@@ -156,8 +157,10 @@ class EventPayload(BaseModel):
         # hot path. (JSON parsers refuse lone surrogates; a Python caller may not.)
         if "\x00" in self.id:
             raise ValueError("id contains NUL (U+0000), which the database cannot store")
-        offset = self.time.utcoffset()
-        if offset is not None and not -MAX_UTC_OFFSET < offset < MAX_UTC_OFFSET:
+        # tzinfo.utcoffset: a quarter of the cost of datetime.utcoffset here.
+        tz = self.time.tzinfo
+        offset = tz.utcoffset(self.time) if tz is not None else None
+        if offset is not None and not _MIN_UTC_OFFSET < offset < MAX_UTC_OFFSET:
             minutes = int(abs(offset).total_seconds()) // 60
             raise ValueError(
                 f"time has a UTC offset of {'-' if offset < timedelta(0) else '+'}"

@@ -131,9 +131,8 @@ class Decoder:
             return out
 
         # The size first: nothing reads a payload above the limit (nor a head).
-        size = size_of(payload)
-        if size > self.limits.max_payload_bytes or isinstance(payload, PayloadHead):
-            return self._too_large(topic, payload, size, received_at)
+        if len(payload) > self.limits.max_payload_bytes or type(payload) is PayloadHead:
+            return self._too_large(topic, payload, size_of(payload), received_at)
         where = parse_topic(topic, self.site)
         if where is None:
             return dead(f"topic {topic!r} is not trygg/{self.site}/devices/<device>/events")
@@ -202,7 +201,10 @@ class Decoder:
         items = [parsed] if isinstance(parsed, EventPayload) else parsed
         if not items or len(items) > self.limits.max_batch:
             return None
-        lo, hi = self._window(received_at)
+        try:
+            lo, hi = received_at - self.limits.max_age, received_at + self.limits.max_future
+        except OverflowError:  # a limit set too large to add
+            lo, hi = self._window(received_at)
         for p in items:
             if not lo <= p.time <= hi:
                 return None
