@@ -84,7 +84,7 @@ def test_thousand_events_stored_once_and_malformed_become_dead_letters(
         (f"trygg/{SITE}/devices/bed-0001/events", b'"just a string"'),
         (
             f"trygg/{SITE}/devices/bed-0001/events",
-            event_json("x", "bed.vacant", (now + timedelta(days=2)).isoformat()),
+            event_json("x", "bed.vacant", (now - timedelta(days=8)).isoformat()),
         ),
     ]
     with TryggProcess(_env(broker, db)) as trygg:
@@ -107,7 +107,7 @@ def test_thousand_events_stored_once_and_malformed_become_dead_letters(
             "unknown device 'nobody-0001'",
             "empty JSON array",
             "expected a JSON object or array",
-            "ahead of the receiver's clock",
+            "old (limit",
         ]:
             assert any(expected in r for r in reasons), (expected, reasons)
 

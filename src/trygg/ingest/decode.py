@@ -47,7 +47,11 @@ class DecodeLimits:
 
     max_payload_bytes: int = MAX_PAYLOAD_BYTES  # TRYGG_MAX_PAYLOAD_BYTES
     max_batch: int = 1000
-    max_future: timedelta = timedelta(minutes=5)  # device clock ahead of ours
+    # A device clock ahead of ours is not refused: its alarms must still page. The
+    # rule engine judges such a clock (device-clock, docs/rules.md) and evaluates
+    # its events at the time they arrive. A century is "no limit" that still adds
+    # to a datetime without overflow.
+    max_future: timedelta = timedelta(days=36525)
     max_age: timedelta = timedelta(days=7)  # older than this is not live data
 
 
