@@ -206,12 +206,14 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
             checks["database"] = True
         except Exception:
             checks["database"] = False
-        spool = getattr(runner, "_spool", None)
-        stats = getattr(runner, "stats", None)
-        pending = int(getattr(stats, "spool_bytes", 0) or 0)
-        limit = int(getattr(spool, "max_bytes", 0) or 0)
-        checks["spool"] = bool(limit == 0 or pending < limit * 0.9)
-        checks["spool_bytes"] = pending
+        storage = getattr(runner, "storage", None)
+        if storage is not None:  # the embedded runner: its spool and drainer
+            checks["spool"], why = storage()
+            checks["spool_bytes"] = runner.stats.spool_bytes
+            if why:
+                checks["spool_reason"] = why
+        else:
+            checks["spool"] = True
         checks["alerts"] = service.started
         ok = all(checks[k] for k in ("mqtt", "database", "spool", "alerts"))
         return JSONResponse({"ready": ok, **checks}, status_code=200 if ok else 503)
