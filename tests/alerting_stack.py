@@ -102,7 +102,7 @@ class ScriptedEngine:
         EventType.MOTION_DETECTED: ("inactivity", "4.9", Severity.YELLOW, False),
     }
 
-    def process(self, event: Event) -> list[Signal]:
+    def process(self, event: Event, received: datetime | None = None) -> list[Signal]:
         if event.type is EventType.DOOR_CLOSED:
             return [
                 Signal(
@@ -145,7 +145,7 @@ class ScriptedEngine:
     def update_registry(self, registry: Registry) -> None:
         pass
 
-    def is_late(self, event: Event) -> bool:
+    def is_late(self, event: Event, received: datetime | None = None) -> bool:
         return False
 
 
