@@ -33,6 +33,14 @@ EXPECTED = {
     # Not in DESIGN's table: trygg's own technical alert for the late-event policy
     # ("such a device is flagged"), docs/rules.md.
     "device-clock": ("T.6", "green"),
+    # Not in DESIGN's table: every alarm of SCAIP's device tables has a rule (issue 21).
+    "heat": ("4.11", "red"),
+    "carbon-monoxide": ("T.7", "red"),
+    "gas": ("T.8", "red"),
+    "wandering": ("4.21", "red"),
+    "local-unit-alarm": ("T.9", "red"),
+    "tracker-sos": ("4.13", "red"),
+    "inactivity-alarm": ("4.9", "yellow"),
 }
 
 

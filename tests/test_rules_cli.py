@@ -74,7 +74,7 @@ tests:
 
 def test_check_ok_and_refusals(tmp_path: Path) -> None:
     r = run("check", "--rules", str(RULES))
-    assert r.exit_code == 0 and "16 rules" in r.output
+    assert r.exit_code == 0 and "24 rules" in r.output
     bad = tmp_path / "bad.yaml"
     bad.write_text("- rule: water\n  enabled: maybe\n")
     r = run("check", "--rules", str(RULES), "--rules", str(bad))

@@ -44,6 +44,31 @@ class EventType(StrEnum):
     BATTERY = "battery"
     HEARTBEAT = "heartbeat"
     LOCATION = "location"
+    # Extensions (issue 21): every alarm of SCAIP's tables (SS 91100 Annex A/C)
+    # has an event, and a message session's abort and a resident's cancel are
+    # events of their own, distinct from the contract's ``alarm.reset``.
+    ALARM_ABORTED = "alarm.aborted"  # SCAIP RE: the unit aborts its message session
+    ALARM_CANCELLED = "alarm.cancelled"  # the resident cancels (pendant cancel, reset)
+    CO_DETECTED = "co.detected"  # carbon-monoxide detector
+    GAS_DETECTED = "gas.detected"  # (natural) gas detector
+    HEAT_DETECTED = "heat.detected"  # heat detector: fire by temperature
+    WANDERING_DETECTED = "wandering.detected"  # wandering sensor
+    UNIT_ALARM = "unit.alarm"  # the local unit's own alarm (not its pendant)
+    SOS_PRESSED = "sos.pressed"  # a tracking device's SOS
+    INACTIVITY_DETECTED = "inactivity.detected"  # an activity detector used inverted
+
+
+# A SCAIP message session (SS 91100 \u00a74.3/\u00a74.4) is the messages of one unit with
+# the same ``ref``. The session's first message has the ``ref`` as its event id;
+# its updates (IN) and its abort (RE) have ``<ref>~<mty>~<digest>`` (ingest's
+# ``scaip.Mrq.event_id``), so each is an event of its own and the alert gates
+# can still find the session (``session_of``). ``~`` is never part of a ref.
+SESSION_SEP = "~"
+
+
+def session_of(event_id: str) -> str:
+    """The message session an event id belongs to: its part before ``~`` (or itself)."""
+    return event_id.split(SESSION_SEP, 1)[0]
 
 
 class Room(StrEnum):

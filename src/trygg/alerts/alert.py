@@ -120,6 +120,8 @@ class CancelReason(StrEnum):
     """Why an alert was cancelled rather than resolved."""
 
     DEVICE_RESET = "device_reset"  # alarm.reset from the device before anyone answered
+    ABORTED_BY_UNIT = "aborted_by_unit"  # SCAIP RE: the unit aborted its message session
+    RESIDENT_CANCELLED = "resident_cancelled"  # the resident cancelled at the unit or pendant
     FALSE_ALARM = "false_alarm"  # staff judged it false
     AUTO_RESOLVED = "auto_resolved"  # the rule's own clear signal before anyone answered
     DUPLICATE = "duplicate"  # the same incident is handled under another alert
@@ -208,6 +210,9 @@ class Alert:
     renotify_count: int = 0
     last_notified_at: datetime | None = None
     records: tuple[Record, ...] = ()
+    # The latest position the alarm's unit sent within its message session
+    # (a SCAIP information update, SS 91100 \u00a74.3), from a ``note`` record's data.
+    position: tuple[float, float] | None = None
 
     @property
     def version(self) -> int:
@@ -393,6 +398,11 @@ def fold(alert: Alert, rec: Record) -> Alert:
         changes["last_fired_at"] = rec.at
     elif s is Step.FLAPPING:
         changes["flapping"] = True
+    elif s is Step.NOTE and isinstance(rec.data.get("position"), Mapping):
+        pos = rec.data["position"]
+        changes["position"] = (float(pos["lat"]), float(pos["lon"]))
+        new = [str(e) for e in rec.data.get("events") or () if e not in alert.events]
+        changes["events"] = (*alert.events, *new)
     elif s is Step.RELEASED:
         changes["suppressed"] = False
         changes["suppressed_reason"] = None

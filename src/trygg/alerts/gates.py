@@ -1,7 +1,8 @@
 """Quality gates: what happens to a signal before anyone is disturbed.
 
 The :class:`Gatekeeper` holds the open alerts and the silences in memory and
-turns each signal (and each ``alarm.reset`` event) into a :class:`Decision`:
+turns each signal (and each gated event: ``alarm.reset``, ``alarm.aborted``,
+``alarm.cancelled``, a session's position) into a :class:`Decision`:
 
 ========== ======================================================== =======
 kind       when                                                     routed
@@ -19,6 +20,7 @@ released   a held alert whose hold ended, or a silenced alert       yes
 cancelled  auto-resolve before anyone answered (rule clear, reset)  no
 resolved   a technical alert cleared after it was answered          no
 cleared    the condition went away while staff handle it: noted     no
+updated    a new position from the alarm's message session: noted   no
 ignored    nothing to do (clear with no open alert, other events)   no
 ========== ======================================================== =======
 
@@ -43,7 +45,16 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import SYSTEM, Alert, CancelReason, Outcome, Record
 from trygg.durations import format_duration, parse_duration
-from trygg.model import DeviceKind, Event, EventType, Severity, Signal, SignalAction
+from trygg.model import (
+    SESSION_SEP,
+    DeviceKind,
+    Event,
+    EventType,
+    Severity,
+    Signal,
+    SignalAction,
+    session_of,
+)
 
 __all__ = [
     "AutoResolveConfig",
@@ -58,7 +69,18 @@ __all__ = [
     "InhibitionConfig",
     "Silence",
     "SilenceScope",
+    "gated",
 ]
+
+# Device events the gates act on (``Gatekeeper.on_event``); the runners pass
+# only these, so that ordinary events cost the gates nothing.
+GATED_TYPES = frozenset({EventType.ALARM_RESET, EventType.ALARM_ABORTED, EventType.ALARM_CANCELLED})
+
+
+def gated(event: Event) -> bool:
+    """Whether ``event`` matters to the gates: a reset, a session's abort, a
+    resident's cancel, or a position sent within a message session (SCAIP IN)."""
+    return event.type in GATED_TYPES or (event.position is not None and SESSION_SEP in event.id)
 
 
 def _duration(v: Any) -> timedelta:
@@ -84,6 +106,13 @@ DEFAULT_RULE_DEVICES: dict[str, list[DeviceKind]] = {
     "dispenser-fault": [_K.DISPENSER],
     "temperature-high": [_K.THERMOMETER],
     "temperature-low": [_K.THERMOMETER],
+    "heat": [_K.SMOKE],
+    "carbon-monoxide": [_K.SMOKE],
+    "gas": [_K.SMOKE],
+    "wandering": [_K.DOOR, _K.GPS],
+    "local-unit-alarm": [_K.BUTTON],
+    "tracker-sos": [_K.GPS],
+    "inactivity-alarm": [_K.MOTION],
 }
 
 
@@ -126,6 +155,24 @@ class AutoResolveConfig(BaseModel):
     reset_all_kinds: list[DeviceKind] = Field(
         default_factory=lambda: [DeviceKind.BUTTON, DeviceKind.PULLCORD],
         description="a reset from these device kinds (the alarm unit) resets every reset rule",
+    )
+    # SCAIP (docs/ingest.md, "Message sessions" and "Reset, restoral and cancel"):
+    abort_cancels_unacknowledged: bool = Field(
+        default=True,
+        description="alarm.aborted (SCAIP RE) cancels its own session's alert if unanswered",
+    )
+    cancel_rules: list[str] = Field(
+        default_factory=lambda: [
+            "button",
+            "pullcord",
+            "fall",
+            "local-unit-alarm",
+            "tracker-sos",
+        ],
+        description=(
+            "alarm.cancelled (the resident's cancel) cancels an unanswered alert of these"
+            " rules from the same unit; never a fire, CO or gas alarm"
+        ),
     )
 
 
@@ -289,6 +336,7 @@ class DecisionKind(StrEnum):
     CANCELLED = "cancelled"
     RESOLVED = "resolved"
     CLEARED = "cleared"
+    UPDATED = "updated"
     IGNORED = "ignored"
 
 
@@ -634,9 +682,20 @@ class Gatekeeper:
     # ------------------------------------------------------------- events
 
     def on_event(self, event: Event, now: datetime) -> list[Decision]:
-        """Gate a device event; only ``alarm.reset`` matters here."""
-        if event.type is not EventType.ALARM_RESET:
-            return []
+        """Gate a device event: a reset, a session's abort, a resident's cancel, or
+        a session's new position (``gated``); other events change nothing."""
+        out: list[Decision] = []
+        if event.type is EventType.ALARM_RESET:
+            out = self._on_reset(event, now)
+        elif event.type is EventType.ALARM_ABORTED:
+            out = self._on_abort(event, now)
+        elif event.type is EventType.ALARM_CANCELLED:
+            out = self._on_cancel(event, now)
+        if event.position is not None and SESSION_SEP in event.id:
+            out.extend(self._on_position(event, now))
+        return out
+
+    def _on_reset(self, event: Event, now: datetime) -> list[Decision]:
         ar = self.config.auto_resolve
         kind = self.directory.kind_of(event.device) or event.kind
         reset_all = kind in ar.reset_all_kinds
@@ -660,6 +719,77 @@ class Gatekeeper:
                     resolve_after_ack=False,
                 )
             )
+        return out
+
+    def _session_alerts(self, event: Event) -> list[Alert]:
+        """Open alerts raised by (or updated from) ``event``'s message session: an
+        event of theirs has the same session (``session_of``), and they are the
+        resident's and, when the alert names one, the device's."""
+        ref = session_of(event.id)
+        return [
+            a
+            for a in self.open_alerts()
+            if a.resident == event.resident
+            and (a.device is None or a.device == event.device)
+            and any(session_of(e) == ref for e in a.events)
+        ]
+
+    def _on_abort(self, event: Event, now: datetime) -> list[Decision]:
+        """SS 91100 \u00a74.4: the unit aborts its own session (no snu 0 in time) and
+        goes on with its next alarm action. Only that session's alert closes."""
+        ar = self.config.auto_resolve
+        return [
+            self._close_or_note(
+                a,
+                now,
+                cause=f"message session {session_of(event.id)} aborted by unit {event.device}",
+                unacked_cancel=ar.abort_cancels_unacknowledged,
+                cancel_reason=CancelReason.ABORTED_BY_UNIT,
+                resolve_after_ack=False,
+            )
+            for a in self._session_alerts(event)
+        ]
+
+    def _on_cancel(self, event: Event, now: datetime) -> list[Decision]:
+        """The resident's deliberate cancel: an unanswered alert of ``cancel_rules``
+        from the same unit is cancelled; an answered one only gets a ``cleared``
+        record (the staff handling it decide)."""
+        ar = self.config.auto_resolve
+        kind = self.directory.kind_of(event.device) or event.kind
+        whole_unit = kind in ar.reset_all_kinds
+        out: list[Decision] = []
+        for a in self.open_alerts():
+            if a.resident != event.resident or a.rule not in ar.cancel_rules:
+                continue
+            if a.device is not None and a.device != event.device:
+                continue
+            if not whole_unit and not self._depends(a.rule, kind):
+                continue
+            if a.signal_at is not None and event.time < a.signal_at:
+                continue  # a cancel older than the alarm does not cancel it
+            out.append(
+                self._close_or_note(
+                    a,
+                    now,
+                    cause=f"cancelled by the resident at device {event.device}",
+                    unacked_cancel=True,
+                    cancel_reason=CancelReason.RESIDENT_CANCELLED,
+                    resolve_after_ack=False,
+                )
+            )
+        return out
+
+    def _on_position(self, event: Event, now: datetime) -> list[Decision]:
+        """A new position within a session (SCAIP IN, SS 91100 \u00a74.3): noted on
+        the session's open alerts, which then show it (``Alert.position``)."""
+        assert event.position is not None
+        out: list[Decision] = []
+        for a in self._session_alerts(event):
+            if not a.is_open:
+                continue
+            b = lc.update_position(a, now, event.position, event.id)
+            self._store(b)
+            out.append(_changed(DecisionKind.UPDATED, a, b, "position updated by the unit"))
         return out
 
     # ------------------------------------------------------------- timers

@@ -556,6 +556,23 @@ def note(
     return append(alert, Step.NOTE, now, actor, text)
 
 
+def update_position(
+    alert: Alert, now: datetime, position: tuple[float, float], event_id: str
+) -> Alert:
+    """The alarm's unit sent a new position within its message session (SCAIP IN):
+    a ``note`` by the system whose data carries it (``Alert.position``)."""
+    _guard(alert, "note", SYSTEM, None)
+    lat, lon = position
+    return append(
+        alert,
+        Step.NOTE,
+        now,
+        SYSTEM,
+        f"position updated by the unit: {lat:.6f},{lon:.6f}",
+        {"position": {"lat": lat, "lon": lon}, "events": [event_id]},
+    )
+
+
 def repeat(alert: Alert, now: datetime, signal: Signal) -> Alert:
     """The alert's rule fired again: count it, keep its events, do not re-notify."""
     _guard(alert, "repeat", SYSTEM, None)

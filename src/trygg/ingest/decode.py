@@ -266,24 +266,27 @@ class Decoder:
     def _decode_scaip(
         self, topic: str, payload: bytes, received_at: datetime, device_id: str
     ) -> Decoded:
-        """SCAIP <mrq> -> at most one event, and always an <mrs> reply."""
+        """SCAIP <mrq> -> at most one event, and always an <mrs> reply (ref echoed if readable)."""
         out = Decoded()
 
-        def reject(snu: scaip.Snu, reason: str, ref: str = "") -> Decoded:
+        def reject(snu: scaip.Snu, reason: str, ref: str = "", cve: str | None = None) -> Decoded:
             out.dead.append(_letter(topic, payload, f"scaip: {reason}", received_at, device_id))
-            out.reply = (topic + "/response", scaip.build_mrs(ref, snu, reason))
+            out.reply = (topic + "/response", scaip.build_mrs(ref, snu, reason, cve))
             return out
 
         device = self.devices.get(device_id)
         if device is None:
-            # "Not treated": the local unit should try its secondary receiver.
+            # "Not treated": the local unit should try its secondary receiver. The
+            # ref is echoed whenever it can be read: on MQTT it is the only way
+            # for the unit to match the reply to its request.
             return reject(
                 scaip.Snu.NOT_TREATED,
                 f"unknown device {device_id!r}: register it before it publishes",
+                scaip.peek_ref(payload),
             )
         result = scaip.handle_mrq(payload, self.limits.max_payload_bytes)
         if result.event is None:
-            return reject(result.snu, result.ste, result.ref)
+            return reject(result.snu, result.ste, result.ref, result.cve)
         m = result.event
         item: dict[str, Any] = {
             "id": m.id,
@@ -297,11 +300,11 @@ class Decoder:
         try:
             p = _payload.validate_python(item)
         except ValidationError as exc:
-            return reject(scaip.Snu.WRONG_DATA_CONTENT, _describe(exc, "mrq"), m.id)
+            return reject(scaip.Snu.WRONG_DATA_CONTENT, _describe(exc, "mrq"), result.ref)
         if m.time is not None:
             skewed = self._skew(p.time, received_at, "mrq.lge/tim")
             if skewed:
-                return reject(scaip.Snu.WRONG_DATA_CONTENT, skewed, m.id)
+                return reject(scaip.Snu.WRONG_DATA_CONTENT, skewed, result.ref)
         out.events.append(_enriched(p, device))
         out.reply = (topic + "/response", result.reply())
         return out

@@ -21,6 +21,7 @@ external references (no "billion laughs", no XXE).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -31,7 +32,7 @@ from enum import IntEnum
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as safe_fromstring
 
-from trygg.model import EventType, Room
+from trygg.model import SESSION_SEP, EventType, Room, session_of
 
 
 class Snu(IntEnum):
@@ -45,13 +46,16 @@ class Snu(IntEnum):
     NOT_TREATED = 5
     BUSY = 6
     MANDATORY_TAG_MISSING = 7
+    REFERENCE_MISSING = 10
+    UNDEFINED_ERROR = 99
 
 
 # Message types (mty).
 ME, RE, IN, PI = "ME", "RE", "IN", "PI"
 MESSAGE_TYPES = {ME: "message/alarm", RE: "reset", IN: "information", PI: "heartbeat"}
 
-# Device types (dty), for readable reasons. SS 91100 numbers them 0000-0051.
+# Device types (dty), SS 91100:2014 Annex A, table A.1 (0052-0899 are
+# allocated for future use, 0900-0999 vendor-specific).
 DEVICE_TYPES: dict[int, str] = {
     0: "unknown",
     1: "undefined",
@@ -61,6 +65,8 @@ DEVICE_TYPES: dict[int, str] = {
     5: "fall detector",
     6: "personal attack trigger",
     7: "panic button",
+    8: "duty switch (remote)",
+    9: "duty switch (local)",
     10: "activity detector",
     11: "pill dispenser",
     12: "bed monitor",
@@ -73,36 +79,62 @@ DEVICE_TYPES: dict[int, str] = {
     19: "heart-rate monitor",
     20: "environmental monitor",
     21: "gas detector",
+    22: "lighting circuit monitor",
     23: "smoke detector",
+    24: "heating system monitor",
     25: "heat detector",
     26: "carbon-monoxide detector",
+    27: "bogus caller switch",
+    28: "intruder detector",
+    29: "boundary detector",
     30: "automatic man-down detector",
     31: "system monitor",
     32: "communication-link monitor",
     33: "flood detector",
     34: "bath sensor",
+    35: "latch key",
+    36: "perimeter",
+    37: "sprinkler",
+    38: "tamper",
+    39: "printer",
+    40: "router",
+    41: "power supply (DC)",
+    42: "electric lock",
+    43: "access controller",
     44: "chair monitor",
     45: "controller",
+    46: "elevator alarm unit",
     47: "fire alarm system",
     48: "local unit",
+    49: "monitoring device",
+    50: "radio unit",
     51: "tracking device",
 }
 
-# Status codes (stc), for readable reasons and the mapping below.
+# Status codes (stc), SS 91100:2014 Annex C, table C.1 (0128-0899 allocated for
+# future use, 0900-0999 vendor-specific).
 STATUS_CODES: dict[int, str] = {
     0: "unknown",
     1: "undefined",
     2: "abort",
-    3: "absent",
+    3: "absent/away",
+    4: "accepted",
+    5: "acknowledge",
     6: "activated",
     7: "active",
+    8: "added",
     9: "automatic alarm",
     10: "manual alarm",
     11: "alert",
+    12: "armed",
+    13: "assigned",
     14: "battery failure",
     15: "battery OK",
     16: "battery low",
+    17: "busy",
+    18: "bypass",
     19: "cancel",
+    20: "changed",
     21: "closed",
     22: "closed too long",
     23: "IP connection failure",
@@ -110,45 +142,106 @@ STATUS_CODES: dict[int, str] = {
     25: "POTS connection failure",
     26: "primary link failure",
     27: "redundant link failure",
+    28: "deleted",
+    29: "denied",
+    30: "disarmed",
+    31: "disconnected",
+    32: "error code 1",
+    33: "error code 2",
+    34: "error code 3",
+    35: "error code 4",
+    36: "error code 5",
+    37: "error code 6",
+    38: "error code 7",
+    39: "error code 8",
+    40: "error code 9",
+    41: "executed",
+    42: "failure",
+    43: "frequency drifted",
+    44: "frequency drifted to lower level",
+    45: "frequency drifted to upper level",
     46: "high level",
+    47: "in progress",
+    48: "in service (fault rectified)",
+    49: "inactive",
+    50: "initiated",
+    51: "interrupted",
+    52: "jammed",
+    53: "level 1",
+    54: "level 2",
+    55: "level 3",
+    56: "level 4",
+    57: "level 5",
+    58: "level 6",
+    59: "level 7",
+    60: "level 8",
+    61: "level 9",
+    62: "log",
+    63: "loss",
+    64: "low level",
     65: "maintenance needed",
+    66: "maintenance urgently needed",
     67: "malfunction",
+    68: "memory full",
     69: "non-active",
     70: "normal state",
     71: "occupied",
+    72: "off",
     73: "offline",
+    74: "on",
     75: "online",
     76: "open",
     77: "open too long",
+    78: "out of service",
     79: "overflow",
+    80: "pending",
     81: "pill not taken",
     82: "pill reminder",
     83: "pill taken",
+    84: "planned",
     85: "power failure",
     86: "power restored",
+    87: "presence, planned",
+    88: "presence upon alarm",
+    89: "privacy switch operated",
+    90: "pulse",
     91: "re-established",
     92: "automatic reset",
     93: "manual reset",
     94: "restoral",
+    95: "RF interference",
+    96: "started",
+    97: "stopped",
+    98: "substituted",
+    99: "succeeded",
     100: "temperature high",
     101: "temperature low",
     102: "test transmission (primary)",
     103: "test transmission (redundant)",
     104: "time-out",
+    105: "trouble",
+    106: "trespass",
+    107: "unauthorized access",
+    108: "unbypass",
+    109: "verified",
     110: "assistance",
+    111: "check-out (intervention complete)",
     112: "IP connection re-established",
     113: "mobile network re-established",
     114: "POTS connection re-established",
     115: "primary link re-established",
     116: "redundant link re-established",
     117: "lying in bed",
+    118: "locked",
     119: "movement",
     120: "occupancy",
     121: "present",
+    122: "radio interference",
     123: "radio test transmission missing",
     124: "radio test transmission re-established",
     125: "tamper alarm",
     126: "temperature rate of rise",
+    127: "unlocked",
 }
 
 # Location codes (lco) that name one of trygg's rooms; others keep the
@@ -167,12 +260,12 @@ ROOMS: dict[int, Room] = {
 
 # --- the mapping ---------------------------------------------------------------
 # Status codes that mean the same whatever the device type.
-RESET_CODES = {92, 93, 94}  # automatic reset, manual reset, restoral
 ALIVE_CODES = {
     70,  # normal state
     75,  # online
     86,  # power restored
     91,  # re-established
+    94,  # restoral: a technical condition is over (never cancels an alarm, see below)
     102,  # test transmission, primary channel
     103,  # test transmission, redundant channel
     112,  # IP connection re-established
@@ -188,7 +281,8 @@ BATTERY_LEVELS = {14: 0.0, 16: 10.0, 15: 100.0}  # failure, low (< 15 % fires), 
 # beyond the catalogue's 28 / 16 degC thresholds.
 TEMPERATURES = {100: 30.0, 101: 10.0}
 
-# A device-type alarm is raised only for these status codes (or none at all):
+# A device-type alarm is raised only for these status codes, or none at all
+# (SS 91100 Table 1, status-code: "When omitted, alarm state shall be assumed"):
 # a smoke detector's "maintenance needed" must not become a fire.
 ALARM_CODES = {None, 6, 7, 9, 10, 11, 46, 79, 110}
 
@@ -201,25 +295,52 @@ ALARM_BY_DEVICE: dict[int, EventType] = {
     5: EventType.FALL_DETECTED,
     30: EventType.FALL_DETECTED,  # automatic man-down
     23: EventType.SMOKE_DETECTED,
-    25: EventType.SMOKE_DETECTED,  # heat detector: a fire alarm, not a room temperature
     47: EventType.SMOKE_DETECTED,  # fire alarm system
+    25: EventType.HEAT_DETECTED,  # heat detector: a fire alarm, not a room temperature
+    26: EventType.CO_DETECTED,  # carbon-monoxide detector
+    21: EventType.GAS_DETECTED,  # (natural) gas detector
     33: EventType.WATER_DETECTED,
     34: EventType.WATER_DETECTED,  # bath sensor: the bath overflows
     17: EventType.SEIZURE_DETECTED,
-    10: EventType.MOTION_DETECTED,
+    # Annex A: the activity detector is "also for inverted use as inactivity
+    # detection"; its alarm is that no activity was seen. Movement is stc 119.
+    10: EventType.INACTIVITY_DETECTED,
     18: EventType.MOTION_DETECTED,
     14: EventType.DOOR_OPENED,
-    15: EventType.DOOR_OPENED,  # wandering sensor: someone passed the (front) door
+    15: EventType.WANDERING_DETECTED,  # wandering sensor ("used together with location")
+    # The local unit's own alarm (stc 9, or none); its manual alarm (10) is the
+    # pendant, reported as the unit itself (below).
+    0: EventType.UNIT_ALARM,
+    1: EventType.UNIT_ALARM,
+    2: EventType.UNIT_ALARM,
+    45: EventType.UNIT_ALARM,
+    48: EventType.UNIT_ALARM,
+    51: EventType.SOS_PRESSED,  # tracking device: its SOS (manual or automatic alarm)
 }
 # Local units, controllers and unknown devices report a pendant press as stc 10.
 BUTTON_HOSTS = {0, 1, 2, 45, 48}
 
+# Who may cancel: a deliberate cancel or reset by the resident (stc 19 cancel,
+# 92 automatic reset, 93 manual reset) from a trigger the resident holds or
+# the unit it belongs to. It cancels only an alert that no one has
+# acknowledged yet (trygg.alerts.gates). From any other device type a reset
+# says only that the device is back to normal: a smoke detector's reset must
+# not cancel a fire alarm before anyone has looked.
+CANCEL_CODES = {19, 92, 93}
+CANCELLING_DEVICES = {0, 1, 2, 3, 4, 6, 7, 45, 48, 51}
+
 # dty -> {stc -> event} for sensors whose state the status code tells.
 BY_DEVICE_AND_STATUS: dict[int, dict[int | None, EventType]] = {
     # A fall pendant's own button (manual alarm) is a button press; cancel/abort
-    # within the guard time is the resident saying "I am fine".
-    5: {19: EventType.FALL_CANCELLED, 2: EventType.FALL_CANCELLED, 10: EventType.BUTTON_PRESSED},
-    30: {19: EventType.FALL_CANCELLED, 2: EventType.FALL_CANCELLED, 10: EventType.BUTTON_PRESSED},
+    # within the guard time is the resident saying "I am fine" (the fall rule's
+    # own cancel); a reset cancels like a pendant's.
+    5: {
+        19: EventType.FALL_CANCELLED,
+        2: EventType.FALL_CANCELLED,
+        92: EventType.ALARM_CANCELLED,
+        93: EventType.ALARM_CANCELLED,
+        10: EventType.BUTTON_PRESSED,
+    },
     11: {  # pill dispenser
         81: EventType.DOSE_MISSED,
         83: EventType.DOSE_TAKEN,
@@ -249,10 +370,15 @@ BY_DEVICE_AND_STATUS: dict[int, dict[int | None, EventType]] = {
     10: {119: EventType.MOTION_DETECTED, 120: EventType.MOTION_DETECTED},
     18: {119: EventType.MOTION_DETECTED, 120: EventType.MOTION_DETECTED},
     23: {126: EventType.SMOKE_DETECTED},
-    25: {126: EventType.SMOKE_DETECTED},  # rate of rise is how heat detectors call fire
-    51: {None: EventType.LOCATION},  # tracking device
+    # A heat detector's temperature codes are its fire alarm (checked before the
+    # room-temperature mapping of stc 100).
+    25: {126: EventType.HEAT_DETECTED, 100: EventType.HEAT_DETECTED},
 }
+BY_DEVICE_AND_STATUS[30] = BY_DEVICE_AND_STATUS[5]  # man-down: same codes as a fall detector
 BY_DEVICE_AND_STATUS[13] = BY_DEVICE_AND_STATUS[12]  # mat sensor: same states as a bed monitor
+
+# The protocol version trygg implements (SS 91100:2014 / CLC/TS 50134-9:2018).
+VERSION = "01.00"
 
 _REF = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # ASCII digits only: int() would accept other scripts' digits too.
@@ -275,6 +401,30 @@ class Mrq:
     stt: str | None = None
     position: tuple[float, float] | None = None
     time: datetime | None = None
+    ver: str | None = None
+    ame: int = 0  # additional messages after this one ("more follows")
+    ico: int | None = None
+    digest: str = ""  # of the fields read: tells a true repeat from an update
+
+    @property
+    def event_id(self) -> str:
+        """The event id: unique per message, linked to its session by the ``ref``.
+
+        SS 91100 \u00a74.3/\u00a74.4: an information update (IN) and an abort (RE)
+        carry the ``ref`` of the session's first message, so ``ref`` alone cannot
+        be an event id. The session's alarm (ME, the last part when ``ame``
+        splits it) and a heartbeat keep ``ref`` as their id; every other message is
+        ``ref~<mty><ame>~<digest>``, the digest of the fields read, so that a
+        true repeat (a re-send after a lost reply) has the same id and is
+        dropped, and an update with new content is a new event. ``~`` is not
+        a character of a ``ref``, so ``session_ref`` recovers the session.
+        """
+        if self.mty in (ME, PI) and self.ame == 0:
+            return self.ref
+        return f"{self.ref}{SESSION_SEP}{self.mty}{self.ame or ''}{SESSION_SEP}{self.digest}"
+
+
+session_ref = session_of  # the SCAIP session (``ref``) of an event id
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,25 +450,38 @@ class MrqOutcome:
     snu: Snu
     ste: str
     event: Mapped | None = None
+    cve: str | None = None
 
     def reply(self) -> bytes:
-        return build_mrs(self.ref, self.snu, self.ste)
+        return build_mrs(self.ref, self.snu, self.ste, self.cve)
 
 
 class MrqError(ValueError):
-    def __init__(self, snu: Snu, ste: str, ref: str = "") -> None:
+    def __init__(self, snu: Snu, ste: str, ref: str = "", cve: str | None = None) -> None:
         super().__init__(ste)
-        self.snu, self.ste, self.ref = snu, ste, ref
+        self.snu, self.ste, self.ref, self.cve = snu, ste, ref, cve
 
 
-def build_mrs(ref: str, snu: int, ste: str = "") -> bytes:
-    """``<mrs><ref/><snu/><ste/></mrs>`` as UTF-8 bytes, text escaped, ste at most 128 chars."""
+def build_mrs(ref: str, snu: int, ste: str = "", cve: str | None = None) -> bytes:
+    """``<mrs><ref/><snu/><ste/><cve/></mrs>`` as UTF-8 bytes, text escaped, ste at most
+    128 printable ASCII characters (SS 91100 Table 2: US-ASCII 32-126)."""
     root = ET.Element("mrs")
     ET.SubElement(root, "ref").text = ref
     ET.SubElement(root, "snu").text = str(int(snu))
     if ste:
         ET.SubElement(root, "ste").text = _printable(ste)[:128]
+    if cve:
+        ET.SubElement(root, "cve").text = cve
     return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=False))
+
+
+def peek_ref(payload: bytes) -> str:
+    """The well-formed ``ref`` of an ``<mrq>``, or ''; never raises. For replies
+    to messages trygg does not parse further (an unknown device)."""
+    try:
+        return parse_mrq(payload).ref
+    except MrqError as exc:
+        return exc.ref
 
 
 def parse_mrs(payload: bytes) -> tuple[str, int, str]:
@@ -337,8 +500,9 @@ def parse_mrs(payload: bytes) -> tuple[str, int, str]:
 
 
 def _printable(text: str) -> str:
-    # XML 1.0 cannot carry most control characters; a reason never needs them.
-    return "".join(ch if ch.isprintable() else " " for ch in text)
+    # ste is US-ASCII 32-126 (SS 91100 Table 2); XML 1.0 cannot carry most
+    # control characters either.
+    return "".join(ch if " " <= ch <= "~" else "?" if ch.isprintable() else " " for ch in text)
 
 
 def _local(tag: object) -> str:
@@ -454,7 +618,10 @@ def parse_mrq(payload: bytes, max_bytes: int = 64 * 1024) -> Mrq:
             f"expected an <mrq> element, got <{_local(root.tag)[:32]}>",
             ref_echo,
         )
-    missing = [t for t in ("ref", "cid", "dty") if not fields.get(t)]
+    if not ref:
+        # SS 91100 Table 2: "10" = reference missing.
+        raise MrqError(Snu.REFERENCE_MISSING, "reference missing: <mrq> has no ref")
+    missing = [t for t in ("cid", "dty") if not fields.get(t)]
     if missing:
         raise MrqError(
             Snu.MANDATORY_TAG_MISSING, f"mandatory tag missing: {', '.join(missing)}", ref_echo
@@ -466,19 +633,44 @@ def parse_mrq(payload: bytes, max_bytes: int = 64 * 1024) -> Mrq:
     mty = fields.get("mty", "").upper() or ME  # alarms are often sent without mty
     if mty not in MESSAGE_TYPES:
         raise MrqError(Snu.WRONG_DATA_CONTENT, f"mty {_show(mty)} is not ME, RE, IN or PI", ref)
+    cve: str | None = None
+    ver = fields.get("ver") or None
+    if ver is not None:
+        if not re.fullmatch(r"[0-9]{2}\.[0-9]{2}", ver):
+            raise MrqError(Snu.WRONG_DATA_CONTENT, f"ver {_show(ver)} is not NN.NN", ref)
+        if ver != VERSION:
+            # Table 2, cve: the version to use, equal to or lower than the request's.
+            cve = VERSION if ver > VERSION else None
+            if ver < VERSION:
+                raise MrqError(
+                    Snu.WRONG_DATA_CONTENT, f"ver {ver} is not supported (trygg: {VERSION})", ref
+                )
     cid = fields["cid"]
-    if not re.fullmatch(r"[0-9]{1,16}", cid):
-        raise MrqError(Snu.WRONG_DATA_CONTENT, f"cid {_show(cid)} is not 1-16 digits", ref)
+    if not re.fullmatch(r"[0-9]{1,32}", cid):
+        raise MrqError(Snu.WRONG_DATA_CONTENT, f"cid {_show(cid)} is not 1-32 digits", ref, cve)
     dty = _code(fields, "dty", ref)
     assert dty is not None  # checked as mandatory above
     stc = _code(fields, "stc", ref)
     lco = _code(fields, "lco", ref)
+    ico = _code(fields, "ico", ref)
+    ame_raw = fields.get("ame") or "0"
+    if not re.fullmatch(r"[0-9]{1,4}", ame_raw):
+        raise MrqError(Snu.WRONG_DATA_CONTENT, f"ame {_show(ame_raw)} is not 0-9999", ref, cve)
     position: tuple[float, float] | None = None
     when: datetime | None = None
     for child in root:
         if _local(child.tag) == "lge":
             position, when = _parse_geo(child, ref)
             break
+    # The digest covers every field's text (not the bytes: a re-send may differ
+    # in whitespace or in the order of the tags, which xs:all allows).
+    canon = "\x1f".join(f"{k}={fields[k]}" for k in sorted(fields) if k != "lge")
+    for child in root:
+        if _local(child.tag) == "lge":
+            sub = _children(child)
+            canon += "\x1e" + "\x1f".join(f"{k}={sub[k]}" for k in sorted(sub))
+            break
+    digest = hashlib.sha256(canon.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return Mrq(
         ref=ref,
         mty=mty,
@@ -490,6 +682,10 @@ def parse_mrq(payload: bytes, max_bytes: int = 64 * 1024) -> Mrq:
         stt=fields.get("stt") or None,
         position=position,
         time=when,
+        ver=ver,
+        ame=int(ame_raw),
+        ico=ico,
+        digest=digest,
     )
 
 
@@ -497,7 +693,10 @@ def _name(table: dict[int, str], code: int | None) -> str:
     if code is None:
         return "none"
     name = table.get(code)
-    return f"{code} ({name})" if name else f"{code} (unknown)"
+    if name is None:
+        # Annex A-D: 0900-0999 vendor-specific, the rest of the range not yet used.
+        name = "vendor-specific" if 900 <= code <= 999 else "unspecified in SS 91100:2014"
+    return f"{code} ({name})"
 
 
 def _number(mrq: Mrq, pattern: re.Pattern[str]) -> float | None:
@@ -510,16 +709,26 @@ def _number(mrq: Mrq, pattern: re.Pattern[str]) -> float | None:
 
 
 def map_mrq(mrq: Mrq) -> Mapped:
-    """``Mrq`` -> the event it means, or ``MrqError`` (snu 3) naming the codes."""
+    """``Mrq`` -> the event it means, or ``MrqError`` naming the codes.
+
+    A well-formed message trygg has no event for is answered ``snu`` 5, "not
+    treated ... try next alarm action" (SS 91100 Table 2), so the unit
+    escalates; ``snu`` 3 would tell it that its message was wrong.
+    """
     typ: EventType | None = None
     value: float | None = None
     stc, dty = mrq.stc, mrq.dty
     if mrq.mty == PI:
         typ = EventType.HEARTBEAT
-    elif mrq.mty == RE or stc in RESET_CODES:
-        typ = EventType.ALARM_RESET
-    elif stc in ALIVE_CODES:
-        typ = EventType.HEARTBEAT
+    elif mrq.mty == RE:
+        # \u00a74.4: the unit aborts its message session (no snu 0 came in time).
+        typ = EventType.ALARM_ABORTED
+    elif stc in CANCEL_CODES and dty in CANCELLING_DEVICES:
+        typ = EventType.ALARM_CANCELLED
+    elif dty in BY_DEVICE_AND_STATUS and stc in BY_DEVICE_AND_STATUS[dty]:
+        typ = BY_DEVICE_AND_STATUS[dty][stc]
+    elif stc in ALIVE_CODES or stc in CANCEL_CODES:
+        typ = EventType.HEARTBEAT  # incl. restoral and a sensor's reset: nothing to cancel
     elif stc in BATTERY_LEVELS:
         typ = EventType.BATTERY
         value = _number(mrq, _PERCENT)
@@ -530,31 +739,35 @@ def map_mrq(mrq: Mrq) -> Mapped:
         value = _number(mrq, _NUMBER)
         if value is None:
             value = TEMPERATURES[stc]
-    elif dty in BY_DEVICE_AND_STATUS and stc in BY_DEVICE_AND_STATUS[dty]:
-        typ = BY_DEVICE_AND_STATUS[dty][stc]
     elif dty == 11 and mrq.mty == ME:
         typ = EventType.DISPENSER_FAULT  # any other message from a dispenser is a fault
+    elif stc == 10 and dty in BUTTON_HOSTS:
+        typ = EventType.BUTTON_PRESSED  # the pendant, reported as the unit itself
+    elif mrq.mty == IN and stc is None:
+        # \u00a74.3: an update within the session: a new position, or the unit alive.
+        typ = EventType.LOCATION if mrq.position is not None else EventType.HEARTBEAT
+    elif dty == 51 and stc is None and mrq.position is not None:
+        typ = EventType.LOCATION  # a tracker's position report (its SOS has stc 9/10)
     elif dty in ALARM_BY_DEVICE and stc in ALARM_CODES:
         typ = ALARM_BY_DEVICE[dty]
-    elif stc == 10 and dty in BUTTON_HOSTS:
-        typ = EventType.BUTTON_PRESSED
     elif mrq.position is not None and stc is None:
         typ = EventType.LOCATION
-    elif mrq.mty == IN and stc is None:
-        typ = EventType.HEARTBEAT  # information without a status: the device is alive
     if typ is None:
         raise MrqError(
-            Snu.WRONG_DATA_CONTENT,
-            f"no event for mty {mrq.mty}, dty {_name(DEVICE_TYPES, dty)}, "
+            Snu.NOT_TREATED,
+            f"not treated: no event for mty {mrq.mty}, dty {_name(DEVICE_TYPES, dty)}, "
             f"stc {_name(STATUS_CODES, stc)}",
             mrq.ref,
         )
-    if typ is EventType.LOCATION and mrq.position is None:
+    event_id = mrq.event_id
+    if len(event_id) > 64:
         raise MrqError(
-            Snu.MANDATORY_TAG_MISSING, "a tracking message needs lge/geo or lge/gga", mrq.ref
+            Snu.WRONG_DATA_CONTENT,
+            f"ref of {len(mrq.ref)} characters is too long for an {mrq.mty} message (at most 48)",
+            mrq.ref,
         )
     return Mapped(
-        id=mrq.ref,
+        id=event_id,
         type=typ,
         time=mrq.time,
         value=value,
@@ -563,11 +776,19 @@ def map_mrq(mrq: Mrq) -> Mapped:
     )
 
 
+def _cve(mrq: Mrq) -> str | None:
+    """``cve`` for a request of a newer version than trygg's (Table 2: "equal or lower")."""
+    return VERSION if mrq.ver is not None and mrq.ver > VERSION else None
+
+
 def handle_mrq(payload: bytes, max_bytes: int = 64 * 1024) -> MrqOutcome:
     """Bytes -> outcome with the event (snu 0) or the reason; never raises for bad input."""
     try:
         mrq = parse_mrq(payload, max_bytes)
+    except MrqError as exc:
+        return MrqOutcome(exc.ref, exc.snu, exc.ste, cve=exc.cve)
+    try:
         mapped = map_mrq(mrq)
     except MrqError as exc:
-        return MrqOutcome(exc.ref, exc.snu, exc.ste)
-    return MrqOutcome(mrq.ref, Snu.OK, "OK", mapped)
+        return MrqOutcome(exc.ref, exc.snu, exc.ste, cve=_cve(mrq))
+    return MrqOutcome(mrq.ref, Snu.OK, "OK", mapped, cve=_cve(mrq))

@@ -52,7 +52,7 @@ from typing import Any
 from trygg import logs
 from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import Alert, CancelReason, Record
-from trygg.alerts.gates import Decision, Directory, Gatekeeper, Silence
+from trygg.alerts.gates import Decision, Directory, Gatekeeper, Silence, gated
 from trygg.alerts.routing import (
     Channel,
     EscalationStep,
@@ -62,7 +62,7 @@ from trygg.alerts.routing import (
     load_routing,
 )
 from trygg.alerts.routing import parse_routing_text as _parse_routing_text
-from trygg.model import Event, EventType, Signal
+from trygg.model import Event, Signal
 from trygg.notify.base import Channel as ChannelImpl
 from trygg.notify.base import deliver, payload
 from trygg.notify.console import ConsoleFeed
@@ -323,8 +323,8 @@ class AlertService:
         self._decided(d, now)
 
     def on_event(self, event: Event) -> None:
-        """A device event; only ``alarm.reset`` matters (auto-resolve)."""
-        if event.type is not EventType.ALARM_RESET:
+        """A device event; only those the gates act on matter (``gates.gated``)."""
+        if not gated(event):
             return
         self._refresh_directory()
         now = self.clock()

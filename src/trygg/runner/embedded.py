@@ -37,12 +37,13 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from trygg import logs
+from trygg.alerts.gates import gated
 from trygg.ingest.decode import DecodeLimits, Decoder, parse_topic
 from trygg.ingest.dedup import RecentKeys
 from trygg.ingest.health import HealthBatch, parse_status
 from trygg.ingest.mqtt import Message
 from trygg.ingest.receiver import ReceiverProcess
-from trygg.model import Event, EventType, Signal
+from trygg.model import Event, Signal
 from trygg.registry import Registry
 from trygg.registry import load_registry as load_registry_file
 from trygg.rules import CarePlanError, CatalogueError, Engine, load_catalogue
@@ -790,7 +791,7 @@ class EmbeddedRunner:
         await stop_alerting(self)
 
     def _alert_event(self, ev: Event) -> None:
-        if ev.type is EventType.ALARM_RESET and self._alerting is not None:
+        if self._alerting is not None and gated(ev):
             self._alerting.on_event(ev)
 
     def _signal(self, sig: Signal) -> None:

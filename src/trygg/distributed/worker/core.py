@@ -28,10 +28,10 @@ import orjson
 
 from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import Alert, Record
-from trygg.alerts.gates import Decision, Directory, Gatekeeper, Silence, SilenceScope
+from trygg.alerts.gates import Decision, Directory, Gatekeeper, Silence, SilenceScope, gated
 from trygg.alerts.routing import EscalationStep, Escalator, RoutingConfig
 from trygg.distributed import codecs
-from trygg.model import Event, EventType, Signal
+from trygg.model import Event, Signal
 from trygg.registry import Registry
 from trygg.rules import Engine
 from trygg.store import spooled
@@ -112,7 +112,7 @@ class RulesCore:
                 # as in the embedded runner (docs/rules.md, late events).
                 rx = record.get("rx")
                 out.signals = eng.process(ev, datetime.fromisoformat(rx) if rx else None)
-                if ev.type is EventType.ALARM_RESET:
+                if gated(ev):  # reset, session abort, resident cancel, session position
                     out.resets.append(ev)
             elif op == "tick":
                 out.signals = eng.advance(datetime.fromisoformat(record["at"]))
