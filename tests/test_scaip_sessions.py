@@ -62,6 +62,10 @@ class Pipeline:
 
     def send(self, payload: bytes, device: str = "lu-1") -> tuple[str, int, str]:
         """One message on the device's scaip topic -> its reply (ref, snu, ste)."""
+        return parse_mrs(self.send_raw(payload, device))
+
+    def send_raw(self, payload: bytes, device: str = "lu-1") -> bytes:
+        """One message on the device's scaip topic -> its reply as sent."""
         self.t += 1
         now = T0 + timedelta(seconds=self.t)
         out = self.decoder.decode(f"trygg/oslo/devices/{device}/scaip", payload, now)
@@ -75,8 +79,8 @@ class Pipeline:
             for d in decisions:
                 if d.alert is not None:
                     self.seen[d.alert.id] = d.alert
-        assert out.reply is not None
-        return parse_mrs(out.reply[1])
+        assert out.reply is not None and out.reply[0].endswith("/scaip/response")
+        return out.reply[1]
 
     def alerts(self) -> list[Alert]:
         return sorted(self.seen.values(), key=lambda a: a.id)

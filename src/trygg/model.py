@@ -58,7 +58,7 @@ class EventType(StrEnum):
     INACTIVITY_DETECTED = "inactivity.detected"  # an activity detector used inverted
 
 
-# A SCAIP message session (SS 91100 \u00a74.3/\u00a74.4) is the messages of one unit with
+# A SCAIP message session (SS 91100 §4.3/§4.4) is the messages of one unit with
 # the same ``ref``. The session's first message has the ``ref`` as its event id;
 # its updates (IN) and its abort (RE) have ``<ref>~<mty>~<digest>`` (ingest's
 # ``scaip.Mrq.event_id``), so each is an event of its own and the alert gates

@@ -211,7 +211,7 @@ class Alert:
     last_notified_at: datetime | None = None
     records: tuple[Record, ...] = ()
     # The latest position the alarm's unit sent within its message session
-    # (a SCAIP information update, SS 91100 \u00a74.3), from a ``note`` record's data.
+    # (a SCAIP information update, SS 91100 §4.3), from a ``note`` record's data.
     position: tuple[float, float] | None = None
 
     @property

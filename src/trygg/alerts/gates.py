@@ -735,7 +735,7 @@ class Gatekeeper:
         ]
 
     def _on_abort(self, event: Event, now: datetime) -> list[Decision]:
-        """SS 91100 \u00a74.4: the unit aborts its own session (no snu 0 in time) and
+        """SS 91100 §4.4: the unit aborts its own session (no snu 0 in time) and
         goes on with its next alarm action. Only that session's alert closes."""
         ar = self.config.auto_resolve
         return [
@@ -780,7 +780,7 @@ class Gatekeeper:
         return out
 
     def _on_position(self, event: Event, now: datetime) -> list[Decision]:
-        """A new position within a session (SCAIP IN, SS 91100 \u00a74.3): noted on
+        """A new position within a session (SCAIP IN, SS 91100 §4.3): noted on
         the session's open alerts, which then show it (``Alert.position``)."""
         assert event.position is not None
         out: list[Decision] = []

@@ -10,8 +10,10 @@ and answers on ``scaip/response`` (docs/ingest.md).
 Codes arrive unpadded (``2``, ``02``, ``0002``), so they are parsed as
 numbers. The mapping from device type (``dty``) and status code (``stc``) to
 an event type is the table in docs/ingest.md; this module is its one
-implementation. An ``<mrq>`` becomes at most one event, whose id is the
-message's ``ref``.
+implementation. An ``<mrq>`` becomes at most one event. Messages with the
+same ``ref`` are one message session (SS 91100 §4.3/§4.4): the first keeps
+``ref`` as its event id, an update (IN) or abort (RE) gets an id of its own
+that names the session (``Mrq.event_id``, ``trygg.model.session_of``).
 
 Nothing here raises for bad input: every outcome is an ``MrqOutcome`` whose
 ``snu`` says what happened and whose ``ste`` is a reason a person can act on.
@@ -410,7 +412,7 @@ class Mrq:
     def event_id(self) -> str:
         """The event id: unique per message, linked to its session by the ``ref``.
 
-        SS 91100 \u00a74.3/\u00a74.4: an information update (IN) and an abort (RE)
+        SS 91100 §4.3/§4.4: an information update (IN) and an abort (RE)
         carry the ``ref`` of the session's first message, so ``ref`` alone cannot
         be an event id. The session's alarm (ME, the last part when ``ame``
         splits it) and a heartbeat keep ``ref`` as their id; every other message is
@@ -721,7 +723,7 @@ def map_mrq(mrq: Mrq) -> Mapped:
     if mrq.mty == PI:
         typ = EventType.HEARTBEAT
     elif mrq.mty == RE:
-        # \u00a74.4: the unit aborts its message session (no snu 0 came in time).
+        # §4.4: the unit aborts its message session (no snu 0 came in time).
         typ = EventType.ALARM_ABORTED
     elif stc in CANCEL_CODES and dty in CANCELLING_DEVICES:
         typ = EventType.ALARM_CANCELLED
@@ -744,7 +746,7 @@ def map_mrq(mrq: Mrq) -> Mapped:
     elif stc == 10 and dty in BUTTON_HOSTS:
         typ = EventType.BUTTON_PRESSED  # the pendant, reported as the unit itself
     elif mrq.mty == IN and stc is None:
-        # \u00a74.3: an update within the session: a new position, or the unit alive.
+        # §4.3: an update within the session: a new position, or the unit alive.
         typ = EventType.LOCATION if mrq.position is not None else EventType.HEARTBEAT
     elif dty == 51 and stc is None and mrq.position is not None:
         typ = EventType.LOCATION  # a tracker's position report (its SOS has stc 9/10)

@@ -1,0 +1,9 @@
+from tests.scaip_model.scaip import (
+    Mrq,
+    Mrs,
+)
+
+__all__ = [
+    "Mrq",
+    "Mrs",
+]
