@@ -40,6 +40,15 @@ EVENTS: dict[str, tuple[str, str]] = {
     "battery": ("Batterinivå", "Battery level"),
     "heartbeat": ("Enheten meldte seg", "Device checked in"),
     "location": ("Posisjon", "Location"),
+    "alarm.aborted": ("Alarmenheten avbrøt alarmen", "The alarm unit aborted the alarm"),
+    "alarm.cancelled": ("Brukeren avbrøt alarmen", "The resident cancelled the alarm"),
+    "co.detected": ("Karbonmonoksid (CO) oppdaget", "Carbon monoxide detected"),
+    "gas.detected": ("Gass oppdaget", "Gas detected"),
+    "heat.detected": ("Varmedetektor utløst", "Heat detector alarm"),
+    "wandering.detected": ("Vandrealarm", "Wandering alarm"),
+    "unit.alarm": ("Alarm fra trygghetsalarmen", "Alarm from the alarm unit"),
+    "sos.pressed": ("SOS på GPS-sporeren", "SOS on the GPS tracker"),
+    "inactivity.detected": ("Ingen aktivitet (aktivitetsdetektor)", "No activity (detector)"),
 }
 
 RULES: dict[str, tuple[str, str]] = {
@@ -59,6 +68,13 @@ RULES: dict[str, tuple[str, str]] = {
     "battery-low": ("Lavt batteri", "Battery low"),
     "temperature-high": ("Høy romtemperatur", "Room too warm"),
     "temperature-low": ("Lav romtemperatur", "Room too cold"),
+    "heat": ("Varmedetektor (brann)", "Heat detector (fire)"),
+    "carbon-monoxide": ("Karbonmonoksid (CO)", "Carbon monoxide"),
+    "gas": ("Gasslekkasje", "Gas leak"),
+    "wandering": ("Vandring", "Wandering"),
+    "local-unit-alarm": ("Alarm fra trygghetsalarmen", "Alarm from the alarm unit"),
+    "tracker-sos": ("SOS fra GPS-sporer", "SOS from GPS tracker"),
+    "inactivity-alarm": ("Ingen aktivitet (detektor)", "No activity (detector)"),
 }
 
 
