@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     routing: Path | None = Field(
         None,
         description="routing file (YAML); default: the built-in one (every team: its MQTT "
-        "topic, the console and the webhook named 'default')",
+        "topic, the console and, if TRYGG_WEBHOOK_URL is set, the webhook named 'default')",
     )
     webhooks: dict[str, str] = Field(
         default_factory=dict,
@@ -83,6 +83,18 @@ class Settings(BaseSettings):
     smtp_user: str | None = None
     smtp_password: str | None = None
     smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    notify_retry_initial_s: float = Field(
+        0.5, description="wait before a failed notification's first retry (doubles each time)"
+    )
+    notify_retry_max_s: float = Field(
+        15.0, description="longest wait between retries of a notification (jittered)"
+    )
+    notify_give_up: dict[str, str] = Field(
+        default_factory=dict,
+        description='how long a notification is retried, as JSON: {"email": "2h", '
+        '"webhook.yellow": "30m", "green": "10m"} (channel.severity, channel or severity; '
+        'a duration or "never"); default: red never, yellow and green 1h',
+    )
     # --- auditing: response-time targets, reports and retention (docs/auditing.md)
     report_timezone: str = Field("Europe/Oslo", description="local time for hours, days, weeks")
     target_answer_60s: float = Field(0.975, description="share of alerts answered within 60 s")

@@ -226,6 +226,18 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
             render(runner, service), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
+    @app.get(
+        "/api/health/channels",
+        tags=["health"],
+        summary="notification channels: up, failing since, consecutive failures",
+    )
+    async def channel_health(u: UserDep) -> dict[str, Any]:
+        health = getattr(service, "health", None)
+        return {
+            "channels": health.snapshot() if health is not None else [],
+            "retrying": int(getattr(service, "retrying", 0)),
+        }
+
     # ------------------------------------------------------------- me
 
     @app.get("/api/me", tags=["users"])

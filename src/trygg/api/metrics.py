@@ -71,6 +71,7 @@ class _Trygg(Collector):
         yield GaugeMetricFamily(
             "trygg_console_subscribers", "live console connections", value=svc.feed.subscribers
         )
+        yield from _channels(svc)
 
 
 def _mqtt(source: Any, service: Any) -> Iterator[Any]:
@@ -109,6 +110,50 @@ def _mqtt(source: Any, service: Any) -> Iterator[Any]:
             "retained messages received on device events/scaip topics",
             value=float(source.retained_events),
         )
+
+
+def _channels(service: Any) -> Iterator[Any]:
+    """Each notification channel's health (every attempt counts, retries too)."""
+    health = getattr(service, "health", None)
+    if health is None:
+        return
+    up = GaugeMetricFamily(
+        "trygg_channel_up", "1 if the channel's last attempt succeeded", labels=["channel"]
+    )
+    fails = GaugeMetricFamily(
+        "trygg_channel_consecutive_failures",
+        "failed attempts since the channel's last success",
+        labels=["channel"],
+    )
+    last = GaugeMetricFamily(
+        "trygg_channel_last_success_timestamp_seconds",
+        "when the channel last delivered (0: never)",
+        labels=["channel"],
+    )
+    since = GaugeMetricFamily(
+        "trygg_channel_failing_since_timestamp_seconds",
+        "when the channel's current run of failures began (0: not failing)",
+        labels=["channel"],
+    )
+    attempts = CounterMetricFamily(
+        "trygg_channel_attempts",
+        "delivery attempts by channel and outcome (retries included)",
+        labels=["channel", "outcome"],
+    )
+    for name in health.names():
+        s = health.get(name)
+        up.add_metric([name], 0.0 if s.consecutive_failures else 1.0)
+        fails.add_metric([name], float(s.consecutive_failures))
+        last.add_metric([name], float(s.last_success or 0))
+        since.add_metric([name], float(s.failing_since or 0))
+        attempts.add_metric([name, "ok"], float(s.successes))
+        attempts.add_metric([name, "failed"], float(s.failures))
+    yield from (up, fails, last, since, attempts)
+    yield GaugeMetricFamily(
+        "trygg_notifications_retrying",
+        "notifications not yet delivered that are being retried",
+        value=float(getattr(service, "retrying", 0)),
+    )
 
 
 def render(runner: Any, service: Any) -> str:

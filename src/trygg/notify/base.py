@@ -1,8 +1,9 @@
 """What every notification channel shares: the delivery outcome and the payload.
 
 A channel takes one :class:`trygg.alerts.Notification` (one message to one
-address) and the alert as JSON, delivers it with its own retries, and returns
-a :class:`Delivery`. It never raises: a failing channel must not hold back the
+address) and the alert as JSON, makes one attempt to deliver it, and returns
+a :class:`Delivery` (retries are ``trygg.notify.retry``'s, the same for every
+channel). It never raises: a failing channel must not hold back the
 others, and the alert service records every outcome (``alert_deliveries``).
 """
 
@@ -26,6 +27,7 @@ class Delivery:
     attempts: int
     status: int | None = None
     error: str | None = None
+    retry: bool = True  # False: a permanent failure (HTTP 404, no such webhook): do not retry
 
 
 class Channel(Protocol):
@@ -53,6 +55,18 @@ def _when(v: Any) -> datetime:
     return v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
 
 
+def health_name(channel: Any, address: str) -> str:
+    """The name a channel's health is kept under: ``webhook:<name>`` per named
+    webhook, ``apprise:<scheme>`` per kind of Apprise service, else the channel
+    (e-mail addresses and team names are not health names)."""
+    ch = getattr(channel, "value", channel)
+    if ch == "webhook":
+        return f"webhook:{address}"
+    if ch == "apprise":
+        return f"apprise:{address.split('://', 1)[0]}"
+    return str(ch)
+
+
 def payload(alert: dict[str, Any], n: Notification, address: str, **extra: Any) -> dict[str, Any]:
     """The JSON every channel sends: the alert's snapshot plus what this message is."""
     return {
@@ -69,6 +83,7 @@ def payload(alert: dict[str, Any], n: Notification, address: str, **extra: Any) 
             "address": address,
             "digest": n.digest,
         },
+        "idempotency_key": n.key,
         **extra,
     }
 
@@ -85,7 +100,9 @@ async def deliver(
     ch = channels.get(n.channel)
     t0 = time.perf_counter()
     if ch is None:
-        d = Delivery(False, 0, None, f"the {n.channel.value} channel is not configured")
+        d = Delivery(
+            False, 0, None, f"the {n.channel.value} channel is not configured", retry=False
+        )
     else:
         try:
             d = await ch.send(n, address, body)

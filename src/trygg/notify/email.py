@@ -1,7 +1,8 @@
 """E-mail channel: one plain-text message per notification over SMTP.
 
 Uses the standard library's smtplib in a worker thread (the event loop stays
-free), with STARTTLS or TLS and login when configured, retried with backoff.
+free), with STARTTLS or TLS and login when configured; one attempt per call,
+retried by ``trygg.notify.retry`` (a refused recipient is permanent).
 The ``Message-ID`` is derived from the notification's idempotency key, so a
 mail system can drop a repeat.
 """
@@ -61,14 +62,12 @@ class Email:
         user: str | None = None,
         password: str | None = None,
         tls: str = "none",
-        attempts: int = 3,
-        backoff: float = 0.5,
         timeout: float = 10.0,
         console_url: str | None = None,
     ) -> None:
         self.host, self.port, self.sender = host, port, sender
         self.user, self.password, self.tls = user, password, tls
-        self.attempts, self.backoff, self.timeout = attempts, backoff, timeout
+        self.timeout = timeout
         self.console_url = console_url
 
     def _message(self, address: str, p: dict[str, Any]) -> EmailMessage:
@@ -104,19 +103,15 @@ class Email:
         self, notification: Notification, address: str, payload: dict[str, Any]
     ) -> Delivery:
         msg = self._message(address, payload)
-        error = None
-        for attempt in range(1, self.attempts + 1):
-            try:
-                await asyncio.to_thread(self._send_sync, msg)
-                return Delivery(True, attempt)
-            except (OSError, smtplib.SMTPException) as exc:
-                error = f"{type(exc).__name__}: {exc}"[:300]
-                log.warning("e-mail attempt failed", attempt=attempt, error=error)
-                if isinstance(exc, smtplib.SMTPRecipientsRefused):
-                    break  # permanent: retrying will not help
-            if attempt < self.attempts:
-                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
-        return Delivery(False, attempt, None, error)
+        try:
+            await asyncio.to_thread(self._send_sync, msg)
+        except (OSError, smtplib.SMTPException) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:300]
+            # a refused recipient is permanent: retrying will not help
+            return Delivery(
+                False, 1, None, error, retry=not isinstance(exc, smtplib.SMTPRecipientsRefused)
+            )
+        return Delivery(True, 1)
 
     async def aclose(self) -> None:
         pass

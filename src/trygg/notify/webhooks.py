@@ -22,17 +22,9 @@ log = logs.get("trygg.notify.webhook")
 
 class NamedWebhooks:
     def __init__(
-        self,
-        urls: dict[str, str],
-        secret: str | None = None,
-        attempts: int = 5,
-        backoff: float = 0.5,
-        concurrency: int = 32,
+        self, urls: dict[str, str], secret: str | None = None, concurrency: int = 32
     ) -> None:
-        self._hooks = {
-            name: Webhook(url, secret, attempts=attempts, backoff=backoff)
-            for name, url in urls.items()
-        }
+        self._hooks = {name: Webhook(url, secret) for name, url in urls.items()}
         self._warned: set[str] = set()
         # A slow receiver must not pile up requests in httpx's pool (whose queue
         # handling is quadratic and would then hog the runner's event loop).
@@ -50,10 +42,11 @@ class NamedWebhooks:
             if address not in self._warned:
                 self._warned.add(address)
                 log.error("no webhook of this name is configured", webhook=address)
-            return Delivery(False, 0, None, f"no webhook named {address!r} is configured")
+            return Delivery(
+                False, 0, None, f"no webhook named {address!r} is configured", retry=False
+            )
         async with self._slots[address]:
-            d = await hook.send(payload, idempotency_key=notification.key)
-        return Delivery(d.ok, d.attempts, d.status, d.error)
+            return await hook.send(payload, idempotency_key=notification.key)
 
     async def aclose(self) -> None:
         for h in self._hooks.values():

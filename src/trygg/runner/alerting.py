@@ -27,9 +27,14 @@
   not yet ended); escalation timers come back with it, since the escalator
   derives them from the records. Outbox notifications that no delivery
   reached are sent again, with the same idempotency key.
-- **Channels.** Each notification is delivered in its own task, so a failing
-  channel never holds back the others; every delivery (attempts, outcome) is
-  recorded in ``alert_deliveries``.
+- **Channels and the outbox.** Each notification is delivered in its own task,
+  so a failing channel never holds back the others. The first attempt goes
+  out at once; if it fails, the same task retries it (``notify.retry``: one
+  policy, exponential backoff with jitter) with the same idempotency key until
+  it is delivered, the alert is closed, or the channel's give-up time passes
+  (``TRYGG_NOTIFY_GIVE_UP``; red: never). The first failure and the final
+  outcome are recorded in ``alert_deliveries``; every attempt counts in the
+  channel's health (``health``: /metrics, ``GET /api/health/channels``).
 - **Shadow alerts** (``Signal.shadow``: a candidate catalogue in shadow
   mode, docs/rules.md) go through a gatekeeper of their own, are stored with
   ``shadow = true`` and are never routed, never on the console, never acted
@@ -42,12 +47,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
+
+import yaml
 
 from trygg import logs
 from trygg.alerts import lifecycle as lc
@@ -60,12 +68,14 @@ from trygg.alerts.routing import (
     Notification,
     RoutingConfig,
     load_routing,
+    parse_routing,
 )
 from trygg.alerts.routing import parse_routing_text as _parse_routing_text
 from trygg.model import Event, Signal
 from trygg.notify.base import Channel as ChannelImpl
-from trygg.notify.base import deliver, payload
+from trygg.notify.base import Delivery, deliver, health_name, payload
 from trygg.notify.console import ConsoleFeed
+from trygg.notify.retry import ChannelHealth, GiveUp, RetryPolicy, retry_delivery
 from trygg.registry import Registry
 from trygg.store import alerts as alert_store
 from trygg.store import spooled
@@ -75,20 +85,64 @@ log = logs.get("trygg.alerts")
 Clock = Callable[[], datetime]
 DbCall = Callable[..., Awaitable[Any]]
 _PENDING = object()  # not yet appended to the spool
+_CLOSED = "the alert was closed"
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def default_routing() -> RoutingConfig:
+def default_routing(*, webhook: bool = True) -> RoutingConfig:
+    """The built-in routing; ``webhook=False``: without the webhook named
+    ``default`` (none is configured), so every team gets its MQTT topic and the
+    console only."""
     text = resources.files("trygg.alerts").joinpath("default_routing.yaml").read_text("utf-8")
-    return _parse_routing_text(text, "built-in routing (trygg/alerts/default_routing.yaml)")
+    source = "built-in routing (trygg/alerts/default_routing.yaml)"
+    if webhook:
+        return _parse_routing_text(text, source)
+    data = yaml.safe_load(text)
+    data.pop("recipients", None)
+    for team in data["teams"].values():
+        team["on_duty"] = {}
+    return parse_routing(data, source)
 
 
-def routing_from(path: Any) -> RoutingConfig:
-    """The routing file at ``path``, or the built-in default when None."""
-    return load_routing(path) if path else default_routing()
+def routing_from(path: Any, webhooks: Iterable[str] | None = None) -> RoutingConfig:
+    """The routing file at ``path``, or the built-in default when None.
+
+    ``webhooks``: the names of the configured webhooks, when known. Without
+    one named ``default``, the built-in routing has no webhook (and says so,
+    once); a routing file that names a webhook not configured is warned about
+    here, at start, not first at an alarm."""
+    if path:
+        routing = load_routing(path)
+        if webhooks is not None:
+            missing = sorted(
+                {c.address for c in _contacts(routing) if c.channel is Channel.WEBHOOK}
+                - set(webhooks)
+            )
+            for name in missing:
+                log.error(
+                    "the routing file names a webhook that is not configured: its "
+                    "notifications will fail (TRYGG_WEBHOOKS, TRYGG_WEBHOOK_URL)",
+                    webhook=name,
+                    routing=str(path),
+                )
+        return routing
+    if webhooks is not None and "default" not in set(webhooks):
+        log.warning(
+            "no webhook configured (TRYGG_WEBHOOK_URL): the built-in routing sends alerts "
+            "to each team's MQTT topic and the console only"
+        )
+        return default_routing(webhook=False)
+    return default_routing()
+
+
+def _contacts(routing: RoutingConfig) -> Iterable[Any]:
+    for r in routing.recipients.values():
+        yield from r.contacts
+    for t in routing.teams.values():
+        yield from t.contacts
 
 
 def alert_from_records(recs: list[dict[str, Any]]) -> Alert | None:
@@ -115,6 +169,9 @@ class AlertService:
         console_url: str | None = None,
         db_nowait: DbCall | None = None,
         stored: Callable[[Any], bool] | None = None,
+        retry: RetryPolicy | None = None,
+        give_up: GiveUp | None = None,
+        health: ChannelHealth | None = None,
     ) -> None:
         self.routing = routing
         self.escalator = Escalator(routing)
@@ -145,6 +202,19 @@ class AlertService:
         self._writer: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
         self.started = False
+        # the outbox: retries, give-up times, channel health
+        self.retry = retry or RetryPolicy()
+        self.give_up = give_up or GiveUp()
+        self.health = health or ChannelHealth()
+        for ch, impl in self.channels.items():
+            names = getattr(impl, "names", None)
+            if ch is Channel.WEBHOOK:
+                for name in names or ():
+                    self.health.register(health_name(ch, name))
+            elif ch is not Channel.APPRISE:  # apprise: one name per service, when used
+                self.health.register(ch.value)
+        self._retrying: set[str] = set()  # keys of notifications being retried
+        self._stopping = asyncio.Event()
         # metrics
         self.alerts_by: Counter[tuple[str, str, str]] = Counter()  # (rule, severity, kind)
         self.deliveries_by: Counter[tuple[str, str]] = Counter()  # (channel, ok|failed)
@@ -199,7 +269,9 @@ class AlertService:
             self._send(a, Notification.from_row(row), row["address"])
 
     async def stop(self, grace: float = 2.0) -> None:
-        """Stop the timers, finish deliveries in flight (briefly), flush the writer."""
+        """Stop the timers, finish deliveries in flight (briefly), flush the writer.
+        Notifications still being retried stop now; the next start sends them again."""
+        self._stopping.set()
         if self._timer is not None:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -420,11 +492,96 @@ class AlertService:
             p["console_url"] = self.console_url
         self._spawn(self._deliver(n, address, p))
 
+    @property
+    def retrying(self) -> int:
+        """Notifications not yet delivered that are being retried."""
+        return len(self._retrying)
+
     async def _deliver(self, n: Notification, address: str, p: dict[str, Any]) -> None:
+        """Send at once; if that fails, retry off the hot path (same task, same key)."""
+        if n.key in self._retrying:
+            return  # already being retried (sent again on start while in flight)
+        name = health_name(n.channel, address)
         d, ms = await deliver(self.channels, n, address, p)
-        self.deliveries_by[(n.channel.value, "ok" if d.ok else "failed")] += 1
+        self.health.attempt(name, d)
         self.last_delivery_ms[n.channel.value] = ms
-        if not d.ok:
+        if not d.ok and d.retry and self._wanted(n) and not self._stopping.is_set():
+            self._record(n, address, d, ms)  # seen at once: the first failure
+            log.warning(
+                "notification not delivered, retrying",
+                alert=n.alert_id,
+                channel=n.channel.value,
+                address=address,
+                error=d.error,
+            )
+            self._retrying.add(n.key)
+            try:
+                d, ms = await self._retry(n, address, p, name, d)
+            finally:
+                self._retrying.discard(n.key)
+        self._final(n, address, d, ms)
+
+    def _wanted(self, n: Notification) -> bool:
+        """Whether the alert still needs this notification: it is open."""
+        a = self.gk.get(n.alert_id)
+        return a is not None and a.is_open
+
+    async def _retry(
+        self, n: Notification, address: str, p: dict[str, Any], name: str, first: Delivery
+    ) -> tuple[Delivery, float]:
+        a = self.gk.get(n.alert_id)
+        severity = a.severity.value if a is not None else str(p.get("severity", ""))
+        limit = self.give_up.after(n.channel.value, severity)
+        t0 = time.monotonic()
+        attempts = first.attempts
+        why: list[str] = []
+        last_ms = [0.0]
+
+        async def attempt() -> Delivery:
+            nonlocal attempts
+            if not self._wanted(n):
+                why.append(_CLOSED)
+                return Delivery(False, attempts, None, f"not delivered: {_CLOSED}", False)
+            d, ms = await deliver(self.channels, n, address, p)
+            attempts += max(1, d.attempts)
+            last_ms[0] = ms
+            self.health.attempt(name, d)
+            if d.ok:
+                log.info(
+                    "notification delivered after retries",
+                    alert=n.alert_id,
+                    channel=n.channel.value,
+                    address=address,
+                    attempts=attempts,
+                )
+            return Delivery(d.ok, attempts, d.status, d.error, d.retry)
+
+        def stop(_: Any) -> bool:
+            if self._stopping.is_set():
+                why.append("trygg stopped")
+                return True
+            if limit is not None and time.monotonic() - t0 >= limit.total_seconds():
+                why.append(f"gave up after {limit}")
+                return True
+            return False
+
+        async def sleep(seconds: float) -> None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._stopping.wait()
+
+        d = await retry_delivery(attempt, self.retry, stop=stop, sleep=sleep)
+        if not d.ok and why and d.error and why[-1] not in d.error:
+            d = Delivery(False, d.attempts, d.status, f"{d.error} ({why[-1]})"[:300], False)
+        return d, last_ms[0]
+
+    def _final(self, n: Notification, address: str, d: Delivery, ms: float) -> None:
+        closed = not d.ok and (d.error or "").endswith(_CLOSED)
+        outcome = "ok" if d.ok else "cancelled" if closed else "failed"
+        self.deliveries_by[(n.channel.value, outcome)] += 1
+        if closed:
+            log.info("notification dropped: the alert was closed", alert=n.alert_id)
+        elif not d.ok:
             log.error(
                 "notification not delivered",
                 alert=n.alert_id,
@@ -433,6 +590,9 @@ class AlertService:
                 attempts=d.attempts,
                 error=d.error,
             )
+        self._record(n, address, d, ms)
+
+    def _record(self, n: Notification, address: str, d: Delivery, ms: float) -> None:
         self._emit(
             spooled.delivery_record(
                 key=n.key,

@@ -18,6 +18,7 @@ from trygg import logs
 from trygg.alerts.routing import Channel
 from trygg.notify.base import Channel as ChannelImpl
 from trygg.notify.console import ConsoleChannel, ConsoleFeed
+from trygg.notify.retry import GiveUp, RetryPolicy
 from trygg.runner.alerting import AlertService, routing_from
 from trygg.runner.spool import Position
 
@@ -34,15 +35,14 @@ def build_channels(
     alert channel's own client id (default ``<TRYGG_MQTT_CLIENT_ID>-notify``); processes
     that run side by side (workers) need one each, or the broker hands one session
     back and forth between them and every publish waits for a reconnect."""
+    from trygg.notify.apprise_channel import AppriseChannel
     from trygg.notify.webhooks import NamedWebhooks
 
     s = settings
-    urls = dict(s.webhooks)
-    if s.webhook_url:
-        urls["default"] = s.webhook_url
     channels: dict[Channel, ChannelImpl] = {
-        Channel.WEBHOOK: NamedWebhooks(urls, s.webhook_secret),
+        Channel.WEBHOOK: NamedWebhooks(webhook_urls(s), s.webhook_secret),
         Channel.CONSOLE: ConsoleChannel(feed),
+        Channel.APPRISE: AppriseChannel(console_url=console_url(s)),
     }
     if s.smtp_host:
         from trygg.notify.email import Email
@@ -63,6 +63,22 @@ def build_channels(
     return channels
 
 
+def webhook_urls(settings: Any) -> dict[str, str]:
+    """The configured webhooks by name (``default``: TRYGG_WEBHOOK_URL)."""
+    urls = dict(settings.webhooks)
+    if settings.webhook_url:
+        urls["default"] = settings.webhook_url
+    return urls
+
+
+def outbox_policy(settings: Any) -> tuple[RetryPolicy, GiveUp]:
+    """The notification retry policy and give-up times from the settings."""
+    return (
+        RetryPolicy(settings.notify_retry_initial_s, settings.notify_retry_max_s),
+        GiveUp.parse(settings.notify_give_up),
+    )
+
+
 def console_url(settings: Any) -> str | None:
     if settings.public_url:
         return str(settings.public_url).rstrip("/") + "/console"
@@ -73,7 +89,8 @@ def console_url(settings: Any) -> str | None:
 
 async def start_alerting(runner: EmbeddedRunner, loop: asyncio.AbstractEventLoop) -> AlertService:
     s = runner.settings
-    routing = routing_from(s.routing)
+    routing = routing_from(s.routing, webhooks=webhook_urls(s))
+    retry, give_up = outbox_policy(s)
     feed = ConsoleFeed()
     spool = runner._spool
     assert spool is not None
@@ -105,6 +122,8 @@ async def start_alerting(runner: EmbeddedRunner, loop: asyncio.AbstractEventLoop
         console_url=console_url(s),
         db_nowait=db_nowait,
         stored=stored,
+        retry=retry,
+        give_up=give_up,
     )
     # The database must hold everything spooled before the gates are rebuilt.
     assert runner._drainer is not None

@@ -317,16 +317,29 @@ class Worker:
     # ------------------------------------------------------------------ notify
 
     async def notify_step(self, key: Any, value: bytes) -> None:
+        from tenacity import stop_after_attempt
+
         from trygg.alerts.routing import Notification
-        from trygg.notify.base import deliver, payload
+        from trygg.notify.base import Delivery, deliver, payload
+        from trygg.notify.retry import RetryPolicy, retry_delivery
         from trygg.store import spooled
 
         rec = codecs.loads(value)
         row = rec["row"]
         n = Notification.from_row(row)
-        d, ms = await deliver(
-            self.channels, n, row["address"], payload(rec["alert"], n, row["address"])
-        )
+        body = payload(rec["alert"], n, row["address"])
+        took = [0.0]
+        tries = [0]
+
+        async def attempt() -> Any:
+            d, took[0] = await deliver(self.channels, n, row["address"], body)
+            tries[0] += max(1, d.attempts)
+            return Delivery(d.ok, tries[0], d.status, d.error, d.retry)
+
+        # The same retry policy as the embedded runner's, bounded here: this agent
+        # delivers one notification at a time (docs/distributed.md).
+        d = await retry_delivery(attempt, RetryPolicy(), stop=stop_after_attempt(5))
+        ms = took[0]
         self.stats["notified"] += 1
         resident = rec["alert"].get("resident") or ""
         dlv = spooled.delivery_record(
@@ -584,7 +597,7 @@ def build_worker(settings: Settings) -> Worker:
     from trygg.rules import Engine, load_catalogue
     from trygg.rules.catalogue import default_rules_dir
     from trygg.runner.alerting import routing_from
-    from trygg.runner.wiring import build_channels
+    from trygg.runner.wiring import build_channels, webhook_urls
     from trygg.store.registry import load_registry
 
     s = settings
@@ -620,7 +633,7 @@ def build_worker(settings: Settings) -> Worker:
         return [Silence.model_validate(r) for r in rows]
 
     registry = _registry()
-    routing = routing_from(s.routing)
+    routing = routing_from(s.routing, webhooks=webhook_urls(s))
     rules = RulesCore(Engine(catalogue, registry))
     alerts = AlertsCore(routing)
     alerts.update_registry(registry)
