@@ -20,7 +20,7 @@ from trygg.alerts.alert import Alert, CancelReason, State
 from trygg.alerts.gates import Directory, Gatekeeper, gated
 from trygg.ingest.decode import Decoder
 from trygg.ingest.dedup import RecentKeys
-from trygg.ingest.scaip import Snu, parse_mrs
+from trygg.ingest.scaip import DEVICE_TYPES, STATUS_CODES, Snu, parse_mrs
 from trygg.model import Event, EventType
 from trygg.registry import parse_registry
 from trygg.rules.engine import Engine
@@ -311,3 +311,14 @@ def test_cve_answers_a_newer_version() -> None:
     assert parse_mrs(out.reply[1])[:2] == ("V1", 0)
     out = p.decoder.decode("trygg/oslo/devices/lu-1/scaip", mrq("V2", ver="01.00", dty="3"), T0)
     assert out.reply is not None and b"<cve>" not in out.reply[1]
+
+
+def test_every_allocated_code_has_its_name() -> None:
+    # SS 91100 Annex A: device types 0000-0051; Annex C: status codes 0000-0127.
+    assert set(DEVICE_TYPES) == set(range(52))
+    assert set(STATUS_CODES) == set(range(128))
+    assert STATUS_CODES[49] == "inactive" and STATUS_CODES[50] == "initiated"
+    _, _, ste = Pipeline().send(mrq("N2", dty="38", stc="106"))
+    assert "dty 38 (tamper)" in ste and "stc 106 (trespass)" in ste
+    _, _, ste = Pipeline().send(mrq("N3", dty="3", stc="950"))
+    assert "950 (vendor-specific)" in ste
