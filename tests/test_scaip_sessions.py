@@ -322,3 +322,14 @@ def test_every_allocated_code_has_its_name() -> None:
     assert "dty 38 (tamper)" in ste and "stc 106 (trespass)" in ste
     _, _, ste = Pipeline().send(mrq("N3", dty="3", stc="950"))
     assert "950 (vendor-specific)" in ste
+
+
+def test_an_alarms_own_position_is_on_its_alert_at_once() -> None:
+    p = Pipeline()
+    p.send(mrq("T1", dty="51", stc="10", lge="<geo>59.9,10.7</geo>"))
+    [alert] = p.gates.open_alerts()
+    assert alert.rule == "tracker-sos" and alert.position == pytest.approx((59.9, 10.7))
+    # a position report of another session (a tracker's own, no stc) leaves it alone
+    p.send(mrq("T2", dty="51", lge="<geo>60.0,11.0</geo>"))
+    [alert] = p.gates.open_alerts()
+    assert alert.position == pytest.approx((59.9, 10.7))

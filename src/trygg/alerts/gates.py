@@ -46,7 +46,6 @@ from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import SYSTEM, Alert, CancelReason, Outcome, Record
 from trygg.durations import format_duration, parse_duration
 from trygg.model import (
-    SESSION_SEP,
     DeviceKind,
     Event,
     EventType,
@@ -79,8 +78,10 @@ GATED_TYPES = frozenset({EventType.ALARM_RESET, EventType.ALARM_ABORTED, EventTy
 
 def gated(event: Event) -> bool:
     """Whether ``event`` matters to the gates: a reset, a session's abort, a
-    resident's cancel, or a position sent within a message session (SCAIP IN)."""
-    return event.type in GATED_TYPES or (event.position is not None and SESSION_SEP in event.id)
+    resident's cancel, or a position (noted on the alert of its message session:
+    the alarm's own, or a SCAIP IN's). Pass it after the engine's signals for
+    the same event, so that an alarm's own position reaches its new alert."""
+    return event.type in GATED_TYPES or event.position is not None
 
 
 def _duration(v: Any) -> timedelta:
@@ -691,7 +692,7 @@ class Gatekeeper:
             out = self._on_abort(event, now)
         elif event.type is EventType.ALARM_CANCELLED:
             out = self._on_cancel(event, now)
-        if event.position is not None and SESSION_SEP in event.id:
+        if event.position is not None:
             out.extend(self._on_position(event, now))
         return out
 
@@ -780,12 +781,13 @@ class Gatekeeper:
         return out
 
     def _on_position(self, event: Event, now: datetime) -> list[Decision]:
-        """A new position within a session (SCAIP IN, SS 91100 §4.3): noted on
-        the session's open alerts, which then show it (``Alert.position``)."""
+        """A position within a session (the alarm's own, or a SCAIP IN, SS 91100
+        §4.3): noted on the session's open alerts, which then show it
+        (``Alert.position``). A position the alert already shows is not noted again."""
         assert event.position is not None
         out: list[Decision] = []
         for a in self._session_alerts(event):
-            if not a.is_open:
+            if not a.is_open or a.position == event.position:
                 continue
             b = lc.update_position(a, now, event.position, event.id)
             self._store(b)

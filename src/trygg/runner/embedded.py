@@ -574,9 +574,9 @@ class EmbeddedRunner:
                     lag = received - ev.time
                     if not late and (batch_lag is None or lag < batch_lag):
                         batch_lag = lag
-                    self._alert_event(ev)
                     for sig in self.engine.process(ev, received):
                         self._signal(sig)
+                    self._alert_event(ev)  # after: an alarm's position goes on its alert
                     self._shadow_process(ev, received)
             if health.devices:
                 records.append(
