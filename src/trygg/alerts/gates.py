@@ -727,9 +727,10 @@ class Gatekeeper:
         event of theirs has the same session (``session_of``), and they are the
         resident's and, when the alert names one, the device's."""
         ref = session_of(event.id)
+        # Not open_alerts(): that sorts, and every position report comes here.
         return [
             a
-            for a in self.open_alerts()
+            for a in list(self._by_id.values())
             if a.resident == event.resident
             and (a.device is None or a.device == event.device)
             and any(session_of(e) == ref for e in a.events)
