@@ -113,8 +113,9 @@ def _cases() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
 def test_replay_matches_every_fixture(
     tmp_path: Path, name: str, doc: dict[str, Any], case: dict[str, Any]
 ) -> None:
-    """Every fixture case, run through `trygg rules replay` on JSONL, raises exactly the
-    alerts the fixture expects (firing and not firing for every rule)."""
+    """Every fixture case, run through `trygg rules replay --raw` on JSONL, fires exactly
+    the alerts the fixture expects (firing and not firing for every rule): the rule
+    fixtures test the engine's signals, before the gates (tests/test_replay_gates.py)."""
     reg = case.get("registry", doc["registry"])
     residents = [
         {"team": "t", **({"id": r} if isinstance(r, str) else r)} for r in reg["residents"]
@@ -139,12 +140,17 @@ def test_replay_matches_every_fixture(
         }
         if "value" in e:
             obj["value"] = e["value"]
+        if "received" in e:
+            obj["received"] = parse_local(e["received"], tz).isoformat()
         lines.append(json.dumps(obj))
     lines.insert(1, "this is not json")
     (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
     last = max(times, key=lambda t: t.timestamp())
     eu = case.get("eval_until")
-    if eu is None:
+    if eu is None and any("received" in e for e in case["events"]):
+        # The end by trygg's clock: a device clock ahead does not move it.
+        until = max(parse_local(e["received"], tz) for e in case["events"] if "received" in e)
+    elif eu is None:
         until = last
     elif str(eu).startswith("+"):
         until = last + parse_duration(eu[1:])
@@ -160,12 +166,14 @@ def test_replay_matches_every_fixture(
             str(tmp_path / "registry.yaml"),
             "--until",
             until.isoformat(),
+            "--raw",
         ],
     )
     assert r.exit_code == 0, r.output
     assert "line 2:" in r.stderr
     rules = set(case.get("rules", doc["rules"]))
-    got_objs = [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
+    signals = [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
+    got_objs = [o for o in signals if o["action"] == "fire"]
     ats = [datetime.fromisoformat(o["at"]).timestamp() for o in got_objs]
     assert ats == sorted(ats)
     got = sorted(
@@ -178,8 +186,17 @@ def test_replay_matches_every_fixture(
         for e in case.get("expect", [])
     )
     assert got == want
-    for o in got_objs:
-        assert set(o) == {"at", "rule", "resident", "code", "severity", "events"}
+    for o in signals:
+        assert set(o) == {
+            "at",
+            "action",
+            "rule",
+            "resident",
+            "device",
+            "code",
+            "severity",
+            "events",
+        }
 
 
 def test_replay_reports_bad_lines_and_unknown_devices(tmp_path: Path) -> None:
@@ -214,8 +231,14 @@ def test_replay_reports_bad_lines_and_unknown_devices(tmp_path: Path) -> None:
         "severity": "red",
         "events": ["1"],
     }
-    # the clock runs on 24 h: the silent button goes offline 15 min later
-    assert [o["rule"] for o in objs] == ["button", "device-offline", "inactivity"]
+    # the clock stops at the last event: what is still waiting is listed, not alerted
+    assert [o["rule"] for o in objs] == ["button"]
+    assert (
+        "pending at the end: device-offline for r-1 (device b-1), due 2026-05-05T10:15:00+02:00"
+        in r.stderr
+    )
+    assert "pending at the end: inactivity for r-1, due 2026-05-05T14:00:00+02:00" in r.stderr
+    assert "clock run to 2026-05-05T08:00:00+00:00" in r.stderr
 
 
 def test_trygg_console_script_runs_the_rule_tests() -> None:

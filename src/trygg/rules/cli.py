@@ -100,10 +100,18 @@ def replay(
     registry: Path = typer.Option(..., "--registry", help="Registry YAML (residents, devices)."),
     rules: Optional[list[Path]] = RulesOpt,  # noqa: UP045
     until: Optional[str] = typer.Option(  # noqa: UP045
-        None, "--until", help="Run the clock on to this ISO time (default: last event + 24 h)."
+        None,
+        "--until",
+        help="Run the clock on to this ISO time with offset (default: the last event's time).",
+    ),
+    raw: bool = typer.Option(
+        False,
+        "--raw",
+        help="Print the engine's signals instead (fire and clear, no gates, no dedup).",
     ),
 ) -> None:
-    """Replay events through the catalogue; print one JSON line per alert raised."""
+    """Replay events through the catalogue; print one JSON line per alert staff
+    would have been paged for (DESIGN.md, contract: replay)."""
     cat = _catalogue(rules)
     try:
         reg = load_registry(registry)
@@ -131,10 +139,18 @@ def replay(
         typer.echo(f"{events}: cannot read: {exc.strerror}", err=True)
         raise typer.Exit(1) from None
     with fh:
-        _, stats = run_replay(fh, reg, cat, until=end, out=sys.stdout, err=sys.stderr)
+        _, stats = run_replay(fh, reg, cat, until=end, out=sys.stdout, err=sys.stderr, raw=raw)
+    clock = f"clock run to {stats.until.isoformat()}" if stats.until is not None else "no events"
+    what = (
+        f"{stats.alerts} signals"
+        if raw
+        else f"{stats.alerts} alerts ({stats.inhibited} inhibited by an offline device, "
+        f"{stats.folded} device-offline folded into the resident's open one)"
+    )
     typer.echo(
         f"replayed {stats.events} events ({stats.bad} bad, {stats.unknown_device} unknown device, "
-        f"{stats.late} late): {stats.alerts} alerts",
+        f"{stats.repeated} repeated, {stats.late} late); {clock}: {what}; "
+        f"{stats.pending} timer{'' if stats.pending == 1 else 's'} pending",
         err=True,
     )
 
