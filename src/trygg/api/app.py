@@ -182,6 +182,7 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
                 return view(live, u)
             d["allowed_actions"] = []
         d["rule_words"] = words.rule_words(str(d.get("rule")))
+        d["suppressed_why"] = words.suppressed_why(d.get("suppressed_reason"))
         return d
 
     def access(u: User, action: str, resident: str | None, **detail: Any) -> None:
@@ -546,6 +547,20 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
     @app.get("/console", include_in_schema=False)
     async def console() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    # The installable console: its service worker (scope /console, so it is served
+    # from there, not from /console/static/) and its web app manifest.
+    @app.get("/console/sw.js", include_in_schema=False)
+    async def console_sw() -> FileResponse:
+        return FileResponse(
+            STATIC / "sw.js",
+            media_type="text/javascript",
+            headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/console"},
+        )
+
+    @app.get("/console/manifest.webmanifest", include_in_schema=False)
+    async def console_manifest() -> FileResponse:
+        return FileResponse(STATIC / "manifest.webmanifest", media_type="application/manifest+json")
 
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
 

@@ -6,6 +6,7 @@ glance, not as event types.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 ROOMS = {
@@ -95,3 +96,31 @@ def event_words(e: dict[str, Any]) -> dict[str, str]:
 def rule_words(rule: str) -> dict[str, str]:
     nb, en = RULES.get(rule, (rule, rule))
     return {"nb": nb, "en": en}
+
+
+_SILENCED = re.compile(
+    r"^silenced: (?P<reason>.*) \(by (?P<by>[^,]*), (?P<scope>resident|device) (?P<target>\S+), "
+    r"until (?P<until>[^)]+)\)$",
+    re.S,
+)
+_INHIBITED = re.compile(
+    r"^inhibited: device (?P<device>\S+) is offline \(alert (?P<alert>[^)]+)\)$"
+)
+
+
+def suppressed_why(reason: str | None) -> dict[str, str] | None:
+    """The gates' suppression reason (``trygg.alerts.gates``) as a code and its parts,
+    for the console to put in words in either language:
+
+    - ``{"code": "silenced", "reason", "by", "scope", "target", "until"}``: a silence
+      (``reason`` is the staff member's own words);
+    - ``{"code": "inhibited", "device", "alert"}``: a device it depends on is offline;
+    - ``{"code": "other", "text"}``: a shape this module does not know.
+    """
+    if not reason:
+        return None
+    if m := _SILENCED.match(reason):
+        return {"code": "silenced", **m.groupdict()}
+    if m := _INHIBITED.match(reason):
+        return {"code": "inhibited", **m.groupdict()}
+    return {"code": "other", "text": reason}
