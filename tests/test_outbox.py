@@ -271,6 +271,22 @@ def test_a_permanent_failure_is_not_retried() -> None:
     asyncio.run(go())
 
 
+def test_stopping_ends_the_retries_at_once_and_records_it() -> None:
+    async def go() -> None:
+        ch = Flaky(fail=10_000)
+        svc = _service(ch, retry=RetryPolicy(5.0, 5.0))  # a long wait: the stop cuts it short
+        svc.on_signal(_signal())
+        while not svc.retrying:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        await svc.stop()
+        assert time.monotonic() - t0 < 1.0 and svc.retrying == 0
+        last = _deliveries(svc)[-1]
+        assert last[1] is False and (last[2] or "").endswith("(trygg stopped)")
+
+    asyncio.run(go())
+
+
 def test_the_retry_policy_backs_off_with_jitter() -> None:
     p = RetryPolicy(0.5, 15.0, 0.25)
     for attempt, base in ((1, 0.5), (2, 1.0), (3, 2.0), (6, 15.0), (40, 15.0)):

@@ -86,6 +86,7 @@ Clock = Callable[[], datetime]
 DbCall = Callable[..., Awaitable[Any]]
 _PENDING = object()  # not yet appended to the spool
 _CLOSED = "the alert was closed"
+_STOPPED = "trygg stopped"
 
 
 def _now() -> datetime:
@@ -558,7 +559,7 @@ class AlertService:
 
         def stop(_: Any) -> bool:
             if self._stopping.is_set():
-                why.append("trygg stopped")
+                why.append(_STOPPED)
                 return True
             if limit is not None and time.monotonic() - t0 >= limit.total_seconds():
                 why.append(f"gave up after {limit}")
@@ -581,6 +582,13 @@ class AlertService:
         self.deliveries_by[(n.channel.value, outcome)] += 1
         if closed:
             log.info("notification dropped: the alert was closed", alert=n.alert_id)
+        elif not d.ok and (d.error or "").endswith(f"({_STOPPED})"):
+            log.warning(
+                "notification not delivered before trygg stopped: sent again at the next start",
+                alert=n.alert_id,
+                channel=n.channel.value,
+                address=address,
+            )
         elif not d.ok:
             log.error(
                 "notification not delivered",
