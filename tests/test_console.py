@@ -74,13 +74,20 @@ if (navigator.wakeLock) {
 
 
 def shoot(page: Any, name: str) -> None:
-    """Screenshots at phone and desktop size: .artifacts/console-NAME-{phone,desktop}.png."""
+    """Screenshots at phone and desktop size, and the phone in the dark scheme:
+    .artifacts/console-NAME-{phone,desktop,phone-dark}.png."""
     ARTIFACTS.mkdir(exist_ok=True)
     before = page.viewport_size
     for label, size in (("phone", PHONE), ("desktop", DESKTOP)):
         page.set_viewport_size(size)
         page.wait_for_timeout(150)
         page.screenshot(path=str(ARTIFACTS / f"console-{name}-{label}.png"), full_page=True)
+    # and the phone at night: the dark colour scheme
+    page.set_viewport_size(PHONE)
+    page.emulate_media(color_scheme="dark")
+    page.wait_for_timeout(150)
+    page.screenshot(path=str(ARTIFACTS / f"console-{name}-phone-dark.png"), full_page=True)
+    page.emulate_media(color_scheme="light")
     page.set_viewport_size(before)
 
 
@@ -284,7 +291,14 @@ def test_resolving_asks_the_outcome_with_undo_and_false_alarm_is_stored(
         "Annet",
     ]
     shoot(page, "outcome")
-    dialog.locator('button[data-outcome="false_alarm"]').click()
+    # keyboard: focus starts on the first choice; Escape goes back and sends nothing
+    assert page.evaluate("document.activeElement.dataset.outcome") == "helped"
+    page.keyboard.press("Escape")
+    assert not dialog.is_visible()
+    assert li.locator(".pending").is_hidden()
+    li.locator('button[data-action="resolve"]').click()
+    dialog.locator('button[data-outcome="false_alarm"]').focus()
+    page.keyboard.press("Enter")
     # a few seconds to undo; undo keeps the alert open and sends nothing
     pending = li.locator(".pending")
     assert "Avsluttes som «Falsk alarm»" in pending.inner_text()

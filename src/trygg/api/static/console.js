@@ -382,7 +382,8 @@ function fill(li, a, quiet) {
     // "take" already acknowledges; offer acknowledge only when take is not possible
     show = allowed.includes("take") ? allowed.filter((x) => x !== "accept") : allowed;
     // Unanswered: it can be reported as a false alarm at once (resolve asks later).
-    if ((a.allowed_actions || []).includes("cancel") && !allowed.includes("resolve")) show.push("cancel");
+    // Not a technical alert: a device that is offline is not a false alarm.
+    if ((a.allowed_actions || []).includes("cancel") && !allowed.includes("resolve") && !isTechnical(a)) show.push("cancel");
   }
   box.hidden = show.length === 0;
   const have = [...box.children].map((b) => b.dataset.action).join(",");

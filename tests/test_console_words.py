@@ -1,0 +1,43 @@
+"""The suppression reasons of the alert gates, as the API gives them to the console
+(``suppressed_why``): the gates' English sentence taken apart into a code and
+its parts, so the console says it in Norwegian or English."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from trygg.alerts.gates import Silence, SilenceScope
+from trygg.api.words import suppressed_why
+
+
+def test_a_silence_reason_in_parts() -> None:
+    start = datetime(2026, 12, 6, 1, 0, tzinfo=UTC)
+    s = Silence(
+        id="s-1",
+        scope=SilenceScope.RESIDENT,
+        target="r-0007",
+        start=start,
+        end=start + timedelta(hours=3),
+        created_by="nurse-7",
+        reason="på sykehus (til torsdag), sier datteren",
+    )
+    assert suppressed_why(s.describe()) == {
+        "code": "silenced",
+        "reason": "på sykehus (til torsdag), sier datteren",
+        "by": "nurse-7",
+        "scope": "resident",
+        "target": "r-0007",
+        "until": "2026-12-06T04:00:00+00:00",
+    }
+
+
+def test_an_offline_device_reason_in_parts() -> None:
+    # the shape trygg.alerts.gates gives (and tests/test_api.py checks through the API)
+    why = suppressed_why("inhibited: device motion-12 is offline (alert 3f2a-77)")
+    assert why == {"code": "inhibited", "device": "motion-12", "alert": "3f2a-77"}
+
+
+def test_no_reason_and_an_unknown_one() -> None:
+    assert suppressed_why(None) is None
+    assert suppressed_why("") is None
+    assert suppressed_why("something new") == {"code": "other", "text": "something new"}
