@@ -474,7 +474,7 @@ def test_receivers_down_for_60_s_get_the_alarm_once(db, broker, tmp_path, outage
             t_up = time.monotonic()
 
             wait_until(lambda: hook.received and target.received and inbox.messages, timeout=30)
-            assert time.monotonic() - t_up < 20  # the longest wait between retries is 15 s
+            assert time.monotonic() - t_up < 25  # the longest wait between retries: 15 s ± 25 %
             time.sleep(3)
             # once each, with the key of the first attempt
             assert len(hook.received) == 1 and len(target.received) == 1
