@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.alerting_stack import Stack, start_stack
+from tests.alerting_stack import REGISTRY, Stack, start_stack
 from tests.helpers import WebhookReceiver, wait_until
 from trygg.model import Severity, Signal, SignalAction
 
@@ -445,3 +445,58 @@ def test_suppressed_alerts_sit_apart_without_buttons_in_norwegian(stack: Stack, 
     assert "Held back: device motion-a1 is offline" in box.inner_text()
     page.click("#lang")
     assert not page.errors, page.errors
+
+
+def test_a_flood_of_technical_alerts_goes_apart_below_the_care_alarms(  # type: ignore[no-untyped-def]
+    db, broker, tmp_path, browser
+) -> None:
+    # After an ingest gap every device of every home goes offline at once: eight
+    # residents, three devices each, and one real alarm among them.
+    registry = {
+        "residents": [*REGISTRY["residents"]]
+        + [{"id": f"r-x{i}", "team": "team-a"} for i in range(8)],
+        "devices": REGISTRY["devices"],
+    }
+    stack = start_stack(db, broker, tmp_path, registry=registry)
+    try:
+        page = console_page(stack, browser)
+        service = stack.runner._alerting
+        assert service is not None
+        now = datetime.now(UTC)
+        for i in range(8):
+            for d in range(3):
+                sig = Signal(
+                    SignalAction.FIRE,
+                    "device-offline",
+                    f"r-x{i}",
+                    now,
+                    "T.1",
+                    Severity.YELLOW,
+                    "test-1",
+                    (),
+                    device=f"x{i}-dev{d}",
+                    title="device-offline",
+                )
+                stack.loop.call_soon_threadsafe(service.on_signal, sig)
+        stack.publish("fall-a1", "fall.detected")
+        box = page.locator("#technical")
+        box.wait_for(timeout=10000)
+        page.wait_for_function(
+            "document.querySelector('#technical-title').textContent"
+            " === 'Tekniske varsler: 24 alarmer hos 8 beboere'",
+            timeout=10000,
+        )
+        page.wait_for_selector("#alerts li.red")
+        assert box.get_attribute("open") is None  # collapsed
+        assert page.locator("#alerts > li").count() == 1  # the fall alone on top
+        assert page.inner_text("#count") == "(25)"
+        height = page.evaluate("document.documentElement.scrollHeight")
+        assert height < 1200, height
+        shoot(page, "flood")
+        box.locator("> summary").click()
+        cards = box.locator("#technical-list > li.folded")
+        assert cards.count() == 8
+        assert [cards.nth(i).get_attribute("data-count") for i in range(8)] == ["3"] * 8
+        assert not page.errors, page.errors
+    finally:
+        stack.close()

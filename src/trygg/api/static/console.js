@@ -24,7 +24,7 @@ const T = {
     duty_note: "På vakt: skjermen holdes våken, røde alarmer varsler med lyd, vibrasjon og varsel.",
     duty_note_nolock: "På vakt: røde alarmer varsler med lyd, vibrasjon og varsel. Skjermen kan ikke holdes våken på denne enheten.",
     duty_note_nonotify: " Systemvarsler er ikke tillatt – slå dem på i nettleserens innstillinger.",
-    sound_blocked: "🔔 Trykk her for å slå på alarmlyden",
+    sound_blocked: "Trykk her for å slå på alarmlyden",
     suppressed_title: "Dempet og holdt tilbake", suppressed_help: "Lagret, men ikke sendt til noen. Ingen handling trengs.",
     why_silenced: (w, until) => ["Dempet", ` av ${w.by} til ${until}: «${w.reason}»`],
     why_inhibited: (w) => ["Holdes tilbake", `: enheten ${w.device} er frakoblet`],
@@ -37,6 +37,7 @@ const T = {
     pending_cancel: (s) => `Meldes som falsk alarm om ${s} s`,
     undo: "Angre", undone: "Angret – alarmen er fortsatt åpen.",
     sent_resolve: (o) => `Avsluttet som «${o}».`,
+    technical_title: (n, r) => `Tekniske varsler: ${n} alarmer hos ${r} beboere`,
     folded: (n) => `${n} enheter`, folded_meta: (n, a, b) => `${n} alarmer ${a}–${b}`,
     devices: (n) => `Vis enhetene (${n})`,
     channel_failing: (name, since) => `${name} feiler siden ${since}`,
@@ -86,7 +87,7 @@ const T = {
     duty_note: "On duty: the screen stays awake, red alarms ring, vibrate and notify.",
     duty_note_nolock: "On duty: red alarms ring, vibrate and notify. This device cannot keep the screen awake.",
     duty_note_nonotify: " System notifications are not allowed – turn them on in the browser's settings.",
-    sound_blocked: "🔔 Tap here to turn the alarm sound on",
+    sound_blocked: "Tap here to turn the alarm sound on",
     suppressed_title: "Silenced and held back", suppressed_help: "Stored, not sent to anyone. No action needed.",
     why_silenced: (w, until) => ["Silenced", ` by ${w.by} until ${until}: “${w.reason}”`],
     why_inhibited: (w) => ["Held back", `: device ${w.device} is offline`],
@@ -99,6 +100,7 @@ const T = {
     pending_cancel: (s) => `Reporting a false alarm in ${s} s`,
     undo: "Undo", undone: "Undone – the alert is still open.",
     sent_resolve: (o) => `Resolved as “${o}”.`,
+    technical_title: (n, r) => `Technical alerts: ${n} alerts for ${r} residents`,
     folded: (n) => `${n} devices`, folded_meta: (n, a, b) => `${n} alerts ${a}–${b}`,
     devices: (n) => `Show the devices (${n})`,
     channel_failing: (name, since) => `${name} failing since ${since}`,
@@ -139,6 +141,9 @@ const SEV_WORD = { nb: { red: "Rød", yellow: "Gul", green: "Grønn" }, en: { re
 // within FOLD_GAP of each other are one outage, one card.
 const TECH_RULES = new Set(["device-offline", "battery-low", "device-clock", "temperature-high", "temperature-low"]);
 const FOLD_GAP_MS = 15 * 60 * 1000;
+// More technical cards than this (an ingest gap, a network outage) go into a
+// collapsed section of their own below the care alarms.
+const TECH_INLINE = 4;
 const UNDO_MS = window.TRYGG_UNDO_MS || 5000;
 
 let lang = localStorage.getItem("trygg.lang") || "nb";
@@ -271,6 +276,8 @@ const isOpen = (a) => a.state !== "resolved" && a.state !== "cancelled";
 const isQuiet = (a) => !!(a.suppressed || a.held_until);
 const isTechnical = (a) => TECH_RULES.has(a.rule) || String(a.code || "").startsWith("T.");
 const bySevThenNewest = (a, b) => (SEV[a.severity] - SEV[b.severity]) || (Date.parse(b.raised_at) - Date.parse(a.raised_at));
+// Care alarms before technical ones, then red, yellow, green, then newest first.
+const byCareThenSev = (a, b) => (Number(!!a.tech) - Number(!!b.tech)) || bySevThenNewest(a, b);
 
 // The cards of the main list: an alert, or a fold of technical alerts of one
 // resident, rule and outage ({group: key, alerts: [...], severity, raised_at}).
@@ -279,7 +286,7 @@ function cards() {
   const out = [];
   const tech = new Map();
   for (const a of open) {
-    if (!isTechnical(a)) { out.push(a); continue; }
+    if (!isTechnical(a)) { out.push({ ...a, tech: false }); continue; }
     const k = a.resident + "|" + a.rule;
     if (!tech.has(k)) tech.set(k, []);
     tech.get(k).push(a);
@@ -288,11 +295,11 @@ function cards() {
     list.sort((a, b) => Date.parse(a.raised_at) - Date.parse(b.raised_at));
     let run = [];
     const flush = () => {
-      if (run.length === 1) out.push(run[0]);
+      if (run.length === 1) out.push({ ...run[0], tech: true });
       else if (run.length > 1) {
         const newest = run[run.length - 1];
         const sev = run.reduce((s, a) => (SEV[a.severity] < SEV[s] ? a.severity : s), "green");
-        out.push({ group: "g-" + run[0].id, alerts: run, severity: sev, raised_at: newest.raised_at, resident: newest.resident, team: newest.team, rule: newest.rule });
+        out.push({ group: "g-" + run[0].id, alerts: run, severity: sev, raised_at: newest.raised_at, resident: newest.resident, team: newest.team, rule: newest.rule, tech: true });
       }
       run = [];
     };
@@ -302,7 +309,7 @@ function cards() {
     }
     flush();
   }
-  return out.sort(bySevThenNewest);
+  return out.sort(byCareThenSev);
 }
 
 // ------------------------------------------------------------------ rendering
@@ -315,7 +322,16 @@ function render() {
   const n = items.reduce((s, c) => s + (c.group ? c.alerts.length : 1), 0);
   $("#count").textContent = n ? "(" + n + ")" : "";
   $("#empty").hidden = items.length > 0;
-  place(list, items);
+  const tech = items.filter((c) => c.tech);
+  const apart = tech.length > TECH_INLINE;
+  place(list, apart ? items.filter((c) => !c.tech) : items);
+  place($("#technical-list"), apart ? tech : []);
+  $("#technical").hidden = !apart;
+  if (apart) {
+    const residents = new Set(tech.map((c) => c.resident)).size;
+    const count = tech.reduce((s, c) => s + (c.group ? c.alerts.length : 1), 0);
+    $("#technical-title").textContent = T[lang].technical_title(count, residents);
+  }
   $("#suppressed").hidden = quiet.length === 0;
   $("#suppressed-count").textContent = "(" + quiet.length + ")";
   place($("#suppressed-list"), quiet, true);
@@ -349,6 +365,7 @@ function fill(li, a, quiet) {
   li.className = "alert " + a.severity + (li.classList.contains("new") ? " new" : "") + (quiet ? " quiet" : "");
   li.dataset.state = a.state;
   li.dataset.version = a.version;
+  li.dataset.since = a.raised_at;
   const rw = (a.rule_words && a.rule_words[lang]) || a.title || a.rule;
   li.querySelector(".sev").textContent = SEV_WORD[lang][a.severity] + " " + a.code;
   li.querySelector(".title").textContent = rw;
@@ -404,6 +421,7 @@ function fillGroup(li, g) {
   const first = g.alerts[0], last = g.alerts[g.alerts.length - 1];
   li.className = "alert folded " + g.severity + (li.classList.contains("new") ? " new" : "");
   li.dataset.count = g.alerts.length;
+  li.dataset.since = first.raised_at;
   li.dataset.state = "";
   const rw = (last.rule_words && last.rule_words[lang]) || last.rule;
   li.querySelector(".sev").textContent = SEV_WORD[lang][g.severity] + " " + last.code;
@@ -883,9 +901,8 @@ document.addEventListener("visibilitychange", () => { if (document.visibilitySta
 // Leaving the page sends what waits for its undo time (it was meant).
 window.addEventListener("pagehide", () => { for (const id of [...pending.keys()]) flushPending(id, true); });
 setInterval(() => {
-  document.querySelectorAll("#alerts li, #suppressed-list li").forEach((li) => {
-    const a = alerts.get(li.dataset.id);
-    if (a) li.querySelector(".elapsed").textContent = elapsed(a.raised_at);
+  document.querySelectorAll(".alerts > li").forEach((li) => {
+    if (li.dataset.since) li.querySelector(".elapsed").textContent = elapsed(li.dataset.since);
   });
 }, 1000);
 if ("serviceWorker" in navigator) {
