@@ -25,6 +25,7 @@ import pytest
 
 from tests.alerting_stack import REGISTRY, Stack, start_stack
 from tests.helpers import WebhookReceiver, wait_until
+from trygg.devenv import free_port
 from trygg.model import Severity, Signal, SignalAction
 
 CHROMIUM = "/usr/bin/chromium"
@@ -497,6 +498,37 @@ def test_a_flood_of_technical_alerts_goes_apart_below_the_care_alarms(  # type: 
         cards = box.locator("#technical-list > li.folded")
         assert cards.count() == 8
         assert [cards.nth(i).get_attribute("data-count") for i in range(8)] == ["3"] * 8
+        assert not page.errors, page.errors
+    finally:
+        stack.close()
+
+
+def test_a_failing_webhook_shows_in_the_header(db, broker, tmp_path, browser) -> None:  # type: ignore[no-untyped-def]
+    dead = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
+    stack = start_stack(db, broker, tmp_path, webhook_url=dead)
+    try:
+        stack.publish("fall-a1", "fall.detected")
+        with stack.client("nurse-a") as c:
+
+            def failing() -> dict[str, Any] | None:
+                chans = c.get("/api/health/channels").json()["channels"]
+                return next(
+                    (x for x in chans if x["name"].startswith("webhook") and not x["ok"]), None
+                )
+
+            ch = wait_until(failing, timeout=20)
+        page = console_page(stack, browser)
+        page.wait_for_selector("#channels:not([hidden])")
+        since = page.evaluate(
+            "(iso) => new Date(iso).toLocaleTimeString('nb-NO',"
+            " {hour: '2-digit', minute: '2-digit'})",
+            ch["failing_since"],
+        )
+        assert page.inner_text("#channels") == f"webhook feiler siden {since}"
+        page.click("#lang")
+        assert page.inner_text("#channels").startswith("webhook failing since")
+        page.click("#lang")
+        shoot(page, "channel-failing")
         assert not page.errors, page.errors
     finally:
         stack.close()

@@ -252,7 +252,9 @@ function logout(msg) {
   alerts.clear();
   for (const p of pending.values()) clearInterval(p.timer);
   pending.clear();
+  releaseScreen();
   $("#board").hidden = true; $("#logout").hidden = true; $("#duty").hidden = true; $("#login").hidden = false;
+  $("#duty-note").hidden = true; $("#channels").hidden = true; channels = [];
   $("#who").textContent = "";
   $("#login-error").textContent = msg || "";
   setLive(null);
@@ -781,8 +783,10 @@ function renderChannels() {
   const el = $("#channels");
   const bad = channels.filter((c) => c && c.ok === false);
   el.hidden = bad.length === 0;
-  el.textContent = bad.map((c) => c.failing_since ? T[lang].channel_failing(c.name, dayTime(c.failing_since))
-    : T[lang].channel_failing_n(c.name, c.consecutive_failures || 0)).join(" · ");
+  // health names: "webhook:default" -> "webhook", "webhook:leader" -> "webhook leader"
+  const name = (c) => String(c.name).replace(/:default$/, "").replace(":", " ");
+  el.textContent = bad.map((c) => c.failing_since ? T[lang].channel_failing(name(c), dayTime(c.failing_since))
+    : T[lang].channel_failing_n(name(c), c.consecutive_failures || 0)).join(" · ");
 }
 
 // ------------------------------------------------------------------ live
