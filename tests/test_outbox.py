@@ -197,6 +197,8 @@ def test_retries_until_delivered_with_one_key_and_health() -> None:
         assert svc.retrying == 1
         await _settle(svc)
         assert len(ch.calls) == 5
+        gaps = [b[0] - a[0] for a, b in zip(ch.calls, ch.calls[1:], strict=False)]
+        assert gaps[0] >= 0.015 and gaps[2] > gaps[0]  # the first retry waits too; backoff
         keys = {k for _, k, _ in ch.calls} | {k for _, _, k in ch.calls}
         assert len(keys) == 1 and keys.pop().endswith(":notify:1:0:webhook:default")
         # the first failure at once, then the delivery
@@ -217,16 +219,15 @@ def test_retries_until_delivered_with_one_key_and_health() -> None:
 def test_closing_the_alert_stops_the_retries() -> None:
     async def go() -> None:
         ch = Flaky(fail=10_000)
-        svc = _service(ch)
+        svc = _service(ch, retry=RetryPolicy(2.0, 5.0))  # the first retry 2 s away
         svc.on_signal(_signal())
-        while len(ch.calls) < 3:  # noqa: ASYNC110
+        while not svc.retrying:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         (a,) = svc.open_alerts()
         await svc.act(a.id, "cancel", "nurse-1", reason="false_alarm")
-        await _settle(svc)
-        n = len(ch.calls)
+        await _settle(svc, within=1.0)  # at once, not after the wait
         await asyncio.sleep(0.3)
-        assert len(ch.calls) == n  # no more attempts
+        assert len(ch.calls) == 1  # no more attempts
         (first, last) = _deliveries(svc)
         assert first[:2] == (1, False) and last[1] is False and "closed" in (last[2] or "")
         assert svc.deliveries_by[("webhook", "cancelled")] == 1

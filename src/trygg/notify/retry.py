@@ -15,6 +15,7 @@ failures and since when it has been failing: ``/metrics`` and
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,8 +39,8 @@ class RetryPolicy:
     maximum: float = 15.0
     jitter: float = 0.25
 
-    def wait(self) -> wait_base:
-        return _Wait(self)
+    def wait(self, already: int = 0) -> wait_base:
+        return _Wait(self, already)
 
     def delay(self, attempt: int) -> float:
         """The wait after failed attempt number ``attempt`` (1-based)."""
@@ -48,11 +49,12 @@ class RetryPolicy:
 
 
 class _Wait(wait_base):
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, already: int) -> None:
         self.policy = policy
+        self.already = already
 
     def __call__(self, retry_state: RetryCallState) -> float:
-        return self.policy.delay(retry_state.attempt_number)
+        return self.policy.delay(retry_state.attempt_number + self.already)
 
 
 async def retry_delivery(
@@ -61,10 +63,15 @@ async def retry_delivery(
     *,
     stop: Callable[[RetryCallState], bool],
     sleep: Callable[[float], Awaitable[None]] | None = None,
+    already: int = 0,
 ) -> Delivery:
     """Call ``attempt`` until it delivers, fails permanently (``retry=False``) or
     ``stop`` says so; return the last outcome. ``attempt`` never raises (a
-    channel's bug is a failed Delivery, see ``notify.base.deliver``)."""
+    channel's bug is a failed Delivery, see ``notify.base.deliver``).
+
+    ``already``: attempts made before (and failed), e.g. the first one, which
+    the alert service makes at once, outside this loop: then the first call
+    here waits as a retry does."""
 
     def again(d: Delivery | None) -> bool:
         return d is not None and not d.ok and d.retry
@@ -72,8 +79,10 @@ async def retry_delivery(
     kw: dict[str, Any] = {}
     if sleep is not None:
         kw["sleep"] = sleep
+    if already:
+        await (sleep or asyncio.sleep)(policy.delay(already))
     r = AsyncRetrying(
-        wait=policy.wait(),
+        wait=policy.wait(already),
         stop=stop,
         retry=retry_if_result(again),
         retry_error_callback=lambda rs: rs.outcome.result() if rs.outcome else None,

@@ -216,6 +216,8 @@ class AlertService:
                 self.health.register(ch.value)
         self._retrying: set[str] = set()  # keys of notifications being retried
         self._stopping = asyncio.Event()
+        # alert id -> woken when the alert closes (or trygg stops): its retries end now
+        self._wakers: dict[str, asyncio.Event] = {}
         # metrics
         self.alerts_by: Counter[tuple[str, str, str]] = Counter()  # (rule, severity, kind)
         self.deliveries_by: Counter[tuple[str, str]] = Counter()  # (channel, ok|failed)
@@ -273,6 +275,8 @@ class AlertService:
         """Stop the timers, finish deliveries in flight (briefly), flush the writer.
         Notifications still being retried stop now; the next start sends them again."""
         self._stopping.set()
+        for ev in self._wakers.values():
+            ev.set()
         if self._timer is not None:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -348,6 +352,8 @@ class AlertService:
         if not shadow:
             self.feed.publish({"type": "alert", "alert": snap}, alert.team)
             if not alert.is_open:
+                if (waker := self._wakers.pop(alert.id, None)) is not None:
+                    waker.set()  # its notifications still being retried stop now
                 self._unstored[alert.id] = (alert, _PENDING)
                 self._closing.append(alert)
                 self._close_shadow_twin(alert)
@@ -538,8 +544,13 @@ class AlertService:
         why: list[str] = []
         last_ms = [0.0]
 
+        last = first
+
         async def attempt() -> Delivery:
-            nonlocal attempts
+            nonlocal attempts, last
+            if self._stopping.is_set():  # woken by the stop: no attempt during shutdown
+                why.append(_STOPPED)
+                return Delivery(False, attempts, last.status, last.error, False)
             if not self._wanted(n):
                 why.append(_CLOSED)
                 return Delivery(False, attempts, None, f"not delivered: {_CLOSED}", False)
@@ -547,6 +558,7 @@ class AlertService:
             attempts += max(1, d.attempts)
             last_ms[0] = ms
             self.health.attempt(name, d)
+            last = d
             if d.ok:
                 log.info(
                     "notification delivered after retries",
@@ -566,12 +578,16 @@ class AlertService:
                 return True
             return False
 
+        waker = self._wakers.setdefault(n.alert_id, asyncio.Event())
+
         async def sleep(seconds: float) -> None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(seconds):
-                    await self._stopping.wait()
+                    await waker.wait()
 
-        d = await retry_delivery(attempt, self.retry, stop=stop, sleep=sleep)
+        d = await retry_delivery(
+            attempt, self.retry, stop=stop, sleep=sleep, already=max(1, first.attempts)
+        )
         if not d.ok and why and d.error and why[-1] not in d.error:
             d = Delivery(False, d.attempts, d.status, f"{d.error} ({why[-1]})"[:300], False)
         return d, last_ms[0]
