@@ -860,6 +860,8 @@ function onMessage(m) {
   const prev = alerts.get(a.id);
   if (prev && prev.version > a.version) return; // an older view
   alerts.set(a.id, a);
+  // closed by someone else (or by trygg) while our closing action waited: drop ours
+  if (!isOpen(a) && pending.has(a.id)) { clearInterval(pending.get(a.id).timer); pending.delete(a.id); }
   render();
   if (!known && isOpen(a) && !isQuiet(a)) {
     const li = $(`#alerts li[data-id="${a.id}"]`);
