@@ -477,7 +477,7 @@ def _ev(eid: str, typ: str, at: datetime) -> Event:
 
 
 def test_wait_boundaries_removed_iff_return_between_20_and_30_minutes(tmp_path: Path) -> None:
-    """"More than" is strict (docs/rules.md): back at exactly 20:00 is in time and
+    """ "More than" is strict (docs/rules.md): back at exactly 20:00 is in time and
     raises nothing with either catalogue; back at exactly 30:00 is in time for the
     candidate: removed iff 20 min < return <= 30 min."""
     registry = parse_registry(
