@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import signal
 import tempfile
 import threading
-import time
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, ClassVar
 
 import psycopg
 
@@ -33,15 +35,29 @@ from trygg.store.registry import save_registry
 log = logs.get("trygg.demo")
 
 
+# What each notification is, as the demo prints it: a new alert once, a reminder
+# or an escalation as what it is (they are the same alert again).
+_LABELS = {"notify": "ALERT", "renotify": "REMINDER", "escalate": "ESCALATED"}
+
+
 class _Printer(BaseHTTPRequestHandler):
+    seen: ClassVar[set[str]] = set()  # idempotency keys printed: a retried delivery prints once
+
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         a = json.loads(body)
-        print(
-            f"  ALERT {a['severity']:6} {a['code']:5} {a['rule']:22} resident {a['resident']}"
-            f"  team {a['team']}",
-            flush=True,
-        )
+        n = a.get("notification") or {}
+        key = str(n.get("key") or id(a))
+        if key not in self.seen:
+            self.seen.add(key)
+            label = _LABELS.get(str(n.get("action")), "ALERT")
+            late = a.get("delay_s") or 0
+            print(
+                f"  {label:9} {a['severity']:6} {a['code']:5} {a['rule']:22}"
+                f" resident {a['resident']}  team {a['team']}"
+                + (f"  ({late / 60:.0f} min late)" if late >= 60 else ""),
+                flush=True,
+            )
         self.send_response(204)
         self.end_headers()
 
@@ -51,13 +67,21 @@ class _Printer(BaseHTTPRequestHandler):
 
 def run_demo(homes: int = 24, seconds: float = 0, speed: float = 60.0) -> None:
     """Private services, simulated homes (trygg.simulate), the pipeline, the API and
-    the console; prints the console URL with a demo care-staff token."""
+    the console; prints the console URL with a demo care-staff token. Removes its
+    work directory on exit."""
+    work = Path(tempfile.mkdtemp(prefix="trygg-demo-"))
+    print(f"trygg demo: starting private PostgreSQL/TimescaleDB and mosquitto in {work}")
+    try:
+        _demo(work, homes, seconds, speed)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the spool; the servers remove their own
+
+
+def _demo(work: Path, homes: int, seconds: float, speed: float) -> None:
     from trygg.simulate import build_homes, generate, make_rates
     from trygg.simulate import publish as sim_publish
     from trygg.store.access import add_user
 
-    work = Path(tempfile.mkdtemp(prefix="trygg-demo-"))
-    print(f"trygg demo: starting private PostgreSQL/TimescaleDB and mosquitto in {work}")
     with PrivatePostgres() as pg, PrivateMosquitto() as broker:
         migrate(pg.url)
         registry, sim_homes = build_homes(homes, seed=7)
@@ -94,18 +118,27 @@ def run_demo(homes: int = 24, seconds: float = 0, speed: float = 60.0) -> None:
         stop_pub = threading.Event()
 
         def simulate() -> None:
-            # The last six days of simulated life, compressed by ``speed``: event
-            # times stay in the past, as trygg's clock-skew check requires.
-            end = datetime.now(UTC)
-            events = generate(
+            # A day of simulated life, compressed by ``speed`` and timed as it is
+            # published: events carry the current time, as live devices' do, so
+            # the console's timeline shows them and no clock looks wrong. (The
+            # rules' long waits, 20 min out of bed or 4 h without activity, pass
+            # in seconds of simulated time and so rarely fire; the alarms do.)
+            # First a resident presses the alarm button, so a red alarm shows at once.
+            start = datetime.now(UTC)
+            button = next(d for d in registry.devices if d.kind.value == "button")
+            with contextlib.suppress(Exception):
+                _press(broker.url, button.id, start)
+            sim = generate(
                 sim_homes,
-                end - timedelta(days=6),
-                end,
+                start - timedelta(days=1),
+                start,
                 seed=7,
                 rates=make_rates({"fall": 4.0}),
             )
             with contextlib.suppress(Exception):
-                sim_publish(events, broker.url, "demo", speed=speed, stop=stop_pub)
+                sim_publish(
+                    _now_timed(sim, start, speed), broker.url, "demo", speed=speed, stop=stop_pub
+                )
 
         async def main() -> None:
             stop = asyncio.Event()
@@ -134,4 +167,32 @@ def run_demo(homes: int = 24, seconds: float = 0, speed: float = 60.0) -> None:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(main())
         hook.shutdown()
-    time.sleep(0)
+
+
+def _now_timed(events: Iterable[Any], start: datetime, speed: float) -> Iterator[Any]:
+    """Each simulated event timed when the publisher (pacing by ``speed``) sends it."""
+    sim0: float | None = None
+    for ev in events:
+        if sim0 is None:
+            sim0 = ev.ts
+        at = start + timedelta(seconds=(ev.ts - sim0) / speed)
+        yield ev._replace(time=at.isoformat())
+
+
+def _press(mqtt_url: str, device: str, when: datetime) -> None:
+    """One button press, published as the device would (QoS 1, acknowledged)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from trygg.simulate.mqtturl import parse_mqtt_url
+
+    url = parse_mqtt_url(mqtt_url)
+    payload = json.dumps({"id": "demo-press-1", "type": "button.pressed", "time": when.isoformat()})
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="trygg-demo-press")
+    c.connect(url.host, url.port)
+    c.loop_start()
+    try:
+        c.publish(f"trygg/demo/devices/{device}/events", payload, qos=1).wait_for_publish(10)
+    finally:
+        c.disconnect()
+        c.loop_stop()
