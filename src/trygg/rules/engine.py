@@ -134,6 +134,7 @@ class Engine:
                     self._load_states(res, dumped)
                 res.rules, res.clock = rules, clock
                 res.dispatch, res.late_dispatch = self._dispatches(rules)
+                res.tol = self._tolerance(rules)
                 self._rearm(res)
         live = {id(self.catalogue.compiled)} | {id(r.rules) for r in self._res.values()}
         self._dispatch = {k: v for k, v in self._dispatch.items() if k in live}
@@ -152,6 +153,7 @@ class Engine:
         if res is not None:
             res.rules = rules
             res.dispatch, res.late_dispatch = self._dispatches(rules)
+            res.tol = self._tolerance(rules)
             self._rearm(res)
 
     def dispatch_for(self, rules: tuple[Rule | None, ...]) -> Dispatch:
@@ -191,6 +193,7 @@ class Engine:
             dispatch,
         )
         res.late_dispatch = late
+        res.tol = self._tolerance(rules)
         self._res[rid] = res
         return res
 
@@ -284,15 +287,29 @@ class Engine:
         return r if isinstance(r, ClockRule) else None
 
     def _ahead_limit(self, res: Res) -> float:
+        return res.tol
+
+    def _tolerance(self, rules: tuple[Rule | None, ...]) -> float:
+        """How far ahead a device clock may run under these rules (the clock rule's
+        ``ahead``, also when a care plan switches its alert off)."""
         i = self._clock_idx
         if i is not None:
-            r = res.rules[i] or self.catalogue.compiled[i]
+            r = rules[i] or self.catalogue.compiled[i]
             if isinstance(r, ClockRule):
                 return r.ahead
         return DEFAULT_AHEAD
 
-    def _ahead(self, res: Res, dev: str, ts: float, received: datetime | None) -> float | None:
+    def _ahead(
+        self,
+        res: Res,
+        dev: str,
+        ts: float,
+        received: datetime | None,
+        prev: float | None,
+        mine: int,
+    ) -> float | None:
         """The reference time if ``dev``'s clock runs ahead at this event, else None.
+        ``prev``/``mine``: the device's previous time and place in receipt order.
 
         Live, the reference is the receiver's clock (``received``). In replay
         there is none, and a jump forward may be a quiet home; so a device is
@@ -301,17 +318,16 @@ class Engine:
         event (the rest of the home still lives in its past). The reference is
         then the newest time among the devices that spoke since. A device
         known wrong is judged by the home's other devices at every event."""
-        tol = self._ahead_limit(res)
+        tol = res.tol
         if received is not None:
             ref = received.timestamp()
             return ref if ts > ref + tol else None
-        prev, mine = device_clock(res, self.pos, dev)
-        if prev is None:
-            return None
+        if prev is None or res.back == 0:
+            return None  # the usual case: nothing ever arrived out of order
         st = res.states[self._clock_idx] if self._clock_idx is not None else None
         bad = st is not None and dev in st.bad
         if res.back <= mine and not bad:
-            return None  # the usual case: nothing arrived out of order since
+            return None  # nothing arrived out of order since its previous event
         clocks = device_clocks(res)
         since = [t for d, (t, q) in clocks.items() if d != dev and q > mine]
         if since:
@@ -349,7 +365,8 @@ class Engine:
         if last is None:
             return False
         ts = event.time.timestamp()
-        if self._ahead(res, event.device, ts, received) is not None:
+        _, mine = device_clock(res, self.pos, event.device)
+        if self._ahead(res, event.device, ts, received, last, mine) is not None:
             return False  # judged at the reference clock: never late
         return ts < last - self.lateness
 
@@ -380,10 +397,20 @@ class Engine:
         new = res is None
         if res is None:
             res = self._new_res(rid)
-        ref = self._ahead(res, dev, ts, received)
-        pos = self.pos
-        last, _ = device_clock(res, pos, dev)
-        tol = self._ahead_limit(res)
+        # The device's own clock: its newest time and place in receipt order
+        # (inlined device_clock/set_device_clock: this runs for every event).
+        i = self.pos.get(dev, -1)
+        dwm = res.dwm
+        mine_i = 0 <= i < len(dwm) and res.devices[i] == dev
+        if mine_i:
+            last: float | None = dwm[i]
+            mine = res.dseq[i]
+            if last == NEVER:
+                last = None
+        else:
+            last, mine = device_clock(res, self.pos, dev)
+        ref = self._ahead(res, dev, ts, received, last, mine)
+        tol = res.tol
         res.seq += 1
         own = ts
         if ref is not None:
@@ -396,11 +423,17 @@ class Engine:
             # A clock set right again: its old (wrong) times no longer count.
             last = None
             res.hi = max((t for d, (t, _) in device_clocks(res).items() if d != dev), default=NEVER)
-        if own < res.hi - tol:
+        hi = res.hi
+        if own < hi - tol:
             res.back = res.seq  # well behind another device's clock: evidence for _ahead
-        elif own > res.hi:
+        elif own > hi:
             res.hi = own
-        set_device_clock(res, pos, dev, own if last is None or own > last else last, res.seq)
+        newest = own if last is None or own > last else last
+        if mine_i:
+            dwm[i] = newest
+            res.dseq[i] = res.seq
+        else:
+            set_device_clock(res, self.pos, dev, newest, res.seq)
         if ref is None and last is not None and ts < last - self.lateness:
             # Late for its own device: the immediate rules only.
             self.late_events += 1

@@ -42,6 +42,7 @@ class Res:
         "rules",
         "seq",
         "states",
+        "tol",
         "wm",
     )
 
@@ -73,6 +74,7 @@ class Res:
         self.dseq = array("q", [0]) * n  # per device: ``seq`` at its latest event
         self.back = 0  # ``seq`` at the latest event well behind another device's clock
         self.hi = NEVER  # the newest time any device's own clock has shown
+        self.tol = 120.0  # how far ahead a device clock may run (the clock rule's)
         self.late_dispatch: Any = None  # the immediate rules' handlers (for late events)
 
 
