@@ -696,20 +696,28 @@ class Gatekeeper:
             out.extend(self._on_position(event, now))
         return out
 
-    def _on_reset(self, event: Event, now: datetime) -> list[Decision]:
+    def _from_same_unit(self, event: Event, rules: Iterable[str]) -> list[Alert]:
+        """The resident's open alerts of ``rules`` that a reset or cancel from
+        ``event``'s device may end: raised by that device (per-device rules) or
+        by a kind it answers for (the alarm unit answers for all), and raised
+        no later than the event (an older reset or cancel ends nothing)."""
         ar = self.config.auto_resolve
         kind = self.directory.kind_of(event.device) or event.kind
-        reset_all = kind in ar.reset_all_kinds
+        whole_unit = kind in ar.reset_all_kinds
+        return [
+            a
+            for a in self.open_alerts()
+            if a.resident == event.resident
+            and a.rule in rules
+            and (a.device is None or a.device == event.device)
+            and (whole_unit or self._depends(a.rule, kind))
+            and (a.signal_at is None or event.time >= a.signal_at)
+        ]
+
+    def _on_reset(self, event: Event, now: datetime) -> list[Decision]:
+        ar = self.config.auto_resolve
         out: list[Decision] = []
-        for a in self.open_alerts():
-            if a.resident != event.resident or a.rule not in ar.reset_rules:
-                continue
-            if a.device is not None and a.device != event.device:
-                continue
-            if not reset_all and not self._depends(a.rule, kind):
-                continue
-            if a.signal_at is not None and event.time < a.signal_at:
-                continue  # a reset older than the alarm does not reset it
+        for a in self._from_same_unit(event, ar.reset_rules):
             out.append(
                 self._close_or_note(
                     a,
@@ -757,18 +765,8 @@ class Gatekeeper:
         from the same unit is cancelled; an answered one only gets a ``cleared``
         record (the staff handling it decide)."""
         ar = self.config.auto_resolve
-        kind = self.directory.kind_of(event.device) or event.kind
-        whole_unit = kind in ar.reset_all_kinds
         out: list[Decision] = []
-        for a in self.open_alerts():
-            if a.resident != event.resident or a.rule not in ar.cancel_rules:
-                continue
-            if a.device is not None and a.device != event.device:
-                continue
-            if not whole_unit and not self._depends(a.rule, kind):
-                continue
-            if a.signal_at is not None and event.time < a.signal_at:
-                continue  # a cancel older than the alarm does not cancel it
+        for a in self._from_same_unit(event, ar.cancel_rules):
             out.append(
                 self._close_or_note(
                     a,
