@@ -58,6 +58,14 @@ def db(pg_server: PrivatePostgres) -> str:
 
 
 @pytest.fixture
+def own_pg() -> Iterator[PrivatePostgres]:
+    """A database server of the test's own, which the test may stop."""
+    with PrivatePostgres(durable=True) as pg:
+        migrate(pg.url)
+        yield pg
+
+
+@pytest.fixture
 def broker() -> Iterator[PrivateMosquitto]:
     with PrivateMosquitto() as m:
         yield m

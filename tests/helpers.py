@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from trygg.devenv import free_port
 
 TESTS = Path(__file__).resolve().parent
@@ -103,6 +105,17 @@ class WebhookReceiver:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def event_counts(url: str) -> tuple[int, int]:
+    """Rows in ``events``, and distinct (device, event id) among them: equal when
+    nothing was stored twice."""
+    with psycopg.connect(url) as c:
+        row = c.execute(
+            "SELECT count(*), count(DISTINCT (device, event_id)) FROM events"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 def wait_until(cond: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:

@@ -10,24 +10,22 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from tests.conftest import trygg_cli
 from tests.helpers import (
     TryggProcess,
     WebhookReceiver,
+    event_counts,
     event_json,
     publish,
     start_publisher,
     wait_until,
 )
-from trygg.devenv import PrivateMosquitto, PrivatePostgres
-from trygg.store.migrate import migrate
+from trygg.devenv import PrivateMosquitto
 
 SITE = "oslo"
 DEVICES = 20
@@ -61,23 +59,6 @@ def _stream(n: int, prefix: str = "e") -> list[tuple[str, bytes]]:
     ]
 
 
-def _counts(url: str) -> tuple[int, int]:
-    with psycopg.connect(url) as c:
-        row = c.execute(
-            "SELECT count(*), count(DISTINCT (device, event_id)) FROM events"
-        ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
-
-
-@pytest.fixture
-def own_pg() -> Iterator[PrivatePostgres]:
-    """A database server of the test's own, which the test may stop."""
-    with PrivatePostgres(durable=True) as pg:
-        migrate(pg.url)
-        yield pg
-
-
 def _env(broker: PrivateMosquitto, url: str, spool: str, **extra: str) -> dict[str, str]:
     return {
         "TRYGG_MQTT_URL": broker.url,
@@ -95,13 +76,13 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path, broker, db) -> None: 
     with TryggProcess(_env(broker, db, str(tmp_path / "spool"))) as trygg:
         trygg.wait_connected()
         pub = start_publisher(broker.port, _stream(n), rate=4000)
-        wait_until(lambda: _counts(db)[0] > 3000, timeout=60)
+        wait_until(lambda: event_counts(db)[0] > 3000, timeout=60)
         broker.restart()
         out, _ = pub.communicate(timeout=180)
         assert pub.returncode == 0, out
-        wait_until(lambda: _counts(db)[0] >= n, timeout=120)
+        wait_until(lambda: event_counts(db)[0] >= n, timeout=120)
         time.sleep(0.5)
-        assert _counts(db) == (n, n)
+        assert event_counts(db) == (n, n)
         assert "mqtt disconnected" in trygg.output()
 
 
@@ -113,9 +94,9 @@ def test_sigkill_mid_stream_then_restart_stores_everything_once(tmp_path, broker
     try:
         trygg.wait_connected()
         pub = start_publisher(broker.port, _stream(n), rate=5000)
-        wait_until(lambda: _counts(db)[0] > 4000, timeout=60)
+        wait_until(lambda: event_counts(db)[0] > 4000, timeout=60)
         trygg.kill()  # SIGKILL: no chance to flush anything
-        killed_at = _counts(db)[0]
+        killed_at = event_counts(db)[0]
         out, _ = pub.communicate(timeout=180)  # the broker keeps the session's messages
         assert pub.returncode == 0, out
     finally:
@@ -123,9 +104,9 @@ def test_sigkill_mid_stream_then_restart_stores_everything_once(tmp_path, broker
     assert killed_at < n, "the kill came too late to test anything"
     with TryggProcess(env) as again:
         again.wait_connected()
-        wait_until(lambda: _counts(db)[0] >= n, timeout=120)
+        wait_until(lambda: event_counts(db)[0] >= n, timeout=120)
         time.sleep(0.5)
-        assert _counts(db) == (n, n)
+        assert event_counts(db) == (n, n)
 
 
 def test_database_outage_does_not_delay_alarms_or_lose_events(tmp_path, broker, own_pg) -> None:  # type: ignore[no-untyped-def]
@@ -139,7 +120,7 @@ def test_database_outage_does_not_delay_alarms_or_lose_events(tmp_path, broker, 
     ):
         trygg.wait_connected()
         publish(broker.port, _stream(2000, "before"))
-        wait_until(lambda: _counts(url)[0] == 2000)
+        wait_until(lambda: event_counts(url)[0] == 2000)
         own_pg.stop(remove=False)
         try:
             pub = start_publisher(broker.port, _stream(5000, "during"), rate=1000)
@@ -167,9 +148,9 @@ def test_database_outage_does_not_delay_alarms_or_lose_events(tmp_path, broker, 
             assert trygg.proc is not None and trygg.proc.poll() is None
         finally:
             own_pg.start()
-        wait_until(lambda: _counts(url)[0] >= 7001, timeout=60)
+        wait_until(lambda: event_counts(url)[0] >= 7001, timeout=60)
         time.sleep(0.5)
-        assert _counts(url) == (7001, 7001)
+        assert event_counts(url) == (7001, 7001)
         wait_until(lambda: _alert_rows(url) == 1, timeout=10)
 
 
@@ -214,15 +195,15 @@ def test_a_killed_receiver_or_drainer_is_started_again_and_nothing_is_lost(  # t
         assert trygg.proc is not None
         pid = trygg.proc.pid
         pub = start_publisher(broker.port, _stream(n), rate=5000)
-        wait_until(lambda: _counts(db)[0] > 3000, timeout=60)
+        wait_until(lambda: event_counts(db)[0] > 3000, timeout=60)
         os.kill(_children(pid)["trygg.ingest.receiver"], signal.SIGKILL)
-        wait_until(lambda: _counts(db)[0] > 8000, timeout=60)
+        wait_until(lambda: event_counts(db)[0] > 8000, timeout=60)
         os.kill(_children(pid)["trygg.runner.drainer"], signal.SIGKILL)
         out, _ = pub.communicate(timeout=180)
         assert pub.returncode == 0, out
-        wait_until(lambda: _counts(db)[0] >= n, timeout=120)
+        wait_until(lambda: event_counts(db)[0] >= n, timeout=120)
         time.sleep(0.5)
-        assert _counts(db) == (n, n)
+        assert event_counts(db) == (n, n)
         log = trygg.output()
         assert "MQTT receiver process exited" in log and "drainer process exited" in log
         assert set(_children(pid)) == {"trygg.ingest.receiver", "trygg.runner.drainer"}

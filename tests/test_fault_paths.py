@@ -13,18 +13,17 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
 from tests.conftest import trygg_cli
 from tests.helpers import (
     TryggProcess,
     WebhookReceiver,
+    event_counts,
     event_json,
     publish,
     start_publisher,
@@ -32,18 +31,9 @@ from tests.helpers import (
 )
 from trygg.devenv import PrivateMosquitto, PrivatePostgres
 from trygg.runner.spool import Spool
-from trygg.store.migrate import migrate
 
 SITE = "oslo"
 CLIENT = "trygg-faults"
-
-
-@pytest.fixture
-def own_pg() -> Iterator[PrivatePostgres]:
-    """A database server of the test's own, which the test may stop."""
-    with PrivatePostgres(durable=True) as pg:
-        migrate(pg.url)
-        yield pg
 
 
 def _registry(tmp_path: Path, url: str, n: int = 10) -> None:
@@ -92,15 +82,6 @@ def _fall(eid: str, device: str = "fall-0001") -> list[tuple[str, bytes]]:
     ]
 
 
-def _counts(url: str) -> tuple[int, int]:
-    with psycopg.connect(url) as c:
-        row = c.execute(
-            "SELECT count(*), count(DISTINCT (device, event_id)) FROM events"
-        ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
-
-
 def _readyz(trygg: TryggProcess) -> dict[str, Any]:
     url = f"http://127.0.0.1:{trygg.env['TRYGG_HTTP_PORT']}/readyz"
     try:
@@ -137,7 +118,7 @@ def test_sigterm_during_a_database_outage_exits_in_time_and_loses_nothing(
     try:
         trygg.wait_connected()
         publish(broker.port, _beds(500, "before"))
-        wait_until(lambda: _counts(url)[0] == 500)
+        wait_until(lambda: event_counts(url)[0] == 500)
         own_pg.stop(remove=False)
         try:
             publish(broker.port, _beds(3000, "during"))
@@ -159,9 +140,9 @@ def test_sigterm_during_a_database_outage_exits_in_time_and_loses_nothing(
         trygg.kill()
     with TryggProcess(env) as again:
         again.wait_connected()
-        wait_until(lambda: _counts(url)[0] >= 3500, timeout=60)
+        wait_until(lambda: event_counts(url)[0] >= 3500, timeout=60)
         time.sleep(0.5)  # nothing more may come
-        assert _counts(url) == (3500, 3500)
+        assert event_counts(url) == (3500, 3500)
         wait_until(lambda: _readyz(again)["ready"], timeout=10)
 
 
@@ -281,7 +262,7 @@ def test_the_spool_limit_holds_under_sustained_load(
             assert _readyz(trygg)["spool"] is False
         finally:
             own_pg.start()
-        wait_until(lambda: _counts(url)[0] >= n, timeout=120)
+        wait_until(lambda: event_counts(url)[0] >= n, timeout=120)
         time.sleep(0.5)
-        assert _counts(url) == (n, n)
+        assert event_counts(url) == (n, n)
         assert "spool below its limit again" in trygg.output()
