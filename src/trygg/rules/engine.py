@@ -286,9 +286,6 @@ class Engine:
         r = res.rules[i]
         return r if isinstance(r, ClockRule) else None
 
-    def _ahead_limit(self, res: Res) -> float:
-        return res.tol
-
     def _tolerance(self, rules: tuple[Rule | None, ...]) -> float:
         """How far ahead a device clock may run under these rules (the clock rule's
         ``ahead``, also when a care plan switches its alert off)."""
