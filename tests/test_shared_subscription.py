@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import psycopg
 
-from tests.helpers import TryggProcess, publish, wait_until
-from tests.test_durability import SITE, _counts, _registry, _stream
+from tests.helpers import TryggProcess, event_counts, publish, wait_until
+from tests.test_durability import SITE, _registry, _stream
 from trygg.devenv import PrivateMosquitto
 
 
@@ -46,8 +46,8 @@ def test_two_ingest_processes_share_the_load_and_store_each_event_once(
         for p in procs:
             p.wait_connected()
         publish(broker.port, _stream(4000, "shared"))
-        wait_until(lambda: _counts(db)[0] >= 4000, timeout=60)
-        assert _counts(db) == (4000, 4000)
+        wait_until(lambda: event_counts(db)[0] >= 4000, timeout=60)
+        assert event_counts(db) == (4000, 4000)
         share = _spooled_by(db)
         assert set(share) == {"trygg-share-a", "trygg-share-b"}
         assert all(n > 0 for n in share.values()), share
