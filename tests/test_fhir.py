@@ -387,3 +387,45 @@ def test_export_cli_from_the_database(db: str, tmp_path: Any) -> None:
     assert kinds.count("Encounter") == 3
     with psycopg.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM alerts").fetchone() == (12,)
+
+
+def test_export_from_the_database_knows_the_device_kind(db: str) -> None:
+    """A dispenser's technical alert is exported with the dispenser's own VKP code:
+    the export reads each alert's device kind from the registry."""
+    from trygg.store.alerts import insert_alert
+    from trygg.store.audit import alerts_for_export
+
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO residents (id, team, timezone) VALUES ('r-77', 'a', 'Europe/Oslo')"
+        )
+        conn.execute(
+            "INSERT INTO devices (id, resident, kind, heartbeat)"
+            " VALUES ('disp-77', 'r-77', 'dispenser', '5 minutes'),"
+            " ('btn-77', 'r-77', 'button', '5 minutes')"
+        )
+        for n, device in enumerate(["disp-77", "btn-77"]):
+            insert_alert(
+                conn,
+                id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"kind/{device}")),
+                resident="r-77",
+                team="a",
+                rule="device-offline",
+                catalogue_version="2026.1",
+                code="T.1",
+                severity="yellow",
+                events=[],
+                raised_at=T0 + timedelta(minutes=n),
+                state="raised",
+                device=device,
+            )
+        rows = alerts_for_export(conn, T0, T0 + timedelta(hours=1))
+    assert [r["device_kind"] for r in rows] == ["dispenser", "button"]
+    b = fhir.bundle(rows, now=T0)
+    assert_vkp_conformant(b)
+    issues = [e["resource"] for e in b["entry"] if e["resource"]["resourceType"] == "DetectedIssue"]
+    assert [i["code"]["coding"][0]["code"] for i in issues] == [
+        fhir.vkp_alert_code("T.1", "dispenser"),
+        fhir.vkp_alert_code("T.1", "button"),
+    ]
+    assert fhir.vkp_alert_code("T.1", "dispenser") != fhir.vkp_alert_code("T.1", "button")

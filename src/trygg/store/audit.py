@@ -169,8 +169,10 @@ def alerts_for_export(
         alerts = list(
             cur.execute(
                 "SELECT id::text AS id, resident, team, rule, catalogue_version, code, severity,"
-                " events, device, title, raised_at, state, suppressed, outcome FROM alerts"
-                f" WHERE raised_at >= %s AND raised_at < %s AND NOT shadow{team_sql}"
+                " events, device, title, raised_at, state, suppressed, outcome,"
+                # the device's kind picks a kind's own VKP code (a dispenser's T.1 is 3.10)
+                " (SELECT kind FROM devices d WHERE d.id = alerts.device) AS device_kind"
+                f" FROM alerts WHERE raised_at >= %s AND raised_at < %s AND NOT shadow{team_sql}"
                 " ORDER BY raised_at, id",
                 params,
             ).fetchall()
