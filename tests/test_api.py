@@ -136,6 +136,27 @@ def test_a_closed_alert_answers_as_closed_before_it_is_stored(stack: Stack) -> N
         assert r.status_code == 409 and r.json()["detail"] == "alert is already resolved"
 
 
+def test_resolve_as_not_at_home_is_stored(stack: Stack) -> None:
+    """Staff went and nobody was at home (issue 15): an outcome of its own, stored
+    on the alert and in the resolved record, not a false alarm."""
+    stack.publish("fall-a1", "fall.detected")
+    a = stack.wait_alert("nurse-a", state="open", rule="fall")
+    with stack.client("nurse-a") as c:
+        assert _act(c, a["id"], "take").status_code == 200
+        assert _act(c, a["id"], "arrive").status_code == 200
+        r = _act(c, a["id"], "resolve", outcome="not_at_home", note="ingen åpnet; ringte datteren")
+        assert r.status_code == 200, r.text
+        assert r.json()["alert"]["outcome"] == "not_at_home"
+    stack.wait_db_state(a["id"], "resolved")
+    assert stack.sql("SELECT outcome, cancel_reason FROM alerts WHERE id = %s", a["id"]) == [
+        ("not_at_home", None)
+    ]
+    assert stack.sql(
+        "SELECT data ->> 'outcome' FROM alert_records WHERE alert_id = %s AND step = 'resolved'",
+        a["id"],
+    ) == [("not_at_home",)]
+
+
 def test_two_staff_take_at_once_one_wins(stack: Stack) -> None:
     stack.publish("fall-a2", "fall.detected")
     a = stack.wait_alert("nurse-a", state="open", resident="r-a2")

@@ -286,6 +286,7 @@ def test_resolving_asks_the_outcome_with_undo_and_false_alarm_is_stored(
     assert choices == [
         "Hjulpet",
         "Ikke behov for hjelp",
+        "Ikke hjemme",
         "Falsk alarm",
         "Teknisk feil",
         "Testalarm",

@@ -1,11 +1,16 @@
 """The suppression reasons of the alert gates, as the API gives them to the console
 (``suppressed_why``): the gates' English sentence taken apart into a code and
-its parts, so the console says it in Norwegian or English."""
+its parts, so the console says it in Norwegian or English. And the console's
+outcome choices against the lifecycle's outcomes."""
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from trygg.alerts.alert import Outcome
 from trygg.alerts.gates import Silence, SilenceScope
 from trygg.api.words import suppressed_why
 
@@ -41,3 +46,21 @@ def test_no_reason_and_an_unknown_one() -> None:
     assert suppressed_why(None) is None
     assert suppressed_why("") is None
     assert suppressed_why("something new") == {"code": "other", "text": "something new"}
+
+
+CONSOLE_JS = Path(__file__).resolve().parents[1] / "src/trygg/api/static/console.js"
+
+
+def test_the_outcome_dialog_offers_every_staff_outcome_in_both_languages() -> None:
+    js = CONSOLE_JS.read_text()
+    m = re.search(r"^const OUTCOMES = (\[.*?\]);", js, re.M)
+    assert m is not None
+    offered = json.loads(m.group(1))
+    # every outcome but auto_resolved (trygg's own, never a staff member's)
+    assert sorted(offered) == sorted(o.value for o in Outcome if o is not Outcome.AUTO_RESOLVED)
+    tables = re.findall(r"^    outcomes: \{(.*?)\},$", js, re.M | re.S)
+    assert len(tables) == 2  # nb and en
+    for table in tables:
+        assert set(re.findall(r"(\w+): \"", table)) == set(offered)
+    assert 'not_at_home: "Ikke hjemme"' in tables[0]
+    assert 'not_at_home: "Not at home"' in tables[1]

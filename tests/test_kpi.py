@@ -13,7 +13,8 @@ A5   a     yellow  2026-03-10 23:58            ack +180 s, resolved 00:10 next d
                                                alarm, only in the record's data)
 A6   b     red     2026-03-29 01:59:30 CET     ack 03:00:10 CEST (= 40 s), resolved 03:10
 A7   a     yellow  2026-10-25 02:30 CEST       ack +10 s, resolved +10 min
-A8   a     yellow  2026-10-25 02:30 CET        ack +30 s, resolved +5 min
+A8   a     yellow  2026-10-25 02:30 CET        ack +30 s, resolved +5 min (not at home:
+                                               not false, counted apart)
 A9   a     red     2026-03-16 00:30            cancelled +15 s (device reset): counted apart
 A10  b     yellow  2026-03-11 09:30            suppressed: counted apart
 A11  b     red     2026-03-12 14:00            never answered: a breach
@@ -34,7 +35,7 @@ import psycopg
 import pytest
 
 from tests.conftest import new_database
-from trygg.audit.report import ReportOptions, build_report, to_csv, to_dict
+from trygg.audit.report import ReportOptions, build_report, to_csv, to_dict, to_html
 from trygg.store.audit import copy_alert_history
 from trygg.store.kpi import KpiParams, compute_kpis, exceptions
 from trygg.store.migrate import migrate
@@ -209,9 +210,9 @@ def known_alerts() -> list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]:
         "a",
         "inactivity",
         r,
-        visit(r, 30 * S, None, 5 * M, "helped"),
+        visit(r, 30 * S, None, 5 * M, "not_at_home"),
         state="resolved",
-        outcome="helped",
+        outcome="not_at_home",
     )
     r = local(2026, 3, 16, 0, 30)
     alert(
@@ -295,6 +296,7 @@ def test_overall_figures_match_hand_computed(known_db: str) -> None:
     assert a.resolve_p50 == pytest.approx(675.0)
     assert a.closed == 9 and a.false_alarms == 2  # A3 no help needed, A5 from record data
     assert a.false_alarm_share == pytest.approx(2 / 9)
+    assert a.not_at_home == 1  # A8: closed, but neither false nor left out
 
 
 def test_groups_local_time_and_dst(known_db: str) -> None:
@@ -329,6 +331,9 @@ def test_groups_local_time_and_dst(known_db: str) -> None:
     rule = {r.key: r for r in rows if r.dimension == "rule"}
     assert rule["button"].alerts == 4 and rule["button"].cancelled == 1  # A1 A4 A6 A9
     assert rule["bed-exit-no-return"].false_alarm_share == 1.0
+    # A7 helped, A8 nobody at home: no false alarm for the rule
+    assert rule["inactivity"].not_at_home == 1 and rule["inactivity"].false_alarms == 0
+    assert rule["inactivity"].closed == 2 and rule["inactivity"].false_alarm_share == 0.0
 
 
 def test_team_filter(known_db: str) -> None:
@@ -384,6 +389,10 @@ def test_report_figures_equal_kpis(known_db: str) -> None:
     assert float(first["share_within_60s"]) == pytest.approx(5 / 9)
     assert float(first["answer_p50_s"]) == pytest.approx(45.0)
     assert first["meets_target_180s"] == "False"
+    assert first["false_alarms"] == "2" and first["not_at_home"] == "1"
+    assert allrow["not_at_home"] == 1
+    html = to_html(rep)
+    assert "not home" in html
     assert len(lines) == 1 + len(rows)
 
 

@@ -102,6 +102,9 @@ class Outcome(StrEnum):
     HELPED = "helped"  # help was needed and given
     NO_HELP_NEEDED = "no_help_needed"  # a real event, but the resident managed
     FALSE_ALARM = "false_alarm"  # the sensor or rule was wrong
+    # Staff went, and nobody was at home: whether help was needed is unknown. Not
+    # a false alarm (docs/alerts.md "Outcomes"); the KPI report counts it apart.
+    NOT_AT_HOME = "not_at_home"
     TECHNICAL = "technical"  # a device or connectivity problem, fixed or reported
     TEST = "test"  # a test alarm (installation, service)
     AUTO_RESOLVED = "auto_resolved"  # closed by trygg: the condition went away

@@ -200,6 +200,7 @@ CSV_FIELDS = (
     "closed",
     "false_alarms",
     "false_alarm_share",
+    "not_at_home",
 )
 
 
@@ -236,6 +237,7 @@ def csv_row(k: KpiRow) -> dict[str, Any]:
         "closed": k.closed,
         "false_alarms": k.false_alarms,
         "false_alarm_share": k.false_alarm_share,
+        "not_at_home": k.not_at_home,
     }
 
 

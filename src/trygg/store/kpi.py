@@ -14,7 +14,11 @@ Populations (docs/auditing.md):
 - every other alert is *answerable*; one without an ``acknowledged`` record is
   unanswered and counts as a breach of both answer targets;
 - arrival figures are over answerable alerts with an ``arrived`` record,
-  resolve figures over answerable alerts with a ``resolved`` record.
+  resolve figures over answerable alerts with a ``resolved`` record;
+- false alarms are closed alerts with the outcome ``false_alarm`` or
+  ``no_help_needed`` (over all closed ones); ``not_at_home`` (staff went and
+  nobody was there: a real alarm or an unknown one) is never false, and is
+  counted on its own (docs/alerts.md "Outcomes").
 
 Groups: the whole period, team, rule, severity, local hour of day, local week
 and local month (``AT TIME ZONE``, so daylight-saving days are right). Weeks
@@ -78,6 +82,7 @@ class KpiRow:
     closed: int
     false_alarms: int
     false_alarm_share: float | None
+    not_at_home: int
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,6 +181,8 @@ def _aggregates(p: KpiParams) -> sql.Composable:
         " AS closed",
         "count(*) FILTER (WHERE NOT suppressed AND (resolved IS NOT NULL OR cancelled IS NOT NULL)"
         " AND outcome IN ('false_alarm', 'no_help_needed')) AS false_alarms",
+        "count(*) FILTER (WHERE NOT suppressed AND (resolved IS NOT NULL OR cancelled IS NOT NULL)"
+        " AND outcome = 'not_at_home') AS not_at_home",
     ]
     for s, _ in p.answer_targets:
         parts.append(f"count(*) FILTER (WHERE answerable AND answer_s <= {int(s)}) AS ans_{int(s)}")
@@ -234,6 +241,7 @@ def _row(p: KpiParams, dimension: str, key: str, r: dict[str, Any]) -> KpiRow:
         closed=int(r["closed"]),
         false_alarms=int(r["false_alarms"]),
         false_alarm_share=_share(int(r["false_alarms"]), int(r["closed"])),
+        not_at_home=int(r["not_at_home"]),
     )
 
 
@@ -288,12 +296,14 @@ def answer_times(conn: psycopg.Connection[Any], p: KpiParams) -> list[float]:
 def top_residents(
     conn: psycopg.Connection[Any], p: KpiParams, limit: int = 10
 ) -> list[dict[str, Any]]:
-    """Residents (pseudonyms) with the most alerts in the period, with their false alarms."""
+    """Residents (pseudonyms) with the most alerts in the period, with their false
+    alarms and the alerts where staff found nobody at home."""
     cte, params = base_cte(p, has_timescaledb(conn))
     params["limit"] = limit
     q = sql.SQL(
         "WITH {} SELECT resident, min(team) AS team, count(*) AS alerts,"
-        " count(*) FILTER (WHERE outcome IN ('false_alarm', 'no_help_needed')) AS false_alarms"
+        " count(*) FILTER (WHERE outcome IN ('false_alarm', 'no_help_needed')) AS false_alarms,"
+        " count(*) FILTER (WHERE outcome = 'not_at_home') AS not_at_home"
         " FROM base GROUP BY resident ORDER BY alerts DESC, resident LIMIT %(limit)s"
     ).format(cte)
     with conn.cursor(row_factory=dict_row) as cur:

@@ -31,7 +31,7 @@ const T = {
     why_other: ["Dempet", " av en regel"],
     held_by: (until) => ["Holdt tilbake", ` til ${until} mens en rød alarm for beboeren er åpen`],
     outcome_title: "Hvordan gikk det?", back: "Tilbake",
-    outcomes: { helped: "Hjulpet", no_help_needed: "Ikke behov for hjelp", false_alarm: "Falsk alarm",
+    outcomes: { helped: "Hjulpet", no_help_needed: "Ikke behov for hjelp", not_at_home: "Ikke hjemme", false_alarm: "Falsk alarm",
       technical: "Teknisk feil", test: "Testalarm", other: "Annet" },
     pending_resolve: (o, s) => `Avsluttes som «${o}» om ${s} s`,
     pending_cancel: (s) => `Meldes som falsk alarm om ${s} s`,
@@ -94,7 +94,7 @@ const T = {
     why_other: ["Silenced", " by a rule"],
     held_by: (until) => ["Held back", ` until ${until} while a red alert for the resident is open`],
     outcome_title: "What was it?", back: "Back",
-    outcomes: { helped: "Helped", no_help_needed: "No help needed", false_alarm: "False alarm",
+    outcomes: { helped: "Helped", no_help_needed: "No help needed", not_at_home: "Not at home", false_alarm: "False alarm",
       technical: "Technical fault", test: "Test alarm", other: "Other" },
     pending_resolve: (o, s) => `Resolving as “${o}” in ${s} s`,
     pending_cancel: (s) => `Reporting a false alarm in ${s} s`,
@@ -134,7 +134,8 @@ const T = {
   },
 };
 const BUTTONS = ["take", "acknowledge", "arrive", "resolve", "accept"];
-const OUTCOMES = ["helped", "no_help_needed", "false_alarm", "technical", "test", "other"]; // trygg.alerts.alert.Outcome, less auto_resolved
+// trygg.alerts.alert.Outcome, less auto_resolved (trygg's own); tests/test_console_words.py checks
+const OUTCOMES = ["helped", "no_help_needed", "not_at_home", "false_alarm", "technical", "test", "other"];
 const SEV = { red: 0, yellow: 1, green: 2 };
 const SEV_WORD = { nb: { red: "Rød", yellow: "Gul", green: "Grønn" }, en: { red: "Red", yellow: "Yellow", green: "Green" } };
 // Technical alerts (trygg's own T.* codes): those of one resident and rule raised
