@@ -104,13 +104,44 @@ def test_dedup_counts_repeats_and_does_not_renotify() -> None:
     assert len(g.open_alerts()) == 1
 
 
-def test_dedup_per_device_for_per_device_rules() -> None:
+def test_two_offline_devices_give_one_alert_until_the_last_is_back() -> None:
+    """DESIGN's gate: one open alert per resident and rule. The alert lists the
+    devices still offline and closes when the last one is back."""
     g = gk()
+    a = g.on_signal(fire("device-offline", device="motion-1"), at(0))
+    b = g.on_signal(fire("device-offline", 1, device="bed-1"), at(1))
+    assert a.kind is DecisionKind.RAISED and b.kind is DecisionKind.REPEATED and not b.route
+    assert b.alert is not None and b.alert.devices == ("motion-1", "bed-1")
+    assert len(g.open_alerts()) == 1
+    # a clear for a device that is not in it changes nothing
+    assert g.on_signal(clear("device-offline", 2, device="thermo-1"), at(2)).kind is (
+        DecisionKind.IGNORED
+    )
+    c = g.on_signal(clear("device-offline", 3, device="motion-1"), at(3))
+    assert c.kind is DecisionKind.UPDATED and c.alert is not None and c.alert.is_open
+    assert c.alert.devices == ("bed-1",)
+    assert "still: bed-1" in c.alert.records[-1].note
+    # inactivity depends on the bed, which is still offline: inhibited
+    s = g.on_signal(fire("inactivity", 4), at(4))
+    assert s.kind is DecisionKind.SUPPRESSED and "device bed-1 is offline" in s.reason
+    d = g.on_signal(clear("device-offline", 5, device="bed-1"), at(5))
+    assert (
+        d.kind is DecisionKind.CANCELLED and d.alert is not None and d.alert.devices == ("bed-1",)
+    )
+    assert g.open_for(R, "device-offline") is None
+    # the folded alert rebuilds from its records, devices included
+    assert Alert.from_records(d.alert.records) == d.alert
+
+
+def test_dedup_per_device_when_configured() -> None:
+    g = gk(GateConfig.model_validate({"dedup": {"per_device": True}}))
     a = g.on_signal(fire("device-offline", device="motion-1"), at(0))
     b = g.on_signal(fire("device-offline", device="bed-1"), at(1))
     assert a.kind is b.kind is DecisionKind.RAISED
     c = g.on_signal(fire("device-offline", 2, device="bed-1"), at(2))
     assert c.kind is DecisionKind.REPEATED
+    d = g.on_signal(clear("device-offline", 3, device="bed-1"), at(3))
+    assert d.kind is DecisionKind.CANCELLED and g.open_for(R, "device-offline", "motion-1")
 
 
 def test_dedup_ends_when_alert_closes() -> None:

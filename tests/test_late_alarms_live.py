@@ -104,3 +104,99 @@ def test_late_alarms_and_a_fast_clock_through_the_live_runner(
                     "SELECT event_id FROM events WHERE late ORDER BY event_id"
                 ).fetchall()
             assert [r[0] for r in late] == ["late-30"]  # stored, flagged late, and alerted
+
+
+def test_two_offline_devices_page_once_and_inhibit_inactivity_live(
+    tmp_path: Path, broker: PrivateMosquitto, db: str
+) -> None:
+    """The gates of rules/tests and tests/replay_gates.yaml, live: two sensors of
+    one home go silent -> one device-offline alert, listing both, that closes
+    when the last is back; the home's inactivity alert is not sent meanwhile."""
+    p = tmp_path / "registry.yaml"
+    p.write_text(
+        "residents:\n"
+        "  - {id: r-1, team: t1, overrides: {inactivity: {for: 10s, window: always}}}\n"
+        "devices:\n"
+        "  - {id: pir-1, resident: r-1, kind: motion, room: livingroom, heartbeat: 2s}\n"
+        "  - {id: door-1, resident: r-1, kind: door, room: entrance, heartbeat: 2s}\n"
+        "  - {id: button-1, resident: r-1, kind: button, heartbeat: 1h}\n"
+    )
+    trygg_cli("registry", "load", str(p), "--database-url", db)
+    with WebhookReceiver() as hook:
+        env = {
+            "TRYGG_MQTT_URL": broker.url,
+            "TRYGG_DATABASE_URL": db,
+            "TRYGG_SITE": SITE,
+            "TRYGG_MQTT_CLIENT_ID": "trygg-fold",
+            "TRYGG_WEBHOOK_URL": hook.url,
+        }
+        with TryggProcess(env) as trygg:
+            trygg.wait_connected()
+            now = datetime.now(UTC)
+            publish(
+                broker.port,
+                [
+                    _msg("pir-1", "m1", "motion.detected", now),
+                    _msg("door-1", "d1", "heartbeat", now),
+                    _msg("button-1", "b1", "heartbeat", now),
+                ],
+            )
+
+            def offline() -> tuple[str, list[str], str] | None:
+                with psycopg.connect(db) as c:
+                    row = c.execute(
+                        "SELECT a.id::text, a.state, (SELECT array_agg(r.data->>'device')"
+                        " FROM alert_records r WHERE r.alert_id = a.id"
+                        " AND r.step IN ('raised', 'repeated')) FROM alerts a"
+                        " WHERE a.rule = 'device-offline'"
+                    ).fetchall()
+                if len(row) != 1 or sorted(row[0][2] or []) != ["door-1", "pir-1"]:
+                    return None
+                return row[0][0], sorted(row[0][2]), row[0][1]
+
+            # more than 3 x 2 s without a word from either: one alert for the home
+            got = wait_until(offline, timeout=30)
+            assert got is not None, hook.received
+            aid = got[0]
+            # no activity for 10 s: the inactivity alert is stored, suppressed, not sent
+
+            def inactivity() -> str | None:
+                with psycopg.connect(db) as c:
+                    r = c.execute(
+                        "SELECT suppressed_reason FROM alerts WHERE rule = 'inactivity'"
+                    ).fetchone()
+                return str(r[0]) if r else None
+
+            reason = wait_until(inactivity, timeout=30)
+            assert reason is not None and "offline" in reason, reason
+            rules = [b["rule"] for _, _, b in hook.received]
+            assert rules.count("device-offline") == 1 and "inactivity" not in rules, rules
+
+            def state() -> str:
+                with psycopg.connect(db) as c:
+                    r = c.execute("SELECT state FROM alerts WHERE id = %s", [aid]).fetchone()
+                return str(r[0]) if r else ""
+
+            # the motion sensor is back: the alert stays open for the door
+            publish(broker.port, [_msg("pir-1", "m2", "heartbeat", datetime.now(UTC))])
+
+            def noted() -> bool:
+                with psycopg.connect(db) as c:
+                    return bool(
+                        c.execute(
+                            "SELECT 1 FROM alert_records WHERE alert_id = %s"
+                            " AND data->>'device_cleared' = 'pir-1'",
+                            [aid],
+                        ).fetchone()
+                    )
+
+            assert wait_until(noted, timeout=15)
+            assert state() in ("raised", "notified")
+            # the door too: the alert closes (the motion sensor speaks again with it,
+            # in case a slow machine let it fall silent once more meanwhile)
+            now = datetime.now(UTC)
+            publish(
+                broker.port,
+                [_msg("pir-1", "m3", "heartbeat", now), _msg("door-1", "d2", "heartbeat", now)],
+            )
+            assert wait_until(lambda: state() == "cancelled", timeout=15), state()

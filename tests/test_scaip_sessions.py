@@ -32,6 +32,8 @@ REG = parse_registry(
         "devices": [
             {"id": "lu-1", "resident": "r-1", "kind": "button", "room": "livingroom"},
             {"id": "smoke-1", "resident": "r-1", "kind": "smoke", "room": "kitchen"},
+            # a second alarm unit in the same home (a bedroom unit)
+            {"id": "lu-1b", "resident": "r-1", "kind": "button", "room": "bedroom"},
             {"id": "lu-2", "resident": "r-2", "kind": "button", "room": "livingroom"},
         ],
     }
@@ -197,6 +199,20 @@ def test_pendant_cancel_cancels_the_unanswered_button_alert_only() -> None:
     assert p.open_rules() == ["fire"]
     [button] = [a for a in p.alerts() if a.rule == "button"]
     assert button.cancel_reason is CancelReason.RESIDENT_CANCELLED
+
+
+def test_cancel_from_another_unit_of_the_home_cancels_nothing() -> None:
+    """Only the unit that raised the alarm can cancel it: the alert names the
+    devices that fired it (``Alert.devices``)."""
+    p = Pipeline()
+    p.send(mrq("B1", dty="3", stc="10"))
+    [a] = p.gates.open_alerts()
+    assert a.devices == ("lu-1",)
+    assert p.send(mrq("C1", dty="3", stc="19"), device="lu-1b")[:2] == ("C1", 0)
+    assert p.open_rules() == ["button"]
+    # the unit that raised it can
+    p.send(mrq("C2", dty="3", stc="19"))
+    assert p.open_rules() == []
 
 
 def test_cancel_does_not_cancel_an_acknowledged_alert() -> None:

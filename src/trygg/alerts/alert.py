@@ -216,6 +216,12 @@ class Alert:
     # The latest position the alarm's unit sent within its message session
     # (a SCAIP information update, SS 91100 §4.3), from a ``note`` record's data.
     position: tuple[float, float] | None = None
+    # The devices whose signals fired into this alert and have not cleared, first
+    # one first: one device-offline alert per resident lists every device that is
+    # offline, and a reset or a resident's cancel ends only an alert its own unit
+    # raised. From the ``raised`` and ``repeated`` records' ``device``, less the
+    # ``note`` records' ``device_cleared``.
+    devices: tuple[str, ...] = ()
 
     @property
     def version(self) -> int:
@@ -354,6 +360,7 @@ def _from_raised(rec: Record) -> Alert:
         flapping=bool(d.get("flapping", False)),
         last_fired_at=rec.at,
         records=(rec,),
+        devices=(str(d["device"]),) if d.get("device") else (),
     )
 
 
@@ -399,8 +406,14 @@ def fold(alert: Alert, rec: Record) -> Alert:
         changes["repeat_count"] = alert.repeat_count + 1
         changes["events"] = (*alert.events, *new)
         changes["last_fired_at"] = rec.at
+        dev = rec.data.get("device")
+        if dev and dev not in alert.devices:
+            changes["devices"] = (*alert.devices, str(dev))
     elif s is Step.FLAPPING:
         changes["flapping"] = True
+    elif s is Step.NOTE and rec.data.get("device_cleared"):
+        gone = str(rec.data["device_cleared"])
+        changes["devices"] = tuple(d for d in alert.devices if d != gone)
     elif s is Step.NOTE and isinstance(rec.data.get("position"), Mapping):
         pos = rec.data["position"]
         changes["position"] = (float(pos["lat"]), float(pos["lon"]))

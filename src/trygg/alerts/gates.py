@@ -118,14 +118,20 @@ DEFAULT_RULE_DEVICES: dict[str, list[DeviceKind]] = {
 
 
 class DedupConfig(BaseModel):
-    """One open alert per (resident, rule) -- and per device for per-device rules."""
+    """One open alert per (resident, rule), as DESIGN.md's gate says: a second
+    device going offline is a repeat of the resident's open ``device-offline``
+    alert, which lists every device still offline (``Alert.devices``) and
+    closes when the last one is back."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = True
     per_device: bool = Field(
-        default=True,
-        description="per-device rules (signal.device set) get one open alert per device",
+        default=False,
+        description=(
+            "one open alert per device, not per resident, for signals that name a"
+            " device (device offline, battery low, an alarm from one pendant)"
+        ),
     )
 
 
@@ -372,6 +378,14 @@ def _changed(kind: DecisionKind, before: Alert | None, after: Alert, reason: str
 Key = tuple[str, str, str | None]
 
 
+def _devices(a: Alert) -> tuple[str, ...]:
+    """The devices an alert is about now (an alert stored before alerts kept
+    the list names only its first)."""
+    if a.devices:
+        return a.devices
+    return (a.device,) if a.device is not None else ()
+
+
 # ------------------------------------------------------------------- gatekeeper
 
 
@@ -523,18 +537,17 @@ class Gatekeeper:
                     return s
         return None
 
-    def _offline_inhibitor(self, signal: Signal) -> Alert | None:
+    def _offline_inhibitor(self, signal: Signal) -> tuple[Alert, str] | None:
+        """The open offline alert and its device that ``signal``'s rule depends on."""
         inh = self.config.inhibition
         if signal.rule not in inh.offline_inhibits:
             return None
         for a in self._by_id.values():
-            if (
-                a.rule == inh.offline_rule
-                and a.resident == signal.resident
-                and a.device is not None
-                and self._depends(signal.rule, self.directory.kind_of(a.device))
-            ):
-                return a
+            if a.rule != inh.offline_rule or a.resident != signal.resident:
+                continue
+            for d in _devices(a):
+                if self._depends(signal.rule, self.directory.kind_of(d)):
+                    return a, d
         return None
 
     def _red_holder(self, signal: Signal, now: datetime) -> Alert | None:
@@ -560,7 +573,7 @@ class Gatekeeper:
             return s.describe(), s.id
         off = self._offline_inhibitor(signal)
         if off is not None:
-            return f"inhibited: device {off.device} is offline (alert {off.id})", None
+            return f"inhibited: device {off[1]} is offline (alert {off[0].id})", None
         return None
 
     def _count_fire(self, resident: str, rule: str, now: datetime) -> int:
@@ -648,6 +661,14 @@ class Gatekeeper:
         current = self._open.get(key)
         if current is None:
             return Decision(DecisionKind.IGNORED, None, "no open alert to clear")
+        dev = signal.device
+        if dev is not None and current.devices and current.devices != (dev,):
+            # one alert for the resident's devices: it closes when the last is well
+            if dev not in current.devices:
+                return Decision(DecisionKind.IGNORED, None, f"device {dev} is not in the alert")
+            a = lc.device_cleared(current, now, dev, f"rule clear for device {dev}")
+            self._store(a)
+            return _changed(DecisionKind.UPDATED, current, a, f"device {dev} cleared")
         ar = self.config.auto_resolve
         return self._close_or_note(
             current,
@@ -696,28 +717,36 @@ class Gatekeeper:
             out.extend(self._on_position(event, now))
         return out
 
-    def _from_same_unit(self, event: Event, rules: Iterable[str]) -> list[Alert]:
+    def _from_same_unit(
+        self, event: Event, rules: Iterable[str], *, unit_answers_for_all: bool
+    ) -> list[Alert]:
         """The resident's open alerts of ``rules`` that a reset or cancel from
-        ``event``'s device may end: raised by that device (per-device rules) or
-        by a kind it answers for (the alarm unit answers for all), and raised
-        no later than the event (an older reset or cancel ends nothing)."""
+        ``event``'s device may end, raised no later than the event (an older
+        reset or cancel ends nothing): those the device itself fired
+        (``Alert.devices``), or -- a reset from the alarm unit
+        (``reset_all_kinds``), which answers for the detectors paired with it --
+        any of them. An alert that names no device (a sequence over several, or
+        stored before alerts named theirs) goes by the kinds of device its rule
+        depends on."""
         ar = self.config.auto_resolve
         kind = self.directory.kind_of(event.device) or event.kind
-        whole_unit = kind in ar.reset_all_kinds
+        whole_unit = unit_answers_for_all and kind in ar.reset_all_kinds
         return [
             a
             for a in self.open_alerts()
             if a.resident == event.resident
             and a.rule in rules
-            and (a.device is None or a.device == event.device)
-            and (whole_unit or self._depends(a.rule, kind))
+            and (
+                whole_unit
+                or (event.device in _devices(a) if _devices(a) else self._depends(a.rule, kind))
+            )
             and (a.signal_at is None or event.time >= a.signal_at)
         ]
 
     def _on_reset(self, event: Event, now: datetime) -> list[Decision]:
         ar = self.config.auto_resolve
         out: list[Decision] = []
-        for a in self._from_same_unit(event, ar.reset_rules):
+        for a in self._from_same_unit(event, ar.reset_rules, unit_answers_for_all=True):
             out.append(
                 self._close_or_note(
                     a,
@@ -766,7 +795,8 @@ class Gatekeeper:
         record (the staff handling it decide)."""
         ar = self.config.auto_resolve
         out: list[Decision] = []
-        for a in self._from_same_unit(event, ar.cancel_rules):
+        # SS 91100: the resident's cancel ends only what their own unit raised
+        for a in self._from_same_unit(event, ar.cancel_rules, unit_answers_for_all=False):
             out.append(
                 self._close_or_note(
                     a,

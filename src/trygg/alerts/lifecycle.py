@@ -581,7 +581,27 @@ def repeat(alert: Alert, now: datetime, signal: Signal) -> Alert:
         Step.REPEATED,
         now,
         SYSTEM,
-        data={"events": list(signal.events), "signal_at": signal.at.isoformat()},
+        data={
+            "events": list(signal.events),
+            "signal_at": signal.at.isoformat(),
+            **({"device": signal.device} if signal.device is not None else {}),
+        },
+    )
+
+
+def device_cleared(alert: Alert, now: datetime, device: str, cause: str) -> Alert:
+    """One of the alert's devices is well again while others are not (one
+    device-offline alert for the resident while any device is offline): the
+    alert stays open and no longer lists ``device``."""
+    _guard(alert, "note", SYSTEM, None)
+    rest = [d for d in alert.devices if d != device]
+    return append(
+        alert,
+        Step.NOTE,
+        now,
+        SYSTEM,
+        f"{cause}; still: {', '.join(rest)}",
+        data={"device_cleared": device},
     )
 
 

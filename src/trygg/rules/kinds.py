@@ -284,7 +284,9 @@ class EventRule(Rule):
             if self.window is not None and not self.window.contains(res.clock, ts):
                 return None
             if self.guard <= 0:
-                return [self.signal(FIRE, res, ev.time.astimezone(res.clock.tz), (ev.id,))]
+                return [
+                    self.signal(FIRE, res, ev.time.astimezone(res.clock.tz), (ev.id,), ev.device)
+                ]
             st = res.states[self.idx]
             if st is None:
                 st = res.states[self.idx] = PendState()
@@ -308,7 +310,7 @@ class EventRule(Rule):
         for dev, (t, eid) in sorted(st.pend.items(), key=lambda kv: (kv[1][0], kv[0])):
             if t + self.guard <= due:
                 del st.pend[dev]
-                out.append(self.signal(FIRE, res, _dt(t + self.guard, res), (eid,)))
+                out.append(self.signal(FIRE, res, _dt(t + self.guard, res), (eid,), dev))
         d = self.deadline(env, res, st)
         if d is not None:
             env.arm(res, st, d)
