@@ -201,6 +201,18 @@ def test_pendant_cancel_cancels_the_unanswered_button_alert_only() -> None:
     assert button.cancel_reason is CancelReason.RESIDENT_CANCELLED
 
 
+def test_an_alarm_that_reuses_a_ref_is_not_dropped_as_a_repeat() -> None:
+    """A unit whose ref counter restarted sends a fire alarm with the ref of an
+    earlier button press: a new message, so a new event and a fire alert. The
+    same fire message sent again is still a repeat."""
+    p = Pipeline()
+    p.send(mrq("S1", dty="3", stc="10"))
+    assert p.send(mrq("S1", dty="23", stc="9"))[:2] == ("S1", 0)
+    assert p.open_rules() == ["button", "fire"]
+    assert p.send(mrq("S1", dty="23", stc="9"))[:2] == ("S1", 0)
+    assert [e.type for e in p.stored] == [EventType.BUTTON_PRESSED, EventType.SMOKE_DETECTED]
+
+
 def test_cancel_from_another_unit_of_the_home_cancels_nothing() -> None:
     """Only the unit that raised the alarm can cancel it: the alert names the
     devices that fired it (``Alert.devices``)."""

@@ -414,14 +414,16 @@ class Mrq:
 
         SS 91100 §4.3/§4.4: an information update (IN) and an abort (RE)
         carry the ``ref`` of the session's first message, so ``ref`` alone cannot
-        be an event id. The session's alarm (ME, the last part when ``ame``
-        splits it) and a heartbeat keep ``ref`` as their id; every other message is
-        ``ref~<mty><ame>~<digest>``, the digest of the fields read, so that a
+        be an event id. A heartbeat keeps ``ref`` as its id; every other message
+        is ``ref~<mty><ame>~<digest>``, the digest of the fields read, so that a
         true repeat (a re-send after a lost reply) has the same id and is
-        dropped, and an update with new content is a new event. ``~`` is not
-        a character of a ``ref``, so ``session_ref`` recovers the session.
+        dropped, and an update with new content is a new event. The alarm (ME)
+        too: a unit that reuses a ``ref`` for another alarm (a counter reset
+        by a restart) must not have its fire alarm dropped as a repeat of last
+        week's button press. ``~`` is not a character of a ``ref``, so
+        ``session_ref`` recovers the session.
         """
-        if self.mty in (ME, PI) and self.ame == 0:
+        if self.mty == PI and self.ame == 0:
             return self.ref
         return f"{self.ref}{SESSION_SEP}{self.mty}{self.ame or ''}{SESSION_SEP}{self.digest}"
 
