@@ -3,8 +3,11 @@
 An alert published on MQTT appears without a reload; pressing a button
 changes the alert in the database; a red alert rings, vibrates and notifies;
 resolving asks for the outcome (with an undo); technical alerts of one outage
-fold into one card; suppressed alerts sit apart without buttons. Each test
-saves screenshots at phone (390x844) and desktop size under .artifacts/.
+fold into one card; suppressed alerts sit apart without buttons; the resolve
+flow works by keyboard alone (visible focus, named buttons, a dialog that keeps
+focus and closes on Escape), and new red alarms are said in a live region.
+Each test saves screenshots at phone (390x844) and desktop size under
+.artifacts/.
 
 Headless Chromium has no speaker, vibration motor or notification centre, so
 an init script (``RECORDER``) records ``navigator.vibrate`` and
@@ -15,6 +18,7 @@ AudioContext's state and the tones played).
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -46,7 +50,13 @@ DESKTOP = {"width": 1280, "height": 900}
 # What headless Chromium cannot do, recorded instead (see the module's doc).
 RECORDER = """
 window.TRYGG_UNDO_MS = 1500;
-window.__calls = { vibrate: [], notifications: [], wakeLock: 0 };
+window.__calls = { vibrate: [], notifications: [], wakeLock: 0, announced: [] };
+// what the live region said, in order (a screen reader hears each change)
+document.addEventListener("DOMContentLoaded", () => {
+  const el = document.getElementById("announce");
+  if (el) new MutationObserver(() => window.__calls.announced.push(el.textContent))
+    .observe(el, { childList: true, characterData: true, subtree: true });
+});
 navigator.vibrate = (p) => { window.__calls.vibrate.push(p); return true; };
 class FakeNotification {
   constructor(title, opts) {
@@ -533,3 +543,103 @@ def test_a_failing_webhook_shows_in_the_header(db, broker, tmp_path, browser) ->
         assert not page.errors, page.errors
     finally:
         stack.close()
+
+
+FOCUSED = """() => {
+  const e = document.activeElement;
+  if (!e || e === document.body) return null;
+  const cs = getComputedStyle(e);
+  const li = e.closest('.alerts > li');
+  return {
+    tag: e.tagName, action: e.dataset.action || null, outcome: e.dataset.outcome || null,
+    id: e.id || null, card: li ? li.dataset.id : null, inDialog: !!e.closest('dialog'),
+    visible: cs.outlineStyle !== 'none' && parseFloat(cs.outlineWidth) >= 2,
+  };
+}"""
+
+
+def tab_to(page: Any, want: Any, limit: int = 40) -> dict[str, Any]:
+    """Press Tab until ``want(focused)``; every control on the way shows its focus."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        f = page.evaluate(FOCUSED)
+        if f is None:  # the page itself, between the last control and the first
+            continue
+        assert f["visible"], f
+        if want(f):
+            return f  # type: ignore[no-any-return]
+    raise AssertionError(f"not reached by Tab in {limit} presses")
+
+
+def test_resolve_with_an_outcome_by_keyboard_alone(stack: Stack, browser) -> None:  # type: ignore[no-untyped-def]
+    page = console_page(stack, browser)
+    # a yellow alert and, right behind it, a red one; later another red one
+    stack.publish("water-a1", "water.detected")
+    stack.publish("fall-a1", "fall.detected")
+    page.wait_for_selector("#alerts li.red")
+    page.wait_for_selector("#alerts li.yellow")
+    aid = page.locator("#alerts li.red").first.get_attribute("data-id")
+    water = page.locator("#alerts li.yellow").first.get_attribute("data-id")
+    stack.publish("fall-a2", "fall.detected")  # newer, so it sorts first
+    page.wait_for_selector("#alerts li.red >> nth=1")
+    other = page.locator("#alerts li.red").first.get_attribute("data-id")
+    assert other != aid
+    # New alarms are said in an assertive live region; a red one by name even when
+    # it comes within the 1.5 s that fold a flood into one sentence.
+    assert page.get_attribute("#announce", "aria-live") == "assertive"
+    page.wait_for_function(
+        "window.__calls.announced.some(s => s.includes('Rød Fall, Beboer r-a1'))"
+        " && window.__calls.announced.some(s => s.includes('Rød Fall, Beboer r-a2'))"
+    )
+    # every button has a name a screen reader says (Chromium's accessibility tree)
+    tree = page.locator("body").aria_snapshot()
+    buttons = [ln.strip() for ln in tree.splitlines() if ln.strip().startswith("- button")]
+    assert buttons and all(re.match(r'- button "[^"]+"', b) for b in buttons), buttons
+    assert '- button "EN (English)"' in tree  # the visible "EN" is in its name
+
+    # from the top of the page by Tab to the card's "Jeg tar den", focus visible throughout
+    card = f'#alerts li[data-id="{aid}"]'
+    tab_to(page, lambda f: f["card"] == aid and f["action"] == "take")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f'{card}[data-state="accepted"]')
+    # its buttons were rebuilt: focus stays on the card, not back at the top
+    f = page.evaluate(FOCUSED)
+    assert f is not None and f["card"] == aid and f["tag"] == "ARTICLE", f
+    tab_to(page, lambda f: f["card"] == aid and f["action"] == "resolve", limit=5)
+
+    # the outcome dialog: opens on the first choice, keeps focus inside, Escape goes back
+    page.keyboard.press("Enter")
+    dialog = page.locator("#outcome")
+    assert dialog.is_visible()
+    assert page.evaluate(FOCUSED)["outcome"] == "helped"
+    n = dialog.locator("button").count()  # the choices and "Tilbake"
+    for key in ["Tab"] * (n + 2) + ["Shift+Tab"] * 4:
+        page.keyboard.press(key)
+        f = page.evaluate(FOCUSED)
+        assert f is not None and f["inDialog"] and f["visible"], (key, f)
+    page.keyboard.press("Escape")
+    assert not dialog.is_visible()
+    f = page.evaluate(FOCUSED)
+    assert f is not None and (f["card"], f["action"]) == (aid, "resolve"), f
+    assert page.locator(f"{card} .pending").is_hidden()
+
+    # again, and "Ikke hjemme" by Tab and Enter
+    page.keyboard.press("Enter")
+    assert dialog.is_visible()
+    tab_to(page, lambda f: f["outcome"] == "not_at_home", limit=n)
+    shoot(page, "keyboard-outcome")
+    page.keyboard.press("Enter")
+    assert not dialog.is_visible()
+    assert "Avsluttes som «Ikke hjemme»" in page.inner_text(f"{card} .pending")
+    f = page.evaluate(FOCUSED)
+    assert f is not None and (f["card"], f["action"]) == (aid, "undo"), f
+    # nothing more pressed: after the undo time it is sent, and the card goes
+    page.wait_for_selector(card, state="detached", timeout=10000)
+    stack.wait_db_state(str(aid), "resolved")
+    assert stack.sql("SELECT outcome FROM alerts WHERE id = %s", aid) == [("not_at_home",)]
+    assert "Avsluttet som «Ikke hjemme»." in page.inner_text("#toasts")
+    # focus went to the next card, not to the top of the page
+    f = page.evaluate(FOCUSED)
+    assert f is not None and f["card"] == water and f["tag"] == "ARTICLE", f
+    tab_to(page, lambda f: f["card"] == water and f["action"] is not None, limit=3)
+    assert not page.errors, page.errors

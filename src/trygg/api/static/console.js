@@ -18,6 +18,8 @@ const T = {
       accepted: "Tatt av", arrived: "Fremme:", resolved: "Avsluttet", cancelled: "Avbrutt" },
     suppressed: "Dempet", held: "Holdt tilbake", level: "nivå", new_alert: "Ny alarm",
     new_alerts: (n) => `${n} nye alarmer`,
+    among: (n, w) => `${n} nye alarmer, blant dem: ${w}`, reds: (n, r) => `${n} nye alarmer, ${r} røde`,
+    lang_label: "EN (English)",
     no_events: "Ingen hendelser siste døgn.", ago: "siden",
     late_by: (m) => `sendt ${m} min forsinket av enheten`,
     duty_on: "På vakt", duty_off: "Vakt av",
@@ -81,6 +83,8 @@ const T = {
       accepted: "Taken by", arrived: "Arrived:", resolved: "Resolved", cancelled: "Cancelled" },
     suppressed: "Silenced", held: "Held back", level: "level", new_alert: "New alert",
     new_alerts: (n) => `${n} new alerts`,
+    among: (n, w) => `${n} new alerts, among them: ${w}`, reds: (n, r) => `${n} new alerts, ${r} red`,
+    lang_label: "NO (norsk)",
     no_events: "No events in the last day.", ago: "ago",
     late_by: (m) => `sent ${m} min late by the device`,
     duty_on: "On duty", duty_off: "Off duty",
@@ -238,6 +242,7 @@ async function api(path, opts = {}) {
 function applyLang() {
   document.documentElement.lang = lang === "nb" ? "nb" : "en";
   $("#lang").textContent = lang === "nb" ? "EN" : "NO";
+  $("#lang").setAttribute("aria-label", t("lang_label")); // the visible "EN" is in the name
   document.querySelectorAll("[data-i18n]").forEach((el) => { const v = t(el.dataset.i18n); if (typeof v === "string") el.textContent = v; });
   document.title = "trygg – " + t("open_alerts").toLowerCase();
   if (token) setLive(liveState);
@@ -257,6 +262,7 @@ function logout(msg) {
   $("#board").hidden = true; $("#logout").hidden = true; $("#duty").hidden = true; $("#login").hidden = false;
   $("#duty-note").hidden = true; $("#channels").hidden = true; channels = [];
   $("#who").textContent = "";
+  loadedOnce = false;
   $("#login-error").textContent = msg || "";
   setLive(null);
   updateAlarm();
@@ -320,6 +326,7 @@ function cards() {
 function render() {
   const list = $("#alerts");
   if (!list) return;
+  const focus = focusedCard();
   const items = cards();
   const quiet = [...alerts.values()].filter((a) => isOpen(a) && isQuiet(a)).sort(bySevThenNewest);
   const n = items.reduce((s, c) => s + (c.group ? c.alerts.length : 1), 0);
@@ -338,7 +345,43 @@ function render() {
   $("#suppressed").hidden = quiet.length === 0;
   $("#suppressed-count").textContent = "(" + quiet.length + ")";
   place($("#suppressed-list"), quiet, true);
+  if (focus) keepFocus(focus);
   updateAlarm();
+}
+
+// ------------------------------------------------------------------ keyboard focus
+
+// Re-rendering a card (its buttons rebuilt after an action, its undo gone, the card
+// removed when the alert closes, moved to another section) must not drop a keyboard
+// user's focus to the top of the page. Before: which card and control had it, and
+// the cards around it; after: the same control, else the card, else a neighbour,
+// else the list's heading.
+function focusedCard() {
+  const el = document.activeElement;
+  const li = el && el !== document.body ? el.closest(".alerts > li") : null;
+  if (!li) return null;
+  const sib = (dir) => { const out = []; for (let x = li[dir]; x; x = x[dir]) out.push(x.dataset.key); return out; };
+  return { key: li.dataset.key, control: el.dataset.action || null, near: [...sib("nextElementSibling"), ...sib("previousElementSibling")] };
+}
+
+const focusLost = () => !document.activeElement || document.activeElement === document.body;
+
+function tryFocus(el) {
+  if (!el || el.closest("[hidden]")) return false;
+  el.focus();
+  return document.activeElement === el;
+}
+
+function keepFocus(f) {
+  if (!focusLost()) return;
+  const card = (k) => document.querySelector(`.alerts > li[data-key="${k}"]`);
+  const here = card(f.key);
+  if (here) {
+    if (f.control && tryFocus(here.querySelector(`button[data-action="${f.control}"]`))) return;
+    if (tryFocus(here.querySelector("article"))) return;
+  }
+  for (const k of f.near) if (tryFocus(card(k) && card(k).querySelector("article"))) return;
+  tryFocus($("#open-title"));
 }
 
 function place(list, items, quiet = false) {
@@ -357,7 +400,11 @@ function place(list, items, quiet = false) {
       li.querySelector("details.events summary").textContent = t("recent_events");
       const h3 = li.querySelector(".title");
       h3.id = "t-" + k;
-      li.querySelector("article").setAttribute("aria-labelledby", h3.id);
+      li.querySelector(".state").id = "s-" + k;
+      const art = li.querySelector("article");
+      art.setAttribute("aria-labelledby", h3.id);
+      art.setAttribute("aria-describedby", "s-" + k);
+      art.tabIndex = -1; // focus lands here when its button goes (see keepFocus), never by Tab
     }
     if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null);
     if (c.group) fillGroup(li, c); else fill(li, c, quiet);
@@ -477,8 +524,10 @@ function fillPending(li, id) {
   let span = box.querySelector("span"), undo = box.querySelector("button");
   if (!span) {
     span = document.createElement("span");
+    span.id = "p-" + id;
     undo = document.createElement("button");
     undo.type = "button"; undo.className = "undo"; undo.dataset.action = "undo";
+    undo.setAttribute("aria-describedby", span.id); // "Angre" – what: "Avsluttes som «…» om 4 s"
     undo.addEventListener("click", () => undoPending(id));
     box.append(span, undo);
   }
@@ -488,7 +537,16 @@ function fillPending(li, id) {
 
 // ------------------------------------------------------------------ actions
 
+// A card with a request in flight: its buttons say so (aria-disabled) and do
+// nothing. Not "disabled": that would take the keyboard focus off the pressed button.
+const busy = new Set();
+function setBusy(li, on) {
+  if (on) busy.add(li.dataset.key); else busy.delete(li.dataset.key);
+  li.querySelectorAll(".actions button").forEach((b) => b.setAttribute("aria-disabled", on ? "true" : "false"));
+}
+
 function onButton(li, action) {
+  if (busy.has(li.dataset.key)) return;
   if (action === "resolve") { askOutcome(li); return; }
   if (action === "cancel") { schedule(li, "cancel", { reason: "false_alarm", outcome: "false_alarm" }); return; }
   send(li, action, {});
@@ -557,7 +615,7 @@ async function send(li, action, extra, keepalive = false) {
   const id = li.dataset.id;
   const err = li.querySelector(".error");
   err.textContent = ""; err.title = "";
-  li.querySelectorAll(".actions button").forEach((b) => (b.disabled = true));
+  setBusy(li, true);
   const body = { expected_version: Number(li.dataset.version), ...extra };
   try {
     const r = await api(`/api/alerts/${id}/${action}`, { method: "POST", body: JSON.stringify(body), keepalive });
@@ -572,16 +630,17 @@ async function send(li, action, extra, keepalive = false) {
   } catch (e) {
     if (String(e.message) !== "401") { err.textContent = errorWords(0, null); err.title = String(e); }
   }
+  setBusy(li, false);
   render();
-  li.querySelectorAll(".actions button").forEach((b) => (b.disabled = false));
 }
 
 async function ackAll(li) {
   const cardsNow = cards().find((c) => c.group === li.dataset.key);
   if (!cardsNow) return;
+  if (busy.has(li.dataset.key)) return;
   const err = li.querySelector(".error");
   err.textContent = "";
-  li.querySelectorAll(".actions button").forEach((b) => (b.disabled = true));
+  setBusy(li, true);
   let failed = null;
   for (const a of cardsNow.alerts) {
     if (!(a.allowed_actions || []).includes("acknowledge")) continue;
@@ -591,6 +650,7 @@ async function ackAll(li) {
       if (r.ok) alerts.set(a.id, j.alert); else failed = failed || errorWords(r.status, j.detail);
     } catch (e) { failed = failed || errorWords(0, null); }
   }
+  setBusy(li, false);
   render();
   const el = document.querySelector(`li[data-key="${li.dataset.key}"] .error`) || err;
   el.textContent = failed || "";
@@ -792,31 +852,58 @@ function renderChannels() {
 
 // ------------------------------------------------------------------ live
 
-const announcing = { until: 0, extra: 0, timer: null };
-function announce(a) {
-  const now = Date.now();
-  if (now < announcing.until) {
-    // a flood: one sentence for the rest, not one per alert
-    announcing.extra++;
-    return;
-  }
-  const rw = (a.rule_words && a.rule_words[lang]) || a.rule;
-  $("#announce").textContent = `${t("new_alert")}: ${SEV_WORD[lang][a.severity]} ${rw}, ${t("resident")} ${a.resident}`;
-  announcing.until = now + 1500;
-  clearTimeout(announcing.timer);
-  announcing.timer = setTimeout(() => {
-    if (announcing.extra) $("#announce").textContent = T[lang].new_alerts(announcing.extra + 1);
-    announcing.extra = 0;
-  }, 1500);
+// New alerts are said through the live region (#announce, assertive). A flood is
+// one sentence ("24 nye alarmer"), not one per alert, but the first red alarm in
+// it is said by name at once, and up to three red ones by name in that sentence:
+// offline sensors must never hide a fall from a screen-reader user.
+const announcing = { until: 0, n: 0, reds: [], redSaid: false, timer: null };
+const alertWords = (a) => `${SEV_WORD[lang][a.severity]} ${(a.rule_words && a.rule_words[lang]) || a.rule}, ${t("resident")} ${a.resident}`;
+
+function say(text) {
+  const el = $("#announce");
+  // the same words again are no change a screen reader hears: vary them unseen
+  el.textContent = text === el.textContent ? text + "\u00a0" : text;
 }
 
+function announce(a) {
+  const now = Date.now();
+  const red = a.severity === "red";
+  if (now >= announcing.until) {
+    say(`${t("new_alert")}: ${alertWords(a)}`);
+    Object.assign(announcing, { until: now + 1500, n: 1, reds: red ? [a] : [], redSaid: red });
+    clearTimeout(announcing.timer);
+    announcing.timer = setTimeout(summarise, 1500);
+    return;
+  }
+  announcing.n++;
+  if (red) {
+    announcing.reds.push(a);
+    if (!announcing.redSaid) { announcing.redSaid = true; say(`${t("new_alert")}: ${alertWords(a)}`); }
+  }
+}
+
+function summarise() {
+  const { n, reds } = announcing;
+  if (n > 1) {
+    if (reds.length > 3) say(T[lang].reds(n, reds.length));
+    else if (reds.length) say(T[lang].among(n, reds.map(alertWords).join("; ")));
+    else say(T[lang].new_alerts(n));
+  }
+  announcing.n = 0; announcing.reds = [];
+}
+
+let loadedOnce = false;
 async function loadOpen() {
   const r = await api("/api/alerts?state=open&limit=1000");
   if (!r.ok) return;
   const j = await r.json();
+  const known = new Set(alerts.keys());
   alerts.clear();
   for (const a of j.alerts) alerts.set(a.id, a);
   render();
+  // after a gap in the feed, the alerts raised meanwhile are new to this user too
+  if (loadedOnce) for (const a of j.alerts) if (!known.has(a.id) && !isQuiet(a)) announce(a);
+  loadedOnce = true;
 }
 
 async function stream() {
@@ -901,6 +988,17 @@ $("#lang").addEventListener("click", () => {
 });
 $("#duty").addEventListener("click", () => setDuty(!duty.on, true));
 $("#sound-off").addEventListener("click", unlockAudio);
+// The outcome dialog keeps Tab inside (showModal makes the page inert, but Tab
+// would still leave for the browser's own bar); Escape closes it natively and
+// focus goes back to the card's Avslutt button.
+$("#outcome").addEventListener("keydown", (e) => {
+  if (e.key !== "Tab") return;
+  const all = [...$("#outcome").querySelectorAll("button:not([disabled])")];
+  if (!all.length) return;
+  const first = all[0], last = all[all.length - 1];
+  if (e.shiftKey && document.activeElement === first) { e.preventDefault(); last.focus(); }
+  else if (!e.shiftKey && document.activeElement === last) { e.preventDefault(); first.focus(); }
+});
 // Any tap or key may start audio (browsers allow it only after one).
 document.addEventListener("pointerdown", () => { if (alarm.playing || duty.on) unlockAudio(); }, { capture: true });
 document.addEventListener("keydown", () => { if (alarm.playing || duty.on) unlockAudio(); }, { capture: true });
@@ -909,7 +1007,10 @@ document.addEventListener("visibilitychange", () => { if (document.visibilitySta
 window.addEventListener("pagehide", () => { for (const id of [...pending.keys()]) flushPending(id, true); });
 setInterval(() => {
   document.querySelectorAll(".alerts > li").forEach((li) => {
-    if (li.dataset.since) li.querySelector(".elapsed").textContent = elapsed(li.dataset.since);
+    if (!li.dataset.since) return;
+    const el = li.querySelector(".elapsed"), v = elapsed(li.dataset.since);
+    el.textContent = v;
+    el.setAttribute("aria-label", v + " " + t("ago"));
   });
 }, 1000);
 if ("serviceWorker" in navigator) {
