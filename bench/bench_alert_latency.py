@@ -185,9 +185,11 @@ def main() -> None:
         threading.Thread(target=sse, daemon=True).start()
 
         raw = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw", protocol=mqtt.MQTTv5)
-        raw.on_message = lambda c, u, m: raw_times.setdefault(
-            json.loads(m.payload)["id"], time.monotonic()
-        )
+
+        def on_raw(c: mqtt.Client, u: object, m: mqtt.MQTTMessage) -> None:
+            raw_times.setdefault(json.loads(m.payload)["id"], time.monotonic())
+
+        raw.on_message = on_raw
         raw.connect("127.0.0.1", broker.port)
         raw.subscribe(f"trygg/{SITE}/devices/+/events", qos=1)
         raw.loop_start()
@@ -231,9 +233,9 @@ def main() -> None:
             dev = f"pfall-{i:03d}"
             eid = f"probe-{k}"
             when = datetime.now(UTC).isoformat()
-            body = json.dumps({"id": eid, "type": "fall.detected", "time": when}).encode()
+            fall = json.dumps({"id": eid, "type": "fall.detected", "time": when}).encode()
             sent[eid] = time.monotonic()
-            pub.publish(f"trygg/{SITE}/devices/{dev}/events", body, qos=1)
+            pub.publish(f"trygg/{SITE}/devices/{dev}/events", fall, qos=1)
             by_event[eid] = dev
             time.sleep(0.05)
             reset = json.dumps(
@@ -307,13 +309,13 @@ def main() -> None:
         )
     print("\n".join(lines))
     if args.append:
-        cmd = "python bench/bench_alert_latency.py " + " ".join(sys.argv[1:])
+        command = "python bench/bench_alert_latency.py " + " ".join(sys.argv[1:])
         bw = args.batch_wait_ms if args.batch_wait_ms is not None else "default (0)"
         section = (
             f"\n## {date.today().isoformat()} — alert latency"
             " (fall.detected → webhook / console)\n\n"
             f"- machine: nproc {nproc}, {cpu_model()}\n"
-            f"- command: `{cmd.replace(' --append', '')}`\n"
+            f"- command: `{command.replace(' --append', '')}`\n"
             f"- trygg run as its own process (HTTP API on), private mosquitto and TimescaleDB; "
             f"background traffic from the simulator at {args.rate:g} events/s (paced publisher "
             f"process); batch wait {bw} ms\n\n"
