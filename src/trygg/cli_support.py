@@ -14,7 +14,7 @@ from typing import NoReturn
 import typer
 
 from trygg import logs
-from trygg.settings import Settings, load_settings
+from trygg.settings import Settings, SettingsError, load_settings
 
 ConfigOpt = typer.Option(
     None,
@@ -27,11 +27,15 @@ ConfigOpt = typer.Option(
 
 
 def settings_or_exit(config: Path | None, **overrides: object) -> Settings:
-    """Settings (file < environment < options), logging configured; exit 2 if invalid."""
+    """Settings (file < environment < options), logging configured; exit 2 if invalid,
+    with every problem on a line of its own (``TRYGG_HTTP_PORT=70000: must be ...``)."""
     try:
         s = load_settings(config, **overrides)
-    except ValueError as exc:
-        typer.echo(f"trygg: bad settings: {exc}", err=True)
+    except SettingsError as exc:
+        for line in exc.problems:
+            typer.echo(line, err=True)
+        n = len(exc.problems)
+        typer.echo(f"trygg: bad settings ({n} problem{'s' if n != 1 else ''})", err=True)
         raise typer.Exit(2) from None
     logs.configure(s.log_format, s.log_level)
     return s
