@@ -5,6 +5,14 @@ package, applied in order, each in its own transaction, under an advisory lock
 so that two processes starting at once do not race. Applying is idempotent;
 a database whose schema is newer than this trygg knows is refused rather than
 half-understood.
+
+Roles (migration 0007, docs/auditing.md): the migrating login becomes a member
+of ``trygg_owner``, and after every run that applied something
+``trygg_apply_roles()`` hands every table, view, sequence and function to
+``trygg_owner`` and grants ``trygg_app`` and ``trygg_reader`` their share, so
+a table added by a later migration is covered without it having to know. The
+migrating login may be a superuser (the demo, the tests) or a member of
+``trygg_owner`` with CREATE on the schema (docker compose).
 """
 
 from __future__ import annotations
@@ -51,12 +59,34 @@ def migrations() -> list[Migration]:
 
 
 def timescaledb_available(conn: psycopg.Connection) -> bool:
-    """True when the server has TimescaleDB preloaded (so CREATE EXTENSION works)."""
-    row = conn.execute(
+    """True when the server has TimescaleDB preloaded (so CREATE EXTENSION works),
+    or the extension is already in this database (a role that is not a superuser
+    may not read shared_preload_libraries, and cannot create the extension)."""
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')")
+    found = row.fetchone()
+    if found and found[0]:
+        return True
+    readable = conn.execute(
+        "SELECT rolsuper OR pg_has_role(current_user, 'pg_read_all_settings', 'USAGE')"
+        " FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    if not readable or not readable[0]:
+        return False
+    found = conn.execute(
         "SELECT current_setting('shared_preload_libraries', true) LIKE '%timescaledb%'"
         " AND EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')"
     ).fetchone()
-    return bool(row and row[0])
+    return bool(found and found[0])
+
+
+def apply_roles(conn: psycopg.Connection) -> bool:
+    """Run ``trygg_apply_roles()`` (ownership and grants) if the schema has it."""
+    row = conn.execute("SELECT to_regprocedure('trygg_apply_roles()') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return False
+    with conn.transaction():
+        conn.execute("SELECT trygg_apply_roles()")
+    return True
 
 
 def schema_version(conn: psycopg.Connection) -> int:
@@ -101,6 +131,8 @@ def migrate(url: str, use_timescaledb: bool | None = None) -> list[Migration]:
                         [m.version, m.name, m.checksum],
                     )
                 applied.append(m)
+            if applied:
+                apply_roles(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
     return applied

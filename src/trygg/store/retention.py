@@ -11,8 +11,16 @@
 The trail tables are hash chains (migration 0004). Their oldest rows go only
 as a *prefix* of the chain, and only after an anchor (the last removed row's
 position and hash) is written to ``chain_anchors`` in the same transaction;
-``trygg audit verify`` then starts from that anchor. The append-only trigger
-refuses any other delete. See docs/auditing.md for the reasoning.
+``trygg audit verify`` then starts from that anchor. The chain's head never
+goes.
+
+Every removal is done by the database owner's SECURITY DEFINER functions
+``trygg_retention_*()`` (migration 0007), so the application role needs no
+DELETE privilege and cannot write anchors: the functions remove only rows
+older than the retention in ``retention_policy`` (which only the owner
+writes). The cutoffs computed here from the settings are a request: for any
+role but the owner the database applies the earlier of the two, so the
+application's settings may keep more, never less. See docs/auditing.md.
 """
 
 from __future__ import annotations
@@ -22,8 +30,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-
-from trygg.store.kpi import has_timescaledb
 
 
 @dataclass
@@ -36,10 +42,26 @@ class RetentionResult:
     alerts_deleted: int = 0
     access_log_deleted: int = 0
     anchors: list[tuple[str, int]] = field(default_factory=list)
+    # data for which the database kept more than asked (its retention_policy)
+    kept_longer: list[str] = field(default_factory=list)
+
+    def note_cutoff(self, data: str, asked: datetime, applied: datetime | None) -> None:
+        if applied is not None and applied < asked and data not in self.kept_longer:
+            self.kept_longer.append(data)
 
     def summary(self) -> str:
-        parts = [f"{k.replace('_', ' ')}: {v}" for k, v in vars(self).items() if k != "anchors"]
-        return "; ".join(parts)
+        parts = [
+            f"{k.replace('_', ' ')}: {v}"
+            for k, v in vars(self).items()
+            if k not in ("anchors", "kept_longer")
+        ]
+        text = "; ".join(parts)
+        if self.kept_longer:
+            text += (
+                "; the database's retention policy kept more than the settings asked of: "
+                + ", ".join(self.kept_longer)
+            )
+        return text
 
 
 @dataclass(frozen=True)
@@ -61,94 +83,70 @@ class RetentionPolicy:
         )
 
 
-def _exists(conn: psycopg.Connection[Any], table: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [table]).fetchone()
-    return bool(row and row[0])
-
-
-def _delete_batches(
-    conn: psycopg.Connection[Any], table: str, column: str, cutoff: datetime, batch: int
-) -> int:
+def _batches(
+    conn: psycopg.Connection[Any], sql: str, params: list[Any], batch: int
+) -> tuple[int, datetime | None]:
+    """Call a one-batch retention function until a batch comes back short:
+    (rows removed, the cutoff the database applied)."""
     total = 0
+    applied = None
     while True:
         with conn.transaction():
-            cur = conn.execute(
-                f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
-                f"SELECT ctid FROM {table} WHERE {column} < %s LIMIT %s))",
-                [cutoff, batch],
-            )
-            n = cur.rowcount
+            row = conn.execute(sql, params).fetchone()
+        assert row is not None
+        n, applied = int(row[0]), row[1]
         total += n
         if n < batch:
-            return total
+            return total, applied
 
 
-def drop_events(conn: psycopg.Connection[Any], cutoff: datetime, batch: int) -> tuple[int, int]:
+def drop_events(
+    conn: psycopg.Connection[Any],
+    cutoff: datetime,
+    batch: int,
+    result: RetentionResult | None = None,
+) -> tuple[int, int]:
     """(chunks dropped, rows deleted) for events older than ``cutoff``."""
-    if has_timescaledb(conn):
-        row = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables"
-            " WHERE hypertable_name = 'events')"
-        ).fetchone()
-        if row and row[0]:
-            with conn.transaction():
-                dropped = conn.execute(
-                    "SELECT drop_chunks('events', older_than => %s::timestamptz)", [cutoff]
-                ).fetchall()
-            return len(dropped), 0
-    return 0, _delete_batches(conn, "events", "time", cutoff, batch)
+    chunks = rows = 0
+    while True:
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT chunks, removed, applied FROM trygg_retention_events(%s, %s)",
+                [cutoff, batch],
+            ).fetchone()
+        assert row is not None
+        chunks += int(row[0])
+        rows += int(row[1])
+        if result is not None:
+            result.note_cutoff("events", cutoff, row[2])
+        if int(row[1]) < batch:
+            return chunks, rows
 
 
 def _trim_chain(
     conn: psycopg.Connection[Any],
     table: str,
-    keep_from_sql: str,
-    params: list[Any],
     cutoff: datetime,
     batch: int,
     result: RetentionResult,
 ) -> int:
-    """Remove the prefix of ``table``'s chain before the first row to keep.
-
-    ``keep_from_sql`` selects the smallest chain_seq that must stay (NULL: none
-    must stay). Works in batches, each one anchor + delete in one transaction.
-    """
+    """Remove the prefix of ``table``'s chain that the database's rules allow,
+    one anchored batch per transaction."""
     total = 0
     while True:
         with conn.transaction():
-            keep = conn.execute(keep_from_sql, params).fetchone()
-            last = conn.execute(f"SELECT max(chain_seq) FROM {table}").fetchone()
-            first = conn.execute(f"SELECT min(chain_seq) FROM {table}").fetchone()
-            if not last or last[0] is None or not first or first[0] is None:
-                return total
-            limit = (int(keep[0]) - 1) if keep and keep[0] is not None else int(last[0])
-            upto = min(limit, int(first[0]) + batch - 1)
-            if upto < int(first[0]):
-                return total
             row = conn.execute(
-                f"SELECT hash FROM {table} WHERE chain_seq = %s",
-                [upto],
+                "SELECT upto, removed, more, applied FROM trygg_retention_chain(%s, %s, %s)",
+                [table, cutoff, batch],
             ).fetchone()
-            if row is None or row[0] is None:
-                raise RuntimeError(f"{table}: no hashed row at chain position {upto}")
-            n_row = conn.execute(
-                f"SELECT count(*) FROM {table} WHERE chain_seq <= %s",
-                [upto],
-            ).fetchone()
-            n = int(n_row[0]) if n_row else 0
-            conn.execute(
-                "INSERT INTO chain_anchors (tbl, chain_seq, hash, rows_removed, cutoff, reason)"
-                " VALUES (%s, %s, %s, %s, %s, 'retention')",
-                [table, upto, row[0], n, cutoff],
-            )
-            conn.execute("SELECT set_config('trygg.retention', 'on', true)")
-            conn.execute(
-                f"DELETE FROM {table} WHERE chain_seq <= %s",
-                [upto],
-            )
-            result.anchors.append((table, upto))
-        total += n
-        if upto >= limit:
+        assert row is not None
+        upto, removed, more, applied = row
+        result.note_cutoff(table, cutoff, applied)
+        if upto is None:
+            return total
+        result.anchors.append((table, int(upto)))
+        total += int(removed)
+        if not more:
             return total
 
 
@@ -157,40 +155,36 @@ def trim_alert_trail(
 ) -> None:
     """Alerts whose last record is older than ``cutoff`` and that are closed go,
     with their records, exception reports, notifications and deliveries."""
-    # The first record that must stay: a record of an alert that is still open
-    # or has any record at/after the cutoff.
-    keep_records = (
-        "SELECT min(r.chain_seq) FROM alert_records r"
-        " WHERE r.alert_id IN (SELECT alert_id FROM alert_records WHERE at >= %s)"
-        " OR r.alert_id IN (SELECT id FROM alerts WHERE state NOT IN ('resolved', 'cancelled'))"
-    )
-    result.records_deleted += _trim_chain(
-        conn, "alert_records", keep_records, [cutoff], cutoff, batch, result
-    )
-    keep_exc = (
-        "SELECT min(e.chain_seq) FROM alert_exceptions e"
-        " WHERE e.recorded_at >= %s OR EXISTS"
-        " (SELECT 1 FROM alert_records r WHERE r.alert_id = e.alert_id)"
-    )
-    result.exceptions_deleted += _trim_chain(
-        conn, "alert_exceptions", keep_exc, [cutoff], cutoff, batch, result
-    )
-    # Alert rows with nothing left that refers to them.
+    result.records_deleted += _trim_chain(conn, "alert_records", cutoff, batch, result)
+    result.exceptions_deleted += _trim_chain(conn, "alert_exceptions", cutoff, batch, result)
     with conn.transaction():
-        conn.execute("SELECT set_config('trygg.retention', 'on', true)")
-        conn.execute("SELECT set_config('trygg.retention_cutoff', %s, true)", [cutoff.isoformat()])
-        gone = (
-            "SELECT a.id FROM alerts a WHERE a.raised_at < %s"
-            " AND a.state IN ('resolved', 'cancelled')"
-            " AND NOT EXISTS (SELECT 1 FROM alert_records r WHERE r.alert_id = a.id)"
-            " AND NOT EXISTS (SELECT 1 FROM alert_exceptions e WHERE e.alert_id = a.id)"
-        )
-        if _exists(conn, "alert_deliveries"):
-            conn.execute(f"DELETE FROM alert_deliveries WHERE alert_id IN ({gone})", [cutoff])
-        if _exists(conn, "alert_notifications"):
-            conn.execute(f"DELETE FROM alert_notifications WHERE alert_id IN ({gone})", [cutoff])
-        cur = conn.execute(f"DELETE FROM alerts WHERE id IN ({gone})", [cutoff])
-        result.alerts_deleted += cur.rowcount
+        row = conn.execute(
+            "SELECT removed, applied FROM trygg_retention_alerts(%s)", [cutoff]
+        ).fetchone()
+    assert row is not None
+    result.alerts_deleted += int(row[0])
+
+
+def set_policy(conn: psycopg.Connection[Any], policy: RetentionPolicy) -> None:
+    """Write ``policy`` as the database's retention (the owner only: the
+    application role may read it, not change it)."""
+    with conn.transaction():
+        for data, keep in (
+            ("events", policy.events),
+            ("dead_letters", policy.dead_letters),
+            ("records", policy.records),
+            ("access_log", policy.access_log),
+        ):
+            conn.execute(
+                "UPDATE retention_policy SET keep = %s, set_by = session_user, set_at = now()"
+                " WHERE data = %s",
+                [keep, data],
+            )
+
+
+def stored_policy(conn: psycopg.Connection[Any]) -> dict[str, timedelta]:
+    """The retention the database enforces, by kind of data."""
+    return {str(r[0]): r[1] for r in conn.execute("SELECT data, keep FROM retention_policy")}
 
 
 def run_retention(conn: psycopg.Connection[Any], settings: Any, now: datetime) -> RetentionResult:
@@ -205,18 +199,16 @@ def run_retention(conn: psycopg.Connection[Any], settings: Any, now: datetime) -
         else RetentionPolicy.from_settings(settings)
     )
     r = RetentionResult()
-    r.events_chunks_dropped, r.events_deleted = drop_events(conn, now - policy.events, policy.batch)
-    r.dead_letters_deleted = _delete_batches(
-        conn, "dead_letters", "received_at", now - policy.dead_letters, policy.batch
+    r.events_chunks_dropped, r.events_deleted = drop_events(
+        conn, now - policy.events, policy.batch, r
     )
-    trim_alert_trail(conn, now - policy.records, policy.batch, r)
-    r.access_log_deleted = _trim_chain(
+    r.dead_letters_deleted, applied = _batches(
         conn,
-        "access_log",
-        "SELECT min(chain_seq) FROM access_log WHERE at >= %s",
-        [now - policy.access_log],
-        now - policy.access_log,
+        "SELECT removed, applied FROM trygg_retention_dead_letters(%s, %s)",
+        [now - policy.dead_letters, policy.batch],
         policy.batch,
-        r,
     )
+    r.note_cutoff("dead_letters", now - policy.dead_letters, applied)
+    trim_alert_trail(conn, now - policy.records, policy.batch, r)
+    r.access_log_deleted = _trim_chain(conn, "access_log", now - policy.access_log, policy.batch, r)
     return r
