@@ -44,7 +44,7 @@ def test_file_loads_with_defaults(tmp_path) -> None:  # type: ignore[no-untyped-
     [
         (GOOD.replace("resident: r-0002", "resident: r-0009"), "unknown resident 'r-0009'"),
         (GOOD.replace("Europe/Stockholm", "Mars/Olympus"), "unknown timezone 'Mars/Olympus'"),
-        (GOOD.replace("kind: bed", "kind: toaster"), "devices.0.kind"),
+        (GOOD.replace("kind: bed", "kind: toaster"), "reg.yaml:11: device 'bed-0001': kind: must"),
         (GOOD.replace("heartbeat: 15m", "heartbeat: often"), "not a duration: 'often'"),
         (GOOD.replace("id: door-0001", "id: bed-0001"), "device 'bed-0001' is listed twice"),
         ("residents: [", "not valid YAML"),

@@ -33,11 +33,23 @@ class YamlSyntaxError(ValueError):
     """A file that is not YAML; the message is ``file:line: not valid YAML: ...``."""
 
 
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One problem: ``file:line: text`` (``file: text`` when the line is not known)."""
+
+    source: str
+    line: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{where(self.source, self.line)}: {self.text}"
+
+
 @dataclass
 class YamlDoc:
     data: Any
     locs: dict[Path_, Loc] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)  # keys given twice
+    problems: list[Problem] = field(default_factory=list)  # keys given twice
 
 
 def where(source: str, line: int) -> str:
@@ -95,10 +107,13 @@ def _walk(n: yaml.Node, path: Path_, source: str, doc: YamlDoc) -> None:
             line = k.start_mark.line + 1
             if isinstance(k, yaml.ScalarNode) and key != "<<":
                 if key in seen:
-                    at = f"{dotted(path)}: " if path else ""
                     doc.problems.append(
-                        f"{source}:{line}: {at}{key!r} is given twice (also on line "
-                        f"{seen[key]}); only the last one counts"
+                        Problem(
+                            source,
+                            line,
+                            f"{key!r} is given twice (also on line {seen[key]}); "
+                            "only the last one counts",
+                        )
                     )
                 seen[key] = line
             _walk(v, (*path, key), source, doc)
@@ -322,7 +337,7 @@ def validation_problems(
     locs: Mapping[Path_, Loc] | None = None,
     subject: Subject = _by_path,
     base: Path_ = (),
-) -> list[str]:
+) -> list[Problem]:
     """Every error of ``exc`` as ``file:line: [subject: ]field: reason``.
 
     ``model``: the validated model (for field names and union members);
@@ -345,7 +360,7 @@ def validation_problems(
     grouped: dict[Path_, list[tuple[str, str]]] = {}
     for path, t, msg in kept:
         grouped.setdefault(path, []).append((t, msg))
-    out: list[str] = []
+    out: list[Problem] = []
     for path, items in grouped.items():
         full = (*base, *path)
         _, line = line_of(locs, full, (source, 0))
@@ -360,5 +375,5 @@ def validation_problems(
         else:
             msg = "; or ".join(dict.fromkeys(m for _, m in items))
         parts = [p for p in (who, dotted(rest)) if p]
-        out.append(f"{where(source, line)}: {': '.join([*parts, msg])}")
+        out.append(Problem(source, line, ": ".join([*parts, msg])))
     return out

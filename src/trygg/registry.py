@@ -10,16 +10,33 @@ The YAML format is the one in DESIGN.md (contract: replay), read by both
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from trygg.durations import parse_duration
 from trygg.model import DeviceKind, Room
+from trygg.plain import (
+    Loc,
+    Path_,
+    Problem,
+    YamlSyntaxError,
+    line_of,
+    read_yaml,
+    validation_problems,
+)
 
 DEFAULT_TIMEZONE = "Europe/Oslo"
 DEFAULT_HEARTBEAT = timedelta(minutes=5)
@@ -73,7 +90,9 @@ class Registry(BaseModel):
     devices: list[Device] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _consistent(self) -> Registry:
+    def _consistent(self, info: ValidationInfo) -> Registry:
+        if info.context and info.context.get(_NO_CROSS_CHECK):
+            return self  # registry_problems checks these on the raw data, all at once
         seen: set[str] = set()
         for r in self.residents:
             if r.id in seen:
@@ -96,29 +115,111 @@ class Registry(BaseModel):
 
 
 class RegistryError(ValueError):
-    """A registry file that cannot be used, with a message naming file and field."""
+    """A registry file that cannot be used: every problem, one ``file:line: reason`` each."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
-def parse_registry(data: Any, source: str = "<registry>") -> Registry:
+def parse_registry(
+    data: Any, source: str = "<registry>", locs: Mapping[Path_, Loc] | None = None
+) -> Registry:
+    """Validate registry data (parsed YAML); raises RegistryError with every problem.
+
+    ``locs`` (from :func:`trygg.plain.read_yaml`) puts each problem on its line."""
+    problems = registry_problems(data, source, locs)
+    if problems:
+        raise RegistryError([str(p) for p in problems])
+    return Registry.model_validate(data)
+
+
+def registry_problems(
+    data: Any, source: str = "<registry>", locs: Mapping[Path_, Loc] | None = None
+) -> list[Problem]:
+    """Every problem of registry data, in file order: fields of each resident and
+    device, ids listed twice, devices of unknown residents."""
+    locs = locs or {}
     if not isinstance(data, dict):
-        raise RegistryError(f"{source}: expected a mapping with 'residents' and 'devices'")
+        return [Problem(source, 1, "expected a mapping with 'residents' and 'devices'")]
+
+    def line(path: Path_) -> int:
+        return line_of(locs, path, (source, 0))[1]
+
+    def subject(path: Path_) -> tuple[str, Path_]:
+        if len(path) >= 2 and path[0] in _KINDS and isinstance(path[1], int):
+            items = data.get(path[0])
+            item = items[path[1]] if isinstance(items, list) and path[1] < len(items) else None
+            ident = item.get("id") if isinstance(item, dict) else None
+            name = _KINDS[str(path[0])]
+            who = f"{name} {ident!r}" if isinstance(ident, str) else f"{name} {path[1] + 1}"
+            return who, path[2:]
+        return "", path
+
+    found: list[Problem] = []
     try:
-        return Registry.model_validate(data)
+        Registry.model_validate(data, context={_NO_CROSS_CHECK: True})
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            lines.append(f"{source}: {loc}: {err['msg']}" if loc else f"{source}: {err['msg']}")
-        raise RegistryError("\n".join(lines)) from None
+        found.extend(validation_problems(exc, Registry, source, locs, subject))
+    for path, msg in _cross_problems(data, line):
+        who, _ = subject(path)
+        found.append(Problem(source, line(path), f"{who + ' ' if who else ''}{msg}"))
+    return sorted(found, key=lambda p: p.line)
+
+
+_KINDS = {"residents": "resident", "devices": "device"}
+_NO_CROSS_CHECK = "trygg.registry: fields only"
+
+
+def _cross_problems(data: dict[str, Any], line: Any) -> list[tuple[Path_, str]]:
+    """Ids listed twice and devices of unknown residents, on the raw data (so that
+    they are found even when other fields are wrong)."""
+    out: list[tuple[Path_, str]] = []
+    residents = data.get("residents")
+    devices = data.get("devices")
+    known: dict[str, int] = {}
+    for i, r in enumerate(residents if isinstance(residents, list) else []):
+        rid = r.get("id") if isinstance(r, dict) else None
+        if not isinstance(rid, str):
+            continue
+        if rid in known:
+            first = line(("residents", known[rid]))
+            out.append((("residents", i), f"is listed twice (also on line {first})"))
+        else:
+            known[rid] = i
+    seen: dict[str, int] = {}
+    for i, d in enumerate(devices if isinstance(devices, list) else []):
+        if not isinstance(d, dict):
+            continue
+        did, res = d.get("id"), d.get("resident")
+        if isinstance(did, str):
+            if did in seen:
+                first = line(("devices", seen[did]))
+                out.append((("devices", i), f"is listed twice (also on line {first})"))
+            else:
+                seen[did] = i
+        if isinstance(res, str) and res not in known:
+            out.append((("devices", i, "resident"), f"belongs to unknown resident {res!r}"))
+    return out
+
+
+def read_registry_text(text: str, source: str = "<registry>") -> Registry:
+    """Parse and validate registry YAML; raises RegistryError with every problem."""
+    try:
+        doc = read_yaml(text, source)
+    except YamlSyntaxError as exc:
+        raise RegistryError(str(exc)) from None
+    problems = sorted([*doc.problems, *registry_problems(doc.data, source, doc.locs)])
+    if problems:
+        raise RegistryError([str(p) for p in problems])
+    return Registry.model_validate(doc.data)
 
 
 def load_registry(path: str | Path) -> Registry:
     """Read and validate a registry YAML file."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise RegistryError(f"{p}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise RegistryError(f"{p}: not valid YAML: {exc}") from None
-    return parse_registry(data, str(p))
+    return read_registry_text(text, str(p))
