@@ -284,6 +284,9 @@ function elapsed(iso) {
 const isOpen = (a) => a.state !== "resolved" && a.state !== "cancelled";
 const isQuiet = (a) => !!(a.suppressed || a.held_until);
 const isTechnical = (a) => TECH_RULES.has(a.rule) || String(a.code || "").startsWith("T.");
+// The devices an alert is about: one device-offline alert per resident lists every
+// device that is offline (Alert.devices); older alerts name one (device).
+const deviceList = (a) => (a.devices && a.devices.length ? a.devices : a.device ? [a.device] : []);
 const bySevThenNewest = (a, b) => (SEV[a.severity] - SEV[b.severity]) || (Date.parse(b.raised_at) - Date.parse(a.raised_at));
 // Care alarms before technical ones, then red, yellow, green, then newest first.
 const byCareThenSev = (a, b) => (Number(!!a.tech) - Number(!!b.tech)) || bySevThenNewest(a, b);
@@ -418,11 +421,14 @@ function fill(li, a, quiet) {
   li.dataset.since = a.raised_at;
   const rw = (a.rule_words && a.rule_words[lang]) || a.title || a.rule;
   li.querySelector(".sev").textContent = SEV_WORD[lang][a.severity] + " " + a.code;
-  li.querySelector(".title").textContent = rw;
+  const devs = isTechnical(a) ? deviceList(a) : [];
+  li.dataset.devices = devs.length;
+  li.querySelector(".title").textContent = devs.length > 1 ? rw + " · " + T[lang].folded(devs.length) : rw;
+  fillDevices(li, devs.length > 1 ? devs : []);
   li.querySelector(".elapsed").textContent = elapsed(a.raised_at);
   li.querySelector(".elapsed").setAttribute("aria-label", elapsed(a.raised_at) + " " + t("ago"));
   let meta = t("resident") + " " + a.resident + " · " + t("team") + " " + a.team;
-  if (a.device && isTechnical(a)) meta += " · " + a.device;
+  if (devs.length === 1) meta += " · " + devs[0];
   if (a.repeat_count) meta += " · " + t("repeats") + " " + a.repeat_count + "×";
   // An alarm that reached trygg late is alerted all the same; say how late.
   const late = a.signal_at ? (Date.parse(a.raised_at) - Date.parse(a.signal_at)) / 60000 : 0;
@@ -474,8 +480,10 @@ function fillGroup(li, g) {
   li.dataset.since = first.raised_at;
   li.dataset.state = "";
   const rw = (last.rule_words && last.rule_words[lang]) || last.rule;
+  const devices = new Set(g.alerts.flatMap(deviceList)).size || g.alerts.length;
+  li.dataset.devices = devices;
   li.querySelector(".sev").textContent = SEV_WORD[lang][g.severity] + " " + last.code;
-  li.querySelector(".title").textContent = rw + " · " + T[lang].folded(g.alerts.length);
+  li.querySelector(".title").textContent = rw + " · " + T[lang].folded(devices);
   li.querySelector(".elapsed").textContent = elapsed(first.raised_at);
   li.querySelector(".elapsed").setAttribute("aria-label", elapsed(first.raised_at) + " " + t("ago"));
   li.querySelector(".meta").textContent = t("resident") + " " + g.resident + " · " + t("team") + " " + g.team +
@@ -483,16 +491,10 @@ function fillGroup(li, g) {
   const st = li.querySelector(".state");
   const unacked = g.alerts.filter((a) => (a.allowed_actions || []).includes("acknowledge"));
   st.textContent = unacked.length ? stateText(last) : stateText({ ...last, state: "acknowledged", acknowledged_by: last.acknowledged_by });
-  const devs = li.querySelector("details.devices");
-  devs.hidden = false;
-  devs.querySelector("summary").textContent = T[lang].devices(g.alerts.length);
-  const ul = devs.querySelector("ul");
-  const names = g.alerts.map((a) => (a.device || a.id) + " · " + hhmm(a.raised_at));
-  if (ul.dataset.names !== names.join("|")) {
-    ul.dataset.names = names.join("|");
-    ul.innerHTML = "";
-    for (const n of names) { const x = document.createElement("li"); x.textContent = n; ul.appendChild(x); }
-  }
+  fillDevices(li, g.alerts.flatMap((a) => {
+    const d = deviceList(a);
+    return (d.length ? d : [a.id]).map((x) => x + " · " + hhmm(a.raised_at));
+  }));
   const box = li.querySelector(".actions");
   const label = T[lang].ack_all(unacked.length);
   box.hidden = unacked.length === 0;
@@ -503,6 +505,20 @@ function fillGroup(li, g) {
     b.addEventListener("click", () => ackAll(li));
     box.appendChild(b);
   } else if (!unacked.length) box.innerHTML = "";
+}
+
+// The devices of a technical card, listed on request ("Vis enhetene (50)").
+function fillDevices(li, names) {
+  const box = li.querySelector("details.devices");
+  box.hidden = names.length === 0;
+  if (box.hidden) return;
+  box.querySelector("summary").textContent = T[lang].devices(names.length);
+  const ul = box.querySelector("ul");
+  if (ul.dataset.names !== names.join("|")) {
+    ul.dataset.names = names.join("|");
+    ul.innerHTML = "";
+    for (const n of names) { const x = document.createElement("li"); x.textContent = n; ul.appendChild(x); }
+  }
 }
 
 function stateText(a) {
