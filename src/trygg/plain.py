@@ -303,24 +303,13 @@ def _resolve(model: Any, loc: Sequence[str | int]) -> tuple[Path_, Any, Any]:
     return tuple(out), parent, tp
 
 
-def _article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
-
-
 def _unknown_field(name: str, model: Any) -> str:
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         return f"unknown field {name!r}"
     known = list(_model_fields(model))
     near = difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean {near[0]!r}? " if near else ""
-    what = _words(model.__name__)
-    return f"unknown field {name!r} ({hint}{_article(what)} {what} has: {', '.join(known)})"
-
-
-def _words(name: str) -> str:
-    """``TeamConfig`` -> ``team``: how a model is named in a message."""
-    name = re.sub(r"(Config|Spec)$", "", name) or name
-    return re.sub(r"(?<!^)(?=[A-Z])", " ", name).lower()
+    return f"unknown field {name!r} ({hint}known here: {', '.join(known)})"
 
 
 Subject = Callable[[Path_], tuple[str, Path_]]

@@ -35,14 +35,29 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import Alert, Step
 from trygg.alerts.gates import GateConfig
 from trygg.durations import parse_duration
 from trygg.model import Severity
+from trygg.plain import (
+    Problem,
+    YamlSyntaxError,
+    dotted,
+    line_of,
+    read_yaml,
+    validation_problems,
+)
 
 __all__ = [
     "TEAM_LEADER",
@@ -181,6 +196,11 @@ class TeamConfig(BaseModel):
     )
     timezone: str | None = None
 
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return None if v is None else _zone(v)
+
     def leader_for(self, shift: str) -> str | None:
         if isinstance(self.leader, dict):
             return self.leader.get(shift)
@@ -299,63 +319,12 @@ class RoutingConfig(BaseModel):
         return _zone(v)
 
     @model_validator(mode="after")
-    def _consistent(self) -> RoutingConfig:
-        names = [s.name for s in self.shifts]
-        if len(set(names)) != len(names):
-            raise ValueError("shifts: a shift name is used twice")
-        if self.shifts:
-            for minute in range(0, 24 * 60):
-                t = time(minute // 60, minute % 60)
-                hits = [s.name for s in self.shifts if s.contains(t)]
-                if len(hits) > 1:
-                    raise ValueError(f"shifts: {' and '.join(hits)} overlap at {t:%H:%M}")
-                if not hits:
-                    raise ValueError(f"shifts: no shift covers {t:%H:%M}")
-        missing = [s.value for s in Severity if s not in self.policies]
-        if missing:
-            raise ValueError(f"policies: no policy for {', '.join(missing)}")
-        for sev, pol in self.policies.items():
-            for i, st in enumerate(pol.steps):
-                for target in st.notify:
-                    if target not in _SPECIAL_TARGETS and target not in self.recipients:
-                        raise ValueError(
-                            f"policies.{sev.value}.steps.{i}.notify: unknown recipient {target!r} "
-                            f"(use {TEAM_ON_DUTY}, {TEAM_LEADER} or a name under recipients)"
-                        )
-            for sh in pol.only_during:
-                if sh not in names:
-                    raise ValueError(f"policies.{sev.value}.only_during: unknown shift {sh!r}")
-        for tname, team in self.teams.items():
-            if team.timezone is not None:
-                try:
-                    _zone(team.timezone)
-                except ValueError as exc:
-                    raise ValueError(f"teams.{tname}.timezone: {exc}") from None
-            for sh, people in team.on_duty.items():
-                if sh not in names:
-                    raise ValueError(f"teams.{tname}.on_duty: unknown shift {sh!r}")
-                for p in people:
-                    if p not in self.recipients:
-                        raise ValueError(f"teams.{tname}.on_duty.{sh}: unknown recipient {p!r}")
-            leaders = (
-                team.leader.items()
-                if isinstance(team.leader, dict)
-                else [("", team.leader)]
-                if team.leader
-                else []
-            )
-            for sh, p in leaders:
-                if sh and sh not in names:
-                    raise ValueError(f"teams.{tname}.leader: unknown shift {sh!r}")
-                if p not in self.recipients:
-                    raise ValueError(f"teams.{tname}.leader: unknown recipient {p!r}")
-            if not team.contacts and not team.on_duty:
-                raise ValueError(f"teams.{tname}: give it contacts or people on_duty")
-        if self.default_team is not None and self.default_team not in self.teams:
-            raise ValueError(f"default_team: unknown team {self.default_team!r}")
-        for p in self.fallback:
-            if p not in self.recipients:
-                raise ValueError(f"fallback: unknown recipient {p!r}")
+    def _consistent(self, info: ValidationInfo) -> RoutingConfig:
+        if info.context and info.context.get(_FIELDS_ONLY):
+            return self  # parse_routing checks these on the raw data, all at once
+        problems = cross_problems(self.model_dump())
+        if problems:
+            raise ValueError("; ".join(f"{dotted(p)}: {msg}" for p, msg in problems))
         return self
 
     # ----------------------------------------------------------- time of day
@@ -422,32 +391,188 @@ def _local_instant(day: date, t: time, tz: ZoneInfo) -> datetime:
 
 
 class RoutingError(ValueError):
-    """A routing file that cannot be used; the message names file, field and reason."""
+    """A routing file that cannot be used: every problem, one ``file:line: field: reason`` each."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
-def parse_routing(data: Any, source: str = "<routing>") -> RoutingConfig:
-    """Validate routing data (already parsed YAML). Pure."""
+_FIELDS_ONLY = "trygg.alerts.routing: fields only"
+_Path = tuple[str | int, ...]
+
+
+def cross_problems(data: Mapping[str, Any]) -> list[tuple[_Path, str]]:
+    """What the fields alone do not show, on raw (or dumped) routing data, all of
+    it: shifts that overlap or leave a gap, missing policies, and names of shifts,
+    recipients and teams that are not defined. Parts that are not even of the
+    right shape are skipped (their field errors say so)."""
+    out: list[tuple[_Path, str]] = []
+    raw_shifts = data.get("shifts")
+    names: set[str] | None = None
+    if raw_shifts is None:
+        names = {s.name for s in _default_shifts()}
+    elif isinstance(raw_shifts, list):
+        names = set()
+        parsed: list[Shift] | None = []
+        for i, item in enumerate(raw_shifts):
+            name = item.get("name") if isinstance(item, Mapping) else None
+            if isinstance(name, str):
+                if name in names:
+                    out.append((("shifts", i, "name"), f"shift {name!r} is defined twice"))
+                names.add(name)
+            try:
+                shift = Shift.model_validate(item)
+            except ValidationError:
+                parsed = None
+            if parsed is not None:
+                parsed.append(shift)
+        if parsed:
+            out.extend((("shifts",), msg) for msg in _coverage(parsed))
+    raw_recipients = data.get("recipients", {})
+    recipients = set(raw_recipients) if isinstance(raw_recipients, Mapping) else None
+
+    def unknown(p: Any) -> bool:
+        return recipients is not None and isinstance(p, str) and p not in recipients
+
+    def unknown_shift(sh: Any) -> bool:
+        return names is not None and isinstance(sh, str) and sh not in names
+
+    policies = data.get("policies")
+    if isinstance(policies, Mapping):
+        keys = {str(k) for k in policies}
+        missing = [s.value for s in Severity if s.value not in keys]
+        if missing:
+            out.append((("policies",), f"no policy for {', '.join(missing)}"))
+        for sev, pol in policies.items():
+            if not isinstance(pol, Mapping):
+                continue
+            steps = pol.get("steps")
+            for i, st in enumerate(steps if isinstance(steps, list) else []):
+                notify = st.get("notify") if isinstance(st, Mapping) else None
+                for t in notify if isinstance(notify, list) else []:
+                    if t not in _SPECIAL_TARGETS and unknown(t):
+                        out.append(
+                            (
+                                ("policies", str(sev), "steps", i, "notify"),
+                                f"unknown recipient {t!r} (use {TEAM_ON_DUTY}, {TEAM_LEADER} "
+                                "or a name under recipients)",
+                            )
+                        )
+            only = pol.get("only_during")
+            for sh in only if isinstance(only, list) else []:
+                if unknown_shift(sh):
+                    out.append((("policies", str(sev), "only_during"), f"unknown shift {sh!r}"))
+    teams = data.get("teams")
+    for tname, team in teams.items() if isinstance(teams, Mapping) else []:
+        if not isinstance(team, Mapping):
+            continue
+        on_duty = team.get("on_duty")
+        for sh, people in on_duty.items() if isinstance(on_duty, Mapping) else []:
+            where: _Path = ("teams", tname, "on_duty", sh)
+            if unknown_shift(sh):
+                out.append((where, f"unknown shift {sh!r}"))
+            for p in people if isinstance(people, list) else []:
+                if unknown(p):
+                    out.append((where, f"unknown recipient {p!r}"))
+        leader = team.get("leader")
+        leaders = (
+            list(leader.items())
+            if isinstance(leader, Mapping)
+            else [("", leader)]
+            if leader
+            else []
+        )
+        for sh, p in leaders:
+            where = ("teams", tname, "leader", sh) if sh else ("teams", tname, "leader")
+            if sh and unknown_shift(sh):
+                out.append((where, f"unknown shift {sh!r}"))
+            if unknown(p):
+                out.append((where, f"unknown recipient {p!r}"))
+        if not team.get("contacts") and not team.get("on_duty"):
+            out.append((("teams", tname), "give it contacts or people on_duty"))
+    default_team = data.get("default_team")
+    if isinstance(default_team, str) and not (isinstance(teams, Mapping) and default_team in teams):
+        out.append((("default_team",), f"unknown team {default_team!r}"))
+    fallback = data.get("fallback")
+    for p in fallback if isinstance(fallback, list) else []:
+        if unknown(p):
+            out.append((("fallback",), f"unknown recipient {p!r}"))
+    return out
+
+
+def _coverage(shifts: list[Shift]) -> list[str]:
+    """Each set of shifts that overlap (at its first minute) and each gap in the day."""
+    out: list[str] = []
+    overlaps: set[tuple[str, ...]] = set()
+    gaps: list[list[int]] = []  # [first minute, minute after]
+    for minute in range(24 * 60):
+        t = time(minute // 60, minute % 60)
+        hits = tuple(s.name for s in shifts if s.contains(t))
+        if len(hits) > 1 and hits not in overlaps:
+            overlaps.add(hits)
+            out.append(f"{' and '.join(hits)} overlap at {t:%H:%M}")
+        if not hits:
+            if gaps and gaps[-1][1] == minute:
+                gaps[-1][1] = minute + 1
+            else:
+                gaps.append([minute, minute + 1])
+    if len(gaps) > 1 and gaps[0][0] == 0 and gaps[-1][1] == 24 * 60:  # across midnight
+        gaps[0][0] = gaps.pop()[0]
+
+    def hhmm(m: int) -> str:
+        return f"{m // 60 % 24:02d}:{m % 60:02d}"
+
+    for a, b in gaps:
+        span = hhmm(a) if (b - a) % (24 * 60) == 1 else f"{hhmm(a)}-{hhmm(b)}"
+        out.append(f"no shift covers {span}")
+    return out
+
+
+def routing_problems(
+    data: Any, source: str = "<routing>", locs: Mapping[_Path, tuple[str, int]] | None = None
+) -> list[Problem]:
+    """Every problem of routing data (parsed YAML), each at its line when ``locs``
+    (from :func:`trygg.plain.read_yaml`) is given."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise RoutingError(f"{source}: expected a mapping (recipients, teams, policies, …)")
+        line = 1 if locs else 0
+        return [Problem(source, line, "expected a mapping (recipients, teams, policies, …)")]
+    locs = locs or {}
+    found: list[Problem] = []
     try:
-        return RoutingConfig.model_validate(data)
+        RoutingConfig.model_validate(data, context={_FIELDS_ONLY: True})
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")
-        raise RoutingError("\n".join(lines)) from None
+        found.extend(validation_problems(exc, RoutingConfig, source, locs))
+    for path, msg in cross_problems(data):
+        _, line = line_of(locs, path, (source, 0))
+        found.append(Problem(source, line, f"{dotted(path)}: {msg}"))
+    return sorted(found, key=lambda p: p.line)
+
+
+def parse_routing(
+    data: Any,
+    source: str = "<routing>",
+    locs: Mapping[_Path, tuple[str, int]] | None = None,
+) -> RoutingConfig:
+    """Validate routing data (already parsed YAML); raises RoutingError listing
+    every problem. Pure."""
+    problems = routing_problems(data, source, locs)
+    if problems:
+        raise RoutingError([str(p) for p in problems])
+    return RoutingConfig.model_validate(data if data is not None else {})
 
 
 def parse_routing_text(text: str, source: str = "<routing>") -> RoutingConfig:
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RoutingError(f"{source}: not valid YAML: {exc}") from None
-    return parse_routing(data, source)
+        doc = read_yaml(text, source)
+    except YamlSyntaxError as exc:
+        raise RoutingError(str(exc)) from None
+    problems = sorted([*doc.problems, *routing_problems(doc.data, source, doc.locs)])
+    if problems:
+        raise RoutingError([str(p) for p in problems])
+    return RoutingConfig.model_validate(doc.data if doc.data is not None else {})
 
 
 def load_routing(path: str | Path) -> RoutingConfig:
