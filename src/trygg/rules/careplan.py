@@ -12,13 +12,13 @@ docs/rules.md); the value is checked exactly as in the catalogue.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from trygg.registry import Registry
-from trygg.rules.catalogue import Catalogue, line_of, load_yaml_with_lines
+from trygg.plain import Loc, Path_, Problem, YamlSyntaxError, line_of, read_yaml
+from trygg.registry import Registry, Resident
+from trygg.rules.catalogue import Catalogue, OverrideError
 
 
 def check_overrides(catalogue: Catalogue, resident: str, overrides: dict[str, Any]) -> list[str]:
@@ -39,25 +39,37 @@ def care_plan_problems(catalogue: Catalogue, registry: Registry) -> list[str]:
     return out
 
 
-def care_plan_problems_in_file(catalogue: Catalogue, registry: Registry, path: Path) -> list[str]:
-    """As care_plan_problems, prefixed with ``file:line`` of the offending entry."""
-    try:
-        _, locs = load_yaml_with_lines(Path(path).read_text(encoding="utf-8"), str(path))
-    except (OSError, yaml.YAMLError):
-        locs = {}
-    out = []
-    for i, r in enumerate(registry.residents):
+def care_plan_problems_at(
+    catalogue: Catalogue,
+    residents: Iterable[tuple[int, Resident]],
+    source: str,
+    locs: Mapping[Path_, Loc],
+) -> list[Problem]:
+    """The care-plan problems of ``residents`` (their index in the registry
+    file, the resident), each at the line of the parameter (or rule) at fault."""
+    out: list[Problem] = []
+    for i, r in residents:
         for rid, params in r.overrides.items():
             try:
                 catalogue.with_overrides({rid: params})
+            except OverrideError as exc:
+                for param, msg in exc.problems:
+                    path: list[str | int] = ["residents", i, "overrides", rid]
+                    if param is not None:
+                        path.append(param)
+                    _, ln = line_of(locs, path, (source, 0))
+                    out.append(Problem(source, ln, f"resident {r.id!r}: {msg}"))
             except ValueError as exc:
-                where: list[str | int] = ["residents", i, "overrides", rid]
-                msg = str(exc)
-                if isinstance(params, dict):
-                    for p in params:
-                        if f"parameter {p!r}" in msg or f"parameter '{p}" in msg:
-                            where.append(p)
-                            break
-                f, ln = line_of(locs, where, (str(path), 0))
-                out.append(f"{f}:{ln}: resident {r.id!r}: {exc}")
+                _, ln = line_of(locs, ["residents", i, "overrides", rid], (source, 0))
+                out.append(Problem(source, ln, f"resident {r.id!r}: {exc}"))
     return out
+
+
+def care_plan_problems_in_file(catalogue: Catalogue, registry: Registry, path: Path) -> list[str]:
+    """As care_plan_problems, prefixed with ``file:line`` of the offending entry."""
+    try:
+        locs = read_yaml(Path(path).read_text(encoding="utf-8"), str(path)).locs
+    except (OSError, YamlSyntaxError):
+        locs = {}
+    found = care_plan_problems_at(catalogue, enumerate(registry.residents), str(path), locs)
+    return [str(p) for p in found]

@@ -35,6 +35,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from trygg.durations import parse_duration
 from trygg.model import DeviceKind, EventType, Room, Severity
+from trygg.plain import Loc, Path_, line_of, load_yaml_with_lines, plain_message
 from trygg.rules.kinds import (
     ALL_TYPES,
     AbsenceRule,
@@ -50,56 +51,21 @@ from trygg.rules.kinds import (
 from trygg.rules.windows import Window, parse_window
 
 
+class OverrideError(ValueError):
+    """A care-plan override that does not fit the catalogue: ``problems`` are
+    (parameter, or None for the rule as a whole; message naming rule and parameter)."""
+
+    def __init__(self, problems: Sequence[tuple[str | None, str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(msg for _, msg in self.problems))
+
+
 class CatalogueError(ValueError):
     """A catalogue that cannot be used; the message has one ``file:line: reason`` a line."""
 
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
-
-
-Loc = tuple[str, int]  # (file, line)
-Path_ = tuple[str | int, ...]
-
-
-# ------------------------------------------------------------ YAML + lines --
-
-
-def load_yaml_with_lines(text: str, source: str) -> tuple[Any, dict[Path_, Loc]]:
-    """Parse YAML and record the line of every value (by its path of keys/indexes)."""
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, {}
-        data = loader.construct_document(node)
-    finally:
-        loader.dispose()
-    locs: dict[Path_, Loc] = {}
-
-    def walk(n: yaml.Node, path: Path_) -> None:
-        locs[path] = (source, n.start_mark.line + 1)
-        if isinstance(n, yaml.MappingNode):
-            for k, v in n.value:
-                key = k.value if isinstance(k, yaml.ScalarNode) else str(k)
-                locs[(*path, key)] = (source, k.start_mark.line + 1)
-                walk(v, (*path, key))
-                locs[(*path, key)] = (source, k.start_mark.line + 1)
-        elif isinstance(n, yaml.SequenceNode):
-            for i, v in enumerate(n.value):
-                walk(v, (*path, i))
-
-    walk(node, ())
-    return data, locs
-
-
-def line_of(locs: dict[Path_, Loc], path: Sequence[str | int], default: Loc) -> Loc:
-    p = tuple(path)
-    while p:
-        if p in locs:
-            return locs[p]
-        p = p[:-1]
-    return locs.get((), default)
 
 
 # ------------------------------------------------------------------ specs --
@@ -449,37 +415,50 @@ class Catalogue:
             try:
                 out[i] = self.compile(spec, i)
             except FieldError as exc:
-                raise ValueError(f"rule {rid!r}: parameter {exc.path[0]!r}: {exc}") from None
+                param = str(exc.path[0])
+                raise OverrideError(
+                    [(param, f"rule {rid!r}: parameter {param!r}: {exc}")]
+                ) from None
         return tuple(out)
 
     def override_spec(self, rid: str, params: Any) -> RuleSpec:
         if rid not in self.raw:
             known = ", ".join(self.rule_ids)
-            raise ValueError(f"unknown rule {rid!r} (the catalogue has: {known})")
+            raise OverrideError([(None, f"unknown rule {rid!r} (the catalogue has: {known})")])
         if not isinstance(params, dict):
-            raise ValueError(f"rule {rid!r}: expected a mapping of parameter: value")
+            raise OverrideError([(None, f"rule {rid!r}: expected a mapping of parameter: value")])
         raw = self.raw[rid]
         cls = SPECS[raw["kind"]]
-        for p in params:
-            if p not in cls.PARAMS:
-                raise ValueError(
-                    f"rule {rid!r}: unknown parameter {p!r} "
-                    f"({_article(raw['kind'])} {raw['kind']} rule takes: {', '.join(cls.PARAMS)})"
-                )
+        unknown = [p for p in params if p not in cls.PARAMS]
+        if unknown:
+            takes = f"{_article(raw['kind'])} {raw['kind']} rule takes: {', '.join(cls.PARAMS)}"
+            raise OverrideError(
+                [(str(p), f"rule {rid!r}: unknown parameter {p!r} ({takes})") for p in unknown]
+            )
         merged = {**raw, **params}
         if raw["kind"] == "threshold":  # keep the side the catalogue chose
             if "above" in params and raw.get("below") is not None:
-                raise ValueError(f"rule {rid!r}: parameter 'above': this rule uses 'below'")
+                raise OverrideError(
+                    [("above", f"rule {rid!r}: parameter 'above': this rule uses 'below'")]
+                )
             if "below" in params and raw.get("above") is not None:
-                raise ValueError(f"rule {rid!r}: parameter 'below': this rule uses 'above'")
+                raise OverrideError(
+                    [("below", f"rule {rid!r}: parameter 'below': this rule uses 'above'")]
+                )
         try:
             return cls.model_validate(merged)
         except ValidationError as exc:
-            msgs = []
+            found: list[tuple[str | None, str]] = []
             for err in exc.errors():
-                loc = ".".join(str(x) for x in err["loc"]) or "(rule)"
-                msgs.append(f"rule {rid!r}: parameter {loc!r}: {_msg(err)}")
-            raise ValueError("; ".join(msgs)) from None
+                loc = ".".join(str(x) for x in err["loc"] if str(x) not in _UNION_TAGS)
+                param = str(err["loc"][0]) if err["loc"] else None
+                found.append(
+                    (
+                        param if param in params else None,
+                        f"rule {rid!r}: parameter {loc or '(rule)'!r}: {_msg(err)}",
+                    )
+                )
+            raise OverrideError(found) from None
 
 
 def _article(word: str) -> str:
@@ -487,8 +466,7 @@ def _article(word: str) -> str:
 
 
 def _msg(err: Any) -> str:
-    msg = str(err["msg"])
-    return msg.removeprefix("Value error, ")
+    return plain_message(err)
 
 
 # ----------------------------------------------------------------- loading --
