@@ -19,9 +19,27 @@ from trygg.devenv import PrivateMosquitto, free_port
 CONF = REPO / "ingest" / "mosquitto.conf"
 
 
-def production_config(generated: Path, port: int, service_port: int) -> str:
-    """ingest/mosquitto.conf for a private broker: files, ports and log moved."""
+TLS_BLOCK = re.compile(r"^listener 8883\n(?:[^\n]+\n)*", re.M)
+
+
+def production_config(
+    generated: Path,
+    port: int,
+    service_port: int,
+    tls_port: int | None = None,
+    certs: Path | None = None,
+) -> str:
+    """ingest/mosquitto.conf for a private broker: files, ports and log moved.
+
+    The TLS listener (8883) moves to ``tls_port`` with the certificate and key
+    in ``certs``; without them it is left out."""
     text = CONF.read_text()
+    assert TLS_BLOCK.search(text), "the TLS listener moved?"
+    if tls_port is None or certs is None:
+        text = TLS_BLOCK.sub("", text)
+    else:
+        text = text.replace("/mosquitto/certs/", f"{certs}/")
+        text = re.sub(r"^listener 8883$", f"listener {tls_port} 127.0.0.1", text, flags=re.M)
     text = text.replace("/mosquitto/config/generated/", f"{generated}/")
     # PrivateMosquitto sets the persistence directory (mosquitto refuses a second).
     text = re.sub(r"^persistence_location .*\n", "", text, flags=re.M)
@@ -39,9 +57,13 @@ class ProductionMosquitto(PrivateMosquitto):
     generated: Path = Path("ingest/generated")
     service_port: int = field(default_factory=free_port)
     listener: bool = False
+    tls_port: int | None = None  # with certs: the TLS listener (8883) on this port
+    certs: Path | None = None
 
     def start(self) -> ProductionMosquitto:
-        self.config = production_config(self.generated, self.port, self.service_port)
+        self.config = production_config(
+            self.generated, self.port, self.service_port, self.tls_port, self.certs
+        )
         super().start()
         return self
 
