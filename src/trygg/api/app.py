@@ -10,30 +10,40 @@ auditor      reads alerts and the access log; changes nothing
 admin        everything
 ============ ================================================================
 
-Every read of a resident's data (alert detail, timeline, alert lists) is
-written to the access log (who, when, what, which resident) through the
-runner's spool. Staff actions go to the alert service in-process, so two
-staff pressing *take* at once are serialised: one wins, the other gets 409
-with "alert is taken by …". See docs/api.md.
+Every read of a resident's data (alert detail, timeline, alert lists, each
+alert delivered on the live stream) is written to the access log (who, when,
+what, which resident) through the runner's spool. Staff actions go to the
+alert service in-process, so two staff pressing *take* at once are
+serialised: one wins, the other gets 409 with "alert is taken by …".
+
+Before a body is read, :class:`trygg.api.limits.RequestGuard` checks the
+token of every ``/api/`` request and the body's size; every error is an RFC
+9457 problem (:mod:`trygg.api.problems`); the answers are typed
+(:mod:`trygg.api.schemas`). See docs/api.md.
 """
 
 import asyncio
 import json
-import time
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+import psycopg
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import (
     FileResponse,
-    JSONResponse,
+    HTMLResponse,
     PlainTextResponse,
     RedirectResponse,
     StreamingResponse,
 )
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import AwareDatetime, BaseModel, Field
 
@@ -42,7 +52,11 @@ from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import OPEN_STATES, Alert, CancelReason, Outcome, State
 from trygg.alerts.gates import Silence, SilenceScope
 from trygg.alerts.lifecycle import ConflictError, TransitionError
-from trygg.api import words
+from trygg.api import problems, schemas, words
+from trygg.api.auth import Auth
+from trygg.api.limits import RequestGuard, authenticate
+from trygg.api.limits import max_body_bytes as body_limit
+from trygg.api.problems import ProblemError
 from trygg.model import Severity
 from trygg.runner.alerting import AlertService
 from trygg.store import access as access_store
@@ -51,6 +65,10 @@ from trygg.store.access import User
 
 log = logs.get("trygg.api")
 STATIC = Path(__file__).resolve().parent / "static"
+# Swagger UI's files (and its licence) from the swagger-ui-py package: /docs
+# works on a closed network, without a CDN.
+SWAGGER_UI = Path(str(files("swagger_ui") / "static"))
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _SEV_RANK = {"red": 0, "yellow": 1, "green": 2}
 
 StaffAction = Literal[
@@ -93,61 +111,87 @@ def _iso(v: Any) -> Any:
     return v
 
 
-class _Auth:
-    def __init__(self, db: Any) -> None:
-        self._db = db
-        self._cache: dict[str, tuple[float, User | None]] = {}
-
-    async def user(self, token: str) -> User | None:
-        hit = self._cache.get(token)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        u: User | None = await self._db(access_store.user_by_token, token)
-        self._cache[token] = (time.monotonic() + 30.0, u)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        return u
+# What each error status means on the routes that can answer it (the body is
+# always an RFC 9457 problem, application/problem+json).
+_ERRORS = {
+    401: "no, an unknown or a disabled bearer token",
+    403: "your role, or your team, may not do this",
+    404: "no such alert, silence or resident (a malformed id too)",
+    409: "the action is not allowed now; `detail` says why",
+    413: "the request body is over the limit (64 KiB by default)",
+    422: "the request failed validation (`errors` says where)",
+    503: "the database or the token check is not reachable now",
+    504: "no worker confirmed the action in time (distributed stack)",
+}
 
 
-def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> FastAPI:
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {c: {"description": _ERRORS[c]} for c in codes}
+
+
+def create_app(
+    *,
+    service: AlertService,
+    runner: Any = None,
+    db: Any = None,
+    max_body_bytes: int | None = None,
+) -> FastAPI:
     """The ASGI app. ``db(fn, *args)`` runs a store function on a pooled
-    connection in a worker thread (default: the runner's pool, no retries)."""
+    connection in a worker thread (default: the runner's pool, no retries).
+    ``max_body_bytes``: the request body limit (default: see
+    :func:`trygg.api.limits.max_body_bytes`)."""
 
     if db is None:
 
         async def db(fn: Any, *args: Any, **kw: Any) -> Any:
             return await asyncio.to_thread(runner._db, lambda c: fn(c, *args, **kw))
 
-    auth = _Auth(db)
+    auth = Auth(db)
     app = FastAPI(
         title="trygg",
         version="1",
         description="Alerts, silences, residents' timelines and the access log. "
-        "Authenticate with `Authorization: Bearer <token>` (`trygg users add`).",
+        "Authenticate with `Authorization: Bearer <token>` (`trygg users add`). "
+        "Every error is an RFC 9457 problem (`application/problem+json`).",
+        docs_url=None,  # served below from the package's own Swagger UI files
+        redoc_url=None,
     )
     app.state.service = service
     app.state.closing = False
+    app.state.auth = auth
+    refused: dict[str, int] = {}  # requests refused before their body was read: /metrics
+    app.state.refused = refused
+    problems.install(app)
+    limit = (
+        body_limit(getattr(runner, "settings", None)) if max_body_bytes is None else max_body_bytes
+    )
+    app.add_middleware(RequestGuard, auth=auth, max_body=limit, counters=refused)
+    api = APIRouter(responses=_errors(401, 413, 503))
 
     # ------------------------------------------------------------- auth
 
-    async def current_user(request: Request) -> User:
-        h = request.headers.get("authorization", "")
-        token = h[7:].strip() if h.lower().startswith("bearer ") else ""
-        if not token:
-            raise HTTPException(
-                401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
-            )
-        try:
-            u = await auth.user(token)
-        except Exception as exc:
-            raise HTTPException(503, f"cannot check the token now: {exc}") from None
-        if u is None:
-            raise HTTPException(
-                401, "unknown or disabled token", headers={"WWW-Authenticate": "Bearer"}
-            )
-        return u
+    bearer = HTTPBearer(
+        auto_error=False,
+        scheme_name="bearer",
+        bearerFormat="opaque",
+        description="a token from `trygg users add` (shown once)",
+    )
+
+    async def current_user(
+        request: Request,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ) -> User:
+        # RequestGuard has checked the token before the body was read.
+        u = getattr(request.state, "user", None)
+        if isinstance(u, User):
+            return u
+        return await authenticate(auth, creds.credentials if creds else "")  # type: ignore[no-any-return]
 
     UserDep = Annotated[User, Depends(current_user)]
+
+    def token_of(request: Request) -> str:
+        h = request.headers.get("authorization", "")
+        return h[7:].strip() if h[:7].lower() == "bearer " else ""
 
     def require(u: User, *roles: str) -> None:
         if u.role not in roles:
@@ -190,12 +234,18 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
 
     # ------------------------------------------------------------- health
 
-    @app.get("/healthz", tags=["health"], summary="liveness")
+    @app.get("/healthz", tags=["health"], summary="liveness", response_model=schemas.Liveness)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="readiness: MQTT, database, spool")
-    async def readyz() -> JSONResponse:
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="readiness: MQTT, database, spool",
+        response_model=schemas.Readiness,
+        responses={503: {"description": "not ready: the problem has the checks as members"}},
+    )
+    async def readyz() -> dict[str, Any]:
         checks: dict[str, Any] = {}
         src = getattr(runner, "_source", None)
         checks["mqtt"] = bool(src is not None and src.connected.is_set())
@@ -216,21 +266,31 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
         else:
             checks["spool"] = True
         checks["alerts"] = service.started
-        ok = all(checks[k] for k in ("mqtt", "database", "spool", "alerts"))
-        return JSONResponse({"ready": ok, **checks}, status_code=200 if ok else 503)
+        failing = [k for k in ("mqtt", "database", "spool", "alerts") if not checks[k]]
+        if failing:
+            raise ProblemError(503, f"not ready: {', '.join(failing)}", ready=False, **checks)
+        return {"ready": True, **checks}
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> PlainTextResponse:
         from trygg.api.metrics import render
 
         return PlainTextResponse(
-            render(runner, service), media_type="text/plain; version=0.0.4; charset=utf-8"
+            render(runner, service, http=app.state),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
-    @app.get(
+    @api.get(
         "/api/health/channels",
         tags=["health"],
         summary="notification channels: up, failing since, consecutive failures",
+        response_model=schemas.ChannelHealth,
     )
     async def channel_health(u: UserDep) -> dict[str, Any]:
         health = getattr(service, "health", None)
@@ -241,13 +301,19 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
 
     # ------------------------------------------------------------- me
 
-    @app.get("/api/me", tags=["users"])
+    @api.get("/api/me", tags=["users"], response_model=schemas.Me)
     async def me(u: UserDep) -> dict[str, Any]:
         return {"name": u.name, "role": u.role, "teams": list(u.teams)}
 
     # ------------------------------------------------------------- alerts
 
-    @app.get("/api/alerts", tags=["alerts"], summary="list and filter alerts, newest first")
+    @api.get(
+        "/api/alerts",
+        tags=["alerts"],
+        summary="list and filter alerts, newest first",
+        response_model=schemas.AlertList,
+        responses=_errors(403, 422),
+    )
     async def list_alerts(
         u: UserDep,
         team: Annotated[list[str] | None, Query()] = None,
@@ -280,7 +346,7 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
                 elif s in {x.value for x in State}:
                     states.add(s)
                 else:
-                    raise HTTPException(422, f"unknown state {s!r}")
+                    raise problems.invalid(("query", "state"), f"unknown state {s!r}", s)
         sevs = [s.value for s in severity] if severity else None
         open_only = states is not None and states <= {x.value for x in OPEN_STATES}
 
@@ -330,9 +396,16 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
         return {"alerts": items, "count": len(items)}
 
     async def _alert_for(u: UserDep, alert_id: str) -> Alert:
-        a = await service.load(alert_id)
+        # Alert ids are UUIDs (the database's type): anything else is no alert,
+        # not a database error.
+        if service.get(alert_id) is None and not _UUID.match(alert_id):
+            raise HTTPException(404, f"no alert {alert_id}")
+        try:
+            a = await service.load(alert_id)
+            snap = None if a is not None else await db(alert_store.get_snapshot, alert_id)
+        except (psycopg.Error, OSError) as exc:
+            raise HTTPException(503, f"the database is not reachable: {exc}") from None
         if a is None:
-            snap = await db(alert_store.get_snapshot, alert_id)
             if snap is None or snap.get("shadow"):  # shadow alerts are not shown (rules.md)
                 raise HTTPException(404, f"no alert {alert_id}")
             may_see_team(u, str(snap["team"]))
@@ -340,7 +413,13 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
         may_see_team(u, a.team)
         return a
 
-    @app.get("/api/alerts/{alert_id}", tags=["alerts"], summary="one alert with its records")
+    @api.get(
+        "/api/alerts/{alert_id}",
+        tags=["alerts"],
+        summary="one alert with its records",
+        response_model=schemas.AlertDetail,
+        responses=_errors(403, 404),
+    )
     async def get_alert(alert_id: str, u: UserDep) -> dict[str, Any]:
         a = await _alert_for(u, alert_id)
         access(u, "alert.read", a.resident, alert=a.id)
@@ -362,15 +441,12 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
             "deliveries": _iso(dl),
         }
 
-    @app.post(
+    @api.post(
         "/api/alerts/{alert_id}/{action}",
         tags=["alerts"],
         summary="act on an alert",
-        responses={
-            403: {"description": "not your team's alert, or your role may not act"},
-            404: {"description": "no such alert"},
-            409: {"description": "the action is not allowed now; the text says why"},
-        },
+        response_model=schemas.AlertOne,
+        responses=_errors(403, 404, 409, 422, 504),
     )
     async def act(
         alert_id: str, action: StaffAction, body: ActionBody, u: UserDep
@@ -413,7 +489,7 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
         d["active"] = s.active(service.clock())
         return d
 
-    @app.get("/api/silences", tags=["silences"])
+    @api.get("/api/silences", tags=["silences"], response_model=schemas.SilenceList)
     async def list_silences(u: UserDep, active: bool = False) -> dict[str, Any]:
         now = service.clock()
         items = service.silences(now if active else None)
@@ -421,7 +497,13 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
             items = [s for s in items if _silence_team(s.scope.value, s.target) in u.teams]
         return {"silences": [_sil(s) for s in items]}
 
-    @app.post("/api/silences", tags=["silences"], status_code=201)
+    @api.post(
+        "/api/silences",
+        tags=["silences"],
+        status_code=201,
+        response_model=schemas.SilenceOne,
+        responses=_errors(403, 404, 422),
+    )
     async def create_silence(body: SilenceBody, u: UserDep) -> dict[str, Any]:
         require(u, "care_staff", "specialist", "admin")
         team = _silence_team(body.scope, body.target)
@@ -430,7 +512,9 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
         may_see_team(u, team)
         start = body.start or service.clock()
         if body.end <= start:
-            raise HTTPException(422, "a silence must end after it starts")
+            raise problems.invalid(
+                ("body", "end"), "a silence must end after it starts", body.end.isoformat()
+            )
         s = service.add_silence(
             Silence(
                 id=str(uuid.uuid4()),
@@ -445,7 +529,12 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
         )
         return {"silence": _sil(s)}
 
-    @app.post("/api/silences/{silence_id}/end", tags=["silences"])
+    @api.post(
+        "/api/silences/{silence_id}/end",
+        tags=["silences"],
+        response_model=schemas.SilenceOne,
+        responses=_errors(403, 404),
+    )
     async def end_silence(
         silence_id: str, u: UserDep, body: EndSilenceBody | None = None
     ) -> dict[str, Any]:
@@ -460,7 +549,12 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
 
     # ------------------------------------------------------------- residents
 
-    @app.get("/api/residents/{resident}/timeline", tags=["residents"])
+    @api.get(
+        "/api/residents/{resident}/timeline",
+        tags=["residents"],
+        response_model=schemas.Timeline,
+        responses=_errors(403, 404),
+    )
     async def timeline(
         resident: str, u: UserDep, hours: Annotated[float, Query(gt=0, le=24 * 31)] = 24
     ) -> dict[str, Any]:
@@ -489,7 +583,9 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
 
     # ------------------------------------------------------------- access log
 
-    @app.get("/api/access-log", tags=["audit"])
+    @api.get(
+        "/api/access-log", tags=["audit"], response_model=schemas.AccessLog, responses=_errors(403)
+    )
     async def access_log(
         u: UserDep,
         resident: str | None = None,
@@ -505,20 +601,42 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
 
     # ------------------------------------------------------------- live feed
 
-    @app.get("/api/stream", tags=["alerts"], summary="live alert changes (server-sent events)")
+    @api.get(
+        "/api/stream",
+        tags=["alerts"],
+        summary="live alert changes (server-sent events)",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": "events `alert`, `notify`, `resync`, and `revoked` just before "
+                "the stream closes because the token no longer signs in",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def stream(request: Request, u: UserDep) -> StreamingResponse:
         sub = service.feed.subscribe(None if u.role != "care_staff" else u.teams)
+        token = token_of(request)
+        revoked = auth.watch(token)
 
         async def gen() -> AsyncIterator[bytes]:
             try:
                 yield b"retry: 2000\n\n: hello\n\n"
+                quiet = 0.0
                 while not app.state.closing:
+                    if revoked.is_set():  # disabled or replaced since the stream opened
+                        log.info("live stream closed: token no longer valid", user=u.name)
+                        yield b'event: revoked\ndata: {"detail":"unknown or disabled token"}\n\n'
+                        break
                     try:
-                        msg = await asyncio.wait_for(sub.queue.get(), 15.0)
+                        msg = await asyncio.wait_for(sub.queue.get(), 1.0)
                     except TimeoutError:
-                        if await request.is_disconnected():
-                            break
-                        yield b": keep-alive\n\n"
+                        quiet += 1.0
+                        if quiet >= 15.0:
+                            quiet = 0.0
+                            if await request.is_disconnected():
+                                break
+                            yield b": keep-alive\n\n"
                         continue
                     out = dict(msg)
                     if "alert" in out and isinstance(out["alert"], dict):
@@ -527,9 +645,20 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
                         if live is None:
                             a["allowed_actions"] = []
                         out["alert"] = a
+                        # Each alert a console is shown is a read of the resident's data.
+                        if a.get("resident"):
+                            access(
+                                u,
+                                "alert.stream",
+                                str(a["resident"]),
+                                alert=a.get("id"),
+                                event=out.get("type"),
+                                state=a.get("state"),
+                            )
                     data = json.dumps(out, default=str, separators=(",", ":"))
                     yield f"event: {out.get('type', 'message')}\ndata: {data}\n\n".encode()
             finally:
+                auth.unwatch(token, revoked)
                 service.feed.unsubscribe(sub)
 
         return StreamingResponse(
@@ -537,6 +666,37 @@ def create_app(*, service: AlertService, runner: Any = None, db: Any = None) -> 
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
+
+    app.include_router(api)
+
+    # ------------------------------------------------------------- API docs
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}/openapi.json",
+            title="trygg API",
+            swagger_js_url=f"{root}/docs/static/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}/docs/static/swagger-ui.css",
+            swagger_favicon_url=f"{root}/docs/static/favicon-32x32.png",
+        )
+
+    app.mount("/docs/static", StaticFiles(directory=SWAGGER_UI), name="swagger-ui")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problems.openapi_errors(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     # ------------------------------------------------------------- console
 

@@ -11,9 +11,10 @@ from prometheus_client.registry import Collector
 
 
 class _Trygg(Collector):
-    def __init__(self, runner: Any, service: Any) -> None:
+    def __init__(self, runner: Any, service: Any, http: Any = None) -> None:
         self.runner = runner
         self.service = service
+        self.http = http
 
     def collect(self) -> Iterator[Any]:
         st = getattr(self.runner, "stats", None)
@@ -72,6 +73,7 @@ class _Trygg(Collector):
             "trygg_console_subscribers", "live console connections", value=svc.feed.subscribers
         )
         yield from _channels(svc)
+        yield from _http(self.http)
 
 
 def _mqtt(source: Any, service: Any) -> Iterator[Any]:
@@ -156,7 +158,33 @@ def _channels(service: Any) -> Iterator[Any]:
     )
 
 
-def render(runner: Any, service: Any) -> str:
+def _http(state: Any) -> Iterator[Any]:
+    """The API's refusals before a body is read, and live streams cut off
+    because their token stopped signing in (docs/api.md, "Limits")."""
+    if state is None:
+        return
+    refused = getattr(state, "refused", None)
+    if refused is not None:
+        c = CounterMetricFamily(
+            "trygg_http_refused",
+            "API requests refused before their body was read, by reason "
+            "(unauthenticated, auth_unavailable, body_too_large)",
+            labels=["reason"],
+        )
+        for reason in ("unauthenticated", "auth_unavailable", "body_too_large"):
+            c.add_metric([reason], float(refused.get(reason, 0)))
+        yield c
+    auth = getattr(state, "auth", None)
+    if auth is not None:
+        yield CounterMetricFamily(
+            "trygg_api_streams_revoked",
+            "live streams closed because their token was disabled or replaced",
+            value=float(auth.revoked_streams),
+        )
+
+
+def render(runner: Any, service: Any, http: Any = None) -> str:
+    """``http``: the API app's state (its refusal counters), if it is serving."""
     reg = CollectorRegistry()
-    reg.register(_Trygg(runner, service))
+    reg.register(_Trygg(runner, service, http))
     return generate_latest(reg).decode()
