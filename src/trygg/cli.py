@@ -8,6 +8,7 @@ errors into one readable line and a non-zero exit.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -107,13 +108,71 @@ def run(
     site: str | None = typer.Option(None, help="overrides TRYGG_SITE"),
     webhook_url: str | None = typer.Option(None, help="overrides TRYGG_WEBHOOK_URL"),
 ) -> None:
-    """Run the embedded pipeline against the configured broker and database."""
+    """Run the embedded pipeline against the configured broker and database.
+
+    Refuses to start (exit 2) on the problems `trygg check` reports, in its words.
+    """
+    from trygg.check import check, print_report
     from trygg.runner.embedded import run_forever
 
-    s = _settings(
-        config, mqtt_url=mqtt_url, database_url=database_url, site=site, webhook_url=webhook_url
+    report = check(
+        config,
+        care_plans=False,
+        mqtt_url=mqtt_url,
+        database_url=database_url,
+        site=site,
+        webhook_url=webhook_url,
     )
+    s = report.settings
+    assert s is not None
+    logs.configure(s.log_format, s.log_level)
+    if s.log_format == "json":  # every line of a JSON log is JSON
+        log = logs.get("trygg.check")
+        for p in report.problems:
+            log.error("configuration problem", problem=p)
+        for w in report.warnings:
+            log.warning("configuration warning", warning=w)
+        if not report.ok:
+            log.error("not started (trygg check lists the same problems)")
+            raise typer.Exit(2)
+    else:
+        print_report(report, lambda line: typer.echo(line, err=True), verbose=False)
+        if not report.ok:
+            _fail("not started (trygg check lists the same problems)", 2)
     run_forever(s)
+
+
+@app.command("check")
+def check_command(
+    config: Path | None = ConfigOpt,
+    registry: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--registry", exists=True, dir_okay=False, help="registry YAML (else TRYGG_REGISTRY)"
+    ),
+    rules: Optional[list[Path]] = typer.Option(  # noqa: UP045
+        None,
+        "--rules",
+        exists=True,
+        help="rule file or directory, repeatable (else TRYGG_RULES_DIR or the repository's rules/)",
+    ),
+    routing: Optional[Path] = typer.Option(  # noqa: UP045
+        None,
+        "--routing",
+        exists=True,
+        dir_okay=False,
+        help="routing file (else TRYGG_ROUTING; without one, the built-in routing)",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print only problems and warnings"),
+) -> None:
+    """Check the settings, registry, rules with the care plans, and routing file.
+
+    Every problem at once, one line each: file:line: reason. Exit 0: all good;
+    1: problems found; 2: wrong use of the command.
+    """
+    from trygg.check import check, print_report
+
+    report = check(config, registry=registry, rules=rules, routing=routing)
+    print_report(report, typer.echo, verbose=not quiet)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 @app.command("demo")

@@ -1,0 +1,296 @@
+"""``trygg check``: everything trygg reads at start, checked together.
+
+The settings (``TRYGG_*`` and the TOML file), the registry, the rule catalogue
+with the registry's care plans, and the routing file. Every problem is found in
+one run and reported as one line, ``file:line: reason`` (a setting:
+``TRYGG_NAME=value: reason``), like ``amtool check-config`` and ``promtool
+check rules``. ``trygg run`` calls :func:`check` too and refuses to start on
+the same problems, in the same words.
+
+Warnings are things that work but probably not as meant (a webhook the routing
+file names that is not configured, a team no route reaches, a variable name
+that is almost a setting's); they never fail the check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trygg.plain import Path_, Problem, YamlDoc, YamlSyntaxError, dotted, line_of, read_yaml
+from trygg.settings import Settings, read_settings
+
+
+@dataclass
+class Report:
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)  # one summary line per part
+    settings: Settings | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, what: str, problems: Sequence[str | Problem], summary: str) -> None:
+        self.problems.extend(str(p) for p in problems)
+        n = len(problems)
+        self.checked.append(f"{what}: {_count(n) if n else summary}")
+
+
+def _n(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def _count(n: int) -> str:
+    return _n(n, "problem")
+
+
+def check(
+    config: Path | None = None,
+    *,
+    registry: Path | None = None,
+    rules: Sequence[Path] | None = None,
+    routing: Path | None = None,
+    care_plans: bool = True,
+    **overrides: object,
+) -> Report:
+    """Check the settings and the files they (or the arguments) name.
+
+    ``care_plans=False``: report care-plan problems as warnings (``trygg run``:
+    the catalogue that runs may be a newer version from the database, which
+    the runner checks the care plans against itself)."""
+    from trygg.rules.catalogue import default_rules_dir
+
+    report = Report()
+    s, problems = read_settings(config, **overrides)
+    report.settings = s
+    report.add("settings", problems, f"OK ({_sources(config)})")
+    report.warnings.extend(_near_miss_variables())
+
+    reg_path = registry or s.registry
+    reg_doc: YamlDoc | None = None
+    residents: list[tuple[int, Any]] = []
+    if reg_path is not None:
+        reg_doc, residents = _check_registry(report, Path(reg_path))
+    else:
+        report.checked.append("registry: none named (TRYGG_REGISTRY, --registry)")
+
+    rule_paths = list(rules) if rules else [s.rules_dir or default_rules_dir()]
+    catalogue = _check_rules(report, rule_paths)
+    if reg_doc is not None and reg_path is not None:
+        if catalogue is not None:
+            _check_care_plans(report, catalogue, residents, str(reg_path), reg_doc, care_plans)
+        else:
+            report.checked.append("care plans: not checked (the rules do not load)")
+
+    routing_path = routing or s.routing
+    if routing_path is not None:
+        _check_routing(report, Path(routing_path), s, reg_doc, str(reg_path or ""))
+    else:
+        report.checked.append("routing: the built-in one (TRYGG_ROUTING names no file)")
+    return report
+
+
+def _sources(config: Path | None) -> str:
+    path = config or (Path(os.environ["TRYGG_CONFIG"]) if os.environ.get("TRYGG_CONFIG") else None)
+    return "defaults and TRYGG_* variables" + (f", {path}" if path else "")
+
+
+def _near_miss_variables() -> list[str]:
+    """``TRYGG_*`` variables that are not settings but nearly the name of one."""
+    names = [f"TRYGG_{n.upper()}" for n in Settings.model_fields]
+    out = []
+    for var in sorted(os.environ):
+        up = var.upper()
+        if not up.startswith("TRYGG_") or up in names or up == "TRYGG_CONFIG":
+            continue
+        near = difflib.get_close_matches(up, names, n=1, cutoff=0.85)
+        if near:
+            out.append(f"{var}: not a trygg setting, so it is ignored (did you mean {near[0]}?)")
+    return out
+
+
+def _read(report: Report, what: str, path: Path) -> YamlDoc | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        report.add(f"{what} {path}", [f"{path}: cannot read: {exc.strerror}"], "")
+        return None
+    try:
+        return read_yaml(text, str(path))
+    except YamlSyntaxError as exc:
+        report.add(f"{what} {path}", [str(exc)], "")
+        return None
+
+
+def _check_registry(report: Report, path: Path) -> tuple[YamlDoc | None, list[tuple[int, Any]]]:
+    from pydantic import ValidationError
+
+    from trygg.registry import Resident, registry_problems
+
+    doc = _read(report, "registry", path)
+    if doc is None:
+        return None, []
+    problems = sorted([*doc.problems, *registry_problems(doc.data, str(path), doc.locs)])
+    # The care plans of the residents that are valid on their own are checked
+    # even when other parts of the file are wrong.
+    residents: list[tuple[int, Resident]] = []
+    raw = doc.data.get("residents") if isinstance(doc.data, dict) else None
+    for i, r in enumerate(raw if isinstance(raw, list) else []):
+        with contextlib.suppress(ValidationError):
+            residents.append((i, Resident.model_validate(r)))
+    devices = doc.data.get("devices") if isinstance(doc.data, dict) else None
+    n_dev = len(devices) if isinstance(devices, list) else 0
+    n_res = len(raw) if isinstance(raw, list) else 0
+    summary = f"{_n(n_res, 'resident')}, {_n(n_dev, 'device')}: OK"
+    report.add(f"registry {path}", problems, summary)
+    return doc, residents
+
+
+def _check_rules(report: Report, paths: list[Path]) -> Any:
+    from trygg.rules.catalogue import CatalogueError, load_catalogue
+
+    where = ", ".join(str(p) for p in paths)
+    try:
+        cat = load_catalogue(paths)
+    except CatalogueError as exc:
+        report.add(f"rules {where}", exc.problems, "")
+        return None
+    summary = (
+        f"{_n(len(cat.specs), 'rule')} from {_n(len(cat.files), 'file')}, version {cat.version}"
+    )
+    report.add(f"rules {where}", [], f"{summary}: OK")
+    return cat
+
+
+def _check_care_plans(
+    report: Report,
+    catalogue: Any,
+    residents: list[tuple[int, Any]],
+    source: str,
+    doc: YamlDoc,
+    refuse: bool,
+) -> None:
+    from trygg.rules.careplan import care_plan_problems_at
+
+    problems = care_plan_problems_at(catalogue, residents, source, doc.locs)
+    n = sum(1 for _, r in residents if r.overrides)
+    if refuse:
+        report.add("care plans", problems, f"{n} checked against the rules: OK")
+    else:
+        report.warnings.extend(
+            f"{p} (against the rules directory; the runner checks the version that runs)"
+            for p in problems
+        )
+
+
+def _check_routing(
+    report: Report, path: Path, s: Settings, registry: YamlDoc | None, reg_source: str
+) -> None:
+    from trygg.alerts.routing import routing_problems
+
+    doc = _read(report, "routing", path)
+    if doc is None:
+        return
+    problems = sorted([*doc.problems, *routing_problems(doc.data, str(path), doc.locs)])
+    data = doc.data if isinstance(doc.data, dict) else {}
+    teams = data["teams"] if isinstance(data.get("teams"), dict) else {}
+    n_rec = len(data["recipients"]) if isinstance(data.get("recipients"), dict) else 0
+    summary = f"{_n(len(teams), 'team')}, {_n(n_rec, 'recipient')}: OK"
+    report.add(f"routing {path}", problems, summary)
+    if problems:
+        return
+    report.warnings.extend(str(w) for w in _routing_warnings(doc, str(path), s))
+    if registry is not None:
+        report.warnings.extend(str(w) for w in _unrouted_teams(data, registry, reg_source))
+
+
+def _contacts(data: dict[str, Any]) -> list[tuple[Path_, dict[str, Any]]]:
+    out: list[tuple[Path_, dict[str, Any]]] = []
+    for section in ("recipients", "teams"):
+        entries = data.get(section)
+        for name, entry in entries.items() if isinstance(entries, dict) else []:
+            contacts = entry.get("contacts") if isinstance(entry, dict) else None
+            for i, c in enumerate(contacts if isinstance(contacts, list) else []):
+                if isinstance(c, dict):
+                    out.append(((section, name, "contacts", i), c))
+    return out
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _routing_warnings(doc: YamlDoc, source: str, s: Settings) -> list[Problem]:
+    from trygg.runner.wiring import webhook_urls
+
+    configured = set(webhook_urls(s))
+    out = []
+    for path, c in _contacts(doc.data):
+        _, line = line_of(doc.locs, path, (source, 0))
+        at = dotted(path)
+        if c.get("channel") == "webhook" and c.get("address") not in configured:
+            out.append(
+                Problem(
+                    source,
+                    line,
+                    f"{at}: webhook {c.get('address')!r} is not configured (TRYGG_WEBHOOKS, "
+                    "TRYGG_WEBHOOK_URL): its notifications will fail",
+                )
+            )
+        if c.get("channel") == "apprise":
+            for var in _ENV_REF.findall(str(c.get("address", ""))):
+                if var not in os.environ:
+                    out.append(
+                        Problem(
+                            source,
+                            line,
+                            f"{at}: ${{{var}}} is not set here: its notifications will fail "
+                            "where it is not set either",
+                        )
+                    )
+    return out
+
+
+def _unrouted_teams(routing: dict[str, Any], registry: YamlDoc, source: str) -> list[Problem]:
+    """Residents whose team the routing file does not reach (no such team, no
+    default_team and no fallback): their alerts would reach nobody."""
+    teams = routing["teams"] if isinstance(routing.get("teams"), dict) else {}
+    if routing.get("default_team") or routing.get("fallback"):
+        return []
+    raw = registry.data.get("residents") if isinstance(registry.data, dict) else None
+    out = []
+    for i, r in enumerate(raw if isinstance(raw, list) else []):
+        team = r.get("team") if isinstance(r, dict) else None
+        if isinstance(team, str) and team not in teams:
+            _, line = line_of(registry.locs, ("residents", i, "team"), (source, 0))
+            out.append(
+                Problem(
+                    source,
+                    line,
+                    f"resident {r.get('id')!r}: team {team!r} is not in the routing file, "
+                    "which has no default_team or fallback: its alerts reach nobody",
+                )
+            )
+    return out
+
+
+def print_report(report: Report, echo: Any, *, verbose: bool = True) -> None:
+    """Problems first, then warnings, then what was checked and the verdict."""
+    for p in report.problems:
+        echo(p)
+    for w in report.warnings:
+        echo(f"warning: {w}")
+    if verbose:
+        for line in report.checked:
+            echo(line)
+    if report.problems:
+        echo(f"{_count(len(report.problems))} found")
+    elif verbose:
+        echo("all good" + (f" ({_n(len(report.warnings), 'warning')})" if report.warnings else ""))
