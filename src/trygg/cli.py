@@ -86,7 +86,10 @@ def registry_load(
     try:
         registry = load_registry(file)
     except RegistryError as exc:
-        _fail(str(exc))
+        for line in exc.problems:
+            typer.echo(line, err=True)
+        n = len(exc.problems)
+        _fail(f"registry not loaded: {n} problem{'s' if n != 1 else ''}")
     try:
         with psycopg.connect(s.database_url) as conn:
             counts = save_registry(

@@ -23,7 +23,6 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import unquote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import annotated_types
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
@@ -540,17 +539,16 @@ def valid_text(field: str) -> str | None:
 
 
 def _bounds(info: FieldInfo) -> tuple[tuple[str, float] | None, tuple[str, float] | None]:
+    """A field's lower and upper bound from its Field(ge/gt/le/lt=...) metadata."""
     lo: tuple[str, float] | None = None
     hi: tuple[str, float] | None = None
     for m in info.metadata:
-        if isinstance(m, annotated_types.Ge):
-            lo = ("ge", float(m.ge))  # type: ignore[arg-type]
-        elif isinstance(m, annotated_types.Gt):
-            lo = ("gt", float(m.gt))  # type: ignore[arg-type]
-        elif isinstance(m, annotated_types.Le):
-            hi = ("le", float(m.le))  # type: ignore[arg-type]
-        elif isinstance(m, annotated_types.Lt):
-            hi = ("lt", float(m.lt))  # type: ignore[arg-type]
+        for kind in ("ge", "gt"):
+            if isinstance(getattr(m, kind, None), int | float):
+                lo = (kind, float(getattr(m, kind)))
+        for kind in ("le", "lt"):
+            if isinstance(getattr(m, kind, None), int | float):
+                hi = (kind, float(getattr(m, kind)))
     return lo, hi
 
 
