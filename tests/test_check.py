@@ -10,6 +10,10 @@ it holds and what would be valid.
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, get_args
 
@@ -221,3 +225,35 @@ def test_every_number_setting_has_a_range_and_a_unit() -> None:
         )
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         assert extra.get("unit"), f"TRYGG_{name.upper()} has no unit"
+
+
+def test_the_readme_shows_what_trygg_check_prints(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("```\n$ TRYGG_TARGET_ANSWER_60S=97.5 trygg check ", 1)[1].split("```")[0]
+    args, *shown = block.strip().splitlines()
+    assert args == "--registry registry.yaml --routing routing.yaml --rules rules"
+    _files(tmp_path)
+    (tmp_path / "rules").symlink_to(REPO / "rules")
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "trygg"), "check", *args.split()],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "TRYGG_TARGET_ANSWER_60S": "97.5"},
+        timeout=120,
+    )
+
+    def same(lines: list[str]) -> list[str]:
+        return [re.sub(r"version \S+:", "version V:", x) for x in lines]
+
+    assert same(r.stdout.splitlines()) == same(shown)
+
+
+def test_the_readme_gives_each_setting_its_range() -> None:
+    readme = (REPO / "README.md").read_text()
+    for name in Settings.model_fields:
+        text = valid_text(name)
+        if text is not None:
+            assert f"| `TRYGG_{name.upper()}` | " in readme
+            row = readme.split(f"| `TRYGG_{name.upper()}` | ", 1)[1].split("\n", 1)[0]
+            assert row.split(" | ")[1] == text, f"README's valid column of TRYGG_{name.upper()}"
