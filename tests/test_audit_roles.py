@@ -321,3 +321,61 @@ def test_the_reader_sees_the_reporting_views_only(db: str) -> None:
             conn.execute("SELECT hash FROM alert_records")
         with pytest.raises(psycopg.errors.UndefinedColumn):
             conn.execute("SELECT payload FROM dead_letters")
+
+
+def test_trygg_run_as_the_application_role(tmp_path, db: str, broker) -> None:  # type: ignore[no-untyped-def]
+    """The embedded runner end to end as a trygg_app login: events stored, a fall
+    raised, recorded and delivered, an API read written to the access log."""
+    import time
+
+    import httpx
+
+    from tests.helpers import TryggProcess, WebhookReceiver, event_json, publish, wait_until
+    from trygg.devenv import free_port
+    from trygg.store.access import add_user
+
+    reg = tmp_path / "registry.yaml"
+    reg.write_text(
+        "residents:\n  - {id: r-0001, team: t1}\n"
+        "devices:\n  - {id: fall-0001, resident: r-0001, kind: fall, room: bathroom}\n"
+    )
+    trygg_cli("registry", "load", str(reg), "--database-url", db)
+    with psycopg.connect(db, autocommit=True) as conn:
+        token = add_user(conn, "nurse", "care_staff", ["t1"])
+    app = app_url(db)
+    port = free_port()
+
+    def count(sql: str) -> int:
+        with psycopg.connect(db) as conn:
+            row = conn.execute(sql).fetchone()
+        return int(row[0]) if row else 0
+
+    env = {
+        "TRYGG_MQTT_URL": broker.url,
+        "TRYGG_DATABASE_URL": app,
+        "TRYGG_SITE": "oslo",
+        "TRYGG_MQTT_CLIENT_ID": f"trygg-test-{time.monotonic_ns()}",
+        "TRYGG_HTTP_PORT": str(port),
+    }
+    with WebhookReceiver() as hook, TryggProcess({**env, "TRYGG_WEBHOOK_URL": hook.url}) as trygg:
+        trygg.wait_connected()
+        when = datetime.now(UTC).isoformat()
+        publish(
+            broker.port,
+            [("trygg/oslo/devices/fall-0001/events", event_json("f-1", "fall.detected", when))],
+        )
+        wait_until(lambda: hook.received, timeout=10)
+        alert_id = hook.received[0][2]["id"]
+        wait_until(lambda: count("SELECT count(*) FROM alert_records") == 2)
+        r = httpx.get(
+            f"http://127.0.0.1:{port}/api/alerts/{alert_id}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        wait_until(lambda: count("SELECT count(*) FROM access_log WHERE actor = 'nurse'") >= 1)
+        assert count("SELECT count(*) FROM events") == 1
+        assert count("SELECT count(*) FROM alert_deliveries WHERE ok") >= 1
+        assert "permission denied" not in trygg.output()
+    with psycopg.connect(db) as conn:
+        assert verify(conn).ok
