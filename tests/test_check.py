@@ -257,3 +257,12 @@ def test_the_readme_gives_each_setting_its_range() -> None:
             assert f"| `TRYGG_{name.upper()}` | " in readme
             row = readme.split(f"| `TRYGG_{name.upper()}` | ", 1)[1].split("\n", 1)[0]
             assert row.split(" | ")[1] == text, f"README's valid column of TRYGG_{name.upper()}"
+
+
+def test_an_empty_variable_is_unset_as_docker_compose_passes_it(monkeypatch: Any) -> None:
+    from trygg.settings import read_settings
+
+    monkeypatch.setenv("TRYGG_WEBHOOK_URL", "")  # ${TRYGG_WEBHOOK_URL:-}
+    monkeypatch.setenv("TRYGG_WEBHOOK_SECRET", "")
+    s, problems = read_settings()
+    assert problems == [] and not s.webhook_url

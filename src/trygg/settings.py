@@ -422,7 +422,7 @@ class Settings(BaseSettings):
     @field_validator("webhook_url", "public_url")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
-        if v is not None and not _is_http_url(v):
+        if v and not _is_http_url(v):  # empty: not set (docker-compose's ${VAR:-})
             raise ValueError("must be an http:// or https:// URL")
         return v
 
