@@ -46,7 +46,12 @@ class RetentionResult:
     kept_longer: list[str] = field(default_factory=list)
 
     def note_cutoff(self, data: str, asked: datetime, applied: datetime | None) -> None:
-        if applied is not None and applied < asked and data not in self.kept_longer:
+        # a minute's slack: the database's clock and ours need not agree to the second
+        if (
+            applied is not None
+            and asked - applied > timedelta(minutes=1)
+            and data not in self.kept_longer
+        ):
             self.kept_longer.append(data)
 
     def summary(self) -> str:
