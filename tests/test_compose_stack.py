@@ -549,3 +549,34 @@ def test_the_healthcheck_reads_proc_net_tcp() -> None:
     ]
     # 0x075C = 1884 established; 0x2384 = 9092 in TIME_WAIT; 0x1F90 listening
     assert hc.established_peer_ports(lines) == {1884}
+
+
+def _with_env(value: Any) -> str:
+    """Compose's interpolation with a plausible .env: ``${VAR:-default}`` is its
+    default, any other variable a value of its kind."""
+
+    def one(m: re.Match[str]) -> str:
+        name, op, rest = m.group(1), m.group(2) or "", m.group(3) or ""
+        if op == ":-":
+            return rest
+        return {"TRYGG_SITE": "oslo"}.get(name, "s3cret" if "PASSWORD" in name else "x")
+
+    return re.sub(r"\$\{(\w+)(:[-?])?([^}]*)\}", one, str(value))
+
+
+@pytest.mark.parametrize(
+    "name", [n for n, s in SERVICES.items() if s.get("build") == "."], ids=lambda n: n
+)
+def test_each_trygg_service_has_valid_settings(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What trygg check and trygg run would say of the service's environment."""
+    from trygg.settings import read_settings
+
+    for var in list(os.environ):
+        if var.startswith("TRYGG_"):
+            monkeypatch.delenv(var)
+    env = {**_dockerfile_env(), **SERVICES[name].get("environment", {})}
+    for var, value in env.items():
+        if var.startswith("TRYGG_"):
+            monkeypatch.setenv(var, _with_env(value))
+    _, problems = read_settings()
+    assert problems == [], f"{name}: {problems}"
