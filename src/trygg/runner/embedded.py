@@ -52,6 +52,7 @@ from trygg.rules.versions import catalogue_content, catalogue_of
 from trygg.runner.alerting import AlertService
 from trygg.runner.drainer import DrainerProcess
 from trygg.runner.spool import Position, Spool
+from trygg.runner.timer_clock import ReceiptClock
 from trygg.settings import Settings
 from trygg.store import spooled
 from trygg.store.events import StoredEvent, recent_event_keys
@@ -132,8 +133,8 @@ class EmbeddedRunner:
         self._pool: ConnectionPool | None = None
         self._spool: Spool | None = None
         self._drainer: DrainerProcess | None = None
-        # (monotonic, delay), delays increasing front to back: a sliding-window minimum
-        self._lags: deque[tuple[float, timedelta]] = deque()
+        # the timers' clock: the wall clock less the receipt delay (trygg.runner.timer_clock)
+        self._receipt = ReceiptClock()
         self._registry: Registry = Registry()
         self._decoder: Decoder | None = None
         self._alerting: AlertService | None = None
@@ -643,35 +644,13 @@ class EmbeddedRunner:
             self._shadow_advance()
 
     def _timer_clock(self) -> datetime:
-        """How far absence timers may run: the wall clock, unless catching up.
-
-        After an outage the broker delivers what it queued, oldest first.
-        While that backlog is worked off, a device's newer events may still
-        be waiting; running timers to the wall clock would report every device
-        "offline" and every home "inactive". So timers run to the wall clock
-        less the *smallest* delay (receipt time - event time) seen in the last
-        two seconds: one device sending fresh events is enough to show that
-        trygg is live, and with nothing received the wall clock rules.
-        """
-        now = _now()
-        horizon = time.monotonic() - 2.0
-        while self._lags and self._lags[0][0] < horizon:
-            self._lags.popleft()
-        if not self._lags:
-            return now
-        return now - max(timedelta(0), self._lags[0][1])
+        """How far absence timers may run: the wall clock, unless catching up
+        (the receipt-delay correction, ``trygg.runner.timer_clock``)."""
+        return self._receipt.clock(_now(), time.monotonic())
 
     def _note_lag(self, lag: timedelta) -> None:
-        """Record a batch's smallest delay; the window's minimum stays at the front.
-
-        A delay at least as large as a newer one can never be the minimum
-        again, so it is dropped: constant time per batch, however many
-        batches arrive in the two seconds.
-        """
-        lags = self._lags
-        while lags and lags[-1][1] >= lag:
-            lags.pop()
-        lags.append((time.monotonic(), lag))
+        """Record a batch's smallest delay (receipt time - event time)."""
+        self._receipt.note(lag, time.monotonic())
 
     async def _reload_registry(self) -> None:
         """Pick up registry and care-plan changes without a restart."""
