@@ -15,9 +15,13 @@ batch (``acks=all``): a bridge that dies before that leaves the messages
 with the broker, which sends them again to another member of the group.
 
 A bridge keeps no state but the device registry (reloaded from the database
-every few seconds). Duplicates (an MQTT re-delivery, a retried batch) are
-dropped downstream: by the rules agent's per-resident recent keys and by the
-events table's unique key.
+every few seconds) and its progress: the newest event time it has forwarded
+(never past its own clock). Every event carries it, and once a second, when it
+moved, the bridge sends it to every partition of the events topic (``wm``;
+once at start with none): the workers' event clock runs no further than the
+slowest bridge (``worker.core.Sources``, docs/distributed.md). Duplicates (an
+MQTT re-delivery, a retried batch) are dropped downstream: by the rules
+agent's per-resident recent keys and by the events table's unique key.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from trygg.store import spooled
 from trygg.store.registry import load_registry
 
 log = logs.get("trygg.bridge")
+WM_INTERVAL_S = 1.0  # how often a bridge sends its progress to every partition (when it moved)
 
 
 @dataclass
@@ -52,6 +57,7 @@ class BridgeStats:
     dead_letters: int = 0
     batches: int = 0
     send_retries: int = 0
+    watermarks: int = 0
 
 
 def bridge_topics(settings: Settings) -> list[str]:
@@ -83,6 +89,9 @@ class Bridge:
         self._registry = Registry()
         self._decoder: Decoder | None = None
         self.ready = asyncio.Event()
+        self.id = settings.mqtt_client_id  # unique per bridge (its MQTT session)
+        self.progress: datetime | None = None  # the newest event time forwarded
+        self._wm_sent: tuple[datetime | None, float] | None = None  # (progress, monotonic)
 
     # --- registry -----------------------------------------------------------
     def _load_registry(self) -> Registry:
@@ -156,8 +165,12 @@ class Bridge:
                 await t
         await producer.stop()
 
-    async def _next_batch(self) -> list[Message]:
-        batch = [await self._queue.get()]
+    async def _next_batch(self, wait: float | None = None) -> list[Message]:
+        """The next batch; empty if no message came within ``wait`` seconds."""
+        try:
+            batch = [await asyncio.wait_for(self._queue.get(), wait)]
+        except TimeoutError:
+            return []
         deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
         while len(batch) < self.settings.batch_max:
             try:
@@ -196,34 +209,75 @@ class Bridge:
                 )
             for ev in d.events:
                 self.stats.events += 1
+                # a device clock ahead moves the progress no further than the receipt
+                t = min(ev.time, received)
+                if self.progress is None or t > self.progress:
+                    self.progress = t
                 out.append(
                     (
                         s.kafka_events_topic,
                         codecs.key_of(ev.resident),
-                        codecs.dumps(codecs.event_record(ev, received)),
+                        codecs.dumps(codecs.event_record(ev, received, self.id, self.progress)),
                     )
                 )
         return out, replies
 
+    def watermark_due(self, now: float) -> bool:
+        """Whether to send the progress now: never sent yet, or moved and the last
+        one is ``WM_INTERVAL_S`` old."""
+        sent = self._wm_sent
+        if sent is None:
+            return True
+        return sent[0] != self.progress and now - sent[1] >= WM_INTERVAL_S
+
+    async def _send(
+        self, producer: AIOKafkaProducer, records: list[tuple[str, bytes, bytes, int | None]]
+    ) -> None:
+        """Send (topic, key, value, partition) records and await every ack, retrying
+        the whole lot until Kafka takes it: at-least-once, duplicates are dropped
+        downstream. The batch's MQTT messages stay unacknowledged meanwhile."""
+        delay = 0.2
+        while True:
+            try:
+                futures = [
+                    await producer.send(topic, value, key=key, partition=p)
+                    for topic, key, value, p in records
+                ]
+                await asyncio.gather(*futures)
+                return
+            except KafkaError as exc:
+                self.stats.send_retries += 1
+                log.warning("kafka send failed, retrying", error=str(exc)[:200], retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _send_watermark(self, producer: AIOKafkaProducer) -> None:
+        """The progress to every partition of the events topic. Sent from the one task
+        that sends the events, after their acks: each partition has every event the
+        bridge forwarded before it, so no later event of this bridge is older."""
+        topic = self.settings.kafka_events_topic
+        try:
+            parts = sorted(await producer.partitions_for(topic) or ())
+        except KafkaError as exc:
+            log.warning("events topic unknown, progress not sent", error=str(exc)[:200])
+            return
+        if not parts:
+            return
+        progress = self.progress
+        value = codecs.dumps(codecs.watermark_record(self.id, progress, datetime.now(UTC)))
+        await self._send(producer, [(topic, self.id.encode(), value, p) for p in parts])
+        self._wm_sent = (progress, time.monotonic())
+        self.stats.watermarks += 1
+
     async def _consume(self, source: MqttSource, producer: AIOKafkaProducer) -> None:
         while True:
-            batch = await self._next_batch()
+            if self.watermark_due(time.monotonic()):
+                await self._send_watermark(producer)
+            batch = await self._next_batch(WM_INTERVAL_S)
+            if not batch:
+                continue
             records, replies = self.encode(batch)
-            delay = 0.2
-            while True:
-                try:
-                    futures = [
-                        await producer.send(topic, value, key=key) for topic, key, value in records
-                    ]
-                    await asyncio.gather(*futures)
-                    break
-                except KafkaError as exc:
-                    # Send the whole batch again: at-least-once, duplicates are dropped
-                    # downstream. The MQTT messages stay unacknowledged meanwhile.
-                    self.stats.send_retries += 1
-                    log.warning("kafka send failed, retrying", error=str(exc)[:200], retry_in=delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+            await self._send(producer, [(t, k, v, None) for t, k, v in records])
             for topic, reply in replies:
                 source.publish(topic, reply, qos=1)
             for msg in batch:

@@ -8,6 +8,7 @@ the database is their destination, so the sink hands them to
 topic            record ``op``                          key
 ================ ===================================== =======================
 events           ``ev`` (spooled.event_record), ``tick`` resident
+                 ``wm`` (a bridge's progress)           bridge, to each partition
 dead letters     ``dl`` (spooled.dead_letter_record)    device (or empty)
 signals          ``sig``, ``reset`` (an alarm.reset      resident
                  event), ``tick``, ``act`` (staff)
@@ -52,8 +53,27 @@ def key_of(resident: str) -> bytes:
 # --- events -----------------------------------------------------------------
 
 
-def event_record(event: Event, received_at: datetime) -> Record:
-    return spooled.event_record(StoredEvent(event, received_at))
+def event_record(
+    event: Event,
+    received_at: datetime,
+    bridge: str | None = None,
+    progress: datetime | None = None,
+) -> Record:
+    """An event as the bridge sends it. ``bridge`` and ``progress`` stamp it with the
+    bridge's id and the newest event time the bridge has forwarded, this one included
+    (the worker's event clock, ``worker.core.Sources``)."""
+    r = spooled.event_record(StoredEvent(event, received_at))
+    if bridge is not None:
+        r["b"] = bridge
+        r["bw"] = progress
+    return r
+
+
+def watermark_record(bridge: str, progress: datetime | None, at: datetime) -> Record:
+    """A bridge's progress, sent to every partition of the events topic: nothing the
+    bridge sends after it is older than ``progress`` (None: nothing forwarded yet).
+    ``at``: the bridge's clock when it sent it (``rx``, as on its events)."""
+    return {"op": "wm", "b": bridge, "bw": progress, "rx": at}
 
 
 def event_of(r: Record) -> Event:

@@ -32,7 +32,14 @@ from trygg import logs
 from trygg.alerts.gates import Silence
 from trygg.distributed import codecs
 from trygg.distributed.topics import ALERTS_TABLE, RULES_TABLE
-from trygg.distributed.worker.core import AlertsCore, Holes, RulesCore, TimerIndex
+from trygg.distributed.worker.core import (
+    AlertsCore,
+    EventClocks,
+    Holes,
+    RulesCore,
+    TimerIndex,
+    WallClocks,
+)
 from trygg.registry import Registry
 from trygg.settings import Settings
 
@@ -179,6 +186,10 @@ class Worker:
         self.clock = clock
         self.rule_timers = TimerIndex()
         self.alert_timers = TimerIndex()
+        # the rule timers' clock per partition: the bridges' progress (event) or the
+        # wall clock less the receipt delay (wall); docs/distributed.md, "Timers"
+        self.event_clocks = EventClocks()
+        self.wall_clocks = WallClocks()
         self._parts: dict[str, frozenset[int]] = {}
         self.holes = Holes()
         self._earliest_asked: dict[Any, float] = {}  # hole key -> when the broker was asked
@@ -263,14 +274,39 @@ class Worker:
     async def rules_step(self, key: Any, value: bytes, partition: int) -> None:
         rid = key.decode() if isinstance(key, bytes) else key
         rec = codecs.loads(value)
-        if rec.get("op") not in ("ev", "tick"):
+        op = rec.get("op")
+        on_events = self.settings.worker_clock == "event"
+        if op == "wm":  # a bridge's progress (codecs.watermark_record)
+            if on_events:
+                self.event_clocks.see(partition, rec)
             return
-        res = self.rules.step(rid, self.rules_table.get(rid), rec, partition)
+        if op not in ("ev", "tick"):
+            return
+        sources, release, lag = None, None, 0.0
+        if on_events:
+            # events wait in the state until the slowest bridge has reached them (RulesCore)
+            if op == "ev":
+                self.event_clocks.see(partition, rec)
+            sources = self.event_clocks.state(partition)
+            clock = self.event_clocks.clock(partition)
+            release = clock if clock is not None else float("-inf")
+            lag = self.settings.worker_event_clock_lag_s
+        res = self.rules.step(
+            rid, self.rules_table.get(rid), rec, partition, sources, release=release, lag=lag
+        )
         if res.duplicate:
             self.stats["duplicates"] += 1
             return
-        if rec["op"] == "ev":
+        if op == "ev":
             self.stats["events"] += 1
+            if not on_events and res.event_at is not None and not res.late:
+                # The receipt delay: from the event's time to the engine, at least to the
+                # bridge's receipt (a backlog at mosquitto or at Kafka, e.g. a take-over).
+                got = self.clock()
+                rx = rec.get("rx")
+                if rx:
+                    got = max(got, datetime.fromisoformat(rx))
+                self.wall_clocks.note(partition, got - res.event_at, time.monotonic())
         else:
             self.stats["ticks"] += 1
         out = [
@@ -506,12 +542,19 @@ class Worker:
         if not self._ready():
             return
         s = self.settings
-        now = self.clock().timestamp()
+        wall = self.clock()
+        now = wall.timestamp()
+        mono = time.monotonic()
         lag = s.worker_event_clock_lag_s
         # rules timers
         parts = self._owned(s.kafka_events_topic)
         if parts != self._parts.get("rules"):
-            self.rule_timers.rebuild(set(parts), list(self.rules_table.items()))
+            items = list(self.rules_table.items())
+            self.rule_timers.rebuild(set(parts), items)
+            if s.worker_clock == "event":
+                self.event_clocks.rebuild(set(parts), items)
+            else:
+                self.wall_clocks.assigned(set(parts), self.rule_timers.wm, mono)
             self._parts["rules"] = parts
             log.info(
                 "partitions owned",
@@ -521,12 +564,14 @@ class Worker:
         out: list[tuple[Any, str, bytes, int | None]] = []
         for p in parts:
             if s.worker_clock == "event":
-                wm = self.rule_timers.wm.get(p)
+                # the slowest bridge's progress on the partition (core.Sources)
+                wm = self.event_clocks.clock(p)
                 if wm is None:
                     continue
                 clock = wm - lag
             else:
-                clock = now
+                # the wall clock less the partition's receipt delay (runner.timer_clock)
+                clock = self.wall_clocks.clock(p, wall, mono).timestamp()
             at = datetime.fromtimestamp(clock, UTC)
             for rid in self.rule_timers.pop_due(p, clock):
                 out.append((self.events_topic, rid, codecs.dumps(codecs.tick_record(rid, at)), p))

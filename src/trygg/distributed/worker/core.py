@@ -15,6 +15,7 @@ the pure cores (``trygg.rules.Engine``, ``trygg.alerts``). Each step:
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import time
 import uuid
@@ -34,6 +35,7 @@ from trygg.distributed import codecs
 from trygg.model import Event, Signal
 from trygg.registry import Registry
 from trygg.rules import Engine
+from trygg.runner.timer_clock import ReceiptClock
 from trygg.store import spooled
 
 _EMPTY = b'{"v":1,"wm":null,"st":{}}'
@@ -56,6 +58,8 @@ class RulesStep:
     state: bytes | None = None  # None: nothing changed (a duplicate)
     deadline: float | None = None  # epoch seconds of the resident's next timer
     wm: float | None = None  # the resident's newest event time
+    event_at: datetime | None = None  # an event's own time (not for a tick)
+    late: bool = False  # the event was late for its own device (docs/rules.md)
 
     @property
     def duplicate(self) -> bool:
@@ -82,8 +86,25 @@ class RulesCore:
     from the table value, stepped, snapshotted and dropped again, so that a
     tick (``advance``) can only fire this resident's timers.
 
+    On the event clock (``release`` given) an event is not applied on arrival but
+    kept in the resident's state (``pend``) until the partition's event clock, the
+    slowest bridge's progress (``Sources``), has reached its time; then the events
+    kept are applied in time order (ties in arrival order), before a tick's
+    timers. Two bridges forward a resident's events side by side, and one starved
+    of CPU can be minutes of event time behind the other (a back-fill runs fast):
+    applied on arrival, the starved bridge's events would come after the other's
+    newer ones, so the engine would fire timers they cancel and judge them late.
+    Kept in the state, they move with the partition and survive a crash like the
+    rest of it. On the wall clock events are applied at once (live alarms wait for
+    nothing), as are any still kept from an event-clock run.
+
     State bytes: ``{"v": 1, "p": partition, "snap": <engine snapshot>,
-    "next": deadline, "wm": newest event time, "keys": [recent event keys]}``.
+    "next": deadline, "wm": newest event time, "keys": [recent event keys]}``,
+    and on the event clock ``"src"`` (the partition's bridges as ``Sources.seen``)
+    and ``"pend"`` (the events kept, as their records). ``next`` is then the
+    earlier of the engine's next deadline and the first kept event's time less
+    ``lag``, so the timer scan (which runs to the event clock less ``lag``) ticks
+    the resident as soon as that event may be applied.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -93,48 +114,87 @@ class RulesCore:
         self.engine.update_registry(registry)
 
     def step(
-        self, resident: str, state: bytes | str | None, record: dict[str, Any], partition: int
+        self,
+        resident: str,
+        state: bytes | str | None,
+        record: dict[str, Any],
+        partition: int,
+        sources: dict[str, list[float | None]] | None = None,
+        release: float | None = None,
+        lag: float = 0.0,
     ) -> RulesStep:
+        """Apply one record. ``release``: the event clock (epoch s; -inf: not known
+        yet), on which events are kept until it reaches them; None: the wall clock."""
         doc = orjson.loads(state) if state else None
         keys: deque[str] = deque(doc["keys"] if doc else (), maxlen=RECENT_EVENTS)
+        pend: list[dict[str, Any]] = list(doc.get("pend") or ()) if doc else []
         eng = self.engine
         eng.restore(resident, orjson.dumps(doc["snap"]) if doc else _EMPTY)
         out = RulesStep()
         op = record["op"]
         try:
             if op == "ev":
-                ev = codecs.event_of(record)
-                k = f"{ev.device}|{ev.id}"
+                k = f"{record['d']}|{record['i']}"
                 if k in keys:
-                    return out  # a re-delivery: already applied
+                    return out  # a re-delivery: already applied (or kept)
                 keys.append(k)
-                # The bridge's receipt time: the clock a device's clock is judged by,
-                # as in the embedded runner (docs/rules.md, late events).
-                rx = record.get("rx")
-                out.signals = eng.process(ev, datetime.fromisoformat(rx) if rx else None)
-                if gated(ev):  # reset, session abort, resident cancel, session position
-                    out.resets.append(ev)
-            elif op == "tick":
-                out.signals = eng.advance(datetime.fromisoformat(record["at"]))
-            else:
+                if release is None:
+                    self._apply(record, out)
+                else:
+                    # after every kept event of the same time or earlier: time, then arrival
+                    t = _epoch(record["t"])
+                    at = bisect.bisect_right([_epoch(r["t"]) for r in pend], t)
+                    pend.insert(at, record)
+            elif op != "tick":
                 return out
+            if pend:
+                if release is None:
+                    due, pend = pend, []
+                else:
+                    n = bisect.bisect_right([_epoch(r["t"]) for r in pend], release)
+                    due, pend = pend[:n], pend[n:]
+                for r in due:
+                    self._apply(r, out)
+            if op == "tick":
+                out.signals += eng.advance(datetime.fromisoformat(record["at"]))
             out.deadline = resident_deadline(eng, resident)
+            if pend:
+                first = _epoch(pend[0]["t"]) - lag
+                if out.deadline is None or first < out.deadline:
+                    out.deadline = first
             snap = eng.snapshot(resident)
         finally:
             eng.restore(resident, _EMPTY)  # forget the resident again
         wm = orjson.loads(snap).get("wm")
         out.wm = wm
-        out.state = orjson.dumps(
-            {
-                "v": 1,
-                "p": partition,
-                "snap": orjson.Fragment(snap),
-                "next": out.deadline,
-                "wm": wm,
-                "keys": list(keys),
-            }
-        )
+        doc_out: dict[str, Any] = {
+            "v": 1,
+            "p": partition,
+            "snap": orjson.Fragment(snap),
+            "next": out.deadline,
+            "wm": wm,
+            "keys": list(keys),
+        }
+        if sources is not None:
+            doc_out["src"] = sources
+        if pend:
+            doc_out["pend"] = pend
+        out.state = orjson.dumps(doc_out)
         return out
+
+    def _apply(self, record: dict[str, Any], out: RulesStep) -> None:
+        """Evaluate one event record; its signals and resets go to ``out``."""
+        eng = self.engine
+        ev = codecs.event_of(record)
+        # The bridge's receipt time: the clock a device's clock is judged by,
+        # as in the embedded runner (docs/rules.md, late events).
+        rx = record.get("rx")
+        late = eng.late_events
+        out.signals += eng.process(ev, datetime.fromisoformat(rx) if rx else None)
+        out.late = eng.late_events > late
+        out.event_at = ev.time
+        if gated(ev):  # reset, session abort, resident cancel, session position
+            out.resets.append(ev)
 
 
 def state_index(state: bytes | str) -> tuple[int | None, float | None, float | None]:
@@ -219,6 +279,188 @@ class TimerIndex:
             if h and (best is None or h[0][0] < best):
                 best = h[0][0]
         return best
+
+
+# --------------------------------------------------------------------- clocks
+
+SOURCE_IDLE_S = 30.0  # a bridge quiet on a partition this long no longer holds its clock
+TAKEOVER_HOLD_S = 30.0  # wall clock: how long a new partition's clock may wait for its backlog
+
+
+class Sources:
+    """One partition's event clock: the bridges' progress, like Flink's per-input watermark.
+
+    Two bridges forward a resident's events side by side, and each forwards its
+    share of the MQTT stream in the order it received it. The newest event time of
+    a partition is therefore no measure of what is still on its way: while one
+    bridge is starved of CPU, the other's newer events move the partition's
+    newest time ahead, and a clock derived from it fires timers before the starved
+    bridge's older events arrive. So every bridge stamps each event with its own
+    progress (``bw``: the newest event time it has forwarded, at most its receipt
+    time) and sends that progress on its own (``op: wm``) to every partition once a
+    second when it moved, and once at start with no progress. A partition's event
+    clock is the *smallest* progress over its bridges: nothing a bridge sends later
+    is older than its progress, so no event still in flight is older than that.
+
+    A bridge that has not been heard of on this partition for ``idle_s`` of the
+    partition's receipt time (the newest ``rx`` from any bridge) is idle: it no
+    longer holds the clock back (Flink's idle sources), and is forgotten. A bridge
+    announced without progress holds the clock (None) until its first event or
+    until it is idle. The clock never goes back. Records without a stamp (an older
+    bridge) count as one unnamed source whose progress is their event time.
+
+    ``seen``: bridge -> [progress or None, newest rx] (epoch s), as kept in the
+    rules state (``src``) so a new owner of the partition starts from it.
+    """
+
+    __slots__ = ("floor", "idle_s", "seen")
+
+    def __init__(self, idle_s: float = SOURCE_IDLE_S) -> None:
+        self.idle_s = idle_s
+        self.seen: dict[str, list[float | None]] = {}
+        self.floor: float | None = None
+
+    def see(self, bridge: str, progress: float | None, rx: float) -> None:
+        prev = self.seen.get(bridge)
+        if prev is None:
+            self.seen[bridge] = [progress, rx]
+            return
+        p0, rx0 = prev
+        if progress is not None and (p0 is None or progress > p0):
+            prev[0] = progress
+        if rx0 is None or rx > rx0:
+            prev[1] = rx
+
+    def merge(self, seen: dict[str, Any]) -> None:
+        """Take in a stored ``src`` map (a resident's state)."""
+        for bridge, (progress, rx) in seen.items():
+            self.see(bridge, progress, rx)
+
+    def watermark(self) -> float | None:
+        """The smallest progress over the bridges not idle (None: not known yet)."""
+        seen = self.seen
+        if seen:
+            newest = max(v[1] or 0.0 for v in seen.values())
+            for bridge in [b for b, v in seen.items() if newest - (v[1] or 0.0) > self.idle_s]:
+                del seen[bridge]
+            ps = [v[0] for v in seen.values()]
+            if all(p is not None for p in ps):
+                low = min(p for p in ps if p is not None)
+                if self.floor is None or low > self.floor:
+                    self.floor = low
+        return self.floor
+
+
+def record_source(rec: dict[str, Any]) -> tuple[str, float | None, float] | None:
+    """(bridge, progress, receipt time) of an events-topic record, as epoch seconds;
+    None for a record that says nothing about a bridge (a tick)."""
+    op = rec.get("op")
+    if op == "wm":
+        bw = rec.get("bw")
+        return rec["b"], _epoch(bw) if bw else None, _epoch(rec["rx"])
+    if op != "ev":
+        return None
+    rx = _epoch(rec["rx"])
+    bw = rec.get("bw")
+    if bw:
+        return rec.get("b") or "", _epoch(bw), rx
+    return "", min(_epoch(rec["t"]), rx), rx
+
+
+def _epoch(v: str | datetime) -> float:
+    return (v if isinstance(v, datetime) else datetime.fromisoformat(v)).timestamp()
+
+
+class EventClocks:
+    """The event clock (``worker_clock = event``) of each owned partition (``Sources``)."""
+
+    def __init__(self, idle_s: float = SOURCE_IDLE_S) -> None:
+        self.idle_s = idle_s
+        self.parts: dict[int, Sources] = {}
+
+    def _of(self, partition: int) -> Sources:
+        src = self.parts.get(partition)
+        if src is None:
+            src = self.parts[partition] = Sources(self.idle_s)
+        return src
+
+    def see(self, partition: int, rec: dict[str, Any]) -> bool:
+        """Take in a record's stamp; False if it carries none."""
+        s = record_source(rec)
+        if s is None:
+            return False
+        self._of(partition).see(*s)
+        return True
+
+    def state(self, partition: int) -> dict[str, list[float | None]]:
+        """What to keep in a resident's state (a copy of the partition's ``seen``)."""
+        src = self.parts.get(partition)
+        return {b: list(v) for b, v in src.seen.items()} if src is not None else {}
+
+    def rebuild(self, partitions: set[int], items: Iterable[tuple[str, bytes | str]]) -> None:
+        """Keep the partitions still owned; take the stored ``src`` maps of the table in.
+
+        Merging is a running maximum, so a partition kept loses nothing and one taken
+        over starts where its last owner's newest state left it."""
+        self.parts = {p: src for p, src in self.parts.items() if p in partitions}
+        for _, state in items:
+            if not state:
+                continue
+            doc = orjson.loads(state)
+            p, seen = doc.get("p"), doc.get("src")
+            if seen and p in partitions:
+                self._of(p).merge(seen)
+
+    def clock(self, partition: int) -> float | None:
+        src = self.parts.get(partition)
+        return src.watermark() if src is not None else None
+
+
+class WallClocks:
+    """The wall clock of each owned partition (``worker_clock = wall``, production).
+
+    The embedded runner's receipt-delay correction (``trygg.runner.timer_clock``,
+    the same class), one per partition: a worker behind on one partition (a take-over,
+    a backlog at Kafka or at mosquitto) holds only that partition's timers back. A
+    partition's delay is fed with each event the rules agent applies (not late, not a
+    repeat): the time it reached the engine - its event time.
+
+    A partition just taken over has read none of its backlog when the first scan
+    comes, and its window is empty, which would mean "live": its clock is held at
+    the newest event time its table holds until the rules agent has applied a new
+    event of it, or ``hold_s`` at most (a quiet partition)."""
+
+    def __init__(self, hold_s: float = TAKEOVER_HOLD_S) -> None:
+        self.hold_s = hold_s
+        self.parts: dict[int, ReceiptClock] = {}
+        self.held: dict[int, tuple[float, float]] = {}  # partition -> (clock, until (mono))
+
+    def assigned(self, partitions: set[int], newest: dict[int, float], at: float) -> None:
+        """The owned partitions changed: start a clock (held) for each new one."""
+        for p in [p for p in self.parts if p not in partitions]:
+            del self.parts[p]
+            self.held.pop(p, None)
+        for p in partitions:
+            if p not in self.parts:
+                self.parts[p] = ReceiptClock()
+                if p in newest:
+                    self.held[p] = (newest[p], at + self.hold_s)
+
+    def note(self, partition: int, delay: timedelta, at: float) -> None:
+        self.held.pop(partition, None)
+        rc = self.parts.get(partition)
+        if rc is None:
+            rc = self.parts[partition] = ReceiptClock()
+        rc.note(delay, at)
+
+    def clock(self, partition: int, now: datetime, at: float) -> datetime:
+        held = self.held.get(partition)
+        if held is not None:
+            if at < held[1]:
+                return min(now, datetime.fromtimestamp(held[0], UTC))
+            del self.held[partition]
+        rc = self.parts.get(partition)
+        return rc.clock(now, at) if rc is not None else now
 
 
 # --------------------------------------------------------------------- holes
