@@ -99,6 +99,16 @@ class Stack:
             os.killpg(p.pid, sig)
             p.wait(30)
 
+    def pause(self, name: str, seconds: float) -> None:
+        """Stop a process (SIGSTOP) for ``seconds``, then let it go on (SIGCONT): a
+        process starved of CPU, as on a busy machine."""
+        p = self.procs[name]
+        os.killpg(p.pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            os.killpg(p.pid, signal.SIGCONT)
+
     def log(self, name: str) -> str:
         return (self.dir / f"{name}.log").read_text(errors="replace")
 
