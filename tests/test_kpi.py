@@ -392,7 +392,7 @@ def test_report_figures_equal_kpis(known_db: str) -> None:
     assert first["false_alarms"] == "2" and first["not_at_home"] == "1"
     assert allrow["not_at_home"] == 1
     html = to_html(rep)
-    assert "not home" in html
+    assert "ikke hjemme" in html  # Bokmål by default (tests/test_report_print.py: English)
     assert len(lines) == 1 + len(rows)
 
 

@@ -130,6 +130,8 @@ def test_html_report_renders_in_chromium_with_plots(filled: str, tmp_path: Path)
         "--out",
         str(page_file),
         "--progress",
+        "--lang",
+        "en",
         env={"TRYGG_DATABASE_URL": filled},
     )
     assert "exceptions" in out.stderr
@@ -137,7 +139,7 @@ def test_html_report_renders_in_chromium_with_plots(filled: str, tmp_path: Path)
     # self-contained: no external stylesheet, script, image or font
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
     assert "<script" not in html and "<link" not in html
-    assert html.count('class="plot"') == 5
+    assert html.count('class="plot"') == 6
     assert "@media print" in html
     from playwright.sync_api import sync_playwright
 
@@ -151,15 +153,16 @@ def test_html_report_renders_in_chromium_with_plots(filled: str, tmp_path: Path)
             page.on("request", lambda r: requests.append(r.url))
             page.goto(page_file.as_uri())
             plots = page.locator("svg.plot")
-            assert plots.count() == 5
-            for i in range(5):
+            assert plots.count() == 6
+            for i in range(6):
                 box = plots.nth(i).bounding_box()
                 assert box is not None and box["width"] > 300 and box["height"] > 100
-            labels = [plots.nth(i).get_attribute("aria-label") for i in range(5)]
+            labels = [plots.nth(i).get_attribute("aria-label") for i in range(6)]
             assert labels == [
                 "answer time distribution",
                 "weekly compliance",
-                "alerts per night hour",
+                "compliance per team",
+                "alerts and compliance per night hour",
                 "top residents",
                 "false alarm share by rule",
             ]

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import typer
 
@@ -36,6 +37,16 @@ DbOpt = typer.Option(None, "--database-url", help="overrides TRYGG_DATABASE_URL"
 FromOpt = typer.Option(..., "--from", help="start (ISO date or time; a date is local midnight)")
 ToOpt = typer.Option(..., "--to", help="end, exclusive (ISO date or time)")
 TeamOpt = typer.Option(None, "--team", help="only this team")
+LangOpt = typer.Option("nb", "--lang", help="language of the page: nb (Bokmål) or en (English)")
+
+
+def _lang(lang: str) -> str:
+    from trygg.locale import check_language
+
+    try:
+        return check_language(lang)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--lang") from None
 
 
 def _settings(config: Path | None, database_url: str | None) -> Settings:
@@ -93,10 +104,14 @@ def report_command(
     out: Path | None = typer.Option(None, "--out", help="output file (default: stdout)"),
     progress: bool = typer.Option(False, "--progress", help="progress bar even if not a TTY"),
     by: str | None = typer.Option(None, "--by", help="who asks (for the access log)"),
+    lang: str = LangOpt,
     config: Path | None = ConfigOpt,
     database_url: str | None = DbOpt,
 ) -> None:
-    """Response-time report for a period: KPIs against the targets, plots, exceptions."""
+    """Response-time report for a period: KPIs against the targets, plots, exceptions.
+
+    The HTML report is in Bokmål unless --lang en; CSV and JSON are the same in
+    both (English keys, raw figures)."""
     from trygg.audit.report import (
         PLOT_STAGES,
         STAGES,
@@ -113,6 +128,7 @@ def report_command(
         raise typer.BadParameter("--format is csv, json or html")
     if team and site:
         raise typer.BadParameter("--team and --site exclude each other")
+    lang = _lang(lang)
     s = _settings(config, database_url)
     opts = ReportOptions(
         start=parse_when(start, s.report_timezone),
@@ -124,6 +140,7 @@ def report_command(
         target180=s.target_answer_180s,
         exception_answer_s=s.exception_answer_s,
         exception_arrival_min=s.exception_arrival_min,
+        lang=lang,
     )
     if opts.end <= opts.start:
         raise typer.BadParameter("--to must be after --from")
@@ -163,7 +180,10 @@ def report_command(
 
 
 def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f} %"
+    """A share within a limit: floored, never rounded up into compliance."""
+    from trygg.locale import floor_share
+
+    return "-" if v is None else f"{floor_share(v):.1f} %"
 
 
 @audit_app.command("verify")
@@ -381,10 +401,11 @@ def exception_list(
         )
     if missing:
         items = [i for i in items if not i["reports"]]
+    zone = ZoneInfo(s.report_timezone)
     rows = [
         {
             "alert": i["id"],
-            "raised": i["raised"].isoformat(),
+            "raised": i["raised"].astimezone(zone).isoformat(),
             "team": i["team"],
             "rule": i["rule"],
             "severity": i["severity"],
@@ -408,10 +429,17 @@ def exception_list(
     else:
         for r in rows:
             typer.echo(
-                f"{r['raised'][:19]}  {r['alert']}  {r['team']:<16} {r['rule']:<20}"
+                f"{_local_text(r['raised'])}  {r['alert']}  {r['team']:<16} {r['rule']:<20}"
                 f" {r['breaches']:<22} reports: {r['reports']}"
             )
         typer.echo(f"{len(rows)} alerts", err=True)
+
+
+def _local_text(iso: str) -> str:
+    """2026-03-10T13:00:00+01:00 -> 2026-03-10 13:00:00 +01:00 (local time, its offset)."""
+    t = datetime.fromisoformat(iso)
+    off = t.strftime("%z")
+    return t.strftime("%Y-%m-%d %H:%M:%S") + f" {off[:3]}:{off[3:]}"
 
 
 def retention_command(

@@ -35,6 +35,7 @@ class ReportOptions:
     exception_arrival_min: int = 60
     top: int = 10
     html_exception_limit: int = 300
+    lang: str = "nb"
 
     def params(self) -> KpiParams:
         return KpiParams(
@@ -96,6 +97,7 @@ def build_report(
 PLOT_STAGES = (
     "plot: answer times",
     "plot: weekly",
+    "plot: teams",
     "plot: night",
     "plot: residents",
     "plot: false alarms",
@@ -103,42 +105,99 @@ PLOT_STAGES = (
 
 
 def add_plots(report: Report, progress: Progress | None = None) -> None:
+    """The plots of the HTML report, in the report's language."""
     from trygg.audit import plots
+    from trygg.locale import Words
 
     tick = progress or (lambda _s: None)
     o = report.options
-    report.plots["answers"] = plots.answer_distribution(report.answer_times)
+    w = Words(o.lang)
+    report.plots["answers"] = plots.answer_distribution(report.answer_times, w)
     tick(PLOT_STAGES[0])
-    weeks = report.group("week")
     report.plots["weekly"] = plots.weekly_compliance(
-        [w.key for w in weeks],
-        [w.share_within[60] for w in weeks],
-        [w.share_within[180] for w in weeks],
-        o.target60,
-        o.target180,
+        report.group("week"), o.target60, o.target180, w
     )
     tick(PLOT_STAGES[1])
-    report.plots["night"] = plots.night_hours({int(h.key): h.alerts for h in report.group("hour")})
+    report.plots["teams"] = plots.team_compliance(report.group("team"), o.target60, o.target180, w)
     tick(PLOT_STAGES[2])
-    report.plots["residents"] = plots.top_residents(report.top_residents)
+    report.plots["night"] = plots.night_hours(report.group("hour"), o.target60, w)
     tick(PLOT_STAGES[3])
+    report.plots["residents"] = plots.top_residents(report.top_residents, w)
+    tick(PLOT_STAGES[4])
     rules = sorted(report.group("rule"), key=lambda r: -(r.false_alarm_share or 0))
     report.plots["false"] = plots.false_alarm_share(
-        [r.key for r in rules], [r.false_alarm_share for r in rules]
+        [rule_name(r.key, o.lang) for r in rules], [r.false_alarm_share for r in rules], w
     )
-    tick(PLOT_STAGES[4])
+    tick(PLOT_STAGES[5])
+
+
+def rule_name(rule: str, lang: str) -> str:
+    """A rule in words (the console's words for it, trygg.api.words), else its id."""
+    from trygg.api.words import rule_words
+
+    return rule_words(rule).get(lang, rule)
+
+
+NIGHT_HOURS = (22, 23, 0, 1, 2, 3, 4, 5, 6)
+
+
+def summed(dimension: str, key: str, rows: list[KpiRow], opts: ReportOptions) -> KpiRow:
+    """One row for several groups (the night's hours, the day's): counts and shares
+    added up exactly; percentiles cannot be, and are left out."""
+
+    def total(f: str) -> int:
+        return sum(int(getattr(k, f)) for k in rows)
+
+    targets = opts.params().answer_targets
+    answerable, closed, arrived = total("answerable"), total("closed"), total("arrived")
+    within = {s: sum(k.answered_within[s] for k in rows) for s, _ in targets}
+    share = {s: (within[s] / answerable if answerable else None) for s, _ in targets}
+    arr = {m: sum(k.arrival_within[m] for k in rows) for m in (30, 45, 60)}
+    return KpiRow(
+        dimension=dimension,
+        key=key,
+        alerts=total("alerts"),
+        suppressed=total("suppressed"),
+        cancelled=total("cancelled"),
+        answerable=answerable,
+        answered=total("answered"),
+        unanswered=total("unanswered"),
+        answer_p50=None,
+        answer_p90=None,
+        answer_p99=None,
+        answered_within=within,
+        share_within=share,
+        meets_target={s: (None if share[s] is None else share[s] >= t) for s, t in targets},  # type: ignore[operator]
+        arrived=arrived,
+        arrival_p50=None,
+        arrival_p90=None,
+        arrival_p99=None,
+        arrival_within=arr,
+        arrival_share_within={m: (arr[m] / arrived if arrived else None) for m in arr},
+        resolved=total("resolved"),
+        resolve_p50=None,
+        resolve_p90=None,
+        resolve_p99=None,
+        closed=closed,
+        false_alarms=total("false_alarms"),
+        false_alarm_share=total("false_alarms") / closed if closed else None,
+        not_at_home=total("not_at_home"),
+    )
 
 
 # ------------------------------------------------------------------ JSON / CSV
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, datetime | date):
+def _jsonable(v: Any, zone: ZoneInfo | None = None) -> Any:
+    """JSON values; times in ``zone`` (the report's), with their offset."""
+    if isinstance(v, datetime):
+        return (v.astimezone(zone) if zone is not None and v.tzinfo else v).isoformat()
+    if isinstance(v, date):
         return v.isoformat()
     if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        return {str(k): _jsonable(x, zone) for k, x in v.items()}
     if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
+        return [_jsonable(x, zone) for x in v]
     return v
 
 
@@ -159,7 +218,8 @@ def to_dict(report: Report) -> dict[str, Any]:
             "kpis": [k.to_dict() for k in report.kpis],
             "top_residents": report.top_residents,
             "exceptions": report.exceptions,
-        }
+        },
+        ZoneInfo(o.timezone),
     )
     return out
 
@@ -201,6 +261,8 @@ CSV_FIELDS = (
     "false_alarms",
     "false_alarm_share",
     "not_at_home",
+    "days",
+    "partial",
 )
 
 
@@ -238,6 +300,8 @@ def csv_row(k: KpiRow) -> dict[str, Any]:
         "false_alarms": k.false_alarms,
         "false_alarm_share": k.false_alarm_share,
         "not_at_home": k.not_at_home,
+        "days": k.days,
+        "partial": k.partial if k.days is not None else None,
     }
 
 
@@ -254,54 +318,114 @@ def to_csv(report: Report) -> str:
 # ------------------------------------------------------------------ HTML
 
 
-def _fmt_s(v: float | None) -> str:
-    if v is None:
-        return "-"
-    if v < 120:
-        return f"{v:.0f} s"
-    if v < 7200:
-        return f"{v / 60:.1f} min"
-    return f"{v / 3600:.1f} h"
+def jinja_env(w: Any, timezone: str) -> Any:
+    """Jinja2 with the catalogue's words (``_``, ``ngettext``) and the formats of
+    ``w`` (a ``trygg.locale.Words``) as filters; shared with the A3 page."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("trygg.audit", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"],
+    )
+    env.install_gettext_translations(w.tr, newstyle=True)  # type: ignore[attr-defined]
+    env.filters.update(
+        secs=w.secs,
+        pct=w.pct,
+        within=lambda v: w.pct(v, floor=True),
+        num=w.num,
+        target=w.target,
+        days=lambda d: w.n("plot.days", round(d or 0)),
+        when=lambda t: w.when(t, timezone),
+        clock=lambda t, ref=None: w.clock(t, timezone, ref),
+        rule=lambda r: rule_name(str(r), w.lang),
+        severity=lambda s: w(f"severity.{s}"),
+        step=lambda s: w(f"step.{s}") if f"step.{s}" in STEPS else str(s),
+        breach=lambda b: w(f"breach.{b}"),
+        outcome=lambda o: outcome_words(str(o), w),
+    )
+    return env
 
 
-def _fmt_pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f} %"
+STEPS = {
+    f"step.{s}"
+    for s in (
+        "raised",
+        "notified",
+        "escalated",
+        "acknowledged",
+        "assigned",
+        "accepted",
+        "arrived",
+        "resolved",
+        "cancelled",
+        "note",
+    )
+}
+OUTCOMES = (
+    "helped",
+    "no_help_needed",
+    "not_at_home",
+    "false_alarm",
+    "technical",
+    "test",
+    "other",
+    "auto_resolved",
+)
+CANCEL_REASONS = ("device_reset", "auto_resolved", "false_alarm", "duplicate", "test")
 
 
-def _local(tz: str) -> Callable[[Any], str]:
-    zone = ZoneInfo(tz)
-
-    def f(t: Any) -> str:
-        if not isinstance(t, datetime):
-            return "-" if t is None else str(t)
-        return t.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
-
-    return f
+def outcome_words(group: str, w: Any) -> str:
+    """An outcome group of ``trygg.store.kpi.breakdown`` in words."""
+    if group in OUTCOMES:
+        return str(w(f"outcome.{group}"))
+    if group in ("open", "suppressed", "unknown"):
+        return str(w(f"outcome_group.{group}"))
+    if group.startswith("cancelled:"):
+        reason = group.split(":", 1)[1]
+        why = w(f"cancel.{reason}") if reason in CANCEL_REASONS else reason
+        return str(w("outcome_group.cancelled", reason=why))
+    return group
 
 
 def to_html(report: Report) -> str:
-    import jinja2
+    """The report as one self-contained, printable HTML page, in ``options.lang``."""
+    import markupsafe
 
+    from trygg.locale import Words
+
+    o = report.options
+    w = Words(o.lang)
     if not report.plots:
         add_plots(report)
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("trygg.audit", "templates"),
-        autoescape=jinja2.select_autoescape(["html"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["secs"] = _fmt_s
-    env.filters["pct"] = _fmt_pct
-    env.filters["local"] = _local(report.options.timezone)
-    o = report.options
+    env = jinja_env(w, o.timezone)
     shown = report.exceptions[: o.html_exception_limit]
-    return env.get_template("report.html.j2").render(
+    hours = {int(k.key): k for k in report.group("hour")}
+    night = [(f"{h:02d}\u2013{(h + 1) % 24:02d}", hours[h]) for h in NIGHT_HOURS if h in hours]
+    night.append(
+        (
+            w("hours.night"),
+            summed("night", "night", [hours[h] for h in NIGHT_HOURS if h in hours], o),
+        )
+    )
+    night.append(
+        (
+            w("hours.day"),
+            summed("day", "day", [k for h, k in hours.items() if h not in NIGHT_HOURS], o),
+        )
+    )
+    html: str = env.get_template("report.html.j2").render(
         r=report,
         o=o,
+        w=w,
         all=report.overall,
-        plots=report.plots,
+        plots={k: markupsafe.Markup(v) for k, v in report.plots.items()},
         groups=[(d, report.group(d)) for d in ("team", "severity", "rule", "month", "week")],
+        partial_weeks=any(k.partial for k in report.group("week")),
+        night=night,
         exceptions=shown,
         exceptions_hidden=len(report.exceptions) - len(shown),
-        markup=jinja2.Markup if hasattr(jinja2, "Markup") else __import__("markupsafe").Markup,
     )
+    return html

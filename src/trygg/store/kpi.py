@@ -21,7 +21,9 @@ Populations (docs/auditing.md):
   counted on its own (docs/alerts.md "Outcomes").
 
 Groups: the whole period, team, rule, severity, local hour of day, local week
-and local month (``AT TIME ZONE``, so daylight-saving days are right). Weeks
+and local month (``AT TIME ZONE``, so daylight-saving days are right). A week
+or month the period covers only in part is marked ``partial`` with the
+``days`` it covers, so a one-day week is not read as a full one. Weeks
 and months use ``time_bucket(..., timezone)`` on TimescaleDB and
 ``date_trunc(..., timezone)`` on plain PostgreSQL; both give the local
 Monday/first-of-month midnight.
@@ -30,8 +32,9 @@ Monday/first-of-month midnight.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import sql
@@ -47,6 +50,7 @@ class KpiParams:
     end: datetime
     team: str | None = None
     timezone: str = "Europe/Oslo"
+    rule: str | None = None
     answer_targets: tuple[tuple[int, float], ...] = ((60, 0.975), (180, 0.99))
     arrival_limits_min: tuple[int, ...] = (30, 45, 60)
 
@@ -84,6 +88,11 @@ class KpiRow:
     false_alarm_share: float | None
     not_at_home: int
     extra: dict[str, Any] = field(default_factory=dict)
+    days: float | None = None
+    """Weeks and months: the days of the group's calendar period inside the report
+    period (local wall-clock days, so a week with a daylight-saving night is 7)."""
+    partial: bool = False
+    """Weeks and months: the report period covers only part of it."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -112,14 +121,17 @@ def _bucket(unit: str, tsdb: bool) -> sql.Composable:
 def base_cte(p: KpiParams, tsdb: bool) -> tuple[sql.Composable, dict[str, Any]]:
     """``base``: one row per (non-shadow) alert in the period with its step times."""
     params: dict[str, Any] = {"start": p.start, "end": p.end, "tz": p.timezone}
-    team = sql.SQL("")
+    team: sql.Composable = sql.SQL("")
     if p.team:
         team = sql.SQL(" AND a.team = %(team)s")
         params["team"] = p.team
+    if p.rule:
+        team = team + sql.SQL(" AND a.rule = %(rule)s")
+        params["rule"] = p.rule
     q = sql.SQL(
         """
         steps AS (
-            SELECT a.id, a.team, a.rule, a.severity, a.resident, a.code, a.suppressed,
+            SELECT a.id, a.team, a.rule, a.severity, a.resident, a.code, a.suppressed, a.device,
                    a.outcome AS alert_outcome, a.raised_at,
                    coalesce(r.raised, a.raised_at) AS raised,
                    r.ack, r.arrived, r.resolved, r.cancelled
@@ -280,7 +292,45 @@ def compute_kpis(conn: psycopg.Connection[Any], p: KpiParams) -> list[KpiRow]:
         return (order[k.dimension], int(k.key) if k.dimension == "hour" else k.key)
 
     rows.sort(key=sort_key)
+    for k in rows:
+        if k.dimension in ("week", "month"):
+            k.days, full = coverage(p, k.dimension, k.key)
+            k.partial = k.days < full
     return rows
+
+
+def calendar_period(dimension: str, key: str, timezone: str) -> tuple[datetime, datetime]:
+    """The local start and end of a ``week`` (2026-W05) or ``month`` (2026-02) key."""
+    zone = ZoneInfo(timezone)
+    if dimension == "week":
+        y, w = key.split("-W")
+        d0 = date.fromisocalendar(int(y), int(w), 1)
+        d1 = d0 + timedelta(days=7)
+    elif dimension == "month":
+        y, m = key.split("-")
+        d0 = date(int(y), int(m), 1)
+        d1 = date(d0.year + d0.month // 12, d0.month % 12 + 1, 1)
+    else:
+        raise ValueError(f"{dimension} is not a calendar period")
+    return (
+        datetime(d0.year, d0.month, d0.day, tzinfo=zone),
+        datetime(d1.year, d1.month, d1.day, tzinfo=zone),
+    )
+
+
+def coverage(p: KpiParams, dimension: str, key: str) -> tuple[float, float]:
+    """(days of the week or month inside ``[p.start, p.end)``, days it has), counted
+    on the local wall clock."""
+    zone = ZoneInfo(p.timezone)
+    t0, t1 = calendar_period(dimension, key, p.timezone)
+
+    def wall(t: datetime) -> datetime:
+        return t.astimezone(zone).replace(tzinfo=None)
+
+    full = (wall(t1) - wall(t0)).total_seconds() / 86400
+    lo = max(wall(t0), wall(p.start))
+    hi = min(wall(t1), wall(p.end))
+    return max((hi - lo).total_seconds() / 86400, 0.0), full
 
 
 def answer_times(conn: psycopg.Connection[Any], p: KpiParams) -> list[float]:
@@ -376,3 +426,102 @@ def exceptions(
         it["notes"] = [r["note"] for r in recs[it["id"]] if r["note"]]
         it["reports"] = reps[it["id"]]
     return items
+
+
+BREAKDOWN_DIMENSIONS = ("outcome", "hour", "team", "device_kind", "resident")
+
+
+def _classified(cte: sql.Composable) -> sql.Composable:
+    """``classified``: ``base`` with the device's kind and an outcome group for every
+    alert: ``suppressed``, ``open``, the outcome, else ``cancelled:<reason>``."""
+    return sql.SQL(
+        """
+        WITH {cte},
+        classified AS (
+            SELECT b.*, coalesce(d.kind, '') AS device_kind,
+                   (NOT b.suppressed AND (b.resolved IS NOT NULL OR b.cancelled IS NOT NULL))
+                       AS closed,
+                   CASE WHEN b.suppressed THEN 'suppressed'
+                        WHEN b.resolved IS NULL AND b.cancelled IS NULL THEN 'open'
+                        WHEN b.outcome IS NOT NULL THEN b.outcome
+                        WHEN b.cancelled IS NOT NULL THEN 'cancelled:' || coalesce((
+                            SELECT c.data ->> 'reason' FROM alert_records c
+                             WHERE c.alert_id = b.id AND c.step = 'cancelled'
+                             ORDER BY c.at, c.id LIMIT 1), '?')
+                        ELSE 'unknown'
+                   END AS outcome_group
+              FROM base b
+              LEFT JOIN devices d ON d.id = b.device
+        )
+        """
+    ).format(cte=cte)
+
+
+def breakdown(conn: psycopg.Connection[Any], p: KpiParams) -> dict[str, list[dict[str, Any]]]:
+    """Where the alerts of the period come from and what they were, for the A3 page.
+
+    Grouped by outcome group (``suppressed``, ``open``, an outcome, or
+    ``cancelled:<reason>``), local hour, team, device kind and resident; each
+    group with its alerts, closed alerts, false alarms (outcome
+    ``false_alarm`` or ``no_help_needed``, as in the KPIs), ``not_at_home``,
+    call-outs (answerable alerts with an ``arrived`` record), answerable
+    alerts, those answered within each answer target and its residents.
+    Rows of a dimension are ordered by alerts, most first (hours by hour).
+    """
+    cte, params = base_cte(p, has_timescaledb(conn))
+    within = sql.SQL(", ").join(
+        sql.SQL("count(*) FILTER (WHERE answerable AND answer_s <= {s}) AS {name}").format(
+            s=sql.Literal(int(s)), name=sql.Identifier(f"within_{int(s)}")
+        )
+        for s, _ in p.answer_targets
+    )
+    q = _classified(cte) + sql.SQL(
+        """
+        SELECT grouping(outcome_group, hour, team, device_kind, resident) AS g,
+               outcome_group, hour, team, device_kind, resident,
+               count(*) AS alerts,
+               count(*) FILTER (WHERE closed) AS closed,
+               count(*) FILTER (WHERE closed AND outcome IN ('false_alarm', 'no_help_needed'))
+                   AS false_alarms,
+               count(*) FILTER (WHERE closed AND outcome = 'not_at_home') AS not_at_home,
+               count(arrived) FILTER (WHERE answerable) AS callouts,
+               count(*) FILTER (WHERE answerable) AS answerable,
+               {within},
+               count(DISTINCT resident) AS residents
+          FROM classified
+         GROUP BY GROUPING SETS ((outcome_group), (hour), (team), (device_kind), (resident))
+        """
+    ).format(within=within)
+    cols = ("outcome_group", "hour", "team", "device_kind", "resident")
+    out: dict[str, list[dict[str, Any]]] = {d: [] for d in BREAKDOWN_DIMENSIONS}
+    with conn.cursor(row_factory=dict_row) as cur:
+        for r in cur.execute(q, params).fetchall():
+            g = int(r.pop("g"))
+            i = next(i for i in range(len(cols)) if not (g >> (len(cols) - 1 - i)) & 1)
+            row = {k: v for k, v in r.items() if k not in cols}
+            row["key"] = r[cols[i]]
+            out[BREAKDOWN_DIMENSIONS[i]].append(row)
+    for d, rows in out.items():
+        if d == "hour":
+            rows.sort(key=lambda x: int(x["key"]))
+        else:
+            rows.sort(key=lambda x: (-int(x["alerts"]), str(x["key"])))
+    return out
+
+
+def stored_alerts(conn: psycopg.Connection[Any], p: KpiParams) -> list[dict[str, Any]]:
+    """The (non-shadow) alerts of the period, in raise order, with their causing
+    events, device, outcome group (see :func:`breakdown`) and first arrival:
+    what a candidate catalogue is compared with on the A3 page."""
+    cte, params = base_cte(p, has_timescaledb(conn))
+    q = _classified(cte) + sql.SQL(
+        """
+        SELECT c.id::text AS alert_id, c.rule, c.resident, c.team, c.raised_at, a.events,
+               c.device, c.device_kind, c.outcome_group, c.suppressed, c.arrived AS arrived_at,
+               c.resolved IS NOT NULL AS resolved
+          FROM classified c JOIN alerts a ON a.id = c.id
+         ORDER BY c.raised_at, c.id
+        """
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        return list(cur.execute(q, params).fetchall())
