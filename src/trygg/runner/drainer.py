@@ -42,6 +42,7 @@ import psycopg
 from trygg import logs
 from trygg.child import ChildProcess
 from trygg.model import DeadLetter
+from trygg.repeats import RepeatLog
 from trygg.runner.spool import Position, SpoolReader
 from trygg.store import spooled
 
@@ -178,21 +179,42 @@ def drain(
     committed run left it, and the run is tried again on a new connection.
     When the runner has gone and the database has too, the drainer exits and
     leaves the rest to the next one (the spool keeps it).
+
+    A record the database refuses is logged in full the first time per device
+    and reason, then as one line a minute with the count (trygg.repeats).
     """
+    refused = RepeatLog(
+        log,
+        "a spooled record the database refused is kept as a dead letter",
+        "spooled records the database refused, kept as dead letters",
+        level="error",
+    )
+    try:
+        _drain(reader, name, url, wakes, out, batch, gather, refused)
+    finally:
+        refused.flush(everything=True)
+
+
+def _drain(
+    reader: SpoolReader,
+    name: str,
+    url: str,
+    wakes: _Wakes,
+    out: IO[bytes],
+    batch: int,
+    gather: float,
+    refused: RepeatLog,
+) -> None:
     conn: psycopg.Connection | None = None
     pos: Position | None = None
     outage = _Outage(out)
 
     def poisoned(letter: DeadLetter) -> None:
         # Ids and the database's reason only: never the record's contents.
-        log.error(
-            "a spooled record the database refused is kept as a dead letter",
-            device=letter.device,
-            kind=letter.topic,
-            reason=letter.reason,
-        )
+        refused.note(letter.device, letter.reason, kind=letter.topic)
 
     while True:
+        refused.flush()
         if conn is None or conn.closed:
             conn = _connect(url, wakes, outage)
             if conn is None:

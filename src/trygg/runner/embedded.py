@@ -46,6 +46,7 @@ from trygg.ingest.receiver import ReceiverProcess
 from trygg.model import Event, Signal
 from trygg.registry import Registry
 from trygg.registry import load_registry as load_registry_file
+from trygg.repeats import RepeatLog
 from trygg.rules import CarePlanError, CatalogueError, Engine, load_catalogue
 from trygg.rules.catalogue import default_rules_dir
 from trygg.rules.versions import catalogue_content, catalogue_of
@@ -147,6 +148,9 @@ class EmbeddedRunner:
         self._shadow: Engine | None = None
         self._shadow_version: str | None = None
         self._refused: set[str] = set()  # versions that did not load: not retried each reload
+        # A dead letter is logged in full the first time per device and reason,
+        # then as one line a minute with the count (trygg.repeats).
+        self._dead_log = RepeatLog(log)
 
     # --- database -----------------------------------------------------------
     def _db(self, fn: Any, *args: Any) -> Any:
@@ -445,6 +449,7 @@ class EmbeddedRunner:
             asyncio.create_task(self._timers(), name="timers"),
             asyncio.create_task(self._reload_registry(), name="registry"),
             asyncio.create_task(self._retention(), name="retention"),
+            asyncio.create_task(self._repeat_counts(), name="repeat-counts"),
         ]
         # Polled, not waited for in a thread: a thread blocked in a wait cannot be
         # cancelled, and would hold up a stop during start-up.
@@ -475,6 +480,7 @@ class EmbeddedRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         log.debug("stop: loops ended")
+        self._dead_log.flush(everything=True)
         if self._alerting is not None:
             await self._stop_alerting()
         log.debug("stop: alerting stopped")
@@ -559,7 +565,7 @@ class EmbeddedRunner:
                     replies.append(out.reply)
                 for d in out.dead:
                     records.append(spooled.dead_letter_record(d))
-                    log.info("dead letter", device=d.device, reason=d.reason)
+                    self._dead_log.note(d.device, d.reason)
                 for ev in out.events:
                     self.stats.events += 1
                     if self.dedup.seen(ev.key):
@@ -670,6 +676,13 @@ class EmbeddedRunner:
                 )
             if self._managed:
                 await self._reload_catalogue()
+
+    async def _repeat_counts(self) -> None:
+        """Every 5 s: the counts of repeated log lines whose minute is over."""
+        while True:
+            await asyncio.sleep(5)
+            self._dead_log.flush()
+            logs.flush_repeated()
 
     async def _retention(self) -> None:
         """Apply the retention policy daily at about 03:30 local time.

@@ -159,6 +159,7 @@ async def start_http(runner: EmbeddedRunner, service: AlertService) -> Any:
 
     config = uvicorn.Config(
         app,
+        log_config=None,  # its loggers go to the root logger: trygg.logs renders them
         log_level="warning",
         access_log=False,
         lifespan="off",
