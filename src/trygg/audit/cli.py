@@ -95,7 +95,15 @@ def _connect(url: str) -> Any:
         _fail(f"cannot connect to the database: {str(exc).strip()}")
 
 
+A3 = "A3 improvement page (trygg report a3)"
+
+
 def report_command(
+    page: str | None = typer.Argument(
+        None,
+        metavar="[a3]",
+        help="a3: the A3 improvement page for one rule (--rule) instead of the report",
+    ),
     start: str = FromOpt,
     end: str = ToOpt,
     team: str | None = TeamOpt,
@@ -105,13 +113,90 @@ def report_command(
     progress: bool = typer.Option(False, "--progress", help="progress bar even if not a TTY"),
     by: str | None = typer.Option(None, "--by", help="who asks (for the access log)"),
     lang: str = LangOpt,
+    rule: str | None = typer.Option(None, "--rule", help="the rule", rich_help_panel=A3),
+    candidate: list[Path] = typer.Option(
+        [],
+        "--candidate",
+        help="the candidate catalogue to back-test: rule files or directories, read in order"
+        " (repeatable, like trygg rules backtest)",
+        rich_help_panel=A3,
+    ),
+    rules: list[Path] = typer.Option(
+        [],
+        "--rules",
+        help="the current catalogue (repeatable; default: the active stored version, else"
+        " TRYGG_RULES_DIR or the repository's rules/)",
+        rich_help_panel=A3,
+    ),
+    shadow_from: str | None = typer.Option(
+        None,
+        "--shadow-from",
+        help="first day of the planned shadow run (default: next Monday)",
+        rich_help_panel=A3,
+    ),
+    shadow_weeks: int = typer.Option(
+        4, "--shadow-weeks", min=1, max=26, help="weeks of shadow run", rich_help_panel=A3
+    ),
+    pdf: Path | None = typer.Option(
+        None,
+        "--pdf",
+        help="also print the page to this PDF (headless Chromium)",
+        rich_help_panel=A3,
+    ),
+    chromium: str | None = typer.Option(
+        None,
+        "--chromium",
+        help="the Chromium to print with (default: from PATH)",
+        rich_help_panel=A3,
+    ),
     config: Path | None = ConfigOpt,
     database_url: str | None = DbOpt,
 ) -> None:
     """Response-time report for a period: KPIs against the targets, plots, exceptions.
 
     The HTML report is in Bokmål unless --lang en; CSV and JSON are the same in
-    both (English keys, raw figures)."""
+    both (English keys, raw figures).
+
+    `trygg report a3 --rule R [--team T] --from --to [--candidate DIR]` writes
+    the A3 improvement page for one rule instead: one printable A3 landscape
+    sheet (background, current condition, analysis, the candidate's back-test,
+    the follow-up plan)."""
+    if page is not None:
+        if page != "a3":
+            raise typer.BadParameter(f"{page!r}: the only page is a3", param_hint="[a3]")
+        if fmt != "html":
+            raise typer.BadParameter(
+                "the A3 page is HTML (and PDF with --pdf)", param_hint="--format"
+            )
+        a3_command(
+            rule=rule,
+            start=start,
+            end=end,
+            team=team,
+            out=out,
+            lang=lang,
+            candidate=candidate,
+            rules=rules,
+            shadow_from=shadow_from,
+            shadow_weeks=shadow_weeks,
+            pdf=pdf,
+            chromium=chromium,
+            progress=progress,
+            by=by,
+            config=config,
+            database_url=database_url,
+        )
+        return
+    for given, name in (
+        (rule, "--rule"),
+        (candidate, "--candidate"),
+        (rules, "--rules"),
+        (shadow_from, "--shadow-from"),
+        (pdf, "--pdf"),
+        (chromium, "--chromium"),
+    ):
+        if given:
+            raise typer.BadParameter(f"{name} is for `trygg report a3`", param_hint=name)
     from trygg.audit.report import (
         PLOT_STAGES,
         STAGES,
@@ -177,6 +262,153 @@ def report_command(
             f" {_pct(a.share_within[180])} within 180 s, {len(rep.exceptions)} exceptions",
             err=True,
         )
+
+
+def a3_command(
+    *,
+    rule: str | None,
+    start: str,
+    end: str,
+    team: str | None,
+    out: Path | None,
+    lang: str,
+    candidate: list[Path],
+    rules: list[Path],
+    shadow_from: str | None,
+    shadow_weeks: int,
+    pdf: Path | None,
+    chromium: str | None,
+    progress: bool | None,
+    by: str | None,
+    config: Path | None,
+    database_url: str | None,
+) -> None:
+    """`trygg report a3`: the A3 improvement page for one rule (trygg.audit.a3)."""
+    import tempfile
+
+    import psycopg
+
+    from trygg.audit.a3 import A3Options, build_a3, chromium_pdf, to_html
+    from trygg.rules.catalogue import CatalogueError, default_rules_dir, load_catalogue
+    from trygg.rules.engine import CarePlanError
+    from trygg.store.audit import log_access
+
+    if not rule:
+        raise typer.BadParameter("the A3 page is for one rule: give --rule", param_hint="--rule")
+    lang = _lang(lang)
+    s = _settings(config, database_url)
+    t1, t2 = parse_when(start, s.report_timezone), parse_when(end, s.report_timezone)
+    if t2 <= t1:
+        raise typer.BadParameter("--to must be after --from")
+    first = None
+    if shadow_from:
+        first = parse_when(shadow_from, s.report_timezone).date()
+    try:
+        cand = load_catalogue(candidate) if candidate else None
+        given = load_catalogue(rules) if rules else None
+    except CatalogueError as exc:
+        _fail("the catalogue does not load:\n  " + "\n  ".join(exc.problems))
+    opts = A3Options(
+        rule=rule,
+        start=t1,
+        end=t2,
+        team=team,
+        timezone=s.report_timezone,
+        target60=s.target_answer_60s,
+        target180=s.target_answer_180s,
+        lang=lang,
+        shadow_from=first,
+        shadow_weeks=shadow_weeks,
+        candidate_paths=candidate,
+    )
+    show = progress or sys.stderr.isatty()
+    with _connect(s.database_url) as conn:
+        try:
+            current = given or _active_catalogue(conn) or load_catalogue([default_rules_dir()])
+        except CatalogueError as exc:
+            _fail("the current catalogue does not load:\n  " + "\n  ".join(exc.problems))
+        known = set(current.rule_ids) | set(cand.rule_ids if cand else ())
+        if rule not in known:
+            raise typer.BadParameter(
+                f"no rule {rule!r} in the catalogue ({', '.join(sorted(known))})",
+                param_hint="--rule",
+            )
+        stages = 3 + (1 if cand else 0)
+        with _progress(show, stages, "A3") as tick:
+            try:
+                page = build_a3(
+                    conn, opts, current, now=datetime.now(UTC), candidate=cand, progress=tick
+                )
+            except CarePlanError as exc:
+                _fail(
+                    "the stored care plans do not fit a catalogue:\n  " + "\n  ".join(exc.problems)
+                )
+            except psycopg.Error as exc:
+                _fail(f"cannot read the period: {str(exc).strip()}")
+            text = to_html(page)
+            tick("written")
+        residents = sorted({str(r["key"]) for r in page.breakdown["resident"]})
+        log_access(
+            conn,
+            actor=by or getpass.getuser(),
+            role="specialist",
+            action="report_a3",
+            detail={
+                "rule": rule,
+                "from": t1.isoformat(),
+                "to": t2.isoformat(),
+                "team": team,
+                "candidate": page.countermeasure.candidate_version if page.countermeasure else None,
+                "residents": residents,
+            },
+        )
+    if out is None and pdf is None:
+        sys.stdout.write(text)
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+    if pdf is not None:
+        with tempfile.TemporaryDirectory(prefix="trygg-a3-") as tmp:
+            src = out if out is not None else Path(tmp) / "a3.html"
+            if out is None:
+                src.write_text(text, encoding="utf-8")
+            try:
+                chromium_pdf(src, pdf, chromium)
+            except (RuntimeError, OSError) as exc:
+                _fail(f"cannot print the PDF: {exc}")
+    a = page.overall
+    cm = page.countermeasure
+    typer.echo(
+        f"wrote the A3 page for {rule}"
+        + "".join(f" to {p}" for p in (out, pdf) if p is not None)
+        + f": {a.alerts} alerts, false-alarm share {_share(a.false_alarm_share)}"
+        + (
+            f"; candidate: {cm.diff.removed} removed, {cm.diff.added} added,"
+            f" {len(cm.missed_real)} real incidents missed, {len(cm.delayed_real)} delayed"
+            if cm
+            else ""
+        ),
+        err=True,
+    )
+
+
+def _active_catalogue(conn: Any) -> Any:
+    """The active stored catalogue version, if the database has one."""
+    import psycopg
+
+    from trygg.rules.versions import catalogue_of
+    from trygg.store import versions
+
+    try:
+        with conn.transaction():
+            if "active" not in versions.current(conn):
+                return None
+            return catalogue_of(versions.get(conn, "active").files, "active")
+    except psycopg.errors.UndefinedTable:
+        return None
+
+
+def _share(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f} %"
 
 
 def _pct(v: float | None) -> str:

@@ -132,7 +132,7 @@ def base_cte(p: KpiParams, tsdb: bool) -> tuple[sql.Composable, dict[str, Any]]:
         """
         steps AS (
             SELECT a.id, a.team, a.rule, a.severity, a.resident, a.code, a.suppressed, a.device,
-                   a.outcome AS alert_outcome, a.raised_at,
+                   a.outcome AS alert_outcome, a.raised_at, a.events[1] AS first_event,
                    coalesce(r.raised, a.raised_at) AS raised,
                    r.ack, r.arrived, r.resolved, r.cancelled
               FROM alerts a
@@ -433,7 +433,11 @@ BREAKDOWN_DIMENSIONS = ("outcome", "hour", "team", "device_kind", "resident")
 
 def _classified(cte: sql.Composable) -> sql.Composable:
     """``classified``: ``base`` with the device's kind and an outcome group for every
-    alert: ``suppressed``, ``open``, the outcome, else ``cancelled:<reason>``."""
+    alert: ``suppressed``, ``open``, the outcome, else ``cancelled:<reason>``.
+
+    The device is the alert's own, else the one that sent its first causing
+    event (a sequence or absence rule names no device; the event is looked up
+    by resident and time, within two days before the alert)."""
     return sql.SQL(
         """
         WITH {cte},
@@ -451,7 +455,11 @@ def _classified(cte: sql.Composable) -> sql.Composable:
                         ELSE 'unknown'
                    END AS outcome_group
               FROM base b
-              LEFT JOIN devices d ON d.id = b.device
+              LEFT JOIN devices d ON d.id = coalesce(b.device, (
+                    SELECT e.device FROM events e
+                     WHERE e.resident = b.resident AND e.event_id = b.first_event
+                       AND e.time <= b.raised_at AND e.time > b.raised_at - interval '2 days'
+                     LIMIT 1))
         )
         """
     ).format(cte=cte)
