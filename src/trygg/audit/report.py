@@ -1,6 +1,11 @@
 """The response-time report: build it from the database, write CSV, JSON or HTML.
 
 Every figure comes from :mod:`trygg.store.kpi`; the renderers only format.
+The HTML page speaks ``options.lang`` (Bokmål by default, English on
+request) with the words of the message catalogue (:mod:`trygg.locale`),
+prints on A4 without cutting a table, floors every share within a limit
+(never rounded up into compliance) and gives every time with its UTC
+offset; CSV and JSON are the same in every language (docs/auditing.md).
 """
 
 from __future__ import annotations
