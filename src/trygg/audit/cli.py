@@ -23,6 +23,7 @@ import typer
 from trygg import times
 from trygg.cli_support import ConfigOpt, settings_or_exit
 from trygg.cli_support import fail as _fail
+from trygg.progress import wanted
 from trygg.settings import Settings
 
 audit_app = typer.Typer(
@@ -63,27 +64,12 @@ def parse_when(text: str, tz: str) -> datetime:
 
 @contextmanager
 def _progress(enabled: bool, total: int, label: str) -> Iterator[Any]:
-    """A rich progress bar on stderr, or a no-op."""
-    if not enabled:
-        yield lambda _s: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    """Progress by stages on stderr (trygg.progress: a bar on a terminal, else a
+    line every 5 s), or a no-op; ``tick(stage)`` after each stage."""
+    from trygg.progress import progress
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=total)
-
-        def tick(stage: str) -> None:
-            bar.update(task, advance=1, description=f"{label}: {stage}")
-
-        yield tick
+    with progress(label, total, unit="stages", enabled=enabled, rate=False) as bar:
+        yield lambda stage: bar.advance(1, note=stage)
 
 
 def _connect(url: str) -> Any:
@@ -110,7 +96,11 @@ def report_command(
     site: bool = typer.Option(False, "--site", help="the whole site (all teams)"),
     fmt: str = typer.Option("html", "--format", help="csv, json or html"),
     out: Path | None = typer.Option(None, "--out", help="output file (default: stdout)"),
-    progress: bool = typer.Option(False, "--progress", help="progress bar even if not a TTY"),
+    progress: bool = typer.Option(
+        False,
+        "--progress",
+        help="progress on stderr even if not a terminal (there: a line every 5 s)",
+    ),
     by: str | None = typer.Option(None, "--by", help="who asks (for the access log)"),
     lang: str = LangOpt,
     rule: str | None = typer.Option(None, "--rule", help="the rule", rich_help_panel=A3),
@@ -541,6 +531,12 @@ def export_fhir_command(
     team: str | None = TeamOpt,
     out: Path = typer.Option(..., "--out", help="a directory (one Bundle per alert) or a file"),
     validate: bool = typer.Option(False, "--validate", help="validate with fhir.resources"),
+    progress: bool | None = typer.Option(
+        None,
+        "--progress/--no-progress",
+        help="progress on stderr: a bar on a terminal, else a line every 5 s "
+        "(default: on a terminal)",
+    ),
     config: Path | None = ConfigOpt,
     database_url: str | None = DbOpt,
 ) -> None:
@@ -561,13 +557,19 @@ def export_fhir_command(
             bundles.append((out / f"{a['id']}.json", fhir.bundle([a], now=now)))
     else:
         bundles.append((out, fhir.bundle(alerts, now=now)))
-    for path, b in bundles:
-        if validate:
-            try:
-                fhir.validate(b)
-            except Exception as exc:  # pydantic's ValidationError, or a missing library
-                _fail(f"{path.name}: not valid FHIR R4: {exc}")
-        path.write_text(json.dumps(b, ensure_ascii=False, indent=1), encoding="utf-8")
+    from trygg.progress import progress as show_progress
+
+    with show_progress(
+        "export-fhir", len(bundles), unit="bundles", enabled=wanted(progress)
+    ) as bar:
+        for n, (path, b) in enumerate(bundles, 1):
+            if validate:
+                try:
+                    fhir.validate(b)
+                except Exception as exc:  # pydantic's ValidationError, or a missing library
+                    _fail(f"{path.name}: not valid FHIR R4: {exc}")
+            path.write_text(json.dumps(b, ensure_ascii=False, indent=1), encoding="utf-8")
+            bar.update(n, count=n)
     typer.echo(f"exported {len(alerts)} alerts in {len(bundles)} bundle(s) to {out}", err=True)
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import BinaryIO, Optional
 
 import typer
 
+from trygg.progress import progress as show_progress
+from trygg.progress import wanted
 from trygg.registry import RegistryError, load_registry
 from trygg.rules.careplan import care_plan_problems_in_file
 from trygg.rules.catalogue import Catalogue, CatalogueError, default_rules_dir, load_catalogue
@@ -109,6 +115,12 @@ def replay(
         "--raw",
         help="Print the engine's signals instead (fire and clear, no gates, no dedup).",
     ),
+    progress: Optional[bool] = typer.Option(  # noqa: UP045
+        None,
+        "--progress/--no-progress",
+        help="Progress on stderr: a bar on a terminal, else a line every 5 s "
+        "(default: on a terminal).",
+    ),
 ) -> None:
     """Replay events through the catalogue; print one JSON line per alert staff
     would have been paged for (DESIGN.md, contract: replay)."""
@@ -138,8 +150,8 @@ def replay(
     except OSError as exc:
         typer.echo(f"{events}: cannot read: {exc.strerror}", err=True)
         raise typer.Exit(1) from None
-    with fh:
-        _, stats = run_replay(fh, reg, cat, until=end, out=sys.stdout, err=sys.stderr, raw=raw)
+    with fh, _replay_progress(fh, wanted(progress)) as lines:
+        _, stats = run_replay(lines, reg, cat, until=end, out=sys.stdout, err=sys.stderr, raw=raw)
     clock = f"clock run to {stats.until.isoformat()}" if stats.until is not None else "no events"
     what = (
         f"{stats.alerts} signals"
@@ -155,6 +167,33 @@ def replay(
     )
 
 
+REPLAY_CHUNK = 1 << 20  # bytes read at a time when progress is shown
+
+
+@contextmanager
+def _replay_progress(fh: BinaryIO, enabled: bool) -> Iterator[Iterable[bytes]]:
+    """The file's lines, with progress by the bytes read (the lines read as the count):
+    read a chunk at a time, so the replay loop still iterates in C."""
+    if not enabled:
+        yield fh
+        return
+    try:
+        size = os.fstat(fh.fileno()).st_size or None
+    except (OSError, ValueError):
+        size = None
+
+    with show_progress("replay", size, unit="events") as bar:
+
+        def chunks() -> Iterator[list[bytes]]:
+            n = 0
+            while chunk := fh.readlines(REPLAY_CHUNK):
+                n += len(chunk)
+                bar.update(fh.tell() if size else None, count=n)
+                yield chunk
+
+        yield itertools.chain.from_iterable(chunks())
+
+
 # Versions, shadow mode and promotion (database-backed): trygg.rules.versions_cli.
 from trygg.rules import versions_cli as _versions_cli  # noqa: E402
 
@@ -163,9 +202,7 @@ _versions_cli.register(app)
 
 # ``trygg rules backtest`` (issue 8): trygg.rules.backtest, trygg.store.history,
 # trygg.rules.backtest_report.
-import time  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
 from trygg.cli_support import ConfigOpt, fail, settings_or_exit  # noqa: E402
@@ -216,7 +253,6 @@ def backtest_cmd(
 ) -> None:
     """Back-test a candidate catalogue against the current one on stored events."""
     import getpass
-    import os
 
     import psycopg
 
@@ -273,8 +309,7 @@ def backtest_cmd(
             for r in history.recorded_incidents(conn, t1, t2, team)
         ]
         conn.commit()
-        show = progress if progress is not None else (sys.stderr.isatty() and not os.getenv("CI"))
-        with _backtest_progress(bool(show), t1 - pre, t2 + window) as tick:
+        with _backtest_progress(wanted(progress), t1 - pre, t2 + window) as tick:
             stream = history.EventStream(
                 conn,
                 registry,
@@ -357,39 +392,16 @@ def _active_catalogue(conn: Any) -> Catalogue | None:
 def _backtest_progress(
     enabled: bool, t0: datetime, t1: datetime
 ) -> Iterator[Callable[[int, datetime | None], None] | None]:
-    """A rich progress bar on stderr over the period's event time, with the rate
-    in events/s and the time left; or nothing."""
+    """Progress over the period's event time (trygg.progress: a bar with the rate
+    in events/s and the time left on a terminal, else a line every 5 s); or nothing."""
     if not enabled:
         yield None
         return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     span = max((t1 - t0).total_seconds(), 1.0)
-    started = time.monotonic()
-    with Progress(
-        TextColumn("back-test"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[events]:,} events, {task.fields[rate]:,.0f}/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("back-test", total=span, events=0, rate=0.0)
+    with show_progress("back-test", span, unit="events") as bar:
 
         def tick(n: int, last: datetime | None) -> None:
             done = (last - t0).total_seconds() if last is not None else 0.0
-            rate = n / max(time.monotonic() - started, 1e-6)
-            bar.update(task, completed=min(max(done, 0.0), span), events=n, rate=rate)
+            bar.update(min(max(done, 0.0), span), count=n)
 
         yield tick

@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 import typer
 
 from trygg.durations import parse_duration
+from trygg.progress import Progress
+from trygg.progress import progress as show_progress
 from trygg.registry import DEFAULT_TIMEZONE
 from trygg.simulate.generate import DEFAULT_RATES, SimEvent, Truth, generate, make_rates
 from trygg.simulate.homes import DEFAULT_TEAMS, build_homes, registry_yaml
@@ -134,7 +136,13 @@ def simulate(
     teams: str = typer.Option(",".join(DEFAULT_TEAMS), help="Comma-separated team names."),
     timezone: str = typer.Option(DEFAULT_TIMEZONE, help="The residents' timezone (IANA name)."),
     heartbeat: str = typer.Option("5m", help="Heartbeat interval of every device."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        help="No progress or summary on stderr (progress: a bar on a terminal, "
+        "else a line every 5 s).",
+    ),
 ) -> None:
     """Simulate homes: routines, incidents, heartbeats; publish to MQTT and/or write files."""
     try:
@@ -189,7 +197,12 @@ def simulate(
         with (
             _open_out(jsonl) as out,
             _open_out(str(malformed_out) if malformed_out else None) as bad_out,
+            show_progress(
+                "simulate", span.total_seconds(), unit="messages", enabled=not quiet
+            ) as bar,
         ):
+            if not quiet:
+                events = _with_progress(events, bar, t0, every=1 if mqtt_url else 256)
             if mqtt_url is None:
                 assert out is not None
                 write_jsonl(events, out, malformed_out=bad_out, stats=wstats)
@@ -203,7 +216,7 @@ def simulate(
                     stream = _tee_malformed(events, bad_out)
 
                 def progress(st: PublishStats) -> None:
-                    say(f"  published {st.messages} messages, {st.acked} acknowledged")
+                    bar.update(note=f"{st.messages:,} published, {st.acked:,} acknowledged")
 
                 try:
                     pst = publish(
@@ -235,6 +248,20 @@ def simulate(
             f"wrote {wstats.events} events ({wstats.duplicates} duplicates; "
             f"{wstats.malformed} malformed payloads not in the JSONL) to {jsonl}"
         )
+
+
+def _with_progress(
+    events: Iterator[SimEvent], bar: Progress, start: datetime, every: int
+) -> Iterator[SimEvent]:
+    """The events, telling ``bar`` how far through the simulated period they are."""
+    t0 = start.timestamp()
+    n = 0
+    for ev in events:
+        n += 1
+        if n % every == 0:
+            bar.update(ev.ts - t0, count=n)
+        yield ev
+    bar.update(count=n)
 
 
 def _tee(events: Iterator[SimEvent], out: IO[str], st: WriteStats) -> Iterator[SimEvent]:
