@@ -173,6 +173,14 @@ class Settings(BaseSettings):
         description="the API and console port (0: no HTTP server)",
         json_schema_extra=_unit("port"),
     )
+    http_max_body_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="the largest request body the API reads; a larger one is refused"
+        " (413) before it is read, and a request without a valid token before its body",
+        json_schema_extra=_unit("bytes"),
+    )
     public_url: str | None = Field(None, description="the console's URL as staff reach it")
     smtp_host: str | None = Field(None, description="SMTP server for the e-mail channel")
     smtp_port: int = Field(

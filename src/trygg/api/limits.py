@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trygg.api.auth import Auth, AuthUnavailable
@@ -32,19 +31,12 @@ from trygg.api.problems import BODY_TOO_LARGE, ProblemError, problem_response
 DEFAULT_MAX_BODY = 64 * 1024
 
 
-class HttpLimits(BaseSettings):
-    """``TRYGG_HTTP_MAX_BODY_BYTES``: the largest request body the API takes."""
-
-    model_config = SettingsConfigDict(env_prefix="TRYGG_", extra="ignore")
-
-    http_max_body_bytes: int = DEFAULT_MAX_BODY
-
-
 def max_body_bytes(settings: Any = None) -> int:
-    """The body limit: the runner's settings' ``http_max_body_bytes`` if they
-    have one, else ``TRYGG_HTTP_MAX_BODY_BYTES``, else 64 KiB."""
+    """The body limit: the settings' ``http_max_body_bytes``
+    (``TRYGG_HTTP_MAX_BODY_BYTES``, checked with the other settings), else 64 KiB
+    (an app built without settings, in tests)."""
     v = getattr(settings, "http_max_body_bytes", None)
-    return int(v) if v is not None else HttpLimits().http_max_body_bytes
+    return int(v) if v is not None else DEFAULT_MAX_BODY
 
 
 class BodyTooLarge(ProblemError):

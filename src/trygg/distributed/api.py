@@ -547,7 +547,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     service = DistributedAlertService(
         s, db=db.call, db_sync=db.call_sync, send=actions.send, runner=runner
     )
-    app = create_app(service=service, runner=runner, db=db.call)  # type: ignore[arg-type]
+    app = create_app(
+        service=service,  # type: ignore[arg-type]
+        runner=runner,
+        db=db.call,
+        max_body_bytes=s.http_max_body_bytes,
+    )
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
     )
