@@ -64,3 +64,16 @@ def test_the_outcome_dialog_offers_every_staff_outcome_in_both_languages() -> No
         assert set(re.findall(r"(\w+): \"", table)) == set(offered)
     assert 'not_at_home: "Ikke hjemme"' in tables[0]
     assert 'not_at_home: "Not at home"' in tables[1]
+
+
+def test_every_rule_of_the_standard_catalogue_has_words_in_both_languages() -> None:
+    """Staff and the report see a rule's name, never its id (device-clock was missing)."""
+    from tests.conftest import REPO
+    from trygg.api.words import RULES
+    from trygg.rules import load_catalogue
+
+    rules = load_catalogue([REPO / "rules" / "standard.yaml"]).rule_ids
+    assert rules
+    missing = [r for r in rules if r not in RULES]
+    assert missing == []
+    assert all(nb and en and nb != r for r, (nb, en) in RULES.items())

@@ -66,6 +66,7 @@ RULES: dict[str, tuple[str, str]] = {
     "dose-missed": ("Medisin ikke bekreftet", "Dose not confirmed"),
     "dispenser-fault": ("Feil på dispenser", "Dispenser fault"),
     "device-offline": ("Enhet frakoblet", "Device offline"),
+    "device-clock": ("Feil klokke i enheten", "Device clock wrong"),
     "battery-low": ("Lavt batteri", "Battery low"),
     "temperature-high": ("Høy romtemperatur", "Room too warm"),
     "temperature-low": ("Lav romtemperatur", "Room too cold"),
