@@ -1,5 +1,9 @@
 """Grafana dashboards: JSON structure, and every panel's SQL run against the real
-database filled with simulator events and synthetic alerts (issue 6)."""
+database filled with simulator events and synthetic alerts (issue 6).
+
+The latency dashboard's PromQL panels (data source ``trygg-prometheus``) are
+checked against a real /metrics scrape of ``trygg run`` in
+tests/test_latency_metrics.py: no Prometheus server runs here."""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from trygg.store.registry import save_registry
 
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
 UID = "trygg-timescaledb"
+PROM_UID = "trygg-prometheus"
 KNOWN_MACROS = {"$__timeFilter", "$__timeGroupAlias", "$__timeFrom", "$__timeTo", "$__interval"}
 START = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)  # across the spring-forward night
 END = START + timedelta(days=1)
@@ -47,6 +52,18 @@ def _sqls() -> list[tuple[str, int, str]]:
         for p in DASHBOARDS
         for panel in _panels(_load(p))
         for t in panel.get("targets", [])
+        if "rawSql" in t
+    ]
+
+
+def promql() -> list[tuple[str, int, str]]:
+    """(dashboard, panel id, expression) of every Prometheus panel."""
+    return [
+        (p.name, panel["id"], t["expr"])
+        for p in DASHBOARDS
+        for panel in _panels(_load(p))
+        for t in panel.get("targets", [])
+        if "expr" in t
     ]
 
 
@@ -83,8 +100,9 @@ def expand(sql: str, start: datetime, end: datetime) -> str:
 # ------------------------------------------------------------------ structure
 
 
-def test_there_are_the_five_dashboards() -> None:
+def test_there_are_the_six_dashboards() -> None:
     assert {p.stem for p in DASHBOARDS} == {
+        "latency",
         "response-times",
         "alert-volume",
         "open-alerts",
@@ -101,7 +119,9 @@ def test_structure(path: Path) -> None:
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     occupied: set[tuple[int, int]] = set()
     for p in _panels(d):
-        assert p["datasource"] == {"type": "grafana-postgresql-datasource", "uid": UID}
+        prometheus = p["datasource"] == {"type": "prometheus", "uid": PROM_UID}
+        postgres = {"type": "grafana-postgresql-datasource", "uid": UID}
+        assert prometheus or p["datasource"] == postgres
         g = p["gridPos"]
         assert set(g) == {"h", "w", "x", "y"} and all(isinstance(v, int) for v in g.values())
         assert g["w"] >= 1 and g["h"] >= 1 and g["x"] >= 0 and g["y"] >= 0
@@ -113,6 +133,10 @@ def test_structure(path: Path) -> None:
         occupied |= cells
         assert p["targets"], f"panel {p['id']} has no query"
         for t in p["targets"]:
+            assert t["datasource"] == p["datasource"]
+            if prometheus:  # PromQL: checked against /metrics in test_latency_metrics.py
+                assert t["expr"] and "rawSql" not in t
+                continue
             assert t["datasource"]["uid"] == UID and t["rawQuery"] is True
             assert t["format"] in ("time_series", "table")
             macros = set(re.findall(r"\$__\w+", t["rawSql"]))
@@ -128,6 +152,7 @@ def test_provisioning_declares_the_data_source() -> None:
     ds = yaml.safe_load((REPO / "dashboards/provisioning/datasources/trygg.yaml").read_text())
     assert ds["datasources"][0]["uid"] == UID
     assert ds["datasources"][0]["type"] == "grafana-postgresql-datasource"
+    assert [(s["uid"], s["type"]) for s in ds["datasources"][1:]] == [(PROM_UID, "prometheus")]
 
 
 # ------------------------------------------------------------------ SQL

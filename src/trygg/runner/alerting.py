@@ -59,7 +59,7 @@ import yaml
 
 from trygg import logs
 from trygg.alerts import lifecycle as lc
-from trygg.alerts.alert import Alert, CancelReason, Record
+from trygg.alerts.alert import Alert, CancelReason, Record, Step
 from trygg.alerts.gates import Decision, Directory, Gatekeeper, Silence, gated
 from trygg.alerts.routing import (
     Channel,
@@ -71,6 +71,7 @@ from trygg.alerts.routing import (
     parse_routing,
 )
 from trygg.alerts.routing import parse_routing_text as _parse_routing_text
+from trygg.api.metrics import AlertLatencies
 from trygg.model import Event, Signal
 from trygg.notify.base import Channel as ChannelImpl
 from trygg.notify.base import Delivery, deliver, health_name, payload
@@ -154,6 +155,10 @@ def alert_from_records(recs: list[dict[str, Any]]) -> Alert | None:
     return Alert.from_records(Record.from_dict(r) for r in recs)
 
 
+def _first_at(alert: Alert, step: Step) -> datetime | None:
+    return next((r.at for r in alert.records if r.step is step), None)
+
+
 class AlertService:
     def __init__(
         self,
@@ -222,6 +227,10 @@ class AlertService:
         self.alerts_by: Counter[tuple[str, str, str]] = Counter()  # (rule, severity, kind)
         self.deliveries_by: Counter[tuple[str, str]] = Counter()  # (channel, ok|failed)
         self.last_delivery_ms: dict[str, float] = {}
+        # latency histograms (docs/api.md); ``receipt``: the receipt time of the
+        # event batch being evaluated, set by the runner around it (None: timers)
+        self.latency = AlertLatencies(ch.value for ch in self.channels)
+        self.receipt: datetime | None = None
 
     # ------------------------------------------------------------- life
 
@@ -415,6 +424,8 @@ class AlertService:
             return
         a = d.alert
         self.alerts_by[(a.rule, a.severity.value, d.kind.value)] += 1
+        if d.previous_version is None:  # a new alert
+            self._observe_raise(a, now)
         self._persist(a, d.records)
         log.info(
             f"alert {d.kind.value}",
@@ -428,6 +439,15 @@ class AlertService:
             for step in self.escalator.steps_due(a, now):
                 self._step(step, now)
         self._wake.set()
+
+    def _observe_raise(self, a: Alert, now: datetime) -> None:
+        sev = a.severity.value
+        if self.receipt is not None:
+            self.latency.receipt_to_raised.observe((now - self.receipt).total_seconds(), sev)
+        if a.signal_at is not None:
+            trigger = "event" if self.receipt is not None else "timer"
+            seconds = (now - a.signal_at).total_seconds()
+            self.latency.event_to_raised.observe(seconds, sev, trigger)
 
     # ------------------------------------------------------------- escalation
 
@@ -596,6 +616,9 @@ class AlertService:
         closed = not d.ok and (d.error or "").endswith(_CLOSED)
         outcome = "ok" if d.ok else "cancelled" if closed else "failed"
         self.deliveries_by[(n.channel.value, outcome)] += 1
+        if d.ok and n.action == "notify":  # the first level: raised -> notified
+            seconds = (self.clock() - n.due_at).total_seconds()
+            self.latency.raised_to_notified.observe(seconds, n.channel.value)
         if closed:
             log.info("notification dropped: the alert was closed", alert=n.alert_id)
         elif not d.ok and (d.error or "").endswith(f"({_STOPPED})"):
@@ -703,9 +726,24 @@ class AlertService:
         self.gk.update(b)
         self._persist(b, b.records[a.version :])
         self.alerts_by[(b.rule, b.severity.value, action)] += 1
+        self._observe_staff(b, b.records[a.version :])
         log.info("alert " + action, alert=b.id, actor=actor, state=b.state.value)
         self._wake.set()
         return b
+
+    def _observe_staff(self, alert: Alert, new: Iterable[Record]) -> None:
+        """notified -> acknowledged and acknowledged -> arrived, from the records: an
+        alert acknowledged before it was notified (held, suppressed) is not observed."""
+        sev = alert.severity.value
+        for r in new:
+            if r.step is Step.ACKNOWLEDGED:
+                since, h = _first_at(alert, Step.NOTIFIED), self.latency.notified_to_acknowledged
+            elif r.step is Step.ARRIVED:
+                since, h = _first_at(alert, Step.ACKNOWLEDGED), self.latency.acknowledged_to_arrived
+            else:
+                continue
+            if since is not None:
+                h.observe((r.at - since).total_seconds(), sev)
 
     # ------------------------------------------------------------- silences
 

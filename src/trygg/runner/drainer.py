@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import os
 import random
@@ -33,6 +34,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,6 +49,14 @@ from trygg.runner.spool import Position, SpoolReader
 from trygg.store import spooled
 
 log = logs.get("trygg.drainer")
+
+# trygg_drainer_lag_seconds (/metrics): from an event's receipt to its commit, a
+# fraction of a second, or as long as the database was away. Counted here, in the
+# drainer process, and added up by the runner (DrainerProcess.lag).
+LAG_BUCKETS = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+    21600.0,
+)  # fmt: skip
 
 # --- the drainer process -------------------------------------------------------
 
@@ -126,8 +136,55 @@ def _say(out: IO[bytes], doc: dict[str, Any]) -> None:
     out.flush()
 
 
-def _report(out: IO[bytes], pos: Position, stored: int = 0, dead: int = 0) -> None:
-    _say(out, {"to": [pos.segment, pos.offset], "stored": stored, "dead": dead})
+def _report(
+    out: IO[bytes],
+    pos: Position,
+    stored: int = 0,
+    dead: int = 0,
+    lag: dict[str, Any] | None = None,
+) -> None:
+    doc: dict[str, Any] = {"to": [pos.segment, pos.offset], "stored": stored, "dead": dead}
+    if lag:
+        doc["lag"] = lag
+    _say(out, doc)
+
+
+def receipt_lags(records: list[dict[str, Any]], now: float) -> dict[str, Any] | None:
+    """The drainer's lag for a stored run, seconds from each event's receipt to
+    ``now``, as counts per ``LAG_BUCKETS`` bucket (the last one +Inf) and their
+    sum: a line of fixed size on the pipe however many events the run held. The
+    runner gives a batch's events one receipt time: one parse per batch."""
+    by_rx: dict[str, int] = {}
+    for r in records:
+        if r.get("op") == "ev" and isinstance(rx := r.get("rx"), str):
+            by_rx[rx] = by_rx.get(rx, 0) + 1
+    if not by_rx:
+        return None
+    counts = [0] * (len(LAG_BUCKETS) + 1)
+    total = 0.0
+    for rx, n in by_rx.items():
+        try:
+            lag = max(0.0, now - datetime.fromisoformat(rx).timestamp())
+        except ValueError:
+            continue
+        counts[bisect.bisect_left(LAG_BUCKETS, lag)] += n
+        total += lag * n
+    return {"n": counts, "sum": round(total, 6)}
+
+
+def record_time(r: dict[str, Any]) -> datetime | None:
+    """When a spooled record came about: an event's or dead letter's receipt, an
+    alert change's first record, an access or a delivery; None if it tells no time."""
+    at = r.get("rx") or r.get("at")
+    if at is None and r.get("op") == "achg" and r.get("recs"):
+        at = r["recs"][0].get("at")
+    if at is None and r.get("op") == "outbox" and r.get("rows"):
+        at = r["rows"][0].get("due_at")
+    try:
+        t = datetime.fromisoformat(at) if isinstance(at, str) else None
+    except ValueError:
+        return None
+    return t if t is None or t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def _connect(url: str, wakes: _Wakes, outage: _Outage) -> psycopg.Connection | None:
@@ -237,7 +294,7 @@ def _drain(
                 pos = upto
                 reader.release(pos)
                 outage.recovered()
-                _report(out, pos, stored, dead)
+                _report(out, pos, stored, dead, receipt_lags(records, time.time()))
                 if len(records) < batch // 5 and not wakes.closed:
                     # Under load, let a run gather: a transaction per few dozen events
                     # cost PostgreSQL more CPU than the rows themselves (bench_ingest).
@@ -314,6 +371,10 @@ class DrainerProcess:
             self._follow,
         )
         self._on_stored = on_stored
+        from trygg.api.metrics import drainer_lag  # the runner's side only
+
+        self.lag = drainer_lag(LAG_BUCKETS)  # receipt -> stored, as the drainer reports it
+        self._spool_dir = spool_dir
         self.position: Position | None = None  # stored up to here (None: not yet known)
         self.stored_at = time.monotonic()  # when it last told of progress (or started)
         self.db_down_since: float | None = None  # monotonic; None while it can store
@@ -330,8 +391,23 @@ class DrainerProcess:
                 continue
             self.position = Position(*doc["to"])
             self.stored_at = time.monotonic()
+            if (lag := doc.get("lag")) is not None:
+                self.lag.add(lag["n"], lag["sum"])
             self._on_stored(doc["stored"], doc["dead"])
             self._moved.set()
+
+    def backlog_age(self, now: datetime) -> float:
+        """Seconds since the oldest record not yet stored came about (0: all stored):
+        read from the spool at the position the drainer last reported (the first
+        line there), so it grows while the database is away, restarts included."""
+        reader = SpoolReader(self._spool_dir)
+        records, _ = reader.read(self.position or reader.first(), 1)
+        times = [t for r in records if (t := record_time(r)) is not None]
+        if times:
+            return max(0.0, (now - min(times)).total_seconds())
+        if records:  # a line that tells no time (a silence): since the drainer last stored
+            return time.monotonic() - self.stored_at
+        return 0.0
 
     def wake(self) -> None:
         """There is more in the spool. (A byte per call: the drainer reads all that

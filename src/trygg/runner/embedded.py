@@ -547,6 +547,8 @@ class EmbeddedRunner:
                 checked, appended = time.monotonic(), self._spool.appended
             batch = await self._next_batch()
             received = _now()
+            if self._alerting is not None:  # for the receipt -> raised latency (/metrics)
+                self._alerting.receipt = received
             assert self._decoder is not None
             records: list[spooled.Record] = []
             replies: list[tuple[str, bytes]] = []  # SCAIP <mrs>, sent once handed off
@@ -585,6 +587,8 @@ class EmbeddedRunner:
                         self._signal(sig)
                     self._alert_event(ev)  # after: an alarm's position goes on its alert
                     self._shadow_process(ev, received)
+            if self._alerting is not None:
+                self._alerting.receipt = None  # what the timers raise has no receipt
             if health.devices:
                 records.append(
                     spooled.health_record(
