@@ -100,7 +100,12 @@ def registry_load(
             )
     except psycopg.Error as exc:
         _fail(f"cannot store the registry: {str(exc).strip()}")
-    typer.echo(f"loaded {counts.residents} residents and {counts.devices} devices from {file}")
+    districts = (
+        f" ({counts.teams} teams in {counts.districts} districts)" if counts.districts else ""
+    )
+    typer.echo(
+        f"loaded {counts.residents} residents and {counts.devices} devices{districts} from {file}"
+    )
 
 
 @app.command("run")

@@ -2,7 +2,13 @@
 
 Devices carry no personal data. The registry maps a device id to a resident
 (a pseudonym), a room and a heartbeat interval; a resident belongs to a team
-and lives in a timezone. Names and addresses are not part of it.
+and lives in a timezone; a team belongs to a district (bydel). Names and
+addresses are not part of it.
+
+Districts are optional: ``districts:`` declares them and ``teams:`` puts a
+team in one. A team not listed under ``teams:`` is in the default district
+(``default``), so a registry without districts keeps working, all its teams
+in one district.
 
 The YAML format is the one in DESIGN.md (contract: replay), read by both
 ``trygg registry load`` and ``trygg rules replay``.
@@ -40,7 +46,25 @@ from trygg.plain import (
 
 DEFAULT_TIMEZONE = "Europe/Oslo"
 DEFAULT_HEARTBEAT = timedelta(minutes=5)
+DEFAULT_DISTRICT = "default"
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+_DISTRICT_ID = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+
+class District(BaseModel):
+    """A district (bydel): teams that share the city standard and one overlay of it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=_DISTRICT_ID, description="lower case: also the overlay's file name")
+    name: str | None = Field(default=None, max_length=120)
+
+
+class Team(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64)
+    district: str = Field(default=DEFAULT_DISTRICT, pattern=_DISTRICT_ID)
 
 
 class Resident(BaseModel):
@@ -82,10 +106,12 @@ class Device(BaseModel):
 
 
 class Registry(BaseModel):
-    """Residents and devices, checked for consistency as a whole."""
+    """Districts, teams, residents and devices, checked for consistency as a whole."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    districts: list[District] = Field(default_factory=list)
+    teams: list[Team] = Field(default_factory=list)
     residents: list[Resident] = Field(default_factory=list)
     devices: list[Device] = Field(default_factory=list)
 
@@ -93,6 +119,15 @@ class Registry(BaseModel):
     def _consistent(self, info: ValidationInfo) -> Registry:
         if info.context and info.context.get(_NO_CROSS_CHECK):
             return self  # registry_problems checks these on the raw data, all at once
+        if self.districts or self.teams:
+            shape = {
+                "districts": [{"id": d.id} for d in self.districts],
+                "teams": [{"id": t.id, "district": t.district} for t in self.teams],
+                "residents": [{"team": r.team} for r in self.residents] if self.districts else [],
+            }
+            for path, msg in _district_problems(shape):
+                what = _KINDS.get(str(path[0]), str(path[0]))
+                raise ValueError(f"{what} {path[1] + 1} ({path[0]}): {msg}")  # type: ignore[operator]
         seen: set[str] = set()
         for r in self.residents:
             if r.id in seen:
@@ -112,6 +147,33 @@ class Registry(BaseModel):
 
     def device_by_id(self) -> dict[str, Device]:
         return {d.id: d for d in self.devices}
+
+    def district_of(self, team: str) -> str:
+        """The district of ``team`` (the default district when it is not listed)."""
+        for t in self.teams:
+            if t.id == team:
+                return t.district
+        return DEFAULT_DISTRICT
+
+    def team_districts(self) -> dict[str, str]:
+        """Every team (listed, or of a resident) -> its district."""
+        out = {t.id: t.district for t in self.teams}
+        for r in self.residents:
+            out.setdefault(r.team, DEFAULT_DISTRICT)
+        return out
+
+    def district_ids(self) -> list[str]:
+        """The districts declared or used, in order (declared first)."""
+        out = [d.id for d in self.districts]
+        for d in self.team_districts().values():
+            if d not in out:
+                out.append(d)
+        return out
+
+    def resident_districts(self) -> dict[str, str]:
+        """Resident id -> district."""
+        teams = self.team_districts()
+        return {r.id: teams[r.team] for r in self.residents}
 
 
 class RegistryError(ValueError):
@@ -161,14 +223,57 @@ def registry_problems(
         Registry.model_validate(data, context={_NO_CROSS_CHECK: True})
     except ValidationError as exc:
         found.extend(validation_problems(exc, Registry, source, locs, subject))
-    for path, msg in _cross_problems(data, line):
+    for path, msg in [*_district_problems(data), *_cross_problems(data, line)]:
         who, _ = subject(path)
         found.append(Problem(source, line(path), f"{who + ' ' if who else ''}{msg}"))
     return sorted(found, key=lambda p: p.line)
 
 
-_KINDS = {"residents": "resident", "devices": "device"}
+_KINDS = {"districts": "district", "teams": "team", "residents": "resident", "devices": "device"}
 _NO_CROSS_CHECK = "trygg.registry: fields only"
+
+
+def _district_problems(data: dict[str, Any]) -> list[tuple[Path_, str]]:
+    """Districts and teams listed twice, teams in an undeclared district, and (once
+    districts are declared) residents of a team that is in none."""
+    out: list[tuple[Path_, str]] = []
+    districts = data.get("districts")
+    teams = data.get("teams")
+    declared: dict[str, int] = {}
+    for i, d in enumerate(districts if isinstance(districts, list) else []):
+        did = d.get("id") if isinstance(d, dict) else None
+        if not isinstance(did, str):
+            continue
+        if did in declared:
+            out.append((("districts", i), "is listed twice"))
+        else:
+            declared[did] = i
+    listed: dict[str, int] = {}
+    for i, t in enumerate(teams if isinstance(teams, list) else []):
+        if not isinstance(t, dict):
+            continue
+        tid, dist = t.get("id"), t.get("district", DEFAULT_DISTRICT)
+        if isinstance(tid, str):
+            if tid in listed:
+                out.append((("teams", i), "is listed twice"))
+            else:
+                listed[tid] = i
+        if declared and isinstance(dist, str) and dist not in declared:
+            known = ", ".join(declared)
+            out.append(
+                (("teams", i, "district"), f"is in unknown district {dist!r} (declared: {known})")
+            )
+    if declared and DEFAULT_DISTRICT not in declared:
+        for i, r in enumerate(data.get("residents") or []):
+            team = r.get("team") if isinstance(r, dict) else None
+            if isinstance(team, str) and team not in listed:
+                out.append(
+                    (
+                        ("residents", i, "team"),
+                        f"is of team {team!r}, which is in no district (list it under teams:)",
+                    )
+                )
+    return out
 
 
 def _cross_problems(data: dict[str, Any], line: Any) -> list[tuple[Path_, str]]:

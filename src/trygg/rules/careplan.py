@@ -7,7 +7,15 @@
       inactivity: {enabled: false}
 
 Each rule kind declares which parameters a care plan may change (see
-docs/rules.md); the value is checked exactly as in the catalogue.
+docs/rules.md); the value is checked exactly as in the catalogue. A value
+outside the bounds the standard sets for a district (``adjustable:``) is
+accepted only with a ``reason`` in the rule's entry::
+
+    overrides:
+      bed-exit-no-return: {wait: 60m, reason: "slow back to bed; care plan meeting 2 March"}
+
+The engine does not judge reasons: these checks are ``trygg rules check
+--registry``, ``trygg check`` and ``trygg rules replay``'s.
 """
 
 from __future__ import annotations
@@ -18,7 +26,22 @@ from typing import Any
 
 from trygg.plain import Loc, Path_, Problem, YamlSyntaxError, line_of, read_yaml
 from trygg.registry import Registry, Resident
-from trygg.rules.catalogue import Catalogue, OverrideError
+from trygg.rules.catalogue import REASON, Catalogue, OverrideError
+
+
+def unexplained_out_of_bounds(catalogue: Catalogue, rid: str, params: Any) -> list[tuple[str, str]]:
+    """The parameters of a (valid) care-plan entry outside the standard's bounds
+    when the entry gives no reason: ``(parameter, message naming rule and parameter)``."""
+    if not isinstance(params, dict) or str(params.get(REASON) or "").strip():
+        return []
+    return [
+        (
+            param,
+            f"rule {rid!r}: parameter {param!r}: {msg}; a care plan outside the standard's "
+            f"bounds needs a reason (add reason: ... to the rule's entry)",
+        )
+        for param, msg in catalogue.out_of_bounds(rid, params)
+    ]
 
 
 def check_overrides(catalogue: Catalogue, resident: str, overrides: dict[str, Any]) -> list[str]:
@@ -29,6 +52,10 @@ def check_overrides(catalogue: Catalogue, resident: str, overrides: dict[str, An
             catalogue.with_overrides({rid: params})
         except ValueError as exc:
             out.append(f"resident {resident!r}: {exc}")
+            continue
+        found = unexplained_out_of_bounds(catalogue, rid, params)
+        if found:
+            out.append(f"resident {resident!r}: " + "; ".join(m for _, m in found))
     return out
 
 
@@ -62,6 +89,10 @@ def care_plan_problems_at(
             except ValueError as exc:
                 _, ln = line_of(locs, ["residents", i, "overrides", rid], (source, 0))
                 out.append(Problem(source, ln, f"resident {r.id!r}: {exc}"))
+            else:
+                for param, msg in unexplained_out_of_bounds(catalogue, rid, params):
+                    _, ln = line_of(locs, ["residents", i, "overrides", rid, param], (source, 0))
+                    out.append(Problem(source, ln, f"resident {r.id!r}: {msg}"))
     return out
 
 

@@ -16,6 +16,17 @@ order). A later file changes an earlier definition only explicitly, with
 ``override: {field: replace|append}`` (or ``append: true`` for every field
 given), or switches a rule off with just ``- rule: x`` and ``enabled: false``.
 Every problem is reported as ``file:line: reason``.
+
+A rule may mark parameters as *adjustable* by a district, within bounds::
+
+    adjustable:
+      wait: {min: 15m, max: 45m}
+      window: {}                 # adjustable, no bounds
+
+A district's overlay (trygg.rules.overlays) may change only those, within the
+bounds; a care plan may still change any parameter of its kind, but one
+outside the bounds only with a ``reason`` (checked by ``trygg rules check
+--registry`` and ``trygg check``, not by the engine).
 """
 
 from __future__ import annotations
@@ -33,7 +44,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from trygg.durations import parse_duration
+from trygg.durations import format_duration, parse_duration
 from trygg.model import DeviceKind, EventType, Room, Severity
 from trygg.plain import Loc, Path_, line_of, load_yaml_with_lines, plain_message
 from trygg.rules.kinds import (
@@ -98,6 +109,16 @@ MatchRef = str | MatchSpec
 WindowRef = str | dict[str, Any]
 
 
+class Bound(BaseModel):
+    """How far a district may move a parameter: ``min``/``max`` in the parameter's
+    own unit (a duration, a number), either optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min: str | float | None = None
+    max: str | float | None = None
+
+
 class RuleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -110,6 +131,7 @@ class RuleSpec(BaseModel):
     reason: str = Field(min_length=1)
     enabled: bool = True
     tags: list[str] = Field(default_factory=list)
+    adjustable: dict[str, Bound | None] | None = None
 
     PARAMS: ClassVar[tuple[str, ...]] = ("enabled",)
 
@@ -210,6 +232,40 @@ class ClockSpec(RuleSpec):
         return self
 
 
+# The unit of each parameter a care plan or an overlay may change: how its bounds read.
+_DURATION_PARAMS = ("wait", "for", "within", "guard", "ahead")
+_NUMBER_PARAMS = ("above", "below", "clear", "heartbeats", "count")
+# A care-plan or overlay entry may carry its reason next to the parameters.
+REASON = "reason"
+
+
+def param_value(spec: RuleSpec, param: str) -> Any:
+    """The value of ``param`` (as a care plan names it) in ``spec``."""
+    return getattr(spec, "for_" if param == "for" else param)
+
+
+def format_value(v: Any) -> str:
+    if isinstance(v, timedelta):
+        return format_duration(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if v is None:
+        return "(none)"
+    return str(v)
+
+
+def _bound_value(param: str, v: Any) -> Any:
+    if param in _DURATION_PARAMS:
+        return parse_duration(v)
+    if param in _NUMBER_PARAMS:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f"not a number: {v!r}")
+        return float(v)
+    raise ValueError(f"{param!r} takes no bounds (write {param}: {{}})")
+
+
 SPECS: dict[str, type[RuleSpec]] = {
     "event": EventSpec,
     "threshold": ThresholdSpec,
@@ -251,6 +307,8 @@ class Catalogue:
     lists: dict[str, list[str]]
     macros: dict[str, dict[str, Any]]
     origins: dict[str, Loc] = field(default_factory=dict)
+    # rule -> adjustable parameter -> (min, max), parsed; None where unbounded
+    adjustable: dict[str, dict[str, tuple[Any, Any]]] = field(default_factory=dict)
     compiled: tuple[Rule | None, ...] = ()
     index: dict[Any, tuple[int, ...]] = field(default_factory=dict)
 
@@ -266,6 +324,51 @@ class Catalogue:
 
     def position(self, rule_id: str) -> int:
         return self.rule_ids.index(rule_id)
+
+    # ------------------------------------------------------------- bounds --
+    def bounds_text(self, rule_id: str, param: str) -> str:
+        """The standard's bounds of an adjustable parameter, e.g. ``15m-45m``."""
+        lo, hi = self.adjustable.get(rule_id, {}).get(param, (None, None))
+        if lo is None and hi is None:
+            return "any value"
+        if hi is None:
+            return f"at least {format_value(lo)}"
+        if lo is None:
+            return f"at most {format_value(hi)}"
+        return f"{format_value(lo)}-{format_value(hi)}"
+
+    def out_of_bounds(self, rule_id: str, params: dict[str, Any]) -> list[tuple[str, str]]:
+        """The parameters of ``params`` (a care plan's or an overlay's entry for
+        ``rule_id``, already valid) that lie outside the standard's bounds:
+        ``(parameter, "60m is above the standard's bound 45m (15m-45m)")``."""
+        bounds = self.adjustable.get(rule_id, {})
+        if not any(p in bounds for p in params):
+            return []
+        spec = self.override_spec(rule_id, params)
+        out = []
+        for param in params:
+            lo, hi = bounds.get(param, (None, None))
+            v = param_value(spec, param)
+            if v is None:
+                continue
+            rng = self.bounds_text(rule_id, param)
+            if lo is not None and v < lo:
+                out.append(
+                    (
+                        param,
+                        f"{format_value(v)} is below the standard's bound "
+                        f"{format_value(lo)} ({rng})",
+                    )
+                )
+            elif hi is not None and v > hi:
+                out.append(
+                    (
+                        param,
+                        f"{format_value(v)} is above the standard's bound "
+                        f"{format_value(hi)} ({rng})",
+                    )
+                )
+        return out
 
     # ------------------------------------------------------------ compile --
     def resolve_types(self, value: OneOrMore, path: Path_) -> frozenset[EventType]:
@@ -429,6 +532,7 @@ class Catalogue:
             raise OverrideError([(None, f"rule {rid!r}: expected a mapping of parameter: value")])
         raw = self.raw[rid]
         cls = SPECS[raw["kind"]]
+        params = {k: v for k, v in params.items() if k != REASON}
         unknown = [p for p in params if p not in cls.PARAMS]
         if unknown:
             takes = f"{_article(raw['kind'])} {raw['kind']} rule takes: {', '.join(cls.PARAMS)}"
@@ -612,6 +716,10 @@ def load_catalogue_texts(files: Sequence[tuple[str, str]]) -> Catalogue:
             f, ln = line_of(e.locs, exc.path, e.origin)
             problems.append(f"{f}:{ln}: rule {name!r}: {exc.path[0]}: {exc}")
             continue
+        bound_problems = _check_adjustable(cat, spec, e)
+        if bound_problems:
+            problems.extend(bound_problems)
+            continue
         cat.specs.append(spec)
         cat.raw[name] = e.data
         cat.origins[name] = e.origin
@@ -636,6 +744,45 @@ def build_index(cat: Catalogue) -> dict[Any, tuple[int, ...]]:
         for t in rule.types:
             idx[t].append(i)
     return {t: tuple(v) for t, v in idx.items()}
+
+
+def _check_adjustable(cat: Catalogue, spec: RuleSpec, e: Entry) -> list[str]:
+    """Parse the rule's ``adjustable`` bounds into ``cat.adjustable``: each a
+    parameter of its kind, bounds in its unit, min <= default <= max."""
+    if not spec.adjustable:
+        return []
+    out: list[str] = []
+    parsed: dict[str, tuple[Any, Any]] = {}
+    params = type(spec).PARAMS
+    for param, bound in spec.adjustable.items():
+        f, ln = line_of(e.locs, ("adjustable", param), e.origin)
+        where = f"{f}:{ln}: rule {spec.rule!r}: adjustable: {param!r}"
+        if param not in params:
+            out.append(
+                f"{where}: not a parameter of {_article(spec.kind)} {spec.kind} rule "
+                f"(it takes: {', '.join(params)})"
+            )
+            continue
+        lo = hi = None
+        try:
+            if bound is not None and bound.min is not None:
+                lo = _bound_value(param, bound.min)
+            if bound is not None and bound.max is not None:
+                hi = _bound_value(param, bound.max)
+        except ValueError as exc:
+            out.append(f"{where}: {exc}")
+            continue
+        if lo is not None and hi is not None and lo > hi:
+            out.append(f"{where}: min {format_value(lo)} is above max {format_value(hi)}")
+            continue
+        v = param_value(spec, param)
+        if v is not None and ((lo is not None and v < lo) or (hi is not None and v > hi)):
+            out.append(f"{where}: the standard's own value {format_value(v)} is outside its bounds")
+            continue
+        parsed[param] = (lo, hi)
+    if not out:
+        cat.adjustable[spec.rule] = parsed
+    return out
 
 
 def _check_macro(cat: Catalogue, e: Entry) -> list[str]:

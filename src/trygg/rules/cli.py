@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import Any, BinaryIO, Optional
 
 import typer
 
@@ -35,6 +35,30 @@ def _catalogue(rules: list[Path] | None) -> Catalogue:
         raise typer.Exit(1) from None
 
 
+DistrictsOpt = typer.Option(
+    None,
+    "--districts",
+    help="District overlays: a directory of <district>.yaml files, or files (repeatable). "
+    "Default: districts/ beside the rules, if it exists.",
+)
+
+
+def _overlays(cat: Catalogue, rules: list[Path] | None, districts: list[Path] | None) -> Any:
+    """The district overlays (trygg.rules.overlays), checked; exit 1 when refused."""
+    from trygg.rules.overlays import OverlayError, Overlays, default_districts_dir, read_overlays
+
+    paths = districts or [d for d in [default_districts_dir(rules)] if d is not None]
+    if not paths:
+        return Overlays()
+    try:
+        return read_overlays(cat, paths)
+    except OverlayError as exc:
+        typer.echo("The district overlays were refused:", err=True)
+        for p in exc.problems:
+            typer.echo(f"  {p}", err=True)
+        raise typer.Exit(1) from None
+
+
 RulesOpt = typer.Option(
     None,
     "--rules",
@@ -49,10 +73,21 @@ def check(
     registry: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--registry", help="Also check the care plans (overrides) in this registry file."
     ),
+    districts: Optional[list[Path]] = DistrictsOpt,  # noqa: UP045
 ) -> None:
-    """Validate the rule catalogue (and the care plans of a registry)."""
+    """Validate the rule catalogue, the district overlays (and the care plans of a registry)."""
     cat = _catalogue(rules)
     typer.echo(f"catalogue {cat.version}: {len(cat.specs)} rules from {len(cat.files)} file(s)")
+    overlays = _overlays(cat, rules, districts)
+    if overlays.by_district:
+        n = len(overlays.changes)
+        typer.echo(
+            f"district overlays: {len(overlays.by_district)} "
+            f"({', '.join(overlays.by_district)}), {n} change{'' if n == 1 else 's'} within"
+            " the standard's bounds"
+        )
+    for w in overlays.warnings:
+        typer.echo(f"warning: {w}", err=True)
     if registry is not None:
         try:
             reg = load_registry(registry)
@@ -65,6 +100,10 @@ def check(
             for p in problems:
                 typer.echo(f"  {p}", err=True)
             raise typer.Exit(1)
+        from trygg.rules.overlays import unknown_districts
+
+        for w in unknown_districts(reg, overlays):
+            typer.echo(f"warning: {w}", err=True)
         n = sum(1 for r in reg.residents if r.overrides)
         typer.echo(f"registry {registry}: {len(reg.residents)} residents, {n} care plan(s) OK")
 
@@ -105,6 +144,7 @@ def replay(
     ),
     registry: Path = typer.Option(..., "--registry", help="Registry YAML (residents, devices)."),
     rules: Optional[list[Path]] = RulesOpt,  # noqa: UP045
+    districts: Optional[list[Path]] = DistrictsOpt,  # noqa: UP045
     until: Optional[str] = typer.Option(  # noqa: UP045
         None,
         "--until",
@@ -135,6 +175,9 @@ def replay(
         for p in problems:
             typer.echo(p, err=True)
         raise typer.Exit(1)
+    from trygg.rules.overlays import apply_overlays
+
+    reg = apply_overlays(reg, _overlays(cat, rules, districts))
     end: datetime | None = None
     if until is not None:
         try:
@@ -203,7 +246,6 @@ _versions_cli.register(app)
 # ``trygg rules backtest`` (issue 8): trygg.rules.backtest, trygg.store.history,
 # trygg.rules.backtest_report.
 from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
 
 from trygg.cli_support import ConfigOpt, fail, settings_or_exit  # noqa: E402
 

@@ -15,6 +15,8 @@ from trygg.store.versions import record_care_plans
 class RegistryCounts:
     residents: int
     devices: int
+    teams: int = 0
+    districts: int = 0
 
 
 def save_registry(
@@ -27,11 +29,34 @@ def save_registry(
     """Insert or update every resident and device of ``registry`` in one transaction.
 
     Residents and devices absent from the file are left alone: a registry file
-    may describe one team's homes only. When the care plans (overrides) of all
+    may describe one team's homes only. So are districts and teams: the file's
+    ``districts:`` and ``teams:`` are inserted or updated; a resident's team that
+    is not stored yet is stored in the default district, and one that is keeps
+    its district. When the care plans (overrides) of all
     stored residents differ from the active care-plan version afterwards, a new
     version is recorded in the same transaction, with ``author`` and ``reason``.
     """
     with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO districts (id, name) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE"
+            " SET name = coalesce(excluded.name, districts.name), updated_at = now()",
+            [(d.id, d.name) for d in registry.districts],
+        )
+        listed = {t.id for t in registry.teams}
+        cur.executemany(
+            "INSERT INTO districts (id) VALUES (%s) ON CONFLICT (id) DO NOTHING",
+            [(d,) for d in sorted({t.district for t in registry.teams})],
+        )
+        cur.executemany(
+            "INSERT INTO teams (id, district) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE"
+            " SET district = excluded.district, updated_at = now()"
+            " WHERE teams.district IS DISTINCT FROM excluded.district",
+            [(t.id, t.district) for t in registry.teams],
+        )
+        cur.executemany(
+            "INSERT INTO teams (id) VALUES (%s) ON CONFLICT (id) DO NOTHING",
+            [(t,) for t in sorted({r.team for r in registry.residents} - listed)],
+        )
         cur.executemany(
             "INSERT INTO residents (id, team, timezone, overrides) VALUES (%s, %s, %s, %s)"
             " ON CONFLICT (id) DO UPDATE SET team = excluded.team, timezone = excluded.timezone,"
@@ -48,11 +73,22 @@ def save_registry(
             ],
         )
         record_care_plans(conn, author=author, reason=reason)
-    return RegistryCounts(len(registry.residents), len(registry.devices))
+    return RegistryCounts(
+        len(registry.residents), len(registry.devices), len(registry.teams), len(registry.districts)
+    )
 
 
 def load_registry(conn: psycopg.Connection) -> Registry:
-    """The whole registry as stored, validated the same way as a file."""
+    """The whole registry as stored, validated the same way as a file (with every
+    stored district and team)."""
+    districts = [
+        {"id": i, **({"name": n} if n else {})}
+        for i, n in conn.execute("SELECT id, name FROM districts ORDER BY id").fetchall()
+    ]
+    teams = [
+        {"id": i, "district": d}
+        for i, d in conn.execute("SELECT id, district FROM teams ORDER BY id").fetchall()
+    ]
     residents = [
         {"id": i, "team": t, "timezone": tz, "overrides": o}
         for i, t, tz, o in conn.execute(
@@ -75,4 +111,5 @@ def load_registry(conn: psycopg.Connection) -> Registry:
             "SELECT id, resident, kind, room, heartbeat FROM devices ORDER BY id"
         ).fetchall()
     ]
-    return parse_registry({"residents": residents, "devices": devices}, "database")
+    data = {"districts": districts, "teams": teams, "residents": residents, "devices": devices}
+    return parse_registry(data, "database")
