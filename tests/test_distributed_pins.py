@@ -1,0 +1,234 @@
+"""The distributed runner's pinned dependencies, and the shape of every Faust, mode and
+aiokafka internal that trygg's patches touch or rely on (issue 17, "Pinned
+dependencies").
+
+trygg.distributed.worker.app patches Faust where its at-least-once processing loses
+records (docs/distributed.md, "Faust's holes") and reads a few private fields. A new
+release can rename, move or re-order any of them without a word: the patch then does
+nothing, or breaks the worker, and only a take-over under load shows it. These tests
+fail first, naming the patch. Each check reads the installed library, not trygg.
+
+Moving to a newer Faust, mode or aiokafka: change constraints/distributed.txt, read the
+library code each failing check names, then run the distributed tests
+(tests/test_distributed_*.py, the tansu ones included).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pytest
+
+faust = pytest.importorskip("faust")
+
+from tests.conftest import REPO  # noqa: E402
+
+CONSTRAINTS = REPO / "constraints" / "distributed.txt"
+
+
+def pins(path: Path = CONSTRAINTS) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, ver = line.partition("==")
+            assert ver, f"{path.name}: {line!r} is not pinned with =="
+            out[name.strip()] = ver.strip()
+    return out
+
+
+def src(obj: object) -> str:
+    return inspect.getsource(obj)  # type: ignore[arg-type]
+
+
+def need(cond: bool, patch: str, what: str) -> None:
+    """Fail naming the patch whose premise no longer holds."""
+    if not cond:
+        pytest.fail(
+            f"{patch}: {what}. The patch was written against the versions in "
+            f"constraints/distributed.txt; read the changed library code and "
+            f"docs/distributed.md before using this version.",
+            pytrace=False,
+        )
+
+
+def test_the_installed_set_is_the_pinned_one() -> None:
+    wrong = []
+    for name, want in pins().items():
+        try:
+            got = version(name)
+        except PackageNotFoundError:
+            got = "not installed"
+        if got != want:
+            wrong.append(f"{name} {got} (pinned {want})")
+    assert not wrong, (
+        "installed versions differ from constraints/distributed.txt, which the Faust "
+        "patches were checked against: " + ", ".join(wrong) + ". Install with "
+        "`pip install -c constraints/distributed.txt ...` (scripts/setup does)."
+    )
+
+
+def test_the_pins_hold_faust_and_all_it_pulls_in() -> None:
+    """Every distribution faust-streaming needs, transitively, is pinned."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+
+    def norm(n: str) -> str:
+        return re.sub(r"[-_.]+", "-", n).lower()
+
+    pinned = {norm(n) for n in pins()}
+    seen: set[str] = set()
+    todo = ["faust-streaming"]
+    while todo:
+        name = todo.pop()
+        if norm(name) in seen:
+            continue
+        seen.add(norm(name))
+        for r in distribution(name).requires or []:
+            req = Requirement(r)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    assert seen <= pinned, f"not pinned: {sorted(seen - pinned)}"
+    for name in ("faust-streaming", "mode-streaming", "aiokafka"):
+        assert norm(name) in pinned
+
+
+def test_keep_records_across_rebalance_premises() -> None:
+    """``_keep_records_across_rebalance``: Faust seeks to the committed offsets and
+    then resumes the flow, and resuming clears the agents' queues; the patch replaces
+    ``FlowControlEvent.resume`` on the app's instance (its private events) and wraps
+    ``Consumer.perform_seek`` to clear first."""
+    from faust.tables import recovery
+    from faust.transport.consumer import Consumer
+    from mode.utils.queues import FlowControlEvent
+
+    patch = "_keep_records_across_rebalance (worker/app.py)"
+    fc = FlowControlEvent()
+    need(
+        hasattr(fc, "_suspend") and hasattr(fc, "_resume"),
+        patch,
+        "mode's FlowControlEvent no longer has the _suspend/_resume events",
+    )
+    body = src(FlowControlEvent.resume)
+    need(
+        "_suspend.clear()" in body and "_resume.set()" in body,
+        patch,
+        "FlowControlEvent.resume no longer clears _suspend and sets _resume",
+    )
+    need(
+        "self.clear()" in body,
+        patch,
+        "FlowControlEvent.resume no longer clears the queues (the patch may be moot)",
+    )
+    need(callable(getattr(fc, "clear", None)), patch, "FlowControlEvent.clear is gone")
+    need(
+        inspect.iscoroutinefunction(Consumer.perform_seek)
+        and list(inspect.signature(Consumer.perform_seek).parameters) == ["self"],
+        patch,
+        "Consumer.perform_seek is no longer `async def perform_seek(self)`",
+    )
+    rec = src(recovery)
+    need(
+        re.search(r"perform_seek\(\).*?flow_control\.resume\(\)", rec, re.S) is not None,
+        patch,
+        "faust.tables.recovery no longer seeks (perform_seek) before it resumes the flow",
+    )
+
+
+def test_track_handed_premises() -> None:
+    """``_track_handed``: the consumer is built with the conductor's ``on_message`` as
+    its callback, and the fetch loop hands each record to that callback."""
+    from faust.app.base import App
+    from faust.transport.conductor import Conductor
+    from faust.transport.consumer import Consumer
+
+    patch = "_track_handed (worker/app.py)"
+    need(
+        "callback=self.topics.on_message" in src(App._new_consumer),
+        patch,
+        "App._new_consumer no longer passes topics.on_message as the consumer's callback",
+    )
+    need(
+        "self.on_message = self._compile_message_handler()" in src(Conductor.__init__),
+        patch,
+        "Conductor.on_message is no longer a plain attribute set at construction",
+    )
+    drain = src(Consumer._drain_messages)
+    need(
+        "callback = self.callback" in drain and "callback(message)" in drain,
+        patch,
+        "Consumer._drain_messages no longer hands each record to self.callback",
+    )
+
+
+def test_fetch_wait_patch_premises() -> None:
+    """``_patch_fetch_wait`` (tests against tansu only): Faust builds the aiokafka
+    consumer in ``_create_worker_consumer``, and aiokafka reads its private
+    ``_fetch_max_wait_ms`` when it starts, not in the constructor."""
+    import aiokafka
+    from faust.transport.drivers import aiokafka as drv
+
+    patch = "_patch_fetch_wait (worker/app.py)"
+    fn = getattr(drv.AIOKafkaConsumerThread, "_create_worker_consumer", None)
+    need(fn is not None, patch, "AIOKafkaConsumerThread._create_worker_consumer is gone")
+    need(
+        list(inspect.signature(fn).parameters) == ["self", "transport"],
+        patch,
+        "_create_worker_consumer(self, transport) changed its signature",
+    )
+    need(
+        "self._fetch_max_wait_ms = fetch_max_wait_ms" in src(aiokafka.AIOKafkaConsumer.__init__),
+        patch,
+        "aiokafka's consumer no longer keeps fetch_max_wait_ms as _fetch_max_wait_ms",
+    )
+    need(
+        "self._fetch_max_wait_ms" in src(aiokafka.AIOKafkaConsumer.start),
+        patch,
+        "aiokafka no longer reads _fetch_max_wait_ms when the consumer starts",
+    )
+
+
+def test_what_the_worker_relies_on() -> None:
+    """The rest the worker uses: the sink's batching (``take_events`` waits for a full
+    batch when ``within`` is 0, hence ``SINK_WAIT_S``), the consumer's seek, earliest
+    offsets and partition assignment, and Faust's rebalance state."""
+    from faust.app.base import App
+    from faust.streams import Stream
+    from faust.transport.consumer import Consumer
+
+    need(
+        "if within else None" in src(Stream.take_events),
+        "SINK_WAIT_S (worker/app.py)",
+        "Stream.take_events no longer treats within=0 as 'wait for a full batch' "
+        "(the floor may be moot; check how it batches now)",
+    )
+    for name in ("seek", "earliest_offsets"):
+        need(
+            inspect.iscoroutinefunction(getattr(Consumer, name, None)),
+            "Worker._read_again / Worker._gone (worker/app.py)",
+            f"Consumer.{name} is no longer a coroutine function",
+        )
+    from faust.assignor.partition_assignor import PartitionAssignor
+
+    need(
+        callable(getattr(PartitionAssignor, "assigned_actives", None)),
+        "Worker._owned (worker/app.py)",
+        "PartitionAssignor.assigned_actives is gone",
+    )
+    need(
+        "self.rebalancing = True" in src(App.on_rebalance_start)
+        and "self.rebalancing = False" in src(App.on_rebalance_end),
+        "Worker._ready (worker/app.py)",
+        "App.rebalancing is no longer set at a rebalance's start and end",
+    )
+    from faust.types.settings import Settings as FaustSettings
+
+    need(
+        isinstance(getattr(FaustSettings, "stream_wait_empty", None), property),
+        "faust_settings (worker/app.py)",
+        "the stream_wait_empty setting is gone",
+    )
