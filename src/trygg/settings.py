@@ -182,6 +182,52 @@ class Settings(BaseSettings):
         json_schema_extra=_unit("bytes"),
     )
     public_url: str | None = Field(None, description="the console's URL as staff reach it")
+    session_enrol_minutes: int = Field(
+        10,
+        ge=1,
+        le=1440,
+        description="an enrolment link or QR code can be exchanged for a phone session this long,"
+        " once",
+        json_schema_extra=_unit("minutes"),
+    )
+    session_device_days: int = Field(
+        30,
+        ge=1,
+        le=366,
+        description="an enrolled phone's session lasts this long from its enrolment (fixed; then"
+        " the team leader enrols it again); revoked at once by the leader or an admin",
+        json_schema_extra=_unit("days"),
+    )
+    session_signin_hours: int = Field(
+        12,
+        ge=1,
+        le=168,
+        description="a console session from an identity-provider sign-in, or from a bearer token"
+        " typed into the console, lasts this long (fixed: one shift)",
+        json_schema_extra=_unit("hours"),
+    )
+    oidc_issuer: str | None = Field(
+        None,
+        description="the identity provider's issuer URL (OpenID Connect); set, the console"
+        " offers its sign-in (authorization code with PKCE)",
+    )
+    oidc_client_id: str | None = Field(None, description="trygg's client id at the provider")
+    oidc_client_secret: str | None = Field(
+        None, description="trygg's client secret at the provider (none: a public client, PKCE only)"
+    )
+    oidc_scopes: str = Field("openid profile", description="scopes asked for, space-separated")
+    oidc_username_claim: str = Field(
+        "preferred_username", min_length=1, description="the claim that is the trygg user name"
+    )
+    oidc_role_claim: str | None = Field(
+        None,
+        description="a claim with the trygg role (and TRYGG_OIDC_TEAMS_CLAIM the teams): the user"
+        " is created or updated from it at each sign-in; unset, the user must exist in trygg"
+        " (trygg users add) and keeps its role and teams",
+    )
+    oidc_teams_claim: str | None = Field(
+        None, description="a claim with the user's teams: a list, or names separated by spaces"
+    )
     smtp_host: str | None = Field(None, description="SMTP server for the e-mail channel")
     smtp_port: int = Field(
         25,
@@ -427,7 +473,7 @@ class Settings(BaseSettings):
             )
         return v
 
-    @field_validator("webhook_url", "public_url")
+    @field_validator("webhook_url", "public_url", "oidc_issuer")
     @classmethod
     def _http_url(cls, v: str | None) -> str | None:
         if v and not _is_http_url(v):  # empty: not set (docker-compose's ${VAR:-})
@@ -500,8 +546,8 @@ def _is_http_url(v: str) -> bool:
 
 # ------------------------------------------------------------------- loading --
 
-SECRET = frozenset({"webhook_secret", "smtp_password"})
-_URLS = frozenset({"mqtt_url", "database_url", "webhook_url", "public_url"})
+SECRET = frozenset({"webhook_secret", "smtp_password", "oidc_client_secret"})
+_URLS = frozenset({"mqtt_url", "database_url", "webhook_url", "public_url", "oidc_issuer"})
 
 
 class SettingsError(ValueError):

@@ -1,10 +1,13 @@
 """The HTTP API (FastAPI) and the care-staff console, around the running alert service.
 
-Authentication is a bearer token (``trygg users add``); roles:
+Authentication is a bearer token (``trygg users add``) or, in the console, a
+session cookie (an enrolled phone, an OpenID Connect sign-in:
+:mod:`trygg.api.sessions`, :mod:`trygg.api.oidc`); roles:
 
 ============ ================================================================
 care_staff   sees and acts on the alerts of its own teams only (else 403);
              reads the timelines of its teams' residents; silences for them
+team_leader  as care_staff, and enrols and revokes its teams' phones
 specialist   reads every alert and timeline; manages silences
 auditor      reads alerts and the access log; changes nothing
 admin        everything
@@ -53,15 +56,17 @@ from trygg.alerts.alert import OPEN_STATES, Alert, CancelReason, Outcome, State
 from trygg.alerts.gates import Silence, SilenceScope
 from trygg.alerts.lifecycle import ConflictError, TransitionError
 from trygg.api import problems, schemas, words
+from trygg.api import sessions as sessions_mod
 from trygg.api.auth import Auth
 from trygg.api.limits import RequestGuard, authenticate
 from trygg.api.limits import max_body_bytes as body_limit
+from trygg.api.oidc import Oidc
 from trygg.api.problems import ProblemError
 from trygg.model import Severity
 from trygg.runner.alerting import AlertService
 from trygg.store import access as access_store
 from trygg.store import alerts as alert_store
-from trygg.store.access import User
+from trygg.store.access import TEAM_ROLES, User
 
 log = logs.get("trygg.api")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -166,6 +171,13 @@ def create_app(
         body_limit(getattr(runner, "settings", None)) if max_body_bytes is None else max_body_bytes
     )
     app.add_middleware(RequestGuard, auth=auth, max_body=limit, counters=refused)
+    # In front of the guard: the console's session cookie as the credential,
+    # with the Origin check of cookie-signed changes (trygg.api.sessions).
+    settings = getattr(runner, "settings", None)
+    session_config = sessions_mod.SessionConfig.from_settings(settings)
+    app.add_middleware(
+        sessions_mod.SessionCookies, public_url=session_config.public_url, counters=refused
+    )
     api = APIRouter(responses=_errors(401, 413, 503))
 
     # ------------------------------------------------------------- auth
@@ -174,7 +186,8 @@ def create_app(
         auto_error=False,
         scheme_name="bearer",
         bearerFormat="opaque",
-        description="a token from `trygg users add` (shown once)",
+        description="a token from `trygg users add` (shown once); the console signs in"
+        " with a session cookie instead (see the sign-in routes)",
     )
 
     async def current_user(
@@ -198,7 +211,7 @@ def create_app(
             raise HTTPException(403, f"the {u.role} role may not do this")
 
     def may_see_team(u: User, team: str) -> None:
-        if u.role == "care_staff" and team not in u.teams:
+        if u.role in TEAM_ROLES and team not in u.teams:
             raise HTTPException(
                 403,
                 f"this belongs to team {team}; you are on {', '.join(u.teams) or 'no team'}",
@@ -217,7 +230,7 @@ def create_app(
         if isinstance(a, Alert):
             d = a.to_dict()
             d["allowed_actions"] = (
-                lc.allowed_actions(a, u.name) if u.role in ("care_staff", "admin") else []
+                lc.allowed_actions(a, u.name) if u.role in (*TEAM_ROLES, "admin") else []
             )
         else:
             d = dict(a)
@@ -301,9 +314,14 @@ def create_app(
 
     # ------------------------------------------------------------- me
 
-    @api.get("/api/me", tags=["users"], response_model=schemas.Me)
+    @api.get(
+        "/api/me",
+        tags=["users"],
+        response_model=sessions_mod.MeWithSession,
+        response_model_exclude_none=True,
+    )
     async def me(u: UserDep) -> dict[str, Any]:
-        return {"name": u.name, "role": u.role, "teams": list(u.teams)}
+        return sessions_mod.me_view(u)
 
     # ------------------------------------------------------------- alerts
 
@@ -329,7 +347,7 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> dict[str, Any]:
         teams = team
-        if u.role == "care_staff":
+        if u.role in TEAM_ROLES:
             if teams:
                 for t in teams:
                     may_see_team(u, t)
@@ -451,7 +469,7 @@ def create_app(
     async def act(
         alert_id: str, action: StaffAction, body: ActionBody, u: UserDep
     ) -> dict[str, Any]:
-        require(u, "care_staff", "admin")
+        require(u, *TEAM_ROLES, "admin")
         a = await _alert_for(u, alert_id)
         try:
             b = await service.act(
@@ -493,7 +511,7 @@ def create_app(
     async def list_silences(u: UserDep, active: bool = False) -> dict[str, Any]:
         now = service.clock()
         items = service.silences(now if active else None)
-        if u.role == "care_staff":
+        if u.role in TEAM_ROLES:
             items = [s for s in items if _silence_team(s.scope.value, s.target) in u.teams]
         return {"silences": [_sil(s) for s in items]}
 
@@ -505,7 +523,7 @@ def create_app(
         responses=_errors(403, 404, 422),
     )
     async def create_silence(body: SilenceBody, u: UserDep) -> dict[str, Any]:
-        require(u, "care_staff", "specialist", "admin")
+        require(u, *TEAM_ROLES, "specialist", "admin")
         team = _silence_team(body.scope, body.target)
         if team is None:
             raise HTTPException(404, f"no {body.scope} {body.target!r} in the registry")
@@ -538,7 +556,7 @@ def create_app(
     async def end_silence(
         silence_id: str, u: UserDep, body: EndSilenceBody | None = None
     ) -> dict[str, Any]:
-        require(u, "care_staff", "specialist", "admin")
+        require(u, *TEAM_ROLES, "specialist", "admin")
         s = service.silence(silence_id)
         if s is None:
             raise HTTPException(404, f"no current silence {silence_id}")
@@ -558,7 +576,7 @@ def create_app(
     async def timeline(
         resident: str, u: UserDep, hours: Annotated[float, Query(gt=0, le=24 * 31)] = 24
     ) -> dict[str, Any]:
-        require(u, "care_staff", "specialist", "admin")
+        require(u, *TEAM_ROLES, "specialist", "admin")
         team = team_of_resident(resident)
         if team is None:
             raise HTTPException(404, f"no resident {resident!r} in the registry")
@@ -615,7 +633,7 @@ def create_app(
         },
     )
     async def stream(request: Request, u: UserDep) -> StreamingResponse:
-        sub = service.feed.subscribe(None if u.role != "care_staff" else u.teams)
+        sub = service.feed.subscribe(u.teams if u.role in TEAM_ROLES else None)
         token = token_of(request)
         revoked = auth.watch(token)
 
@@ -625,8 +643,13 @@ def create_app(
                 quiet = 0.0
                 while not app.state.closing:
                     if revoked.is_set():  # disabled or replaced since the stream opened
-                        log.info("live stream closed: token no longer valid", user=u.name)
-                        yield b'event: revoked\ndata: {"detail":"unknown or disabled token"}\n\n'
+                        log.info("live stream closed: credential no longer valid", user=u.name)
+                        detail = (
+                            "the session is revoked or has expired"
+                            if u.session is not None
+                            else "unknown or disabled token"
+                        )
+                        yield f'event: revoked\ndata: {{"detail":"{detail}"}}\n\n'.encode()
                         break
                     try:
                         msg = await asyncio.wait_for(sub.queue.get(), 1.0)
@@ -668,6 +691,21 @@ def create_app(
         )
 
     app.include_router(api)
+
+    # ------------------------------------------------------------- sign-in
+
+    def access_as(name: str, role: str, action: str, resident: str | None, **d: Any) -> None:
+        service.log_access(name, role, action, resident, _iso(d))
+
+    sessions_mod.install(
+        app,
+        auth=auth,
+        db=db,
+        access=access_as,
+        config=session_config,
+        user_dep=current_user,
+        oidc=Oidc.from_settings(settings),
+    )
 
     # ------------------------------------------------------------- API docs
 

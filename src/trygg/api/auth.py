@@ -1,4 +1,13 @@
-"""Bearer tokens: who a token is, asked of the database at most once a second.
+"""Bearer tokens and console sessions: who a credential is, asked of the database
+at most once a second.
+
+A credential is a bearer token (``trygg users add``) or a session's secret
+(``ts_...``: an enrolled phone, an OpenID Connect sign-in, or a token typed
+into the console; :mod:`trygg.api.sessions` takes it from the session cookie).
+A session signs in until it is revoked or expires, or its user is disabled;
+everything below holds for both, expiry included (a session past its
+``expires_at`` is refused even from the cache, and even while the database is
+away).
 
 A disabled token is refused within :data:`TTL` (1 s) of ``trygg users
 disable``, and an open live stream (SSE) of it is told within about two
@@ -20,11 +29,12 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from trygg import logs
 from trygg.store import access as access_store
-from trygg.store.access import User, hash_token
+from trygg.store.access import SESSION_PREFIX, User, hash_token
 
 log = logs.get("trygg.api")
 
@@ -49,6 +59,17 @@ class _Entry:
 Db = Callable[..., Awaitable[Any]]
 
 
+def is_session(credential: str) -> bool:
+    return credential.startswith(SESSION_PREFIX)
+
+
+def _alive(u: User | None) -> User | None:
+    """``u``, or None once its session has expired."""
+    if u is not None and u.expires_at is not None and datetime.now(UTC) >= u.expires_at:
+        return None
+    return u
+
+
 class Auth:
     def __init__(self, db: Db, *, ttl: float = TTL, recheck: float = RECHECK) -> None:
         self._db = db
@@ -57,6 +78,7 @@ class Auth:
         self._cache: dict[str, _Entry] = {}
         self._inflight: dict[str, asyncio.Future[User | None]] = {}
         self._watched: dict[str, set[asyncio.Event]] = {}
+        self._sessions: set[str] = set()  # which watched hashes are sessions' secrets
         self._task: asyncio.Task[None] | None = None
         self.revoked_streams = 0
 
@@ -70,9 +92,9 @@ class Auth:
         e = self._cache.get(h)
         if e is not None:
             if now - e.checked < self.ttl:
-                return e.user
+                return _alive(e.user)
             if now < e.retry_at:  # the database failed lately: do not wait for it again
-                if e.user is not None and now - e.checked < GRACE:
+                if _alive(e.user) is not None and now - e.checked < GRACE:
                     return e.user
                 raise AuthUnavailable("the database cannot be asked now")
         task = self._inflight.get(h)
@@ -83,15 +105,16 @@ class Auth:
         return await asyncio.shield(task)
 
     async def _lookup(self, token: str, h: str) -> User | None:
+        find = access_store.user_by_session if is_session(token) else access_store.user_by_token
         try:
-            u: User | None = await self._db(access_store.user_by_token, token)
+            u: User | None = await self._db(find, token)
         except Exception as exc:
             now = time.monotonic()
             old = self._cache.get(h)
             if old is None:
                 old = self._cache[h] = _Entry(float("-inf"), None)
             old.retry_at = now + RETRY_AFTER
-            if old.user is not None and now - old.checked < GRACE:
+            if _alive(old.user) is not None and now - old.checked < GRACE:
                 log.warning("token not checked, database away", error=str(exc)[:200])
                 return old.user
             raise AuthUnavailable(f"cannot check the token now: {exc}") from exc
@@ -103,10 +126,14 @@ class Auth:
     # ------------------------------------------------------------ streams
 
     def watch(self, token: str) -> asyncio.Event:
-        """An event set when ``token`` stops signing in (disabled, replaced),
-        checked every :attr:`recheck` seconds while it is watched."""
+        """An event set when ``token`` stops signing in (disabled, replaced; a
+        session revoked or expired), checked every :attr:`recheck` seconds while
+        it is watched."""
         ev = asyncio.Event()
-        self._watched.setdefault(hash_token(token), set()).add(ev)
+        h = hash_token(token)
+        self._watched.setdefault(h, set()).add(ev)
+        if is_session(token):
+            self._sessions.add(h)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._recheck_loop(), name="api-token-recheck")
         return ev
@@ -118,6 +145,7 @@ class Auth:
             evs.discard(ev)
             if not evs:
                 del self._watched[h]
+                self._sessions.discard(h)
 
     async def _recheck_loop(self) -> None:
         while self._watched:
@@ -125,18 +153,35 @@ class Auth:
             hashes = list(self._watched)
             if not hashes:
                 break
+            tokens = [h for h in hashes if h not in self._sessions]
+            sessions = [h for h in hashes if h in self._sessions]
             try:
-                valid = await self._db(access_store.active_token_hashes, hashes)
+                valid: set[str] = set()
+                if tokens:
+                    valid |= await self._db(access_store.active_token_hashes, tokens)
+                if sessions:
+                    valid |= await self._db(access_store.active_session_hashes, sessions)
             except Exception as exc:  # an outage does not close the consoles
                 log.warning("stream tokens not checked", error=str(exc)[:200])
-                continue
+                # ... but a session that has expired meanwhile ends all the same
+                valid = set(hashes)
+                for h in sessions:
+                    e = self._cache.get(h)
+                    if e is not None and e.user is not None and _alive(e.user) is None:
+                        valid.discard(h)
             for h in hashes:
                 if h in valid:
                     continue
                 self._cache.pop(h, None)
+                self._sessions.discard(h)
                 for ev in self._watched.pop(h, set()):
                     ev.set()
                     self.revoked_streams += 1
+
+    def forget(self, token: str) -> None:
+        """Drop the cached answer for ``token`` (a session just revoked here):
+        the next request asks the database."""
+        self._cache.pop(hash_token(token), None)
 
     async def aclose(self) -> None:
         if self._task is not None:

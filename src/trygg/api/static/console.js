@@ -3,6 +3,8 @@
 // notification until someone answers; resolving asks what it was and can be undone
 // for a few seconds; suppressed alerts sit apart; technical alerts of one outage are
 // one card. Plain JavaScript, no build step. Norwegian by default, English on request.
+// Signed in by a session cookie (HttpOnly: this script never sees a token): an
+// enrolled phone, the identity provider, or a token typed in once (docs/api.md).
 "use strict";
 
 const T = {
@@ -10,6 +12,15 @@ const T = {
     connecting: "Kobler til…", live: "Direkte", offline: "Frakoblet – prøver igjen",
     logout: "Logg ut", login_title: "Logg inn", token_label: "Tilgangsnøkkel", login: "Logg inn",
     bad_token: "Ukjent eller sperret nøkkel.", open_alerts: "Åpne alarmer",
+    session_ended: "Innloggingen er avsluttet eller utløpt. Logg inn på nytt.",
+    oidc_login: "Logg inn med kommunens konto", or_token: "eller med tilgangsnøkkel:",
+    phones: "Telefoner", enrol_title: "Koble til en telefon", enrol_user: "Bruker",
+    enrol_team: "Team (for en ny bruker)", enrol_make: "Lag lenke og QR-kode",
+    enrol_valid: (at) => `Skann koden med telefonen. Gjelder én gang, til ${at}.`,
+    sessions_title: "Innlogginger", no_sessions: "Ingen innlogginger.", revoke: "Trekk tilbake",
+    this_device: "denne enheten", until: (at) => `til ${at}`,
+    kind: { enrolled: "telefon", oidc: "kommunekonto", token: "nøkkel" },
+    revoked_ok: (who) => `Innloggingen til ${who} er trukket tilbake.`,
     no_alerts: "Ingen åpne alarmer. Godt!", recent_events: "Siste hendelser",
     acknowledge: "Kvitter", take: "Jeg tar den", arrive: "Fremme", resolve: "Avslutt",
     accept: "Godta", cancel: "Falsk alarm", ack_all: (n) => `Kvitter alle (${n})`,
@@ -75,6 +86,15 @@ const T = {
     connecting: "Connecting…", live: "Live", offline: "Offline – retrying",
     logout: "Log out", login_title: "Log in", token_label: "Access token", login: "Log in",
     bad_token: "Unknown or disabled token.", open_alerts: "Open alerts",
+    session_ended: "Your sign-in has ended or expired. Sign in again.",
+    oidc_login: "Sign in with your municipality account", or_token: "or with an access token:",
+    phones: "Phones", enrol_title: "Enrol a phone", enrol_user: "User",
+    enrol_team: "Team (for a new user)", enrol_make: "Make link and QR code",
+    enrol_valid: (at) => `Scan the code with the phone. Valid once, until ${at}.`,
+    sessions_title: "Sign-ins", no_sessions: "No sign-ins.", revoke: "Revoke",
+    this_device: "this device", until: (at) => `until ${at}`,
+    kind: { enrolled: "phone", oidc: "municipality account", token: "token" },
+    revoked_ok: (who) => `${who}'s sign-in is revoked.`,
     no_alerts: "No open alerts. Good!", recent_events: "Recent events",
     acknowledge: "Acknowledge", take: "I'll take it", arrive: "Arrived", resolve: "Resolve",
     accept: "Accept", cancel: "False alarm", ack_all: (n) => `Acknowledge all (${n})`,
@@ -152,7 +172,7 @@ const TECH_INLINE = 4;
 const UNDO_MS = window.TRYGG_UNDO_MS || 5000;
 
 let lang = localStorage.getItem("trygg.lang") || "nb";
-let token = null;
+let signedIn = false; // the session cookie is HttpOnly: /api/me says who we are
 let me = null;
 const alerts = new Map();
 const pending = new Map(); // alert id -> {action, body, label, deadline, timer}
@@ -221,21 +241,33 @@ function dayTime(iso) {
 
 // ------------------------------------------------------------------ plumbing
 
-function readToken() {
+// /console#token=… (trygg demo, trygg users add): the token leaves the address
+// bar at once and is exchanged for a session cookie; it is kept nowhere.
+function tokenFromAddress() {
   const m = location.hash.match(/token=([^&]+)/);
-  if (m) {
-    sessionStorage.setItem("trygg.token", decodeURIComponent(m[1]));
-    history.replaceState(null, "", location.pathname);
-  }
-  return sessionStorage.getItem("trygg.token");
+  if (!m) return null;
+  history.replaceState(null, "", location.pathname);
+  return decodeURIComponent(m[1]);
 }
 
+async function signInWithToken(tok) {
+  const r = await fetch("/auth/token", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ token: tok }) }).catch(() => null);
+  if (r && r.ok) { $("#login-error").textContent = ""; return true; }
+  $("#login-error").textContent = !r ? T[lang].err.network : r.status === 401 || r.status === 422 ? t("bad_token")
+    : errorWords(r.status, (await r.json().catch(() => ({}))).detail);
+  return false;
+}
+
+function ended() { return t(me && me.session ? "session_ended" : "bad_token"); }
+
 async function api(path, opts = {}) {
+  // same-origin: the browser sends the session cookie; a change carries our Origin
   const r = await fetch(path, {
     ...opts,
-    headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json", ...(opts.headers || {}) },
+    headers: { "Content-Type": "application/json", ...(opts.headers || {}) },
   });
-  if (r.status === 401) { logout(t("bad_token")); throw new Error("401"); }
+  if (r.status === 401) { logout(ended(), false); throw new Error("401"); }
   return r;
 }
 
@@ -245,21 +277,25 @@ function applyLang() {
   $("#lang").setAttribute("aria-label", t("lang_label")); // the visible "EN" is in the name
   document.querySelectorAll("[data-i18n]").forEach((el) => { const v = t(el.dataset.i18n); if (typeof v === "string") el.textContent = v; });
   document.title = "trygg – " + t("open_alerts").toLowerCase();
-  if (token) setLive(liveState);
+  if (signedIn) setLive(liveState);
   setDuty(duty.on, false);
   render();
   renderChannels();
 }
 
-function logout(msg) {
-  sessionStorage.removeItem("trygg.token");
-  token = null; me = null;
+function logout(msg, server = true) {
+  // the server revokes the session and clears its cookie
+  if (server) fetch("/auth/logout", { method: "POST" }).catch(() => null);
+  sessionStorage.removeItem("trygg.token"); // an older console's
+  signedIn = false; me = null;
+  $("#phones").hidden = true; $("#enrol-out").hidden = true;
   if (streamAbort) streamAbort.abort();
   alerts.clear();
   for (const p of pending.values()) clearInterval(p.timer);
   pending.clear();
   releaseScreen();
-  $("#board").hidden = true; $("#logout").hidden = true; $("#duty").hidden = true; $("#login").hidden = false;
+  $("#board").hidden = true; $("#logout").hidden = true; $("#duty").hidden = true;
+  showLogin();
   $("#duty-note").hidden = true; $("#channels").hidden = true; channels = [];
   $("#who").textContent = "";
   loadedOnce = false;
@@ -746,7 +782,7 @@ function ring() {
 }
 
 function updateAlarm() {
-  const r = token ? ringing() : [];
+  const r = signedIn ? ringing() : [];
   if (r.length && !alarm.playing) {
     alarm.playing = true;
     ring();
@@ -818,7 +854,7 @@ async function setDuty(on, fromTap) {
 
 function dutyNote() {
   const el = $("#duty-note");
-  el.hidden = !duty.on || !token;
+  el.hidden = !duty.on || !signedIn;
   if (!duty.on) return;
   let s = duty.lockOk === false ? t("duty_note_nolock") : t("duty_note");
   if (!("Notification" in window) || Notification.permission === "denied") s += t("duty_note_nonotify");
@@ -846,7 +882,7 @@ function releaseScreen() {
 // webhook is worth knowing on duty ("webhook feiler siden 02:13").
 let channels = [];
 async function loadChannels() {
-  if (!token) return;
+  if (!signedIn) return;
   try {
     const r = await api("/api/health/channels");
     if (r.status === 404) { channels = []; renderChannels(); return false; }
@@ -923,13 +959,14 @@ async function loadOpen() {
 }
 
 async function stream() {
-  // EventSource cannot send an Authorization header, so read the SSE stream with fetch.
+  // Read with fetch (not EventSource) to see a 401 and to reconnect with backoff;
+  // the stream ends with `event: revoked` when the session is revoked or expires.
   let delay = 1000;
-  while (token) {
+  while (signedIn) {
     streamAbort = new AbortController();
     try {
-      const r = await fetch("/api/stream", { headers: { "Authorization": "Bearer " + token }, signal: streamAbort.signal });
-      if (r.status === 401) { logout(t("bad_token")); return; }
+      const r = await fetch("/api/stream", { signal: streamAbort.signal });
+      if (r.status === 401) { logout(ended(), false); return; }
       if (!r.ok || !r.body) throw new Error("HTTP " + r.status);
       setLive(true); delay = 1000;
       await loadOpen(); // whatever happened while we were away
@@ -974,27 +1011,100 @@ function onMessage(m) {
   }
 }
 
+let signInConfig = null;
+async function showLogin() {
+  $("#login").hidden = false;
+  if (!signInConfig) {
+    const r = await fetch("/auth/config").catch(() => null);
+    signInConfig = r && r.ok ? await r.json() : { oidc: false };
+  }
+  $("#oidc").hidden = !signInConfig.oidc;
+  $("#or-token").hidden = !signInConfig.oidc;
+}
+
+let channelTimer = null;
 async function start() {
-  token = readToken();
-  if (!token) { $("#login").hidden = false; return; }
-  const r = await api("/api/me").catch(() => null);
-  if (!r || !r.ok) return;
+  const tok = tokenFromAddress();
+  if (tok && !(await signInWithToken(tok))) { showLogin(); return; }
+  const r = await fetch("/api/me").catch(() => null);
+  if (!r || r.status === 401) { showLogin(); return; }
+  if (!r.ok) { $("#login-error").textContent = errorWords(r.status); showLogin(); return; }
   me = await r.json();
+  signedIn = true;
   $("#who").textContent = me.name + (me.teams.length ? " · " + me.teams.join(", ") : "");
   $("#login").hidden = true; $("#board").hidden = false; $("#logout").hidden = false; $("#duty").hidden = false;
+  $("#phones").hidden = !(me.role === "team_leader" || me.role === "admin");
   dutyNote();
   await loadOpen();
   stream();
-  if (await loadChannels()) setInterval(loadChannels, 30000);
+  if (await loadChannels() && !channelTimer) channelTimer = setInterval(loadChannels, 30000);
 }
+
+// ------------------------------------------------------------------ phones
+
+// A team leader (or an admin) enrols a phone: a one-time link and its QR code,
+// and revokes sign-ins (POST /api/enrolments, /api/sessions/{id}/revoke).
+async function loadSessions() {
+  const r = await api("/api/sessions").catch(() => null);
+  if (!r || !r.ok) return;
+  const list = $("#sessions");
+  list.replaceChildren();
+  const rows = (await r.json()).sessions;
+  $("#no-sessions").hidden = rows.length > 0;
+  for (const s of rows) {
+    const li = document.createElement("li");
+    li.dataset.id = s.id; li.dataset.user = s.user;
+    const p = document.createElement("span");
+    p.textContent = [s.user, T[lang].kind[s.kind] || s.kind, s.label, T[lang].until(dayTime(s.expires_at))]
+      .filter(Boolean).join(" · ") + (s.current ? ` (${t("this_device")})` : "");
+    li.append(p);
+    if (!s.current) {
+      const b = document.createElement("button");
+      b.type = "button"; b.className = "small"; b.dataset.action = "revoke";
+      b.textContent = t("revoke");
+      b.setAttribute("aria-label", `${t("revoke")}: ${s.user}, ${s.label}`);
+      b.addEventListener("click", async () => {
+        b.setAttribute("aria-disabled", "true");
+        const rr = await api(`/api/sessions/${s.id}/revoke`, { method: "POST" }).catch(() => null);
+        if (rr && rr.ok) { toast(T[lang].revoked_ok(s.user)); loadSessions(); }
+        else { b.removeAttribute("aria-disabled"); toast(errorWords(rr ? rr.status : 0)); }
+      });
+      li.append(b);
+    }
+    list.append(li);
+  }
+}
+
+$("#phones-box").addEventListener("toggle", () => { if ($("#phones-box").open) loadSessions(); });
+$("#enrol").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const body = { user: $("#enrol-user").value.trim() };
+  const team = $("#enrol-team").value.trim();
+  if (team) body.team = team;
+  $("#enrol-error").textContent = "";
+  const r = await api("/api/enrolments", { method: "POST", body: JSON.stringify(body) }).catch(() => null);
+  if (!r || !r.ok) {
+    const j = r ? await r.json().catch(() => ({})) : {};
+    $("#enrol-error").textContent = j.detail || errorWords(r ? r.status : 0);
+    return;
+  }
+  const en = (await r.json()).enrolment;
+  $("#enrol-qr").innerHTML = en.qr_svg; // trygg's own SVG (segno), not user input
+  const svg = $("#enrol-qr svg");
+  if (svg) { svg.setAttribute("role", "img"); svg.setAttribute("aria-label", `QR: ${en.user}`); }
+  $("#enrol-link").textContent = en.link;
+  $("#enrol-valid").textContent = T[lang].enrol_valid(dayTime(en.expires_at));
+  $("#enrol-out").hidden = false;
+  loadSessions();
+});
 
 // ------------------------------------------------------------------ wiring
 
-$("#login").addEventListener("submit", (e) => {
+$("#login").addEventListener("submit", async (e) => {
   e.preventDefault();
-  sessionStorage.setItem("trygg.token", $("#token").value.trim());
+  const tok = $("#token").value.trim();
   $("#token").value = "";
-  start();
+  if (await signInWithToken(tok)) start();
 });
 $("#logout").addEventListener("click", () => logout(""));
 $("#lang").addEventListener("click", () => {

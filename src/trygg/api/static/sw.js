@@ -3,7 +3,7 @@
 // asks for them with registration.showNotification; a tap opens the console).
 "use strict";
 
-const SHELL = "trygg-shell-v1";
+const SHELL = "trygg-shell-v2";
 const FILES = ["/console", "/console/static/console.css", "/console/static/console.js",
   "/console/static/icon.svg", "/console/manifest.webmanifest"];
 
@@ -19,7 +19,7 @@ self.addEventListener("activate", (e) => {
 });
 
 // The shell: network first (a new console version wins), the cache when offline.
-// The API is never cached: alerts are always live.
+// The API and the sign-in (/api, /auth) are never cached: alerts are always live.
 self.addEventListener("fetch", (e) => {
   const url = new URL(e.request.url);
   if (e.request.method !== "GET" || url.origin !== location.origin || !FILES.includes(url.pathname)) return;
