@@ -84,10 +84,27 @@ class Stack:
     def bridge(self, name: str) -> subprocess.Popen[bytes]:
         return self.start(name, "bridge", TRYGG_MQTT_CLIENT_ID=f"trygg-{name}")
 
-    def worker(self, name: str) -> subprocess.Popen[bytes]:
+    def worker(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         return self.start(
-            name, "worker", "--without-web", TRYGG_WORKER_DATA_DIR=str(self.dir / name)
+            name, "worker", "--without-web", *args, TRYGG_WORKER_DATA_DIR=str(self.dir / name)
         )
+
+    def applied(self, name: str) -> list[tuple[int, int, str, str]]:
+        """The events worker ``name`` applied to its rule engine, in order, as
+        (partition, offset, device, event id): its ``--applied-log`` (see ``worker``'s
+        args). The offset is that of the record whose step applied the event."""
+        path = self.dir / f"{name}.applied"
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            p, offset, device, eid = line.split("\t")
+            out.append((int(p), int(offset), device, eid))
+        return out
+
+    def applied_log(self, name: str) -> str:
+        """The ``--applied-log`` argument for worker ``name``."""
+        return f"--applied-log={self.dir / f'{name}.applied'}"
 
     def api(self, name: str, port: int) -> subprocess.Popen[bytes]:
         """``trygg api`` on 127.0.0.1:``port``."""

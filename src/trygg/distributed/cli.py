@@ -69,6 +69,13 @@ def worker_command(
     web: bool | None = typer.Option(
         None, "--web/--without-web", help="Faust's web server (default: TRYGG_WORKER_WEB, off)"
     ),
+    applied_log: Path | None = typer.Option(
+        None,
+        "--applied-log",
+        help="append a line per event applied to the rule engine (partition, offset of the "
+        "record that applied it, device, event id) to this file: for tests and diagnosis "
+        "(ids only, no payloads)",
+    ),
 ) -> None:
     """Run a Faust worker: rules, alerts, notifications and the database sink."""
     _need_faust()
@@ -77,7 +84,7 @@ def worker_command(
     s = _settings(
         config, kafka_bootstrap=kafka_bootstrap, database_url=database_url, worker_web=web
     )
-    run_worker(s)
+    run_worker(s, applied_log)
 
 
 def api_command(

@@ -39,12 +39,14 @@ from trygg.distributed.worker.core import (
     RulesCore,
     TimerIndex,
     WallClocks,
+    applied_floors,
 )
 from trygg.registry import Registry
 from trygg.settings import Settings
 
 log = logs.get("trygg.worker")
 TAIL_CHECK_S = 2.0  # how often a worker looks for records missed at a partition's end
+SINK_WAIT_S = 0.05  # the sink's longest wait for a batch to fill (Faust: 0 waits for a full one)
 SILENCE_RELOAD_S = 2.0  # how soon a silence made with `trygg api` reaches the gates
 
 
@@ -130,6 +132,46 @@ def _keep_records_across_rebalance(app: faust.App) -> None:
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
 
 
+class Handed:
+    """Per topic partition, the offset of the last record the consumer handed to the
+    agents' queues (Faust's conductor), and whether one is being handed right now."""
+
+    def __init__(self) -> None:
+        self.last: dict[tuple[str, int], int] = {}
+        self.inflight: set[tuple[str, int]] = set()
+
+    def get(self, topic: str, partition: int) -> int | None:
+        """The last offset handed over (None: none yet, or one is on its way)."""
+        tp = (topic, partition)
+        return None if tp in self.inflight else self.last.get(tp)
+
+    def clear(self) -> None:
+        self.last.clear()
+
+
+def _track_handed(app: faust.App) -> Handed:
+    """Wrap the conductor's ``on_message`` (the consumer's callback, taken when the
+    consumer is built) to note what the consumer handed to the agents. A record that
+    was handed over and that an idle agent never received was lost on the way
+    (``Worker.check_tails``); the consumer's own read offset cannot say that, as it
+    is also the next offset to read after a seek."""
+    handed = Handed()
+    conductor = app.topics
+    deliver = conductor.on_message
+
+    async def on_message(message: Any) -> None:
+        tp = (message.topic, message.partition)
+        handed.inflight.add(tp)
+        try:
+            await deliver(message)
+        finally:
+            handed.inflight.discard(tp)
+            handed.last[tp] = message.offset
+
+    conductor.on_message = on_message
+    return handed
+
+
 def faust_settings(settings: Settings) -> dict[str, Any]:
     s = settings
     conf: dict[str, Any] = {
@@ -173,6 +215,7 @@ class Worker:
         load_silences: Callable[[], Awaitable[list[Silence]]] | None = None,
         channels: dict[Any, Any] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        applied_log: Path | None = None,
     ) -> None:
         self.settings = s = settings
         self.rules = rules
@@ -194,10 +237,20 @@ class Worker:
         self.holes = Holes()
         self._earliest_asked: dict[Any, float] = {}  # hole key -> when the broker was asked
         self._rules_next: dict[int, int] = {}  # partition -> next offset the rules expect
+        # partition -> the next offset the rules state has not taken in (read at a take-over)
+        self._rules_floor: dict[int, int] | None = None
         self._seen_at: dict[str, float] = {}  # agent -> when it last received a record
+        self._busy: set[str] = set()  # agents in the middle of a step
+        # a line per event applied to the engine (partition, offset, device, event id): tests
+        self._applied_fd = (
+            os.open(applied_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            if applied_log is not None
+            else None
+        )
         self._registry: Registry | None = None
         self.stats: dict[str, int] = {
             "events": 0,
+            "applied": 0,  # events applied to the engine (each once: docs/distributed.md)
             "duplicates": 0,
             "signals": 0,
             "ticks": 0,
@@ -209,6 +262,7 @@ class Worker:
             _patch_fetch_wait(s.kafka_fetch_max_wait_ms)
         app = faust.App(s.worker_id, **faust_settings(s))
         _keep_records_across_rebalance(app)
+        self.handed = _track_handed(app)
         self.app = app
         n = s.kafka_partitions
 
@@ -234,9 +288,13 @@ class Worker:
         async def rules_agent(stream: Any) -> None:
             async for event in stream.events():
                 m = event.message
-                if await self._rules_skip(m.partition, m.offset):
-                    continue  # applied already, or read again from a hole before it
-                await self.rules_step(event.key, event.value, m.partition)
+                self._busy.add("rules")
+                try:
+                    if await self._rules_skip(m.partition, m.offset):
+                        continue  # applied already, or read again from a hole before it
+                    await self.rules_step(event.key, event.value, m.partition, m.offset)
+                finally:
+                    self._busy.discard("rules")
 
         async def alerts_agent(stream: Any) -> None:
             async for event in stream.events():
@@ -247,7 +305,10 @@ class Worker:
                 await self.notify_step(event.key, event.value)
 
         async def sink_agent(stream: Any) -> None:
-            wait = s.batch_wait_ms / 1000
+            # Never 0: Faust's take_events then waits for a full batch (batch_max records),
+            # holding them unacknowledged, so commits lagged by up to that many records
+            # and the tail check took the wait for lost records (docs/distributed.md).
+            wait = max(s.batch_wait_ms / 1000, SINK_WAIT_S)
             async for batch in stream.take_events(s.batch_max, within=wait):
                 await self.sink_batch(
                     [
@@ -271,7 +332,9 @@ class Worker:
 
     # ------------------------------------------------------------------ rules
 
-    async def rules_step(self, key: Any, value: bytes, partition: int) -> None:
+    async def rules_step(
+        self, key: Any, value: bytes, partition: int, offset: int | None = None
+    ) -> None:
         rid = key.decode() if isinstance(key, bytes) else key
         rec = codecs.loads(value)
         op = rec.get("op")
@@ -292,11 +355,24 @@ class Worker:
             release = clock if clock is not None else float("-inf")
             lag = self.settings.worker_event_clock_lag_s
         res = self.rules.step(
-            rid, self.rules_table.get(rid), rec, partition, sources, release=release, lag=lag
+            rid,
+            self.rules_table.get(rid),
+            rec,
+            partition,
+            sources,
+            release=release,
+            lag=lag,
+            offset=offset,
         )
         if res.duplicate:
             self.stats["duplicates"] += 1
             return
+        if res.applied:
+            self.stats["applied"] += len(res.applied)
+            if self._applied_fd is not None:
+                at = "" if offset is None else offset
+                lines = "".join(f"{partition}\t{at}\t{d}\t{i}\n" for d, i in res.applied)
+                os.write(self._applied_fd, lines.encode())
         if op == "ev":
             self.stats["events"] += 1
             if not on_events and res.event_at is not None and not res.late:
@@ -402,26 +478,42 @@ class Worker:
         for topic, partition, offset, value in batch:
             by_tp.setdefault((topic, partition), []).append((offset, codecs.loads(value)))
         self._seen_at["sink"] = time.monotonic()
-        accept = frozenset([tp for tp in by_tp if await self._gone("sink", *tp)])
-        stored, holes = await self.db(apply_batch, by_tp, accept)
-        self.stats["stored"] += stored
-        for tp in by_tp:
-            if tp not in holes:
-                self.holes.closed(("sink", *tp))
-        for (topic, partition), offset in holes.items():
-            await self._read_again("sink", topic, partition, offset)
+        self._busy.add("sink")
+        try:
+            accept = frozenset([tp for tp in by_tp if await self._gone("sink", *tp)])
+            stored, holes = await self.db(apply_batch, by_tp, accept)
+            self.stats["stored"] += stored
+            for tp in by_tp:
+                if tp not in holes:
+                    self.holes.closed(("sink", *tp))
+            for (topic, partition), offset in holes.items():
+                await self._read_again("sink", topic, partition, offset)
+        finally:
+            self._seen_at["sink"] = time.monotonic()
+            self._busy.discard("sink")
 
     async def _rules_skip(self, partition: int, offset: int) -> bool:
         """Whether the rules agent skips this record of ``partition``.
 
-        Below the next offset it expects: applied already (a partition read again for
-        the sink's sake, or sought back to its committed offset); the recent event
-        keys in the state would catch only the last few of such a run. Above it: a
-        hole, and the partition is read again from the first missing record."""
+        Below the next offset it expects: taken in already (a partition read again for
+        the sink's sake, or from its committed offset after a take-over). After a
+        take-over that offset is where the rules state leaves off (the newest offset
+        its residents' states hold, ``core.applied_floors``): the committed offset
+        can be far behind it. Above it: a hole, and the partition is read again from
+        the first missing record. (Each resident's state checks its own offset too:
+        this only saves decoding the states of a long replay.)"""
         want = self._rules_next.get(partition)
         topic = self.settings.kafka_events_topic
         key = ("rules", topic, partition)
         self._seen_at["rules"] = time.monotonic()
+        if want is None:
+            if self._rules_floor is None:
+                self._rules_floor = applied_floors(
+                    self.rules_table.items(), self._owned(topic) | {partition}
+                )
+            want = self._rules_floor.get(partition)
+            if want is not None:
+                self._rules_next[partition] = want
         if want is not None and offset < want:
             return True
         if want is not None and offset > want:
@@ -455,53 +547,59 @@ class Worker:
         return earliest is not None and earliest > hole
 
     async def check_tails(self) -> None:
-        """Read again the end of a partition an agent has gone quiet short of.
+        """Read again a record the consumer fetched that never reached an agent.
 
-        A record missed at the end of a partition leaves no hole for a later record
-        to show (a dead letter is often the only record of its partition for a
-        while). So every ``TAIL_CHECK_S``, if the rules agent (or the sink) has
-        received nothing at all for as long, a partition whose position is short of
-        the broker's end offset is read again from that position. A busy agent is
-        behind, not short: reading again then would only repeat work."""
-        from faust.types import TP
-
+        A record lost on its way to an agent at the end of a partition leaves no hole
+        for a later record to show (a dead letter is often the only record of its
+        partition for a while). So every ``TAIL_CHECK_S`` an agent that is idle (no
+        step under way, nothing received for as long, so nothing is queued for it)
+        is compared with the consumer: if the consumer has handed the agents the
+        partition's records up to or past the agent's next offset (``Handed``), that
+        record was lost, and the
+        partition is read again from it. An agent behind is not short: a busy agent,
+        or records the consumer has not fetched yet (it will), are left alone. (This
+        used to compare with the broker's end offset and count only the time since the
+        agent's last record: a step or a database write taking 2 s under load, or the
+        sink waiting to fill a batch, sought partitions back with no rebalance going
+        on, hundreds of times a run.)"""
         from trygg.distributed.worker.sink import checkpoints
 
         if not self._ready():
             return
         s = self.settings
-        c = self.app.consumer
         now = time.monotonic()
 
-        def quiet(key: str) -> bool:
-            return now - self._seen_at.get(key, 0.0) > TAIL_CHECK_S
-
-        def end(topic: str, p: int) -> int | None:
-            try:
-                return c.highwater(TP(topic, p))
-            except Exception:  # not fetched yet: nothing known
-                return None
+        def idle(key: str) -> bool:
+            return key not in self._busy and now - self._seen_at.get(key, 0.0) > TAIL_CHECK_S
 
         events = s.kafka_events_topic
-        # only an agent with nothing to do: a busy one is behind, not short
-        if quiet("rules"):
+        if idle("rules"):
             for p in self._owned(events):
-                want, hw = self._rules_next.get(p), end(events, p)
-                if want is not None and hw is not None and want < hw:
-                    await self._read_again("rules", events, p, want, end=hw)
-        if self.db is None or not quiet("sink"):
+                want, read = self._rules_next.get(p), self.handed.get(events, p)
+                if want is not None and read is not None and want <= read:
+                    await self._read_again("rules", events, p, want, end=read + 1)
+        if self.db is None or not idle("sink"):
             return
         topics = (events, s.kafka_dead_letters_topic, s.kafka_records_topic)
         tps = [(t, p) for t in topics for p in sorted(self._owned(t))]
+        reads = {tp: self.handed.get(*tp) for tp in tps}
+        tps = [tp for tp in tps if reads[tp] is not None]
+        if not tps:
+            return
         cps = await self.db(checkpoints, tps)
+        if not idle("sink"):
+            return  # a batch came meanwhile
         for topic, p in tps:
-            have, hw = cps.get((topic, p)) or 0, end(topic, p)
-            if hw is not None and have < hw:
-                await self._read_again("sink", topic, p, have, end=hw)
+            have, read = cps.get((topic, p)) or 0, reads[(topic, p)]
+            if read is not None and have <= read:
+                await self._read_again("sink", topic, p, have, end=read + 1)
 
     def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kw: Any) -> None:
-        """A new owner reads from the committed offset: forget where the rules were."""
+        """A new owner reads from the committed offset: forget where the rules were
+        (the next assignment reads it from the recovered table again)."""
         self._rules_next.clear()
+        self._rules_floor = None
+        self.handed.clear()
 
     async def _read_again(
         self, agent: str, topic: str, partition: int, offset: int, *, end: int | None = None
@@ -560,6 +658,8 @@ class Worker:
                 "partitions owned",
                 partitions=sorted(parts),
                 residents_with_timers=len(self.rule_timers.due),
+                applied=self.stats["applied"],
+                duplicates=self.stats["duplicates"],
             )
         out: list[tuple[Any, str, bytes, int | None]] = []
         for p in parts:
@@ -633,7 +733,7 @@ class Worker:
         await self.sender.send_all(out)
 
 
-def build_worker(settings: Settings) -> Worker:
+def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
     """The production worker: catalogue, registry and routing from the settings and database."""
     import psycopg
     from psycopg_pool import ConnectionPool
@@ -695,16 +795,17 @@ def build_worker(settings: Settings) -> Worker:
             ConsoleFeed(),
             mqtt_client_id=f"{s.mqtt_client_id}-{socket.gethostname()}-{os.getpid()}-notify",
         ),
+        applied_log=applied_log,
     )
     w._registry = registry
     return w
 
 
-def run_worker(settings: Settings) -> None:
+def run_worker(settings: Settings, applied_log: Path | None = None) -> None:
     """Run a worker until SIGINT/SIGTERM (Faust's own worker loop)."""
     from faust.worker import Worker as FaustWorker
 
-    w = build_worker(settings)
+    w = build_worker(settings, applied_log)
     log.info(
         "worker starting",
         kafka=settings.kafka_bootstrap,

@@ -5,9 +5,11 @@ Faust keeps the bytes in tables (changelog topics); these classes only know
 the pure cores (``trygg.rules.Engine``, ``trygg.alerts``). Each step:
 
 - is keyed by resident, so it only reads and writes that resident's state;
-- drops a record it has already applied (a re-delivery after a crash or a
-  rebalance): the rules state keeps the resident's recent event keys, the
-  alerts state the recent signal keys;
+- drops a record it has already applied: the rules state keeps the offset of
+  the last record of the resident it took in (``o``), so a partition read again
+  from an old offset after a rebalance is skipped however long the replay, and
+  the resident's recent event keys for a message the bridges sent twice (a new
+  offset); the alerts state keeps the recent signal keys;
 - returns the records to send *before* the new state is written: the worker
   awaits the broker's ack for them and only then writes the table, so a state
   that says "fired" always has its signal in Kafka (see docs/distributed.md).
@@ -60,6 +62,7 @@ class RulesStep:
     wm: float | None = None  # the resident's newest event time
     event_at: datetime | None = None  # an event's own time (not for a tick)
     late: bool = False  # the event was late for its own device (docs/rules.md)
+    applied: list[tuple[str, str]] = field(default_factory=list)  # (device, id) into the engine
 
     @property
     def duplicate(self) -> bool:
@@ -98,8 +101,17 @@ class RulesCore:
     rest of it. On the wall clock events are applied at once (live alarms wait for
     nothing), as are any still kept from an event-clock run.
 
-    State bytes: ``{"v": 1, "p": partition, "snap": <engine snapshot>,
-    "next": deadline, "wm": newest event time, "keys": [recent event keys]}``,
+    A record is taken in once: the state keeps the offset of the last record of
+    the resident taken in on its partition (``o``), written with the state it
+    guards (one value, one changelog record), so a record at or below it is a
+    repeat whatever its age (a partition read again from a lagging committed
+    offset after a take-over, or sought back to a hole). The recent event keys
+    catch what the offsets cannot: the same message sent twice by the bridges
+    (an MQTT re-delivery), which has a new offset.
+
+    State bytes: ``{"v": 1, "p": partition, "o": offset, "snap": <engine
+    snapshot>, "next": deadline, "wm": newest event time, "keys": [recent event
+    keys]}``,
     and on the event clock ``"src"`` (the partition's bridges as ``Sources.seen``)
     and ``"pend"`` (the events kept, as their records). ``next`` is then the
     earlier of the engine's next deadline and the first kept event's time less
@@ -122,10 +134,15 @@ class RulesCore:
         sources: dict[str, list[float | None]] | None = None,
         release: float | None = None,
         lag: float = 0.0,
+        offset: int | None = None,
     ) -> RulesStep:
         """Apply one record. ``release``: the event clock (epoch s; -inf: not known
-        yet), on which events are kept until it reaches them; None: the wall clock."""
+        yet), on which events are kept until it reaches them; None: the wall clock.
+        ``offset``: the record's offset in ``partition`` (None: not from Kafka)."""
         doc = orjson.loads(state) if state else None
+        done = applied_offset(doc, partition)
+        if offset is not None and done is not None and offset <= done:
+            return RulesStep()  # taken in already: a partition read again
         keys: deque[str] = deque(doc["keys"] if doc else (), maxlen=RECENT_EVENTS)
         pend: list[dict[str, Any]] = list(doc.get("pend") or ()) if doc else []
         eng = self.engine
@@ -175,6 +192,9 @@ class RulesCore:
             "wm": wm,
             "keys": list(keys),
         }
+        last = offset if offset is not None else done
+        if last is not None:
+            doc_out["o"] = max(last, done) if done is not None else last
         if sources is not None:
             doc_out["src"] = sources
         if pend:
@@ -193,8 +213,39 @@ class RulesCore:
         out.signals += eng.process(ev, datetime.fromisoformat(rx) if rx else None)
         out.late = eng.late_events > late
         out.event_at = ev.time
+        out.applied.append((ev.device, ev.id))
         if gated(ev):  # reset, session abort, resident cancel, session position
             out.resets.append(ev)
+
+
+def applied_offset(doc: dict[str, Any] | None, partition: int) -> int | None:
+    """The offset of the last record of the resident taken in on ``partition``
+    (None: none, or the state is of another partition: the topic was re-partitioned)."""
+    if not doc or doc.get("p") != partition:
+        return None
+    o = doc.get("o")
+    return o if isinstance(o, int) else None
+
+
+def applied_floors(
+    items: Iterable[tuple[str, bytes | str]], partitions: Iterable[int]
+) -> dict[int, int]:
+    """Per partition, the next offset that no resident's state has taken in: every
+    record below it was taken in (the rules agent reads a partition in offset order
+    and never past a hole). A partition no resident of which has an offset is left out."""
+    want = set(partitions)
+    out: dict[int, int] = {}
+    for _, state in items:
+        if not state:
+            continue
+        doc = orjson.loads(state)
+        p = doc.get("p")
+        if p not in want:
+            continue
+        o = applied_offset(doc, p)
+        if o is not None and o >= out.get(p, 0):
+            out[p] = o + 1
+    return out
 
 
 def state_index(state: bytes | str) -> tuple[int | None, float | None, float | None]:
