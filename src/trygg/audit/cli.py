@@ -82,13 +82,15 @@ def _connect(url: str) -> Any:
 
 
 A3 = "A3 improvement page (trygg report a3)"
+DEV = "Deviation report (trygg report deviations)"
 
 
 def report_command(
     page: str | None = typer.Argument(
         None,
-        metavar="[a3]",
-        help="a3: the A3 improvement page for one rule (--rule) instead of the report",
+        metavar="[a3|deviations]",
+        help="a3: the A3 improvement page for one rule (--rule) instead of the report;"
+        " deviations: each district's deviations from the city standard",
     ),
     start: str = FromOpt,
     end: str = ToOpt,
@@ -139,6 +141,15 @@ def report_command(
         help="the Chromium to print with (default: from PATH)",
         rich_help_panel=A3,
     ),
+    district: str | None = typer.Option(
+        None, "--district", help="only this district", rich_help_panel=DEV
+    ),
+    districts: list[Path] = typer.Option(
+        [],
+        "--districts",
+        help="the district overlays (default: districts/ beside the rules, if it exists)",
+        rich_help_panel=DEV,
+    ),
     config: Path | None = ConfigOpt,
     database_url: str | None = DbOpt,
 ) -> None:
@@ -150,10 +161,36 @@ def report_command(
     `trygg report a3 --rule R [--team T] --from --to [--candidate DIR]` writes
     the A3 improvement page for one rule instead: one printable A3 landscape
     sheet (background, current condition, analysis, the candidate's back-test,
-    the follow-up plan)."""
+    the follow-up plan).
+
+    `trygg report deviations [--district D] --from --to [--format html|csv|json]`
+    writes the deviation report: every rule's city value, each district's value
+    and reason, care plans per district and the district's alert figures side
+    by side; changes without a reason and outliers marked."""
+    if page == "deviations":
+        deviations_command(
+            start=start,
+            end=end,
+            district=district,
+            districts=districts,
+            rules=rules,
+            fmt=fmt,
+            out=out,
+            lang=lang,
+            by=by,
+            config=config,
+            database_url=database_url,
+        )
+        return
+    if district or districts:
+        raise typer.BadParameter(
+            "--district and --districts are for `trygg report deviations`", param_hint="--district"
+        )
     if page is not None:
         if page != "a3":
-            raise typer.BadParameter(f"{page!r}: the only page is a3", param_hint="[a3]")
+            raise typer.BadParameter(
+                f"{page!r}: the pages are a3 and deviations", param_hint="[a3|deviations]"
+            )
         if fmt != "html":
             raise typer.BadParameter(
                 "the A3 page is HTML (and PDF with --pdf)", param_hint="--format"
@@ -377,6 +414,100 @@ def a3_command(
             if cm
             else ""
         ),
+        err=True,
+    )
+
+
+def deviations_command(
+    *,
+    start: str,
+    end: str,
+    district: str | None,
+    districts: list[Path],
+    rules: list[Path],
+    fmt: str,
+    out: Path | None,
+    lang: str,
+    by: str | None,
+    config: Path | None,
+    database_url: str | None,
+) -> None:
+    """`trygg report deviations`: the districts' deviations from the city standard
+    (trygg.audit.deviations)."""
+    from trygg.audit.deviations import build, to_csv, to_html, to_json
+    from trygg.rules.catalogue import CatalogueError, default_rules_dir, load_catalogue
+    from trygg.rules.overlays import OverlayError, default_districts_dir, read_overlays
+    from trygg.store.audit import log_access
+    from trygg.store.registry import load_registry
+
+    if fmt not in ("csv", "json", "html"):
+        raise typer.BadParameter("--format is csv, json or html")
+    lang = _lang(lang)
+    s = _settings(config, database_url)
+    t1, t2 = parse_when(start, s.report_timezone), parse_when(end, s.report_timezone)
+    if t2 <= t1:
+        raise typer.BadParameter("--to must be after --from")
+    with _connect(s.database_url) as conn:
+        try:
+            cat = (
+                load_catalogue(rules)
+                if rules
+                else _active_catalogue(conn) or load_catalogue([s.rules_dir or default_rules_dir()])
+            )
+        except CatalogueError as exc:
+            _fail("the catalogue does not load:\n  " + "\n  ".join(exc.problems))
+        paths = districts or [
+            d for d in [default_districts_dir(rules or [s.rules_dir or default_rules_dir()])] if d
+        ]
+        try:
+            overlays = read_overlays(cat, paths) if paths else None
+        except OverlayError as exc:
+            _fail("the district overlays were refused:\n  " + "\n  ".join(exc.problems))
+        if overlays is None:
+            from trygg.rules.overlays import Overlays
+
+            overlays = Overlays()
+        registry = load_registry(conn)
+        known = registry.district_ids() + list(overlays.by_district)
+        if district is not None and district not in known:
+            raise typer.BadParameter(
+                f"no district {district!r} (known: {', '.join(known)})", param_hint="--district"
+            )
+        rep = build(
+            conn, cat, overlays, registry, t1, t2, s.report_timezone, district=district, lang=lang
+        )
+        text = to_html(rep) if fmt == "html" else to_csv(rep) if fmt == "csv" else to_json(rep)
+        # The report names the residents whose care plans lie outside the bounds.
+        log_access(
+            conn,
+            actor=by or getpass.getuser(),
+            role="specialist",
+            action="report_deviations",
+            detail={
+                "from": t1.isoformat(),
+                "to": t2.isoformat(),
+                "district": district,
+                "format": fmt,
+                "residents": rep.residents,
+            },
+        )
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+    marked = rep.marked
+    typer.echo(
+        f"deviations of {len(rep.districts)} district(s) from catalogue {rep.version}: "
+        f"{sum(1 for r in rep.rules for c in r.cells if c.changed)} change(s), "
+        f"{len(marked)} marked"
+        + "".join(
+            f"; {r.rule} in {c.district}: "
+            + ", ".join(
+                (["no reason"] if c.unexplained else []) + [f"outlier {p}" for p in c.outliers]
+            )
+            for r, c in marked
+        )
+        + (f"; wrote {out}" if out is not None else ""),
         err=True,
     )
 

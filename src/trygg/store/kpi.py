@@ -533,3 +533,36 @@ def stored_alerts(conn: psycopg.Connection[Any], p: KpiParams) -> list[dict[str,
     )
     with conn.cursor(row_factory=dict_row) as cur:
         return list(cur.execute(q, params).fetchall())
+
+
+def district_kpis(conn: psycopg.Connection[Any], p: KpiParams) -> list[KpiRow]:
+    """The figures per district, and per district and rule (``dimension``
+    ``district`` with key the district; ``district_rule`` with ``extra`` holding
+    ``district`` and ``rule``): the alerts' team's district (schema 9, table
+    ``teams``); a team not listed there is in the district ``default``."""
+    tsdb = has_timescaledb(conn)
+    cte, params = base_cte(p, tsdb)
+    q = sql.SQL(
+        """
+        WITH {cte},
+        by_district AS (
+            SELECT b.*, coalesce(t.district, 'default') AS district
+              FROM base b LEFT JOIN teams t ON t.id = b.team
+        )
+        SELECT grouping(district, rule) AS g, district, rule, {aggs}
+          FROM by_district
+         GROUP BY GROUPING SETS ((district), (district, rule))
+         ORDER BY district, rule NULLS FIRST
+        """
+    ).format(cte=cte, aggs=_aggregates(p))
+    rows: list[KpiRow] = []
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(q, params)
+        for r in cur.fetchall():
+            if int(r["g"]) == 1:  # rule not grouped: the district as a whole
+                rows.append(_row(p, "district", str(r["district"]), r))
+            else:
+                k = _row(p, "district_rule", f"{r['district']}/{r['rule']}", r)
+                k.extra = {"district": str(r["district"]), "rule": str(r["rule"])}
+                rows.append(k)
+    return rows
