@@ -209,3 +209,108 @@ def test_rules_agent_alerts_late_alarms_and_judges_a_clock_ahead() -> None:
     assert ("device-clock", ["t1"]) in fired
     assert not [f for f in fired if f[0] == "device-offline"]
     assert w.stats["events"] == 6
+
+
+def test_two_offline_devices_one_alert_through_the_agents() -> None:
+    """The gates of commit 11e5af6 (one device-offline alert per resident, listing its
+    devices; inactivity inhibited meanwhile; closed with the last device back), through
+    the worker's rules and alerts agents: each signal the rules agent sends is put to
+    the alerts agent, which rebuilds the resident's gatekeeper from its table state on
+    every step (as in tests/test_late_alarms_live.py for the embedded runner)."""
+    from trygg.registry import read_registry_text
+
+    registry = read_registry_text(
+        "residents:\n"
+        "  - {id: r-1, team: t1, overrides: {inactivity: {for: 10s, window: always}}}\n"
+        "devices:\n"
+        "  - {id: pir-1, resident: r-1, kind: motion, room: livingroom, heartbeat: 2s}\n"
+        "  - {id: door-1, resident: r-1, kind: door, room: entrance, heartbeat: 2s}\n"
+        "  - {id: button-1, resident: r-1, kind: button, heartbeat: 1h}\n"
+    )
+    now = [NOW]
+    rec = Recorder()
+    alerts = AlertsCore(default_routing())
+    alerts.update_registry(registry)
+    cat = load_catalogue([REPO / "rules"])
+    w = Worker(
+        Settings(kafka_partitions=4),
+        rules=RulesCore(Engine(cat, registry)),
+        alerts=alerts,
+        sender=rec,
+        clock=lambda: now[0],
+    )
+    w.app.finalize()
+    w.app.conf.store = "memory://"
+    w.app.flow_control.resume()
+    signals = Settings().kafka_signals_topic
+
+    def at(s: float) -> datetime:
+        return NOW + timedelta(seconds=s)
+
+    def event(device: str, eid: str, typ: EventType, t: float) -> bytes:
+        kind = {"pir-1": DeviceKind.MOTION, "door-1": DeviceKind.DOOR}.get(device)
+        e = Event(device, eid, typ, at(t), "r-1", kind or DeviceKind.BUTTON)
+        return codecs.dumps(codecs.event_record(e, at(t)))
+
+    def tick(t: float) -> bytes:
+        return codecs.dumps(codecs.tick_record("r-1", at(t)))
+
+    async def go() -> None:
+        async with (
+            w.rules_agent.test_context() as rules,
+            w.alerts_agent.test_context() as gates,
+        ):
+            passed = 0
+
+            async def put(value: bytes, t: float) -> None:
+                nonlocal passed
+                now[0] = at(t)
+                await rules.put(key="r-1", value=value)
+                # what the rules agent sent to the signals topic, to the alerts agent
+                for topic, _, r, _ in rec.sent[passed:]:
+                    if topic == signals:
+                        await gates.put(key="r-1", value=codecs.dumps(r))
+                passed = len(rec.sent)
+
+            hb = EventType.HEARTBEAT
+            await put(event("pir-1", "m1", EventType.MOTION_DETECTED, 0), 0)
+            await put(event("door-1", "d1", hb, 0), 0)
+            await put(event("button-1", "b1", hb, 0), 0)
+            await put(tick(7), 7)  # more than 3 x 2 s from both sensors: offline
+            await put(tick(11), 11)  # and no activity for 10 s: inactivity
+            await put(event("pir-1", "m2", hb, 12), 12)  # the motion sensor is back
+            await put(tick(12.5), 12.5)
+            await put(event("door-1", "d2", hb, 13), 13)  # the door too
+            await put(event("pir-1", "m3", hb, 13), 13)
+
+    run(go())
+    sigs = [(r["rule"], r["a"], r.get("dev")) for t, _, r, _ in rec.sent if r["op"] == "sig"]
+    offline = [s for s in sigs if s[0] == "device-offline"]
+    assert sorted(d for _, a, d in offline if a == "fire") == ["door-1", "pir-1"], sigs
+    assert ("inactivity", "fire") in [(r, a) for r, a, _ in sigs], sigs
+    changes = [r for _, _, r, _ in rec.sent if r["op"] == "achg"]
+    by_alert: dict[str, list[dict[str, Any]]] = {}
+    for c in changes:
+        by_alert.setdefault(c["snap"]["id"], []).append(c)
+    rules_of = {aid: cs[-1]["snap"]["rule"] for aid, cs in by_alert.items()}
+    off = [aid for aid, rule in rules_of.items() if rule == "device-offline"]
+    assert len(off) == 1, rules_of  # ONE alert for the home, not one per device
+    steps = [x for c in by_alert[off[0]] for x in c["recs"]]
+    raised = [x for x in steps if x["step"] in ("raised", "repeated")]
+    assert sorted(x["data"].get("device") for x in raised) == ["door-1", "pir-1"], raised
+    snaps = [c["snap"] for c in by_alert[off[0]]]
+    assert any(sorted(s["devices"]) == ["door-1", "pir-1"] for s in snaps), snaps
+    noted = [x for x in steps if (x.get("data") or {}).get("device_cleared") == "pir-1"]
+    assert noted, steps  # the motion sensor back: noted, the alert still open for the door
+    assert snaps[-1]["state"] == "cancelled", snaps[-1]  # closed with the last one back
+    # inactivity meanwhile: raised suppressed (a device it depends on is offline), not sent
+    ina = [aid for aid, rule in rules_of.items() if rule == "inactivity"]
+    assert len(ina) == 1
+    ina_snap = by_alert[ina[0]][-1]["snap"]
+    assert "offline" in (ina_snap.get("suppressed_reason") or ""), ina_snap
+    notified = [
+        r["alert"]["rule"] for t, _, r, _ in rec.sent if t == Settings().kafka_notifications_topic
+    ]
+    assert "inactivity" not in notified and notified.count("device-offline") >= 1, notified
+    keys = [r["row"]["key"] for _, _, r, _ in rec.sent if r.get("op") == "ntf"]
+    assert len(keys) == len(set(keys))  # the repeat and the note notify nobody again
