@@ -420,7 +420,7 @@ def test_an_expired_session_is_refused(stack: Stack, browser: Any) -> None:
     page.wait_for_selector("#login:not([hidden])")
     # the CLI's enrolment is in the trail as well
     (enrol,) = access_rows(stack, "session.enrol", user="nurse-a")
-    assert enrol[0:2] == ("ops", "cli") and enrol[2]["via"] == "cli"
+    assert enrol[0:2] == ("ops", "admin") and enrol[2]["via"] == "cli"
 
 
 # ------------------------------------------------------------------ (d)

@@ -327,7 +327,7 @@ def users_enrol(
                 conn,
                 at=enr["created_at"],
                 actor=actor,
-                role="cli",
+                role="admin",
                 action="session.enrol",
                 resident=None,
                 detail={
@@ -412,7 +412,7 @@ def users_revoke(
                 conn,
                 at=datetime.now(UTC),
                 actor=actor,
-                role="cli",
+                role="admin",
                 action="session.revoke",
                 resident=None,
                 detail={"session": sid, "user": name, "by": actor, "via": "cli"},

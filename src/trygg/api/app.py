@@ -140,11 +140,14 @@ def create_app(
     runner: Any = None,
     db: Any = None,
     max_body_bytes: int | None = None,
+    settings: Any = None,
 ) -> FastAPI:
     """The ASGI app. ``db(fn, *args)`` runs a store function on a pooled
     connection in a worker thread (default: the runner's pool, no retries).
     ``max_body_bytes``: the request body limit (default: see
-    :func:`trygg.api.limits.max_body_bytes`)."""
+    :func:`trygg.api.limits.max_body_bytes`). ``settings``: for the sign-in
+    (session lifetimes, the identity provider, the public URL; default: the
+    runner's, else the defaults without an identity provider)."""
 
     if db is None:
 
@@ -173,7 +176,8 @@ def create_app(
     app.add_middleware(RequestGuard, auth=auth, max_body=limit, counters=refused)
     # In front of the guard: the console's session cookie as the credential,
     # with the Origin check of cookie-signed changes (trygg.api.sessions).
-    settings = getattr(runner, "settings", None)
+    if settings is None:
+        settings = getattr(runner, "settings", None)
     session_config = sessions_mod.SessionConfig.from_settings(settings)
     app.add_middleware(
         sessions_mod.SessionCookies, public_url=session_config.public_url, counters=refused
@@ -186,8 +190,7 @@ def create_app(
         auto_error=False,
         scheme_name="bearer",
         bearerFormat="opaque",
-        description="a token from `trygg users add` (shown once); the console signs in"
-        " with a session cookie instead (see the sign-in routes)",
+        description="a token from `trygg users add` (shown once)",
     )
 
     async def current_user(
