@@ -405,9 +405,8 @@ def test_the_alert_service_observes_each_step_at_its_moment() -> None:
 
     async def go() -> AlertService:
         svc = _service(Flaky(fail=0), clock=lambda: clock[0])
-        svc.receipt = t0 - timedelta(seconds=0.004)  # the runner, around an event batch
+        svc.cause = ("e-1", t0 - timedelta(seconds=0.004))  # the runner, before the signal
         svc.on_signal(_fall(t0 - timedelta(seconds=2)))
-        svc.receipt = None
         clock[0] = t0 + timedelta(seconds=0.5)  # the delivery's moment
         await _settle(svc)
         aid = svc.open_alerts()[0].id
@@ -415,7 +414,9 @@ def test_the_alert_service_observes_each_step_at_its_moment() -> None:
         await svc.act(aid, "take", "nurse-1")
         clock[0] = t0 + timedelta(seconds=640)
         await svc.act(aid, "arrive", "nurse-1")
-        # a timer rule's alert: no receipt; its timer fell due 90 s before
+        # a timer rule's alert, fired as an event's time passed its deadline: the
+        # event is not among the alert's; the timer fell due 90 s before
+        svc.cause = ("e-2", clock[0])
         svc.on_signal(_fall(clock[0] - timedelta(seconds=90), resident="r-2"))
         await _settle(svc)
         await svc.stop()

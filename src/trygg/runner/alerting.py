@@ -227,10 +227,11 @@ class AlertService:
         self.alerts_by: Counter[tuple[str, str, str]] = Counter()  # (rule, severity, kind)
         self.deliveries_by: Counter[tuple[str, str]] = Counter()  # (channel, ok|failed)
         self.last_delivery_ms: dict[str, float] = {}
-        # latency histograms (docs/api.md); ``receipt``: the receipt time of the
-        # event batch being evaluated, set by the runner around it (None: timers)
+        # latency histograms (docs/api.md); ``cause``: the event being evaluated
+        # and its receipt time, set by the runner before it passes on that
+        # event's signals (None: the timer task's)
         self.latency = AlertLatencies(ch.value for ch in self.channels)
-        self.receipt: datetime | None = None
+        self.cause: tuple[str, datetime] | None = None
 
     # ------------------------------------------------------------- life
 
@@ -441,11 +442,16 @@ class AlertService:
         self._wake.set()
 
     def _observe_raise(self, a: Alert, now: datetime) -> None:
+        """A new alert: raised by the event being evaluated (it is among the alert's
+        events), or by a timer (the timer task's, or one that the event's time
+        passed; its events are older ones)."""
         sev = a.severity.value
-        if self.receipt is not None:
-            self.latency.receipt_to_raised.observe((now - self.receipt).total_seconds(), sev)
+        cause = self.cause
+        trigger = "timer"
+        if cause is not None and cause[0] in a.events:
+            trigger = "event"
+            self.latency.receipt_to_raised.observe((now - cause[1]).total_seconds(), sev)
         if a.signal_at is not None:
-            trigger = "event" if self.receipt is not None else "timer"
             seconds = (now - a.signal_at).total_seconds()
             self.latency.event_to_raised.observe(seconds, sev, trigger)
 

@@ -547,8 +547,6 @@ class EmbeddedRunner:
                 checked, appended = time.monotonic(), self._spool.appended
             batch = await self._next_batch()
             received = _now()
-            if self._alerting is not None:  # for the receipt -> raised latency (/metrics)
-                self._alerting.receipt = received
             assert self._decoder is not None
             records: list[spooled.Record] = []
             replies: list[tuple[str, bytes]] = []  # SCAIP <mrs>, sent once handed off
@@ -584,11 +582,13 @@ class EmbeddedRunner:
                     if not late and (batch_lag is None or lag < batch_lag):
                         batch_lag = lag
                     for sig in self.engine.process(ev, received):
+                        if self._alerting is not None:  # the latency histograms (/metrics)
+                            self._alerting.cause = (ev.id, received)
                         self._signal(sig)
                     self._alert_event(ev)  # after: an alarm's position goes on its alert
                     self._shadow_process(ev, received)
             if self._alerting is not None:
-                self._alerting.receipt = None  # what the timers raise has no receipt
+                self._alerting.cause = None  # what the timer task raises has no event
             if health.devices:
                 records.append(
                     spooled.health_record(
