@@ -15,6 +15,7 @@ from trygg.settings import Settings
 
 RULES_TABLE = "rules-state"
 ALERTS_TABLE = "alerts-state"
+NOTIFY_TABLE = "notify-outbox"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(s.kafka_notifications_topic, n, keep, "notifications to deliver"),
         TopicSpec(changelog_name(s, RULES_TABLE), n, compact, "rule state per resident"),
         TopicSpec(changelog_name(s, ALERTS_TABLE), n, compact, "alert state per resident"),
+        TopicSpec(changelog_name(s, NOTIFY_TABLE), n, compact, "notifications to retry, by alert"),
     ]
 
 

@@ -31,11 +31,14 @@ from faust.serializers import codecs as faust_codecs
 from trygg import logs
 from trygg.alerts.gates import Silence
 from trygg.distributed import codecs
-from trygg.distributed.topics import ALERTS_TABLE, RULES_TABLE
+from trygg.distributed.topics import ALERTS_TABLE, NOTIFY_TABLE, RULES_TABLE
 from trygg.distributed.worker.core import (
     AlertsCore,
+    Attempt,
     EventClocks,
     Holes,
+    NotifyOutbox,
+    Outcome,
     RulesCore,
     TimerIndex,
     WallClocks,
@@ -48,6 +51,7 @@ log = logs.get("trygg.worker")
 TAIL_CHECK_S = 2.0  # how often a worker looks for records missed at a partition's end
 SINK_WAIT_S = 0.05  # the sink's longest wait for a batch to fill (Faust: 0 waits for a full one)
 SILENCE_RELOAD_S = 2.0  # how soon a silence made with `trygg api` reaches the gates
+CLOSED = "the alert was closed"  # a notification dropped for it (as the embedded runner says)
 
 
 class _Str(faust_codecs.Codec):
@@ -216,7 +220,10 @@ class Worker:
         channels: dict[Any, Any] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         applied_log: Path | None = None,
+        outbox: NotifyOutbox | None = None,
     ) -> None:
+        from trygg.notify.retry import GiveUp, RetryPolicy
+
         self.settings = s = settings
         self.rules = rules
         self.alerts = alerts
@@ -229,6 +236,12 @@ class Worker:
         self.clock = clock
         self.rule_timers = TimerIndex()
         self.alert_timers = TimerIndex()
+        self.notify_timers = TimerIndex()  # alerts with a notification to retry, by when
+        # the embedded runner's retry policy and give-up times (docs/alerts.md, "The outbox")
+        self.outbox = outbox or NotifyOutbox(
+            RetryPolicy(s.notify_retry_initial_s, s.notify_retry_max_s),
+            GiveUp.parse(s.notify_give_up),
+        )
         # the rule timers' clock per partition: the bridges' progress (event) or the
         # wall clock less the receipt delay (wall); docs/distributed.md, "Timers"
         self.event_clocks = EventClocks()
@@ -277,6 +290,7 @@ class Worker:
         # Table keys and values are text (JSON-serialised by Faust, as its recovery expects).
         self.rules_table = app.Table(RULES_TABLE, partitions=n, key_type=str, value_type=str)
         self.alerts_table = app.Table(ALERTS_TABLE, partitions=n, key_type=str, value_type=str)
+        self.notify_table = app.Table(NOTIFY_TABLE, partitions=n, key_type=str, value_type=str)
         sink_channel = app.topic(
             s.kafka_events_topic,
             s.kafka_dead_letters_topic,
@@ -302,7 +316,7 @@ class Worker:
 
         async def notify_agent(stream: Any) -> None:
             async for event in stream.events():
-                await self.notify_step(event.key, event.value)
+                await self.notify_step(event.key, event.value, event.message.partition)
 
         async def sink_agent(stream: Any) -> None:
             # Never 0: Faust's take_events then waits for a full batch (batch_max records),
@@ -420,6 +434,11 @@ class Worker:
             (self.notifications_topic, n["row"]["alert_id"], codecs.dumps(n), None)
             for n in res.notifications
         ]
+        # a closed alert's notifications still being retried are dropped (NotifyOutbox)
+        out += [
+            (self.notifications_topic, aid, codecs.dumps({"op": "cls", "id": aid}), None)
+            for aid in res.closed
+        ]
         await self.sender.send_all(out)
         self.stats["records"] += len(res.records)
         assert res.state is not None
@@ -428,45 +447,110 @@ class Worker:
 
     # ------------------------------------------------------------------ notify
 
-    async def notify_step(self, key: Any, value: bytes) -> None:
-        from tenacity import stop_after_attempt
-
+    async def notify_step(self, key: Any, value: bytes, partition: int = 0) -> None:
+        """One record of the notifications topic, keyed by alert id (``NotifyOutbox``):
+        ``ntf`` a notification to send, ``rty`` the timer scan's word that a retry is
+        due, ``cls`` the alert closed. One attempt per notification, never a wait: a
+        failed one is kept in the ``notify-outbox`` table and tried again when due."""
         from trygg.alerts.routing import Notification
-        from trygg.notify.base import Delivery, deliver, payload
-        from trygg.notify.retry import RetryPolicy, retry_delivery
+        from trygg.notify.base import deliver, payload
         from trygg.store import spooled
 
+        aid = key.decode() if isinstance(key, bytes) else key
         rec = codecs.loads(value)
-        row = rec["row"]
-        n = Notification.from_row(row)
-        body = payload(rec["alert"], n, row["address"])
-        took = [0.0]
-        tries = [0]
+        op = rec.get("op")
+        ob = self.outbox
+        doc = ob.load(self.notify_table.get(aid), partition)
+        now = self.clock().timestamp()
+        records: list[tuple[str, dict[str, Any]]] = []  # (resident, delivery record)
 
-        async def attempt() -> Any:
-            d, took[0] = await deliver(self.channels, n, row["address"], body)
-            tries[0] += max(1, d.attempts)
-            return Delivery(d.ok, tries[0], d.status, d.error, d.retry)
+        def record(
+            at: Attempt, attempts: int, ok: bool, status: Any, error: Any, ms: float
+        ) -> None:
+            row = at.row
+            records.append(
+                (
+                    at.alert.get("resident") or "",
+                    spooled.delivery_record(
+                        key=at.key,
+                        alert_id=row["alert_id"],
+                        channel=row["channel"],
+                        address=row["address"],
+                        at=self.clock(),
+                        attempts=attempts,
+                        ok=ok,
+                        status=status,
+                        error=error,
+                        latency_ms=round(ms, 3),
+                    ),
+                )
+            )
 
-        # The same retry policy as the embedded runner's, bounded here: this agent
-        # delivers one notification at a time (docs/distributed.md).
-        d = await retry_delivery(attempt, RetryPolicy(), stop=stop_after_attempt(5))
-        ms = took[0]
-        self.stats["notified"] += 1
-        resident = rec["alert"].get("resident") or ""
-        dlv = spooled.delivery_record(
-            key=n.key,
-            alert_id=n.alert_id,
-            channel=n.channel.value,
-            address=row["address"],
-            at=self.clock(),
-            attempts=d.attempts,
-            ok=d.ok,
-            status=d.status,
-            error=d.error,
-            latency_ms=round(ms, 3),
-        )
-        await self.sender.send_all([(self.records_topic, resident, codecs.dumps(dlv), None)])
+        if op == "ntf":
+            first = ob.take(doc, rec)
+            if first is None:
+                self.stats["duplicates"] += 1
+                return  # sent (or given up) already: a record read again; or the alert closed
+            todo = [first]
+        elif op == "rty":
+            if ob.expired(doc, now):
+                del self.notify_table[aid]
+                self.notify_timers.update(partition, aid, None, None)
+                return
+            todo = ob.due(doc, now)
+        elif op == "cls":
+            for at in ob.close(doc, now):
+                record(at, at.attempts, False, None, f"not delivered: {CLOSED}", 0.0)
+                log.info("notification dropped: the alert was closed", alert=aid)
+            todo = []
+        else:
+            return
+        for at in todo:
+            row = at.row
+            n = Notification.from_row(row)
+            d, ms = await deliver(
+                self.channels, n, row["address"], payload(at.alert, n, row["address"])
+            )
+            tries = at.attempts + max(1, d.attempts)
+            final = ob.settle(
+                doc, at, Outcome(tries, d.ok, d.retry, d.error), self.clock().timestamp()
+            )
+            if final is None:
+                if at.first_failed is None:  # the first failure is recorded at once, as embedded
+                    record(at, tries, False, d.status, d.error, ms)
+                    log.warning(
+                        "notification not delivered, retrying",
+                        alert=aid,
+                        channel=row["channel"],
+                        address=row["address"],
+                        error=d.error,
+                    )
+                continue
+            self.stats["notified"] += 1
+            record(at, tries, d.ok, d.status, d.error if d.ok or final == d.error else final, ms)
+            if d.ok and at.first_failed is not None:
+                log.info(
+                    "notification delivered after retries",
+                    alert=aid,
+                    channel=row["channel"],
+                    address=row["address"],
+                    attempts=tries,
+                )
+            elif not d.ok:
+                log.error(
+                    "notification not delivered",
+                    alert=aid,
+                    channel=row["channel"],
+                    address=row["address"],
+                    attempts=tries,
+                    error=final,
+                )
+        out = [(self.records_topic, rid, codecs.dumps(r), None) for rid, r in records]
+        # The deliveries must be in Kafka before the state that says they were made.
+        await self.sender.send_all(out)
+        state = ob.dump(doc)
+        self.notify_table[aid] = state.decode()
+        self.notify_timers.update(partition, aid, doc["next"], None)
 
     # ------------------------------------------------------------------ sink
 
@@ -687,6 +771,16 @@ class Worker:
                     out.append(
                         (self.signals_topic, rid, codecs.dumps(codecs.tick_record(rid, at)), p)
                     )
+        # notifications to retry (the wall clock: a receiver coming back is real time)
+        parts = self._owned(s.kafka_notifications_topic)
+        if parts != self._parts.get("notify"):
+            self.notify_timers.rebuild(set(parts), list(self.notify_table.items()))
+            self._parts["notify"] = parts
+        at = datetime.fromtimestamp(now, UTC)
+        for p in parts:
+            for aid in self.notify_timers.pop_due(p, now):
+                rty = codecs.dumps({"op": "rty", "at": at.isoformat()})
+                out.append((self.notifications_topic, aid, rty, p))
         if out:
             await self.sender.send_all(out)
 
