@@ -14,9 +14,11 @@ RUN groupadd --system --gid 10001 trygg \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY constraints ./constraints
 COPY src ./src
 COPY rules ./rules
-RUN pip install --no-cache-dir '.[distributed]'
+# the Faust stack at the versions its patches were checked against (docs/distributed.md)
+RUN pip install --no-cache-dir -c constraints/distributed.txt '.[distributed]'
 COPY deploy/trygg-healthcheck.py /usr/local/bin/trygg-healthcheck
 RUN chmod 0755 /usr/local/bin/trygg-healthcheck \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/trygg /var/lib/trygg/spool /var/lib/trygg/worker

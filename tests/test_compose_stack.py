@@ -580,3 +580,10 @@ def test_each_trygg_service_has_valid_settings(name: str, monkeypatch: pytest.Mo
             monkeypatch.setenv(var, _with_env(value))
     _, problems = read_settings()
     assert problems == [], f"{name}: {problems}"
+
+
+def test_the_image_installs_the_pinned_faust_stack() -> None:
+    """The image gets the versions tests/test_distributed_pins.py checks the
+    Faust patches against, not whatever PyPI has on the day it is built."""
+    assert "COPY constraints ./constraints" in DOCKERFILE
+    assert re.search(r"pip install [^\n]*-c constraints/distributed\.txt", DOCKERFILE)
