@@ -198,3 +198,38 @@ def test_library_lines_and_warnings_are_json_and_repeats_are_counted(
     assert "ZeroDivisionError" in asgi["exception"] and asgi["level"] == "error"
     assert any(d["event"] == "a log line could not be formatted" for d in docs)
     assert any(d["event"] == "own line" and d["n"] == 1 for d in docs)
+
+
+def test_the_bridge_counts_dead_letters_instead_of_a_line_each() -> None:
+    """The distributed bridge decodes like the runner: 2,000 malformed messages
+    from one device give one line now (and a count at the minute), and every one
+    of them still goes to the dead-letter topic."""
+    pytest.importorskip("aiokafka")
+    from trygg.distributed.bridge import Bridge
+    from trygg.ingest.mqtt import Message
+    from trygg.registry import parse_registry
+    from trygg.settings import Settings
+
+    bridge = Bridge(Settings(site="oslo", mqtt_client_id="b-test"))
+    bridge._set_registry(
+        parse_registry(
+            {
+                "residents": [{"id": "r-1", "team": "t"}],
+                "devices": [{"id": "bed-1", "resident": "r-1", "kind": "bed"}],
+            }
+        )
+    )
+    clock = Clock()
+    rec = Recorder()
+    bridge._dead_log = RepeatLog(rec, clock=clock)
+    batch = [
+        Message("trygg/oslo/devices/bed-1/events", b"{not json %d" % i, i, 1) for i in range(2000)
+    ]
+    records, _ = bridge.encode(batch)
+    dead = [r for r in records if r[0] == bridge.settings.kafka_dead_letters_topic]
+    assert len(dead) == 2000 and bridge.stats.dead_letters == 2000
+    assert len(rec.lines) == 1 and rec.lines[0][2]["device"] == "bed-1"
+    clock.t += 60
+    bridge._dead_log.flush()
+    assert len(rec.lines) == 2 and rec.lines[1][2]["count"] == 2000
+    assert all("not json 1" not in str(line) for line in rec.lines)  # never the payload

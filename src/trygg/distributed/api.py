@@ -554,7 +554,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         max_body_bytes=s.http_max_body_bytes,
     )
     config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
+        app,
+        log_config=None,  # its loggers go to the root logger: trygg.logs renders them (JSON)
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=1,
     )
     server = _Server(config)
     tasks = [

@@ -42,6 +42,7 @@ from trygg.distributed import codecs
 from trygg.ingest.decode import DecodeLimits, Decoder
 from trygg.ingest.mqtt import Message, MqttSource
 from trygg.registry import Registry
+from trygg.repeats import RepeatLog
 from trygg.settings import Settings
 from trygg.store import spooled
 from trygg.store.registry import load_registry
@@ -92,6 +93,8 @@ class Bridge:
         self.id = settings.mqtt_client_id  # unique per bridge (its MQTT session)
         self.progress: datetime | None = None  # the newest event time forwarded
         self._wm_sent: tuple[datetime | None, float] | None = None  # (progress, monotonic)
+        # dead letters: the first per device and reason in full, then a count a minute
+        self._dead_log = RepeatLog(log)
 
     # --- registry -----------------------------------------------------------
     def _load_registry(self) -> Registry:
@@ -164,6 +167,7 @@ class Bridge:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await producer.stop()
+        self._dead_log.flush(everything=True)
 
     async def _next_batch(self, wait: float | None = None) -> list[Message]:
         """The next batch; empty if no message came within ``wait`` seconds."""
@@ -199,7 +203,7 @@ class Bridge:
                 replies.append(d.reply)
             for dl in d.dead:
                 self.stats.dead_letters += 1
-                log.info("dead letter", device=dl.device, reason=dl.reason)
+                self._dead_log.note(dl.device, dl.reason)
                 out.append(
                     (
                         s.kafka_dead_letters_topic,
@@ -273,6 +277,7 @@ class Bridge:
         while True:
             if self.watermark_due(time.monotonic()):
                 await self._send_watermark(producer)
+            self._dead_log.flush()
             batch = await self._next_batch(WM_INTERVAL_S)
             if not batch:
                 continue
