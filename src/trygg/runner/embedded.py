@@ -49,6 +49,7 @@ from trygg.registry import load_registry as load_registry_file
 from trygg.repeats import RepeatLog
 from trygg.rules import CarePlanError, CatalogueError, Engine, load_catalogue
 from trygg.rules.catalogue import default_rules_dir
+from trygg.rules.overlays import default_districts_dir, overlay_files
 from trygg.rules.versions import catalogue_content, catalogue_of
 from trygg.runner.alerting import AlertService
 from trygg.runner.drainer import DrainerProcess
@@ -388,6 +389,14 @@ class EmbeddedRunner:
 
     async def _start_up(self) -> None:
         s = self.settings
+        districts = default_districts_dir([s.rules_dir or default_rules_dir()])
+        if districts is not None and overlay_files([districts]):
+            # Not silently: replay would page by the overlay and live by the standard.
+            log.warning(
+                "district overlays are applied by trygg rules replay and report deviations"
+                " only; trygg run alerts by the city standard and the care plans",
+                districts=str(districts),
+            )
         self._pool = ConnectionPool(
             s.database_url,
             min_size=1,
