@@ -103,16 +103,20 @@ def test_a_database_outage_keeps_known_tokens_and_refuses_unknown_ones_at_once(
 
 
 def test_the_limit_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trygg.settings import Settings
+
     store = FakeStore()
-    monkeypatch.setenv("TRYGG_HTTP_MAX_BODY_BYTES", "100")
+    monkeypatch.setenv("TRYGG_HTTP_MAX_BODY_BYTES", "2048")
+    settings = Settings()
+    assert settings.http_max_body_bytes == 2048
 
     async def go() -> None:
-        async with _client(store) as c:
-            r = await c.post("/api/silences", headers=_h("good"), content=b"x" * 101)
-            assert r.status_code == 413 and r.json()["max_bytes"] == 100
+        async with _client(store, settings=settings) as c:
+            r = await c.post("/api/silences", headers=_h("good"), content=b"x" * 2049)
+            assert r.status_code == 413 and r.json()["max_bytes"] == 2048
             assert r.headers["connection"] == "close"
-        async with _client(store, max_body_bytes=1000) as c:
-            r = await c.post("/api/silences", headers=_h("good"), content=b"x" * 101)
+        async with _client(store, max_body_bytes=4096) as c:
+            r = await c.post("/api/silences", headers=_h("good"), content=b"x" * 2049)
             assert r.status_code == 422  # under this app's own limit: read and validated
 
     asyncio.run(go())

@@ -171,7 +171,9 @@ def create_app(
     app.state.refused = refused
     problems.install(app)
     limit = (
-        body_limit(getattr(runner, "settings", None)) if max_body_bytes is None else max_body_bytes
+        body_limit(settings or getattr(runner, "settings", None))
+        if max_body_bytes is None
+        else max_body_bytes
     )
     app.add_middleware(RequestGuard, auth=auth, max_body=limit, counters=refused)
     # In front of the guard: the console's session cookie as the credential,

@@ -552,6 +552,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         runner=runner,
         db=db.call,
         max_body_bytes=s.http_max_body_bytes,
+        settings=s,  # sign-in: session lifetimes, the identity provider, the public URL
     )
     config = uvicorn.Config(
         app,
