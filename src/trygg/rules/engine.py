@@ -23,6 +23,7 @@ from trygg.rules.catalogue import Catalogue
 from trygg.rules.kinds import (
     NEVER,
     ClockRule,
+    ClockState,
     EventRule,
     Res,
     Rule,
@@ -340,6 +341,13 @@ class Engine:
             return ref
         return None
 
+    def _wrong(self, res: Res) -> dict[str, str] | tuple[()]:
+        """The home's devices known to have a wrong clock (device -> the event that
+        showed it), as the clock rule's state keeps them."""
+        i = self._clock_idx
+        st = res.states[i] if i is not None else None
+        return st.bad if isinstance(st, ClockState) else ()
+
     def _clock_verdict(self, res: Res, event: Event, ahead: bool, out: list[Signal]) -> bool:
         """Tell the clock rule; True if a device known wrong was cleared."""
         rule = self._clock_rule(res)
@@ -358,11 +366,10 @@ class Engine:
         res = self._res.get(event.resident)
         if res is None:
             return False
-        last, _ = device_clock(res, self.pos, event.device)
+        last, mine = device_clock(res, self.pos, event.device)
         if last is None:
             return False
         ts = event.time.timestamp()
-        _, mine = device_clock(res, self.pos, event.device)
         if self._ahead(res, event.device, ts, received, last, mine) is not None:
             return False  # judged at the reference clock: never late
         return ts < last - self.lateness
@@ -379,12 +386,17 @@ class Engine:
           and it counts in ``late_events``.
         - A device clock more than the clock rule's ``ahead`` before the
           reference (``received``, the receiver's clock, when given; else the
-          home's clock, see ``_reference``) is wrong: its event is evaluated
+          home's clock, see ``_ahead``) is wrong: its event is evaluated
           as if observed at the reference time, does not move the home's
           clock, and the clock rule alerts once per device (and clears when
           the clock is right again).
         - "More than" is strict: timers due exactly at the event's time fire
           after it, so an event at a deadline is in time.
+
+        This runs for every event. In a replay without receipt times where
+        nothing ever arrived out of order in the home (the usual case), no
+        clock is judged (``_judge_clock`` would find nothing) and the device's
+        clock costs a few array reads and writes.
         """
         ts = event.time.timestamp()
         rid = event.resident
@@ -394,44 +406,37 @@ class Engine:
         new = res is None
         if res is None:
             res = self._new_res(rid)
-        # The device's own clock: its newest time and place in receipt order
-        # (inlined device_clock/set_device_clock: this runs for every event).
-        i = self.pos.get(dev, -1)
+        # The device's own clock: its newest time (NEVER: none yet) and its place
+        # in receipt order (device_clock/set_device_clock, inlined).
         dwm = res.dwm
-        mine_i = 0 <= i < len(dwm) and res.devices[i] == dev
-        if mine_i:
-            last: float | None = dwm[i]
-            mine = res.dseq[i]
-            if last == NEVER:
-                last = None
+        try:
+            i = res.devices.index(dev)  # a scan of a few devices: cheaper than a lookup
+        except ValueError:
+            i = -1
+            prev = device_clock(res, self.pos, dev)[0]
+            last = NEVER if prev is None else prev
         else:
-            last, mine = device_clock(res, self.pos, dev)
-        ref = self._ahead(res, dev, ts, received, last, mine)
-        tol = res.tol
-        res.seq += 1
+            last = dwm[i]
+        seq = res.seq + 1
+        res.seq = seq
         own = ts
-        if ref is not None:
-            # A clock ahead: judged at the reference clock, its own time kept apart.
-            self.clock_ahead_events += 1
-            ts = ref
-            event = dataclasses.replace(event, time=datetime.fromtimestamp(ref, UTC))
-            self._clock_verdict(res, event, True, out)
-        elif (received is not None or res.back > 0) and self._clock_verdict(res, event, False, out):
-            # A clock set right again: its old (wrong) times no longer count.
-            last = None
-            res.hi = max((t for d, (t, _) in device_clocks(res).items() if d != dev), default=NEVER)
+        ref: float | None = None
+        if received is not None or res.back:
+            ref, event, last = self._judge_clock(res, event, received, ts, last, i, out)
+            if ref is not None:
+                ts = ref
         hi = res.hi
-        if own < hi - tol:
-            res.back = res.seq  # well behind another device's clock: evidence for _ahead
-        elif own > hi:
+        if own > hi:
             res.hi = own
-        newest = own if last is None or own > last else last
-        if mine_i:
-            dwm[i] = newest
-            res.dseq[i] = res.seq
+        elif own < hi - res.tol:  # (the tolerance is > 0: these two exclude each other)
+            res.back = seq  # well behind another device's clock: evidence for _ahead
+        if i >= 0:
+            if own > last:
+                dwm[i] = own
+            res.dseq[i] = seq
         else:
-            set_device_clock(res, self.pos, dev, newest, res.seq)
-        if ref is None and last is not None and ts < last - self.lateness:
+            set_device_clock(res, self.pos, dev, own if own > last else last, seq)
+        if ts < last - self.lateness and ref is None:
             # Late for its own device: the immediate rules only.
             self.late_events += 1
             for handler in res.late_dispatch[event.type]:
@@ -456,6 +461,37 @@ class Engine:
             if sigs:
                 out.extend(sigs)
         return out
+
+    def _judge_clock(
+        self,
+        res: Res,
+        event: Event,
+        received: datetime | None,
+        ts: float,
+        last: float,
+        i: int,
+        out: list[Signal],
+    ) -> tuple[float | None, Event, float]:
+        """``process``'s verdict on the device's clock, when there is something to
+        judge it by (a receipt time, or events of the home out of order): the
+        reference time if it runs ahead (else None), the event as evaluated
+        (timed at the reference), and the device's newest time (``last``;
+        NEVER when a clock known wrong is right again: its old times no longer
+        count). Tells the clock rule (``out``). ``ts``: the event's time;
+        ``i``: the device's place in ``res.devices``, -1 if not registered there."""
+        dev = event.device
+        mine = res.dseq[i] if i >= 0 else device_clock(res, self.pos, dev)[1]
+        ref = self._ahead(res, dev, ts, received, None if last == NEVER else last, mine)
+        if ref is not None:
+            # A clock ahead: judged at the reference clock, its own time kept apart.
+            self.clock_ahead_events += 1
+            event = dataclasses.replace(event, time=datetime.fromtimestamp(ref, UTC))
+            self._clock_verdict(res, event, True, out)
+        elif dev in self._wrong(res) and self._clock_verdict(res, event, False, out):
+            # A clock set right again: its old (wrong) times no longer count.
+            last = NEVER
+            res.hi = max((t for d, (t, _) in device_clocks(res).items() if d != dev), default=NEVER)
+        return ref, event, last
 
     def advance(self, now: datetime) -> list[Signal]:
         """Fire every timer with a deadline before ``now``, in deadline order.
