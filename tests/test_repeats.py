@@ -167,6 +167,9 @@ def test_library_lines_and_warnings_are_json_and_repeats_are_counted(
             pool.warning("error connecting in %r: %s", "pool-1", f"refused\n\tIs it up? {i}")
         with warnings.catch_warnings():
             warnings.simplefilter("always")
+            # pytest records warnings in each test's own catch_warnings: take them
+            # over again inside this block (as a fresh process does at start)
+            logging.captureWarnings(False)
             logging.captureWarnings(True)
             warnings.warn("a library's warning", UserWarning, stacklevel=1)
         try:

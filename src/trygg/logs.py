@@ -216,6 +216,10 @@ def configure(fmt: str = "console", level: str = "INFO", repeat_period: float = 
     root.addHandler(handler)
     root.setLevel(lvl)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per POST is noise
+    # Off, then on: captureWarnings(True) is a no-op while it holds an earlier
+    # showwarning, which a warnings.catch_warnings() since then may have replaced
+    # (configured again in-process: commands in tests).
+    logging.captureWarnings(False)
     logging.captureWarnings(True)
     if json_mode:
         sys.excepthook = _log_uncaught
