@@ -37,6 +37,7 @@ from trygg.rules.backtest import (
 )
 from trygg.rules.catalogue import Catalogue, load_catalogue
 from trygg.rules.cli import app
+from trygg.rules.engine import Engine
 from trygg.simulate import Truth, build_homes, generate, make_rates
 from trygg.store import history
 from trygg.store.alerts import append_record, insert_alert
@@ -364,7 +365,7 @@ def test_events_are_streamed_from_a_server_side_cursor_in_small_chunks(month: Mo
         n_total = history.count_events(conn, start, end)
         stream = history.EventStream(conn, month.registry, start, end, itersize=500)
         small: list[tuple[str, str]] = []
-        for ev in stream:
+        for ev, _ in stream:
             if not small:  # while iterating, the cursor lives in the server
                 seen_cursors = [
                     r[0] for r in conn.execute("SELECT name FROM pg_cursors").fetchall()
@@ -375,7 +376,7 @@ def test_events_are_streamed_from_a_server_side_cursor_in_small_chunks(month: Mo
         assert stream.events == n_total == len(small)
         assert stream.fetches >= n_total // 500
         big_stream = history.EventStream(conn, month.registry, start, end, itersize=1_000_000)
-        big = [(ev.device, ev.id) for ev in big_stream]
+        big = [(ev.device, ev.id) for ev, _ in big_stream]
         assert big_stream.fetches == 1
     assert small == big
     # and the backtest over the stream equals the engine over the in-memory events
@@ -467,6 +468,113 @@ def test_false_alarm_counts_from_stored_outcomes(db: str, tmp_path: Path) -> Non
     assert rules["button"]["recorded_false_alarms"] == 1
     assert doc["incidents"]["recorded"] == 3
     assert len(doc["incidents"]["missed"]) == 3  # no events stored: nothing would alert
+
+
+def test_a_clock_an_hour_fast_gives_the_same_alerts_in_the_backtest_as_live(db: str) -> None:
+    """The case of rules/tests/late-events.yaml and tests/test_late_alarms_live.py
+    over three hours: a thermometer whose clock runs an hour fast, in a home where
+    the resident presses the button. Live, the rules see each event as it
+    arrives and judge its clock by the receipt time: one device-clock alert and
+    the button, nobody offline. The back-test reads each stored event's
+    received_at and the events in the order they were received, and raises the
+    same. (Without the receipt times the fast clock moved the home's clock an
+    hour on; with them but in event-time order the thermometer reached the rules
+    an hour after the rest of its home and looked offline between its events.)"""
+    registry = parse_registry(
+        {
+            "residents": [{"id": "r-1", "team": "nord"}],
+            "devices": [
+                {"id": "pir-1", "resident": "r-1", "kind": "motion", "room": "livingroom"},
+                {"id": "button-1", "resident": "r-1", "kind": "button"},
+                {"id": "fall-1", "resident": "r-1", "kind": "fall", "room": "livingroom"},
+                {"id": "bed-1", "resident": "r-1", "kind": "bed", "room": "bedroom"},
+                {"id": "therm-1", "resident": "r-1", "kind": "thermometer", "room": "kitchen"},
+            ],
+        }
+    )
+    kind = {d.id: (d.kind, d.room) for d in registry.devices}
+
+    def event(
+        dev: str, eid: str, typ: EventType, at: datetime, value: float | None = None
+    ) -> Event:
+        return Event(dev, eid, typ, at, "r-1", kind[dev][0], kind[dev][1], value)
+
+    t0 = datetime(2026, 5, 5, 8, 0, tzinfo=OSLO)
+    arrived: list[tuple[Event, datetime]] = []  # (event, received), in the order received
+    for k in range(36):  # every 5 minutes from 08:00 to 10:55 (heartbeat: 5 min)
+        rx = t0 + timedelta(minutes=5 * k)
+        pir = EventType.MOTION_DETECTED if k % 2 == 0 else EventType.HEARTBEAT
+        arrived.append((event("pir-1", f"p{k}", pir, rx), rx))
+        for dev in ("button-1", "fall-1", "bed-1"):
+            arrived.append((event(dev, f"{dev}-{k}", EventType.HEARTBEAT, rx), rx))
+        if k == 20:  # 09:43: the resident presses the button
+            press = rx + timedelta(minutes=3)
+            arrived.append((event("button-1", "press", EventType.BUTTON_PRESSED, press), press))
+        # the thermometer's clock says 09:02 when it is 08:02
+        therm_rx = rx + timedelta(minutes=2)
+        fast = therm_rx + timedelta(hours=1)
+        arrived.append((event("therm-1", f"t{k}", EventType.TEMPERATURE, fast, 21.0), therm_rx))
+    arrived.sort(key=lambda p: p[1])
+    until = datetime(2026, 5, 5, 11, 0, tzinfo=OSLO)
+
+    # live: the engine as the runner drives it, each event as it arrives
+    engine = Engine(current(), registry)
+    live: list[Signal] = []
+    for ev, rx in arrived:
+        live += engine.process(ev, rx)
+    live += engine.advance(until)
+
+    def fires(sigs: list[Signal]) -> list[tuple[str, str | None, str, tuple[str, ...]]]:
+        out = [
+            (s.rule, s.device, s.at.astimezone(OSLO).strftime("%H:%M"), s.events)
+            for s in sigs
+            if s.action is SignalAction.FIRE
+        ]
+        return sorted(out, key=lambda f: (f[2], f[0]))
+
+    assert fires(live) == [
+        ("device-clock", "therm-1", "08:02", ("t0",)),
+        ("button", "button-1", "09:43", ("press",)),
+    ]
+
+    with psycopg.connect(db) as conn:
+        save_registry(conn, registry)
+        # stored as ingest stores them, in the order received (the table has no order)
+        write_events(conn, [StoredEvent(ev, rx) for ev, rx in reversed(arrived)])
+    with psycopg.connect(db) as conn:
+        # the period is read by event time: past the end by more than the clock is ahead
+        stream = history.EventStream(conn, registry, t0, until + timedelta(hours=2))
+        cur, cand, n, late = run_engines(stream, registry, current(), current(), until=until)
+    assert n == len(arrived) and late == 0
+    assert fires(cur) == fires(cand) == fires(live)
+
+    # and through the command (which reads a match window past --to): the same
+    # two alerts, no device offline
+    r = CliRunner().invoke(
+        app,
+        [
+            "backtest",
+            "--candidate",
+            str(RULES),
+            "--from",
+            "2026-05-05T08:00",
+            "--to",
+            "2026-05-05T10:30",
+            "--match-window",
+            "90m",
+            "--format",
+            "json",
+            "--database-url",
+            db,
+        ],
+        env={"TRYGG_REPORT_TIMEZONE": "Europe/Oslo"},
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert {d["rule"]: d["current"] for d in doc["rules"] if d["current"]} == {
+        "device-clock": 1,
+        "button": 1,
+    }
 
 
 # ----------------------------------------------------------------- pure parts --

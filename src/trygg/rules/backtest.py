@@ -2,10 +2,13 @@
 candidate catalogue run through the same engine over the same stored events,
 on event time, and the difference in the alerts they raise.
 
-Pure: events in (any iterable of ``Event``, e.g. ``trygg.store.history``'s
-stream), a ``BacktestResult`` out. Both engines see every event in turn
-(``trygg.rules.replay.drive``, the loop of ``trygg rules replay``), so
-memory is the two engines' state plus the alerts raised, not the events.
+Pure: events in (any iterable of ``Event``s or of ``(Event, received)``
+pairs, e.g. ``trygg.store.history``'s stream, which gives each stored event
+with its receipt time, in the order received), a ``BacktestResult`` out.
+Both engines see every event in turn (``trygg.rules.replay.drive``, the loop
+of ``trygg rules replay``), with its receipt time when given, so that they
+judge a device clock that runs ahead as live did; memory is the two engines'
+state plus the alerts raised, not the events.
 
 **The period.** Alerts are counted when they are raised in ``[start, end)``.
 The caller may feed events from before ``start`` (a warm-up, so that a bed
@@ -61,7 +64,7 @@ from trygg.model import Event, Signal
 from trygg.registry import DEFAULT_TIMEZONE, Registry
 from trygg.rules.catalogue import Catalogue
 from trygg.rules.engine import Engine
-from trygg.rules.replay import drive
+from trygg.rules.replay import Received, drive
 
 MATCH_WINDOW = timedelta(hours=1)
 DELAY_SLACK = 1.0
@@ -350,11 +353,11 @@ def incident_impacts(
 class _Counted:
     """An event iterable that counts what passes through it."""
 
-    def __init__(self, events: Iterable[Event]) -> None:
+    def __init__(self, events: Iterable[Event | Received]) -> None:
         self.events = events
         self.n = 0
 
-    def __iter__(self) -> Iterator[Event]:
+    def __iter__(self) -> Iterator[Event | Received]:
         n = 0
         for ev in self.events:
             n += 1
@@ -363,15 +366,16 @@ class _Counted:
 
 
 def run_engines(
-    events: Iterable[Event],
+    events: Iterable[Event | Received],
     registry: Registry,
     current: Catalogue,
     candidate: Catalogue,
     *,
     until: datetime,
 ) -> tuple[list[Signal], list[Signal], int, int]:
-    """Both catalogues over the same events (one pass); the fire signals of each
-    in time order, the number of events and of late events (not evaluated).
+    """Both catalogues over the same events (one pass; each an ``Event`` or an
+    ``(Event, received)`` pair); the fire signals of each in time order, the
+    number of events and of late events (evaluated by the immediate rules only).
     Raises ``CarePlanError`` if a care plan does not fit a catalogue."""
     engines = [Engine(current, registry), Engine(candidate, registry)]
     counted = _Counted(events)
@@ -380,7 +384,7 @@ def run_engines(
 
 
 def backtest(
-    events: Iterable[Event],
+    events: Iterable[Event | Received],
     registry: Registry,
     current: Catalogue,
     candidate: Catalogue,

@@ -54,6 +54,9 @@ PENDING_HORIZON = timedelta(days=400)
 
 _FIRE = SignalAction.FIRE
 
+Received = tuple[Event, datetime | None]
+"""An event with the time trygg received it (None: not known)."""
+
 
 class ReplayLine(EventPayload):
     """One JSONL line: the MQTT payload object plus the device id, and optionally
@@ -238,7 +241,7 @@ def _run_on(
 
 
 def drive(
-    events: Iterable[Event],
+    events: Iterable[Event | Received],
     engines: Sequence[Engine],
     *,
     until: datetime | None = None,
@@ -247,7 +250,10 @@ def drive(
 ) -> list[list[Signal]]:
     """Run one or more engines over the same events on event time.
 
-    Every event goes to every engine in turn; afterwards each engine's clock
+    Each item of ``events`` is an event, or an ``(event, received)`` pair:
+    then the engines judge the device's clock by when trygg received the
+    event, as live (``Engine.process(event, received)``). Every event goes to
+    every engine in turn; afterwards each engine's clock
     runs on to ``until`` (default: its latest event's time) so that the
     timers due by then fire. Returns, per engine, its fire signals in time
     order (equal times keep the order they were decided in); with ``gates``
@@ -267,9 +273,13 @@ def drive(
         kept = out[0]
         keep = keeps[0]
         process = eng.process
-        for ev in events:
+        for item in events:
+            if isinstance(item, tuple):
+                ev, rx = item
+            else:
+                ev, rx = item, None
             late = eng.late_events
-            sigs = process(ev)
+            sigs = process(ev, rx)
             if sigs:
                 for s in sigs:
                     if keep(s):
@@ -279,10 +289,14 @@ def drive(
     else:
         first = engines[0]
         runs = [(e.process, k, f) for e, k, f in zip(engines, keeps, out, strict=True)]
-        for ev in events:
+        for item in events:
+            if isinstance(item, tuple):
+                ev, rx = item
+            else:
+                ev, rx = item, None
             late = first.late_events
             for process, keep, kept in runs:
-                sigs = process(ev)
+                sigs = process(ev, rx)
                 if sigs:
                     for s in sigs:
                         if keep(s):

@@ -1,12 +1,13 @@
 """Reading history back for ``trygg rules backtest``: stored events, streamed in
-time order, and what became of the stored alerts of a period.
+the order trygg received them, and what became of the stored alerts of a period.
 
 Events are read with a server-side cursor (``DECLARE ... CURSOR``, fetched
 ``itersize`` rows at a time, binary format), so a month of a city's events
 is never in memory at once: memory depends on ``itersize``, not on the
-length of the period. They come in event-time order, ties broken by arrival
-(``received_at``) and then by event id, which is the order the live rules
-saw them in as far as the table can tell.
+length of the period. The period is chosen by event time; the events come
+in the order they were received (``received_at``, ties by event time and
+then event id), which is the order the live rules saw them in, each with
+its receipt time, so that the rules judge device clocks as live did.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from trygg.alerts.alert import FALSE_OUTCOMES  # also: cancelled with reason fal
 from trygg.model import Event, EventType, Room
 from trygg.registry import Registry
 
-EVENT_COLUMNS = "time, device, event_id, type, resident, value, room, lat, lon"
+EVENT_COLUMNS = "time, device, event_id, type, resident, value, room, lat, lon, received_at"
 
 
 def _filters(
@@ -50,7 +51,16 @@ def count_events(
 
 
 class EventStream:
-    """The stored events of ``[start, end)`` as ``Event`` objects, in time order.
+    """The stored events of ``[start, end)`` (by event time) as ``(Event,
+    received_at)`` pairs, in the order trygg received them.
+
+    Why that order: live, the rules see each event when it arrives and judge
+    its device's clock by the receipt time. In event-time order a device
+    whose clock runs an hour fast would reach the rules an hour after the
+    rest of its home, judged at its receipt time, and so look silent (offline)
+    for that hour, again at every event; and an event delivered late would
+    look on time. Sorting the period by receipt costs a sort in the
+    database, not memory here.
 
     Iterate it once. ``residents`` limits the stream to those residents (a
     team filter); events from devices not in ``registry`` are skipped and
@@ -84,10 +94,10 @@ class EventStream:
         self.fetches = 0
         self.server_side: bool | None = None
 
-    def __iter__(self) -> Iterator[Event]:
+    def __iter__(self) -> Iterator[tuple[Event, datetime]]:
         where, params = _filters(self.start, self.end, self.residents)
         sql = (
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY time, received_at, event_id"
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY received_at, time, event_id"
         )
         types = {t.value: t for t in EventType}
         rooms: dict[str | None, Room | None] = {r.value: r for r in Room}
@@ -102,13 +112,13 @@ class EventStream:
                 if not rows:
                     break
                 self.fetches += 1
-                for t, dev, eid, typ, res, value, room, lat, lon in rows:
+                for t, dev, eid, typ, res, value, room, lat, lon, rx in rows:
                     d = devices.get(dev)
                     if d is None:
                         self.unknown_device += 1
                         continue
                     n += 1
-                    yield Event(
+                    ev = Event(
                         dev,
                         eid,
                         types[typ],
@@ -119,6 +129,7 @@ class EventStream:
                         value,
                         None if lat is None else (lat, lon),
                     )
+                    yield ev, rx
                 self.events = n
                 if self.progress is not None:
                     self.progress(n, rows[-1][0])
