@@ -359,21 +359,6 @@ class Engine:
             return not ahead
         return False
 
-    def is_late(self, event: Event, received: datetime | None = None) -> bool:
-        """Whether ``process`` would evaluate this event only by its immediate
-        rules (see the late-event policy): more than the allowed lateness behind
-        the newest event of the same device."""
-        res = self._res.get(event.resident)
-        if res is None:
-            return False
-        last, mine = device_clock(res, self.pos, event.device)
-        if last is None:
-            return False
-        ts = event.time.timestamp()
-        if self._ahead(res, event.device, ts, received, last, mine) is not None:
-            return False  # judged at the reference clock: never late
-        return ts < last - self.lateness
-
     def process(self, event: Event, received: datetime | None = None) -> list[Signal]:
         """Fire the resident's timers due before the event, then evaluate it.
 

@@ -38,6 +38,7 @@ from psycopg_pool import ConnectionPool
 
 from trygg import logs
 from trygg.alerts.gates import gated
+from trygg.check import NotStarted, care_plan_lines
 from trygg.ingest.decode import DecodeLimits, Decoder, parse_topic
 from trygg.ingest.dedup import RecentKeys
 from trygg.ingest.health import HealthBatch, parse_status
@@ -75,13 +76,17 @@ RECENT_KEYS = RecentKeys().capacity // 2
 
 
 class RuleEngine(Protocol):
-    """What the runner needs of the rule engine (trygg.rules.Engine)."""
+    """What the runner needs of the rule engine (trygg.rules.Engine).
+
+    ``late_events`` counts the events ``process`` took as late (the immediate
+    rules only); the runner reads it around each call to flag the stored event."""
+
+    late_events: int
 
     def process(self, event: Event, received: datetime | None = None) -> list[Signal]: ...
     def advance(self, now: datetime) -> list[Signal]: ...
     def next_deadline(self) -> datetime | None: ...
     def update_registry(self, registry: Registry) -> None: ...
-    def is_late(self, event: Event, received: datetime | None = None) -> bool: ...
 
 
 def standard_engine(settings: Settings) -> Engine:
@@ -183,22 +188,17 @@ class EmbeddedRunner:
 
         A care plan that does not fit the catalogue is refused with its reason
         and the previous registry stays in force: alerting goes on with the
-        care plans that were valid, never with half of a new registry.
+        care plans that were valid, never with half of a new registry. At
+        start-up there is nothing to keep: :meth:`_check_start` has refused
+        such a registry already (NotStarted), and this is its backstop.
         """
-        if self._decoder is None and self._managed:
-            self._catalogue_at_start()
         try:
             self.engine.update_registry(registry)
         except CarePlanError as exc:
             log.error("registry refused: a care plan does not fit the catalogue", problems=str(exc))
             if self._decoder is not None:
                 return
-            # At start-up there is nothing to keep: run without care plans.
-            registry = Registry(
-                residents=[r.model_copy(update={"overrides": {}}) for r in registry.residents],
-                devices=registry.devices,
-            )
-            self.engine.update_registry(registry)
+            raise NotStarted(exc.problems) from None
         self._registry = registry
         self._decoder = Decoder(
             self.settings.site,
@@ -233,7 +233,8 @@ class EmbeddedRunner:
         catalogue as the first one), and start the shadow candidate, if any.
 
         Called once at start-up, before any event; nothing else runs yet, so
-        the (short) database reads block nothing.
+        the (short) database reads block nothing. An active version that does
+        not load is not run in its place: start-up is refused (NotStarted).
         """
         try:
             cur = self._db(current_versions)
@@ -251,7 +252,13 @@ class EmbeddedRunner:
                     active=active,
                     rules_dir=self._engine_version(),
                 )
-                self.engine = self._engine_of(active, Registry())
+                try:
+                    self.engine = self._engine_of(active, Registry())
+                except CatalogueError as exc:
+                    raise NotStarted(
+                        [f"catalogue version {active} (active in the database): {p}"
+                         for p in exc.problems]
+                    ) from None
             if cur.get("shadow") is not None:
                 self._shadow = self._warm(self._engine_of(cur["shadow"], Registry()))
                 self._shadow_version = cur["shadow"]
@@ -417,6 +424,7 @@ class EmbeddedRunner:
         )
         await self._drainer.start()
         # The registry is the one thing we cannot start without.
+        await self._check_start()
         if s.registry is not None:
             # TRYGG_REGISTRY: the file is the source of truth at start-up.
             await self._db_retry(
@@ -470,6 +478,27 @@ class EmbeddedRunner:
         # passes, which otherwise stall the event loop for tens of ms at a time.
         gc.collect()
         gc.freeze()
+
+    async def _check_start(self) -> None:
+        """Refuse to start (NotStarted, in ``trygg check``'s words) if the care
+        plans of the registry that will run do not fit the catalogue that will
+        run: the active version in the database (read here, once the database
+        answers), else the rules directory's. Before the registry file is
+        stored, so that a refused file never becomes the stored registry."""
+        s = self.settings
+        if self._managed:
+            await self._db_retry("catalogue versions", current_versions)  # the database answers
+            self._catalogue_at_start()
+        catalogue = getattr(self.engine, "catalogue", None)
+        if catalogue is None:  # an engine given from outside (tests): its own business
+            return
+        if s.registry is not None:
+            registry = load_registry_file(s.registry)
+        else:
+            registry = await self._db_retry("load registry", load_registry)
+        problems = care_plan_lines(catalogue, s.registry, registry)
+        if problems:
+            raise NotStarted(problems)
 
     async def _shut_down(self) -> None:
         """Stop what start-up got as far as starting, in the order that loses nothing:
@@ -583,14 +612,17 @@ class EmbeddedRunner:
                     health.seen(ev, received)
                     # Late for its own device: stored flagged, and evaluated by the
                     # immediate rules only (an alarm is never dropped for being late).
-                    late = self.engine.is_late(ev, received)
+                    # The flag is what the engine did, not a guess made before it.
+                    late0 = self.engine.late_events
+                    sigs = self.engine.process(ev, received)
+                    late = self.engine.late_events != late0
                     if late:
                         self.stats.late += 1
                     records.append(spooled.event_record(StoredEvent(ev, received, late)))
                     lag = received - ev.time
                     if not late and (batch_lag is None or lag < batch_lag):
                         batch_lag = lag
-                    for sig in self.engine.process(ev, received):
+                    for sig in sigs:
                         if self._alerting is not None:  # the latency histograms (/metrics)
                             self._alerting.cause = (ev.id, received)
                         self._signal(sig)
