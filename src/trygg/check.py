@@ -63,9 +63,10 @@ def check(
 ) -> Report:
     """Check the settings and the files they (or the arguments) name.
 
-    ``care_plans=False``: report care-plan problems as warnings (``trygg run``:
-    the catalogue that runs may be a newer version from the database, which
-    the runner checks the care plans against itself)."""
+    ``care_plans=False``: leave the care plans out (``trygg run``: the
+    catalogue that runs may be a newer version from the database, so the
+    runner checks them at start against that one, with :func:`care_plan_lines`,
+    in the same words)."""
     from trygg.rules.catalogue import default_rules_dir
 
     report = Report()
@@ -180,15 +181,45 @@ def _check_care_plans(
 ) -> None:
     from trygg.rules.careplan import care_plan_problems_at
 
+    if not refuse:
+        report.checked.append("care plans: checked at start against the catalogue that runs")
+        return
     problems = care_plan_problems_at(catalogue, residents, source, doc.locs)
     n = sum(1 for _, r in residents if r.overrides)
-    if refuse:
-        report.add("care plans", problems, f"{n} checked against the rules: OK")
+    report.add("care plans", problems, f"{n} checked against the rules: OK")
+
+
+STORED_REGISTRY = "the registry in the database"
+
+
+class NotStarted(Exception):
+    """Start-up found problems in what would run (one ``file:line: reason``
+    each, :func:`check`'s words): nothing was started."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def care_plan_lines(catalogue: Any, registry_file: Path | None, registry: Any) -> list[str]:
+    """The care-plan problems of the registry that will run against the
+    catalogue that will run, in :func:`check`'s words.
+
+    With a registry file (``TRYGG_REGISTRY``, the source at start-up) they are
+    the file's lines, as ``trygg check`` prints them; a registry read from the
+    database (``trygg registry load``) has no lines, so each problem names
+    :data:`STORED_REGISTRY` and the resident."""
+    from trygg.rules.careplan import care_plan_problems_at
+
+    if registry_file is not None:
+        probe = Report()
+        doc, residents = _check_registry(probe, Path(registry_file))
+        if doc is None or probe.problems:
+            return [*probe.problems]  # the file itself is wrong: those problems first
+        found = care_plan_problems_at(catalogue, residents, str(registry_file), doc.locs)
     else:
-        report.warnings.extend(
-            f"{p} (against the rules directory; the runner checks the version that runs)"
-            for p in problems
-        )
+        found = care_plan_problems_at(catalogue, enumerate(registry.residents), STORED_REGISTRY, {})
+    return [str(p) for p in found]
 
 
 def _check_routing(

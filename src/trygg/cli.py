@@ -15,7 +15,7 @@ import typer
 
 from trygg import logs
 from trygg.audit.cli import audit_app, report_command, retention_command
-from trygg.cli_support import ConfigOpt
+from trygg.cli_support import ConfigOpt, refuse_on
 from trygg.cli_support import fail as _fail
 from trygg.cli_support import settings_or_exit as _settings
 from trygg.ingest.cli import devices_app
@@ -121,7 +121,7 @@ def run(
 
     Refuses to start (exit 2) on the problems `trygg check` reports, in its words.
     """
-    from trygg.check import check, print_report
+    from trygg.check import NotStarted, Report, check
     from trygg.runner.embedded import run_forever
 
     report = check(
@@ -135,20 +135,11 @@ def run(
     s = report.settings
     assert s is not None
     logs.configure(s.log_format, s.log_level)
-    if s.log_format == "json":  # every line of a JSON log is JSON
-        log = logs.get("trygg.check")
-        for p in report.problems:
-            log.error("configuration problem", problem=p)
-        for w in report.warnings:
-            log.warning("configuration warning", warning=w)
-        if not report.ok:
-            log.error("not started (trygg check lists the same problems)")
-            raise typer.Exit(2)
-    else:
-        print_report(report, lambda line: typer.echo(line, err=True), verbose=False)
-        if not report.ok:
-            _fail("not started (trygg check lists the same problems)", 2)
-    run_forever(s)
+    refuse_on(report, s.log_format)
+    try:
+        run_forever(s)
+    except NotStarted as exc:  # what runs (the database's catalogue, care plans) is wrong
+        refuse_on(Report(problems=exc.problems), s.log_format)
 
 
 @app.command("check")
@@ -206,6 +197,11 @@ def users_add(
     name: str = typer.Argument(..., help="user name, shown as the actor in alert records"),
     role: str = typer.Option(..., help="care_staff, team_leader, specialist, auditor or admin"),
     team: list[str] = typer.Option([], "--team", help="a team (care_staff: at least one)"),
+    district: list[str] = typer.Option(
+        [],
+        "--district",
+        help="scope a team_leader, specialist or auditor to this district's teams (repeatable)",
+    ),
     config: Path | None = ConfigOpt,
     database_url: str | None = typer.Option(None, help="overrides TRYGG_DATABASE_URL"),
 ) -> None:
@@ -217,14 +213,15 @@ def users_add(
     s = _settings(config, database_url=database_url)
     try:
         with psycopg.connect(s.database_url) as conn:
-            token = add_user(conn, name, role, team)
+            token = add_user(conn, name, role, team, district)
     except ValueError as exc:
         _fail(str(exc), 2)
     except psycopg.Error as exc:
         _fail(f"cannot store the user: {str(exc).strip()}")
     typer.echo(token)
     typer.echo(
-        f"user {name} ({role}{', teams ' + ', '.join(team) if team else ''}): keep this token;"
+        f"user {name} ({role}{', teams ' + ', '.join(team) if team else ''}"
+        f"{', districts ' + ', '.join(district) if district else ''}): keep this token;"
         " it is not shown again. Console: /console#token=<token>",
         err=True,
     )
@@ -244,7 +241,8 @@ def users_list(
     with psycopg.connect(s.database_url) as conn:
         for u in list_users(conn):
             state = "disabled" if u["disabled_at"] else "active"
-            typer.echo(f"{u['name']}\t{u['role']}\t{','.join(u['teams'])}\t{state}")
+            scope = ",".join(u["teams"] + [f"district:{d}" for d in u["districts"]])
+            typer.echo(f"{u['name']}\t{u['role']}\t{scope}\t{state}")
 
 
 @users_app.command("disable")

@@ -9,12 +9,15 @@ mounts them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
 from trygg import logs
 from trygg.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from trygg.check import Report
 
 ConfigOpt = typer.Option(
     None,
@@ -44,3 +47,25 @@ def settings_or_exit(config: Path | None, **overrides: object) -> Settings:
 def fail(msg: str, code: int = 1) -> NoReturn:
     typer.echo(f"trygg: {msg}", err=True)
     raise typer.Exit(code)
+
+
+def refuse_on(report: Report, log_format: str) -> None:
+    """Say the problems and warnings of a start-up check on stderr, in ``trygg
+    check``'s words (plain lines; in JSON mode one log line each, so that the
+    log has them too), and exit 2 if there are problems: ``trygg run`` and
+    ``trygg worker`` do not start half-configured."""
+    from trygg.check import print_report
+
+    if log_format == "json":  # every line of a JSON log is JSON
+        log = logs.get("trygg.check")
+        for p in report.problems:
+            log.error("configuration problem", problem=p)
+        for w in report.warnings:
+            log.warning("configuration warning", warning=w)
+        if not report.ok:
+            log.error("not started (trygg check lists the same problems)")
+            raise typer.Exit(2)
+    else:
+        print_report(report, lambda line: typer.echo(line, err=True), verbose=False)
+        if not report.ok:
+            fail("not started (trygg check lists the same problems)", 2)

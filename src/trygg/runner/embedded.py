@@ -256,8 +256,10 @@ class EmbeddedRunner:
                     self.engine = self._engine_of(active, Registry())
                 except CatalogueError as exc:
                     raise NotStarted(
-                        [f"catalogue version {active} (active in the database): {p}"
-                         for p in exc.problems]
+                        [
+                            f"catalogue version {active} (active in the database): {p}"
+                            for p in exc.problems
+                        ]
                     ) from None
             if cur.get("shadow") is not None:
                 self._shadow = self._warm(self._engine_of(cur["shadow"], Registry()))
@@ -413,6 +415,7 @@ class EmbeddedRunner:
             timeout=10,
         )
         self._pool.open(wait=False)
+        await self._check_start()  # before anything is started or stored
         self._spool = Spool(s.spool_dir / self.spool_name, max_bytes=s.spool_max_mb << 20)
         self._drainer = DrainerProcess(
             self._spool.dir,
@@ -424,7 +427,6 @@ class EmbeddedRunner:
         )
         await self._drainer.start()
         # The registry is the one thing we cannot start without.
-        await self._check_start()
         if s.registry is not None:
             # TRYGG_REGISTRY: the file is the source of truth at start-up.
             await self._db_retry(
