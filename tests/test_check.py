@@ -266,3 +266,102 @@ def test_an_empty_variable_is_unset_as_docker_compose_passes_it(monkeypatch: Any
     monkeypatch.setenv("TRYGG_WEBHOOK_SECRET", "")
     s, problems = read_settings()
     assert problems == [] and not s.webhook_url
+
+
+# A registry that is right but for its care plans (line 4: a duration that is not one).
+CARE_PLANS = """\
+residents:
+  - id: r-0001
+    team: stovner-nord
+    overrides: {inactivity: {for: soon}}
+  - id: r-0002
+    team: stovner-nord
+    overrides: {inactivity: {for: 5h}}
+devices:
+  - {id: bed-0001, resident: r-0001, kind: bed}
+  - {id: bed-0002, resident: r-0002, kind: bed}
+"""
+
+
+def _problems(text: str, path: Path) -> list[str]:
+    return [x for x in text.splitlines() if x.startswith(f"{path}:")]
+
+
+def _residents(db: str) -> int:
+    import psycopg
+
+    with psycopg.connect(db) as conn:
+        row = conn.execute("SELECT count(*) FROM residents").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_run_refuses_a_care_plan_that_does_not_fit_in_trygg_checks_words(
+    tmp_path: Path, db: str
+) -> None:
+    """With the database up and no catalogue version in it, the catalogue that runs
+    is the rules directory's: `trygg run` refuses the care plan that `trygg check`
+    finds, with the same line, stores nothing and starts nothing."""
+    reg = tmp_path / "registry.yaml"
+    reg.write_text(CARE_PLANS)
+    env = {
+        "TRYGG_REGISTRY": str(reg),
+        "TRYGG_RULES_DIR": RULES,
+        "TRYGG_DATABASE_URL": db,
+        "TRYGG_MQTT_URL": "mqtt://127.0.0.1:9",  # never reached: refused before
+        "TRYGG_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+    checked = trygg_cli("check", env=env, check=False)
+    assert checked.returncode == 1
+    expected = [
+        f"{reg}:4: resident 'r-0001': rule 'inactivity': parameter 'for': not a duration: "
+        "'soon' (write e.g. 30s, 5m, 1h30m, 2d)"
+    ]
+    assert _problems(checked.stdout, reg) == expected, checked.stdout
+    r = trygg_cli("run", env=env, check=False, timeout=90)
+    assert r.returncode == 2, r.stderr
+    assert _problems(r.stderr, reg) == expected, r.stderr
+    assert "trygg: not started (trygg check lists the same problems)" in r.stderr.splitlines()
+    assert not (tmp_path / "spool").exists(), "nothing was started"
+    assert _residents(db) == 0, "the refused registry file was stored"
+    _no_pydantic_words(r.stderr)
+
+    # JSON log mode: the same text, one JSON line each.
+    r = trygg_cli("run", env={**env, "TRYGG_LOG_FORMAT": "json"}, check=False, timeout=90)
+    assert r.returncode == 2
+    lines = [json.loads(x) for x in r.stderr.splitlines()]
+    assert [x["problem"] for x in lines if "problem" in x] == expected
+
+
+def test_run_checks_the_care_plans_against_the_version_in_the_database(
+    tmp_path: Path, db: str
+) -> None:
+    """A promoted catalogue version (here: the inactivity rule's `for` at most
+    4h30m) runs instead of the rules directory (at most 6h). A care plan of 5h
+    without a reason fits the directory, which `trygg check` reads, but not the
+    version that would run: `trygg run` refuses it, in the words `trygg check`
+    gives for that catalogue."""
+    narrow = tmp_path / "narrow"
+    narrow.mkdir()
+    text = (REPO / "rules" / "standard.yaml").read_text()
+    assert "for: {min: 2h, max: 6h}" in text
+    (narrow / "standard.yaml").write_text(text.replace("max: 6h}", "max: 4h30m}", 1))
+    trygg_cli("rules", "publish", "--rules", str(narrow), "--reason", "test", "--database-url", db)
+    reg = tmp_path / "registry.yaml"
+    reg.write_text(CARE_PLANS.replace("{for: soon}", "{for: 3h}"))
+    env = {
+        "TRYGG_REGISTRY": str(reg),
+        "TRYGG_RULES_DIR": RULES,
+        "TRYGG_DATABASE_URL": db,
+        "TRYGG_MQTT_URL": "mqtt://127.0.0.1:9",
+        "TRYGG_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+    assert trygg_cli("check", env=env, check=False).returncode == 0
+    against = trygg_cli("check", "--rules", str(narrow), env=env, check=False)
+    assert against.returncode == 1
+    expected = _problems(against.stdout, reg)
+    assert len(expected) == 1 and expected[0].startswith(f"{reg}:7: resident 'r-0002': "), expected
+    r = trygg_cli("run", env=env, check=False, timeout=90)
+    assert r.returncode == 2, r.stderr
+    assert _problems(r.stderr, reg) == expected, r.stderr
+    assert not (tmp_path / "spool").exists()
+    assert _residents(db) == 0
