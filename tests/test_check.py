@@ -365,3 +365,48 @@ def test_run_checks_the_care_plans_against_the_version_in_the_database(
     assert _problems(r.stderr, reg) == expected, r.stderr
     assert not (tmp_path / "spool").exists()
     assert _residents(db) == 0
+
+
+def test_worker_refuses_on_the_same_problems(tmp_path: Path, db: str) -> None:
+    """`trygg worker` (the distributed runner) refuses a bad routing file with
+    `trygg check`'s lines, and stored care plans that do not fit the catalogue it
+    runs (the rules directory), before it reaches Kafka (none runs here)."""
+    reg, routing = _files(tmp_path)
+    env = {
+        "TRYGG_ROUTING": str(routing),
+        "TRYGG_RULES_DIR": RULES,
+        "TRYGG_DATABASE_URL": db,
+        "TRYGG_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+    }
+    checked = trygg_cli("check", env=env, check=False)
+    expected = _problems(checked.stdout, routing)
+    assert len(expected) == 2, checked.stdout
+    r = trygg_cli("worker", env=env, check=False, timeout=90)
+    assert r.returncode == 2, r.stderr
+    assert _problems(r.stderr, routing) == expected, r.stderr
+    assert "trygg: not started (trygg check lists the same problems)" in r.stderr.splitlines()
+
+    # Stored care plans (trygg registry load) against a narrower rules directory.
+    good = tmp_path / "good.yaml"
+    good.write_text(CARE_PLANS.replace("{for: soon}", "{for: 3h}"))
+    trygg_cli("registry", "load", str(good), "--database-url", db, env={"TRYGG_RULES_DIR": RULES})
+    narrow = tmp_path / "narrow"
+    narrow.mkdir()
+    text = (REPO / "rules" / "standard.yaml").read_text()
+    (narrow / "standard.yaml").write_text(text.replace("max: 6h}", "max: 4h30m}", 1))
+    env = {
+        **env,
+        "TRYGG_RULES_DIR": str(narrow),
+        "TRYGG_ROUTING": str(REPO / "routing.example.yaml"),
+    }
+    for fmt in ("console", "json"):
+        r = trygg_cli("worker", env={**env, "TRYGG_LOG_FORMAT": fmt}, check=False, timeout=90)
+        assert r.returncode == 2, r.stderr
+        said = (
+            r.stderr.splitlines()
+            if fmt == "console"
+            else [json.loads(x).get("problem") for x in r.stderr.splitlines()]
+        )
+        mine = [x for x in said if x and x.startswith("the registry in the database: ")]
+        assert len(mine) == 1 and "resident 'r-0002'" in mine[0], r.stderr
+        assert "Traceback" not in r.stderr

@@ -77,14 +77,33 @@ def worker_command(
         "(ids only, no payloads)",
     ),
 ) -> None:
-    """Run a Faust worker: rules, alerts, notifications and the database sink."""
+    """Run a Faust worker: rules, alerts, notifications and the database sink.
+
+    Refuses to start (exit 2) on the problems `trygg check` reports, in its words.
+    """
     _need_faust()
+    from trygg import logs
+    from trygg.check import NotStarted, Report, check
+    from trygg.cli_support import refuse_on
     from trygg.distributed.worker.app import run_worker
 
-    s = _settings(
-        config, kafka_bootstrap=kafka_bootstrap, database_url=database_url, worker_web=web
+    # Refuses to start (exit 2) on the problems `trygg check` reports, in its words;
+    # the care plans are checked against the catalogue that runs (build_worker).
+    report = check(
+        config,
+        care_plans=False,
+        kafka_bootstrap=kafka_bootstrap,
+        database_url=database_url,
+        worker_web=web,
     )
-    run_worker(s, applied_log)
+    s = report.settings
+    assert s is not None
+    logs.configure(s.log_format, s.log_level)
+    refuse_on(report, s.log_format)
+    try:
+        run_worker(s, applied_log)
+    except NotStarted as exc:
+        refuse_on(Report(problems=exc.problems), s.log_format)
 
 
 def api_command(

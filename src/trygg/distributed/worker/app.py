@@ -832,6 +832,7 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
     import psycopg
     from psycopg_pool import ConnectionPool
 
+    from trygg.check import NotStarted, care_plan_lines
     from trygg.notify.console import ConsoleFeed
     from trygg.rules import Engine, load_catalogue
     from trygg.rules.catalogue import default_rules_dir
@@ -872,6 +873,10 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
         return [Silence.model_validate(r) for r in rows]
 
     registry = _registry()
+    # The stored care plans against the catalogue that runs: refused in trygg check's words.
+    problems = care_plan_lines(catalogue, None, registry)
+    if problems:
+        raise NotStarted(problems)
     routing = routing_from(s.routing, webhooks=webhook_urls(s))
     rules = RulesCore(Engine(catalogue, registry))
     alerts = AlertsCore(routing)
