@@ -13,6 +13,11 @@ auditor      reads alerts and the access log; changes nothing
 admin        everything
 ============ ================================================================
 
+A team leader, specialist or auditor may be scoped to districts (``trygg
+users add --district``): it then sees the teams of those districts only (its
+``teams`` hold them, :class:`trygg.store.access.User`); anything of another
+district is refused with 403 and a reason naming the district.
+
 Every read of a resident's data (alert detail, timeline, alert lists, each
 alert delivered on the live stream) is written to the access log (who, when,
 what, which resident) through the runner's spool. Staff actions go to the
@@ -63,6 +68,7 @@ from trygg.api.limits import max_body_bytes as body_limit
 from trygg.api.oidc import Oidc
 from trygg.api.problems import ProblemError
 from trygg.model import Severity
+from trygg.registry import DEFAULT_DISTRICT
 from trygg.runner.alerting import AlertService
 from trygg.store import access as access_store
 from trygg.store import alerts as alert_store
@@ -215,12 +221,44 @@ def create_app(
         if u.role not in roles:
             raise HTTPException(403, f"the {u.role} role may not do this")
 
+    def registry() -> Any:
+        return getattr(runner, "_registry", None)
+
+    def district_of(team: str) -> str:
+        reg = registry()
+        return str(reg.district_of(team)) if reg is not None else DEFAULT_DISTRICT
+
     def may_see_team(u: User, team: str) -> None:
-        if u.role in TEAM_ROLES and team not in u.teams:
+        if not u.scoped or team in u.teams:
+            return
+        if u.districts:
+            d = district_of(team)
+            if d in u.districts:  # a team the registry has put there since sign-in
+                return
             raise HTTPException(
                 403,
-                f"this belongs to team {team}; you are on {', '.join(u.teams) or 'no team'}",
+                f"this belongs to team {team} in district {d}; you are scoped to district"
+                f" {', '.join(u.districts)}",
             )
+        raise HTTPException(
+            403,
+            f"this belongs to team {team}; you are on {', '.join(u.teams) or 'no team'}",
+        )
+
+    def district_names(u: User) -> dict[str, str]:
+        """The districts for the console's header: the user's own (its scope, or
+        its teams'), else every district when there is more than the default."""
+        reg = registry()
+        if reg is None:
+            return {}
+        names = {d.id: d.name or d.id for d in reg.districts}
+        if u.scoped:
+            ids = sorted({*u.districts, *(district_of(t) for t in u.teams)})
+        else:
+            ids = reg.district_ids()
+            if ids == [DEFAULT_DISTRICT]:
+                ids = []
+        return {i: names.get(i, i) for i in ids}
 
     def team_of_resident(resident: str) -> str | None:
         reg = getattr(runner, "_registry", None)
@@ -243,6 +281,7 @@ def create_app(
             if live is not None:
                 return view(live, u)
             d["allowed_actions"] = []
+        d["district"] = district_of(str(d.get("team")))
         d["rule_words"] = words.rule_words(str(d.get("rule")))
         d["suppressed_why"] = words.suppressed_why(d.get("suppressed_reason"))
         return d
@@ -326,7 +365,7 @@ def create_app(
         response_model_exclude_none=True,
     )
     async def me(u: UserDep) -> dict[str, Any]:
-        return sessions_mod.me_view(u)
+        return {**sessions_mod.me_view(u), "district_names": district_names(u) or None}
 
     # ------------------------------------------------------------- alerts
 
@@ -340,6 +379,9 @@ def create_app(
     async def list_alerts(
         u: UserDep,
         team: Annotated[list[str] | None, Query()] = None,
+        district: Annotated[
+            list[str] | None, Query(description="only the teams of these districts")
+        ] = None,
         state: Annotated[
             list[str] | None, Query(description="a state, or 'open' / 'closed'")
         ] = None,
@@ -352,12 +394,28 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> dict[str, Any]:
         teams = team
-        if u.role in TEAM_ROLES:
-            if teams:
-                for t in teams:
-                    may_see_team(u, t)
-            else:
+        if district:
+            for d in district:
+                if u.districts and d not in u.districts:
+                    raise HTTPException(
+                        403,
+                        f"district {d} is not yours; you are scoped to district"
+                        f" {', '.join(u.districts)}",
+                    )
+            reg = registry()
+            in_districts = [
+                t
+                for t, d in (reg.team_districts() if reg is not None else {}).items()
+                if d in district
+            ]
+            teams = [t for t in teams if t in in_districts] if teams else in_districts
+        if u.scoped:
+            for t in team or ():
+                may_see_team(u, t)
+            if teams is None:
                 teams = list(u.teams)
+            elif district:  # of the districts' teams, those the user may see
+                teams = [t for t in teams if t in u.teams or district_of(t) in u.districts]
         states: set[str] | None = None
         if state:
             states = set()
@@ -516,7 +574,7 @@ def create_app(
     async def list_silences(u: UserDep, active: bool = False) -> dict[str, Any]:
         now = service.clock()
         items = service.silences(now if active else None)
-        if u.role in TEAM_ROLES:
+        if u.scoped:
             items = [s for s in items if _silence_team(s.scope.value, s.target) in u.teams]
         return {"silences": [_sil(s) for s in items]}
 
@@ -600,6 +658,7 @@ def create_app(
         return {
             "resident": resident,
             "team": team,
+            "district": district_of(team),
             "events": [{**_iso(e), "words": words.event_words(e)} for e in events],
             "alerts": sorted(by_id.values(), key=lambda d: str(d["raised_at"]), reverse=True),
         }
@@ -617,8 +676,26 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     ) -> dict[str, Any]:
         require(u, "auditor", "admin")
+        residents: list[str] | None = None
+        if u.scoped:  # an auditor of some districts: the reads of their residents only
+            reg = registry()
+            residents = [
+                r.id
+                for r in (reg.residents if reg is not None else [])
+                if r.team in u.teams or district_of(r.team) in u.districts
+            ]
+            if resident is not None:
+                team = team_of_resident(resident)
+                if team is None:
+                    raise HTTPException(404, f"no resident {resident!r} in the registry")
+                may_see_team(u, team)
         rows: list[dict[str, Any]] = await db(
-            access_store.read_access_log, resident=resident, actor=actor, since=since, limit=limit
+            access_store.read_access_log,
+            resident=resident,
+            actor=actor,
+            since=since,
+            limit=limit,
+            residents=residents,
         )
         return {"entries": _iso(rows)}
 
@@ -638,7 +715,7 @@ def create_app(
         },
     )
     async def stream(request: Request, u: UserDep) -> StreamingResponse:
-        sub = service.feed.subscribe(u.teams if u.role in TEAM_ROLES else None)
+        sub = service.feed.subscribe(u.teams if u.scoped else None)
         token = token_of(request)
         revoked = auth.watch(token)
 

@@ -124,6 +124,14 @@ def _alert_fields() -> dict[str, Any]:
 
 
 _ALERT_EXTRAS: dict[str, Any] = {
+    "district": (
+        str,
+        Field(
+            "default",
+            description="the district (bydel) of the alert's team, as the registry has it now"
+            " ('default' for a team in no district)",
+        ),
+    ),
     "version": (
         int,
         Field(0, description="the number of lifecycle records: send it back as expected_version"),
@@ -171,6 +179,10 @@ class Me(BaseModel):
     name: str
     role: str
     teams: list[str]
+    districts: list[str] = Field(
+        default_factory=list,
+        description="the districts the user is scoped to (then teams has theirs as well)",
+    )
 
 
 class ChannelHealthItem(BaseModel):
@@ -269,6 +281,7 @@ class TimelineEvent(BaseModel):
 class Timeline(BaseModel):
     resident: str
     team: str
+    district: str = Field("default", description="the district (bydel) of the resident's team")
     events: list[TimelineEvent]
     alerts: list[AlertView]
 

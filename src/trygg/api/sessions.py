@@ -377,6 +377,17 @@ class MeWithSession(BaseModel):
     name: str
     role: str
     teams: list[str]
+    districts: list[str] | None = Field(
+        None,
+        description="the districts the user is scoped to (then teams has theirs as well);"
+        " absent when it is scoped to none",
+    )
+    district_names: dict[str, str] | None = Field(
+        None,
+        description="for the console's header, id -> name: the districts of a scoped user"
+        " (its districts and its teams'), else every district; absent when the registry"
+        " has only the default district",
+    )
     session: CurrentSession | None = Field(
         None, description="signed in with a session (cookie), not a bearer token"
     )
@@ -398,7 +409,14 @@ class SignInConfig(BaseModel):
 
 
 def me_view(u: User) -> dict[str, Any]:
-    d: dict[str, Any] = {"name": u.name, "role": u.role, "teams": list(u.teams), "session": None}
+    d: dict[str, Any] = {
+        "name": u.name,
+        "role": u.role,
+        "teams": list(u.teams),
+        "session": None,
+    }
+    if u.districts:
+        d["districts"] = list(u.districts)
     if u.session is not None and u.expires_at is not None:
         d["session"] = {"id": u.session, "kind": u.session_kind, "expires_at": u.expires_at}
     return d

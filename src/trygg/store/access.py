@@ -29,6 +29,9 @@ from psycopg.types.json import Jsonb
 ROLES = ("care_staff", "team_leader", "specialist", "auditor", "admin")
 # Roles that see and act on the alerts of their own teams only.
 TEAM_ROLES = ("care_staff", "team_leader")
+# Roles that may be scoped to districts instead of (or besides) listing teams
+# (migration 0010): they then see the teams of those districts only.
+DISTRICT_ROLES = ("team_leader", "specialist", "auditor")
 SESSION_PREFIX = "ts_"  # a session's secret, as the cookie holds it
 ENROL_PREFIX = "te_"  # a one-time enrolment code
 
@@ -42,6 +45,24 @@ class User:
     session: str | None = None
     session_kind: str | None = None
     expires_at: datetime | None = None
+    # The districts the user is scoped to (migration 0010); ``teams`` then holds
+    # its listed teams and every team in those districts when it signed in.
+    districts: tuple[str, ...] = ()
+
+    @property
+    def scoped(self) -> bool:
+        """Sees only ``teams`` (care staff, team leaders, and anyone scoped to
+        districts but an admin); else every team."""
+        return self.role in TEAM_ROLES or (bool(self.districts) and self.role != "admin")
+
+
+# The user's teams as it signs in: those listed and those of its districts
+# (u: api_users); a team moved to another district moves with it.
+_TEAMS = (
+    "CASE WHEN cardinality(u.districts) = 0 THEN u.teams ELSE"
+    " ARRAY(SELECT DISTINCT x FROM unnest(u.teams"
+    " || ARRAY(SELECT t.id FROM teams t WHERE t.district = ANY(u.districts))) x ORDER BY x) END"
+)
 
 
 def hash_token(token: str) -> str:
@@ -53,18 +74,43 @@ def new_token() -> str:
     return "tg_" + secrets.token_urlsafe(32)
 
 
-def add_user(conn: psycopg.Connection, name: str, role: str, teams: Sequence[str] = ()) -> str:
-    """Create (or replace the token of) a user; returns the token, shown only once."""
+def check_districts(conn: psycopg.Connection, role: str, districts: Sequence[str]) -> None:
+    """Refuse a district scope for a role that cannot have one, or a district
+    that is not stored (``trygg registry load`` stores them)."""
+    if not districts:
+        return
+    if role not in DISTRICT_ROLES:
+        raise ValueError(f"{role} cannot be scoped to districts (only {', '.join(DISTRICT_ROLES)})")
+    known = {str(r[0]) for r in conn.execute("SELECT id FROM districts").fetchall()}
+    unknown = [d for d in districts if d not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown district {', '.join(map(repr, unknown))}"
+            f" (stored: {', '.join(sorted(known)) or 'none'}; load the registry first)"
+        )
+
+
+def add_user(
+    conn: psycopg.Connection,
+    name: str,
+    role: str,
+    teams: Sequence[str] = (),
+    districts: Sequence[str] = (),
+) -> str:
+    """Create (or replace the token of) a user; returns the token, shown only once.
+    ``districts``: scope a team leader, specialist or auditor to these districts."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
-    if role in TEAM_ROLES and not teams:
-        raise ValueError(f"{role} needs at least one team (--team)")
+    if role in TEAM_ROLES and not teams and not districts:
+        raise ValueError(f"{role} needs at least one team (--team) or district (--district)")
+    check_districts(conn, role, districts)
     token = new_token()
     conn.execute(
-        "INSERT INTO api_users (name, role, teams, token_hash) VALUES (%s, %s, %s, %s)"
+        "INSERT INTO api_users (name, role, teams, districts, token_hash)"
+        " VALUES (%s, %s, %s, %s, %s)"
         " ON CONFLICT (name) DO UPDATE SET role = excluded.role, teams = excluded.teams,"
-        " token_hash = excluded.token_hash, disabled_at = NULL",
-        [name, role, list(teams), hash_token(token)],
+        " districts = excluded.districts, token_hash = excluded.token_hash, disabled_at = NULL",
+        [name, role, list(teams), list(districts), hash_token(token)],
     )
     return token
 
@@ -72,7 +118,8 @@ def add_user(conn: psycopg.Connection, name: str, role: str, teams: Sequence[str
 def get_user(conn: psycopg.Connection, name: str) -> dict[str, Any] | None:
     """The user row (never its token), disabled or not; None if there is none."""
     row = conn.execute(
-        "SELECT name, role, teams, disabled_at, source FROM api_users WHERE name = %s", [name]
+        "SELECT name, role, teams, disabled_at, source, districts FROM api_users WHERE name = %s",
+        [name],
     ).fetchone()
     if row is None:
         return None
@@ -82,6 +129,7 @@ def get_user(conn: psycopg.Connection, name: str) -> dict[str, Any] | None:
         "teams": list(row[2]),
         "disabled_at": row[3],
         "source": row[4],
+        "districts": list(row[5]),
     }
 
 
@@ -126,20 +174,28 @@ def disable_user(conn: psycopg.Connection, name: str) -> bool:
 
 def list_users(conn: psycopg.Connection) -> list[dict[str, Any]]:
     rows = conn.execute(
-        "SELECT name, role, teams, created_at, disabled_at FROM api_users ORDER BY name"
+        "SELECT name, role, teams, created_at, disabled_at, districts FROM api_users ORDER BY name"
     ).fetchall()
     return [
-        {"name": r[0], "role": r[1], "teams": list(r[2]), "created_at": r[3], "disabled_at": r[4]}
+        {
+            "name": r[0],
+            "role": r[1],
+            "teams": list(r[2]),
+            "created_at": r[3],
+            "disabled_at": r[4],
+            "districts": list(r[5]),
+        }
         for r in rows
     ]
 
 
 def user_by_token(conn: psycopg.Connection, token: str) -> User | None:
     row = conn.execute(
-        "SELECT name, role, teams FROM api_users WHERE token_hash = %s AND disabled_at IS NULL",
+        f"SELECT u.name, u.role, {_TEAMS}, u.districts FROM api_users u"
+        " WHERE u.token_hash = %s AND u.disabled_at IS NULL",
         [hash_token(token)],
     ).fetchone()
-    return User(row[0], row[1], tuple(row[2])) if row else None
+    return User(row[0], row[1], tuple(row[2]), districts=tuple(row[3])) if row else None
 
 
 def active_token_hashes(conn: psycopg.Connection, hashes: Sequence[str]) -> set[str]:
@@ -178,12 +234,18 @@ def read_access_log(
     actor: str | None = None,
     since: datetime | None = None,
     limit: int = 500,
+    residents: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
+    """The newest rows first. ``residents``: only rows about one of these
+    residents (a district-scoped auditor's)."""
     where: list[str] = []
     args: list[Any] = []
     if resident is not None:
         where.append("resident = %s")
         args.append(resident)
+    if residents is not None:
+        where.append("resident = ANY(%s)")
+        args.append(list(residents))
     if actor is not None:
         where.append("actor = %s")
         args.append(actor)
@@ -355,14 +417,14 @@ def user_by_session(conn: psycopg.Connection, secret: str) -> User | None:
     """The session's user, or None for an unknown, revoked or expired session
     (or a disabled user, or a replaced token)."""
     row = conn.execute(
-        "SELECT u.name, u.role, u.teams, s.id, s.kind, s.expires_at"
+        f"SELECT u.name, u.role, {_TEAMS}, s.id, s.kind, s.expires_at, u.districts"
         " FROM api_sessions s JOIN api_users u ON u.name = s.user_name"
         f" WHERE s.secret_hash = %s AND {_SESSION_VALID}",
         [hash_token(secret)],
     ).fetchone()
     if row is None:
         return None
-    return User(row[0], row[1], tuple(row[2]), str(row[3]), row[4], row[5])
+    return User(row[0], row[1], tuple(row[2]), str(row[3]), row[4], row[5], tuple(row[6]))
 
 
 def active_session_hashes(conn: psycopg.Connection, hashes: Sequence[str]) -> set[str]:
