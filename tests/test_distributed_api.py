@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -176,7 +175,7 @@ def api(pg_server: PrivatePostgres) -> Iterator[Api]:
     assert stack.procs["api"].returncode == 0, stack.log("api")[-2000:]
     log = stack.log("api")
     assert "r-a1" not in log and "nurse-a" not in log  # no residents or staff in its log
-    shutil.rmtree(stack.dir, ignore_errors=True)
+    stack.remove()
 
 
 class Feed(threading.Thread):

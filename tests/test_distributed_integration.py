@@ -82,12 +82,6 @@ def moved(e: SimEvent, seconds: int) -> SimEvent:
     )
 
 
-@pytest.fixture
-def tansu():  # type: ignore[no-untyped-def]
-    with PrivateTansu() as k:
-        yield k
-
-
 def stored_fires(url: str) -> list[tuple[str, str, datetime]]:
     """Every fire the alert service recorded: raised alerts and repeats."""
     with psycopg.connect(url) as c:
@@ -196,4 +190,4 @@ def test_two_bridges_two_workers_one_killed(
         assert count(db, "SELECT count(*) FROM dead_letters") == sum(1 for e in sim if e.malformed)
         assert stored_before_kill < len(distinct)  # the kill really was mid-run
     finally:
-        stack.stop()
+        stack.close()

@@ -279,4 +279,4 @@ def test_webhook_down_then_up_receives_the_alarm_once_on_tansu(
             got = delivered()
             assert got[0] == (False, 1) and got[-1][0] and got[-1][1] >= 8, got
         finally:
-            stack.stop()
+            stack.close()

@@ -7,7 +7,6 @@ the API into the access log."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from datetime import UTC, datetime
 
@@ -102,6 +101,6 @@ def test_bridge_worker_and_api_as_the_application_role(db: str) -> None:
             stack.stop()
         for name in ("w1", "b1", "api"):
             assert "permission denied" not in stack.log(name), stack.log(name)[-3000:]
-        shutil.rmtree(stack.dir, ignore_errors=True)
+        stack.remove()
     with psycopg.connect(db) as conn:
         assert verify(conn).ok

