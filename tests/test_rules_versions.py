@@ -4,6 +4,7 @@ command line, care-plan changes recorded, the shadow comparison."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -106,6 +107,8 @@ def test_versions_are_immutable_and_a_change_is_a_new_version(db: str, tmp_path:
     assert v2 in hist[1] and "published (was " + v1 + ")" in hist[1]
     assert "bo" in hist[1] and "more time at night" in hist[1]
     assert v1 in hist[2] and "retired" in hist[2] and "ann" in hist[2]
+    # local time with its offset, as every report gives it (a DST night is otherwise ambiguous)
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d  ", hist[1]), hist[1]
 
     diff = _cli(db, "diff", v1[:10], "active").stdout
     assert diff.startswith(f"catalogue {v1} -> {v2}\n")

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from trygg.locale import Words
 from trygg.rules.backtest import (
     ADDED,
     DELAYED,
@@ -156,8 +157,11 @@ def _pct(v: float | None) -> str:
 
 
 def _local(zone: ZoneInfo) -> Callable[[datetime | None], str]:
+    """Local time with its UTC offset (2026-03-29 03:00 +02:00): a DST night's
+    hours are otherwise ambiguous, as in every other report."""
+
     def f(t: datetime | None) -> str:
-        return "-" if t is None else t.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+        return Words.when(t, zone.key)
 
     return f
 

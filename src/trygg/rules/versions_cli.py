@@ -21,6 +21,7 @@ import typer
 from trygg.alerts.alert import FALSE_OUTCOMES
 from trygg.cli_support import ConfigOpt, fail, settings_or_exit
 from trygg.durations import parse_duration
+from trygg.locale import Words
 from trygg.rules.catalogue import Catalogue, CatalogueError, default_rules_dir
 from trygg.rules.engine import CarePlanError, Engine
 from trygg.rules.versions import (
@@ -144,7 +145,7 @@ def register(app: typer.Typer) -> None:
             ["when", "version", "kind", "change", "status now", "who", "why"],
             [
                 [
-                    f"{h.at.astimezone(tz):%Y-%m-%d %H:%M:%S}",
+                    Words.when(h.at, tz.key, seconds=True),
                     h.version,
                     h.kind,
                     h.action + (f" (was {h.previous})" if h.previous else ""),
@@ -331,7 +332,7 @@ def register(app: typer.Typer) -> None:
 def _print_report(doc: dict[str, Any], tz: ZoneInfo, tol: timedelta) -> None:
     t1 = datetime.fromisoformat(doc["from"]).astimezone(tz)
     t2 = datetime.fromisoformat(doc["to"]).astimezone(tz)
-    typer.echo(f"shadow report {t1:%Y-%m-%d %H:%M} - {t2:%Y-%m-%d %H:%M} ({tz.key})")
+    typer.echo(f"shadow report {Words.when(t1, tz.key)} - {Words.when(t2, tz.key)} ({tz.key})")
     typer.echo(f"active catalogue: {', '.join(doc['active_versions']) or '(no alerts)'}")
     typer.echo(
         f"shadow catalogue: {', '.join(doc['shadow_versions']) or doc['shadow_version'] or '-'}"
