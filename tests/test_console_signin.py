@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -400,6 +401,8 @@ def test_an_expired_session_is_refused(stack: Stack, browser: Any) -> None:
     )
     link = out.stdout.strip().splitlines()[0]
     assert link.startswith(f"{stack.base}/auth/enrol?code=te_"), out.stdout
+    # when the link stops working, in local time with its offset
+    assert re.search(r"it works once, until \d{4}-\d\d-\d\d \d\d:\d\d [+-]\d\d:\d\d\.", out.stderr)
     ctx = phone(browser)
     page = exchange(ctx, link)
     cookie = session_cookie(ctx)

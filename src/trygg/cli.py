@@ -19,6 +19,7 @@ from trygg.cli_support import ConfigOpt, refuse_on
 from trygg.cli_support import fail as _fail
 from trygg.cli_support import settings_or_exit as _settings
 from trygg.ingest.cli import devices_app
+from trygg.locale import Words
 from trygg.rules.cli import app as rules_app
 
 app = typer.Typer(
@@ -347,7 +348,7 @@ def users_enrol(
     typer.echo(link)
     if sys.stdout.isatty():
         code_img.terminal(compact=True)
-    until = enr["expires_at"].astimezone().strftime("%H:%M")
+    until = Words.when(enr["expires_at"], s.report_timezone)  # with its offset, as everywhere
     typer.echo(
         f"{'created ' if created else ''}user {name} ({u['role']}, {', '.join(u['teams'])}):"
         f" open the link on the phone, or scan the QR code{' in ' + str(qr) if qr else ''};"
