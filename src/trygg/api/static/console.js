@@ -465,7 +465,10 @@ function fill(li, a, quiet) {
   li.querySelector(".elapsed").setAttribute("aria-label", elapsed(a.raised_at) + " " + t("ago"));
   let meta = t("resident") + " " + a.resident + " · " + t("team") + " " + a.team;
   if (devs.length === 1) meta += " · " + devs[0];
-  if (a.repeat_count) meta += " · " + t("repeats") + " " + a.repeat_count + "×";
+  // A folded outage records each further device as a repeat: those are counted
+  // in the title ("50 enheter"); only what fired again beyond them is a repeat.
+  const repeats = (a.repeat_count || 0) - Math.max(devs.length - 1, 0);
+  if (repeats > 0) meta += " · " + t("repeats") + " " + repeats + "×";
   // An alarm that reached trygg late is alerted all the same; say how late.
   const late = a.signal_at ? (Date.parse(a.raised_at) - Date.parse(a.signal_at)) / 60000 : 0;
   if (late >= 1) meta += " · " + T[lang].late_by(Math.round(late));
