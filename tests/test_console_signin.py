@@ -353,6 +353,8 @@ def test_a_revoked_session_is_refused_and_its_stream_closed_within_5_s(
     jar = f"{cookie['name']}={cookie['value']}"
     raw = Stream(stack.base, jar)
     sid = page.evaluate("fetch('/api/me').then((r) => r.json())")["session"]["id"]
+    streams: list[str] = []
+    page.on("request", lambda r: streams.append(r.url) if "/api/stream" in r.url else None)
 
     # the leader revokes the phone's session from the console
     leader.click("#phones summary")
@@ -363,6 +365,8 @@ def test_a_revoked_session_is_refused_and_its_stream_closed_within_5_s(
     row.locator('button[data-action="revoke"]').click()
     page.wait_for_selector("#login:not([hidden])", timeout=5000)
     assert "Innloggingen er avsluttet" in page.inner_text("#login-error")
+    # the stream's `revoked` event took the phone to sign-in: no reconnect to find out
+    assert streams == [], streams
     wait_until(lambda: raw.closed_at is not None, timeout=5)
     assert raw.revoked_at is not None and raw.revoked_at - t0 < 5.0
     assert raw.closed_at is not None and raw.closed_at - t0 < 5.0

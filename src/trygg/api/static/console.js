@@ -983,7 +983,11 @@ async function stream() {
         let i;
         while ((i = buf.indexOf("\n\n")) >= 0) {
           const chunk = buf.slice(0, i); buf = buf.slice(i + 2);
-          const data = chunk.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+          const lines = chunk.split("\n");
+          const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+          // The server ends the stream with `revoked` when the session is revoked or
+          // has expired: go to sign-in at once, without a reconnect that only gets 401.
+          if (lines.includes("event: revoked")) { streamAbort.abort(); logout(ended(), false); return; }
           if (data) onMessage(JSON.parse(data));
         }
       }
