@@ -8,6 +8,7 @@ prints the monotonic time of the first publish (for latency measurements).
 """
 
 import base64
+import os
 import sys
 import time
 
@@ -33,6 +34,7 @@ def main() -> None:
     infos = []
     first_sent = None
     with open(path) as f:
+        os.unlink(path)  # the file is ours to remove: read on from the open file
         for line in f:
             topic, b64 = line.rstrip("\n").split("\t")
             if first_sent is None:
