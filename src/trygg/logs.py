@@ -234,5 +234,33 @@ def configure(fmt: str = "console", level: str = "INFO", repeat_period: float = 
         atexit.register(flush_repeated, True)
 
 
+def handler() -> logging.Handler:
+    """The handler ``configure`` put on the root logger (structlog's
+    ProcessorFormatter, the repeat filter); configured first if it was not."""
+    for h in logging.getLogger().handlers:
+        if isinstance(h, _Handler):
+            return h
+    configure()
+    return handler()
+
+
+def dict_config(level: str) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` for a library that sets logging up itself,
+    so that its records keep going through trygg's handler.
+
+    Faust's worker does (mode's ``Worker`` calls ``mode.utils.logging.setup_logging``
+    at start: it clears the root logger's handlers and applies this instead of
+    its own, a colorlog handler on stdout whose ``[WARNING] ...`` prefix broke
+    every JSON line). The handler is the same object, so its repeat counts go on.
+    """
+    mine = handler()  # now: mode takes the root logger's handlers off before applying it
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"trygg": {"()": lambda: mine}},
+        "root": {"level": logging.getLevelName(level.upper()), "handlers": ["trygg"]},
+    }
+
+
 def get(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)  # type: ignore[no-any-return]

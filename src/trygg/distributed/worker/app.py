@@ -914,7 +914,16 @@ def run_worker(settings: Settings, applied_log: Path | None = None) -> None:
         else None,
         clock=settings.worker_clock,
     )
+    fw = FaustWorker(
+        w.app,
+        loglevel=settings.log_level.lower(),
+        quiet=True,
+        # trygg's logging, not mode's (docs/distributed.md, "Logs"): its records
+        # through trygg.logs' handler, and stdout/stderr left alone (mode would
+        # wrap each of trygg's own lines into a "[WARNING] ..." record).
+        logging_config=logs.dict_config(settings.log_level),
+        redirect_stdouts=False,
+    )
+    fw.spinner = None  # a terminal spinner: escape codes in a log that is no terminal
     with contextlib.suppress(SystemExit):
-        FaustWorker(
-            w.app, loglevel=settings.log_level.lower(), quiet=True
-        ).execute_from_commandline()
+        fw.execute_from_commandline()
