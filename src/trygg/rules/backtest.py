@@ -365,6 +365,18 @@ class _Counted:
         self.n = n
 
 
+def alert_order(s: Signal) -> tuple[float, str]:
+    """The order of a back-test's alerts: by time, then by resident; one
+    resident's alerts at the same time in the order the engine decided them.
+
+    Defined so that it does not depend on how residents' events interleave:
+    the engine's state is per resident, so a run over some of the residents
+    (a shard, ``trygg.rules.backtest_shards``) decides each of their alerts
+    as the run over all of them does, and the shards' lists merged in this
+    order equal the single run's list."""
+    return (s.at.timestamp(), s.resident)
+
+
 def run_engines(
     events: Iterable[Event | Received],
     registry: Registry,
@@ -374,13 +386,20 @@ def run_engines(
     until: datetime,
 ) -> tuple[list[Signal], list[Signal], int, int]:
     """Both catalogues over the same events (one pass; each an ``Event`` or an
-    ``(Event, received)`` pair); the fire signals of each in time order, the
-    number of events and of late events (evaluated by the immediate rules only).
-    Raises ``CarePlanError`` if a care plan does not fit a catalogue."""
+    ``(Event, received)`` pair); the fire signals of each in ``alert_order``,
+    the number of events and of late events (evaluated by the immediate rules
+    only). Raises ``CarePlanError`` if a care plan does not fit a catalogue."""
     engines = [Engine(current, registry), Engine(candidate, registry)]
     counted = _Counted(events)
     cur, cand = drive(counted, engines, until=until)
+    cur.sort(key=alert_order)  # stable: drive gives each resident's in decided order
+    cand.sort(key=alert_order)
     return cur, cand, counted.n, engines[0].late_events
+
+
+EngineRunner = Callable[..., tuple[list[Signal], list[Signal], int, int]]
+"""``run_engines``, or a runner called like it (``events, registry, current,
+candidate, until=``), e.g. ``backtest_shards.ShardedRunner``."""
 
 
 def backtest(
@@ -396,10 +415,12 @@ def backtest(
     records: Sequence[RuleRecord] = (),
     teams: Sequence[str] | None = None,
     match_window: timedelta = MATCH_WINDOW,
+    runner: EngineRunner = run_engines,
 ) -> BacktestResult:
-    """Run both catalogues over ``events`` and compare (module docstring)."""
+    """Run both catalogues over ``events`` and compare (module docstring);
+    ``runner`` runs the engines (default: in this process)."""
     t0 = time.perf_counter()
-    cur, cand, n, late = run_engines(
+    cur, cand, n, late = runner(
         events, registry, current, candidate, until=until if until is not None else end
     )
     elapsed = time.perf_counter() - t0

@@ -248,6 +248,7 @@ _versions_cli.register(app)
 from collections.abc import Callable  # noqa: E402
 
 from trygg.cli_support import ConfigOpt, fail, settings_or_exit  # noqa: E402
+from trygg.rules.backtest_shards import ShardedRunner, ShardFailed, default_jobs  # noqa: E402
 
 
 @app.command("backtest")
@@ -285,6 +286,14 @@ def backtest_cmd(
         "events are also read this far past --to.",
     ),
     fetch_size: int = typer.Option(20_000, "--fetch-size", help="Rows per database fetch."),
+    jobs: Optional[int] = typer.Option(  # noqa: UP045
+        None,
+        "--jobs",
+        "-j",
+        help="Worker processes, each back-testing a shard of the residents with its own "
+        "database cursor; the report is the same. Default: the cores this machine gives us; "
+        "1: in this process.",
+    ),
     progress: Optional[bool] = typer.Option(  # noqa: UP045
         None, "--progress/--no-progress", help="Progress bar on stderr (default: on a terminal)."
     ),
@@ -319,6 +328,8 @@ def backtest_cmd(
         raise typer.BadParameter(str(exc)) from None
     if t2 <= t1:
         raise typer.BadParameter("--to must be after --from")
+    if jobs is not None and jobs < 1:
+        raise typer.BadParameter("--jobs must be at least 1")
     cand = _catalogue(candidate)
     try:
         conn = psycopg.connect(s.database_url)
@@ -361,6 +372,9 @@ def backtest_cmd(
                 itersize=fetch_size,
                 progress=tick,
             )
+            runner = _shard_runner(
+                conn, s.database_url, jobs, residents, t1 - pre, t2 + window, fetch_size, tick
+            )
             try:
                 res = backtest(
                     stream,
@@ -374,11 +388,14 @@ def backtest_cmd(
                     records=records,
                     teams=team,
                     match_window=window,
+                    **({"runner": runner} if runner is not None else {}),
                 )
             except CarePlanError as exc:
                 fail(
                     "the stored care plans do not fit a catalogue:\n  " + "\n  ".join(exc.problems)
                 )
+            except ShardFailed as exc:
+                fail(str(exc))
         # A back-test reads residents' events: one access-log row names the period,
         # the teams and every resident the report shows.
         log_access(
@@ -406,11 +423,41 @@ def backtest_cmd(
         sys.stdout.write(text)
     else:
         out.write_text(text, encoding="utf-8")
+    n_unknown = runner.unknown_device if runner is not None else stream.unknown_device
     typer.echo(
-        f"back-tested {res.events:,} events ({stream.unknown_device} from unknown devices) in "
+        f"back-tested {res.events:,} events ({n_unknown} from unknown devices) in "
         f"{res.elapsed_s:.1f} s: {res.current_alerts} -> {res.candidate_alerts} alerts"
+        + (f" ({len(runner.runs)} shards)" if runner is not None else "")
         + (f"; wrote {out}" if out is not None else ""),
         err=True,
+    )
+
+
+def _shard_runner(
+    conn: Any,
+    database_url: str,
+    jobs: int | None,
+    residents: list[str] | None,
+    start: datetime,
+    end: datetime,
+    fetch_size: int,
+    tick: Callable[[int, datetime | None], None] | None,
+) -> ShardedRunner | None:
+    """``--jobs``: the engines sharded by resident over worker processes
+    (trygg.rules.backtest_shards), or None for this process (``--jobs 1``).
+    The shards are the stored residents (of the teams asked for, if any)."""
+    from trygg.store import history
+
+    n = jobs if jobs is not None else default_jobs()
+    if n <= 1:
+        return None
+    with conn.transaction():
+        shards = history.resident_shards(conn, n)
+    if residents is not None:
+        wanted_ids = set(residents)
+        shards = [[r for r in rs if r in wanted_ids] for rs in shards]
+    return ShardedRunner(
+        database_url, shards, start, end, itersize=fetch_size, jobs=n, progress=tick
     )
 
 

@@ -203,3 +203,48 @@ def recorded_incidents(
     """
     with conn.cursor(row_factory=dict_row) as cur:
         return list(cur.execute(sql, params).fetchall())
+
+
+# ------------------------------------------------------------------ shards --
+
+SHARD_OF = "mod(mod(hashtextextended({col}, 0), %(n)s::bigint) + %(n)s::bigint, %(n)s::bigint)"
+"""The shard (0 .. n-1) of a resident id: PostgreSQL's stable text hash (the one
+hash partitioning uses, the same on every server and in every session, unlike
+Python's salted ``hash()``), made non-negative. An operator can ask psql which
+shard a resident is in: ``SELECT mod(mod(hashtextextended('r-0001', 0), 4) + 4, 4)``."""
+
+
+def resident_shards(conn: psycopg.Connection[Any], n: int) -> list[list[str]]:
+    """Every stored resident, in ``n`` shards by ``SHARD_OF`` (each sorted).
+
+    The stored residents are all there are: ingest stores an event with its
+    device's resident from the registry, and residents are never deleted, so
+    the shards together cover every stored event."""
+    if n < 1:
+        raise ValueError("the number of shards must be at least 1")
+    sql = f"SELECT id, {SHARD_OF.format(col='id')} FROM residents ORDER BY id"
+    shards: list[list[str]] = [[] for _ in range(n)]
+    for rid, k in conn.execute(sql, {"n": n}).fetchall():
+        shards[int(k)].append(rid)
+    return shards
+
+
+def event_stream_plan(
+    conn: psycopg.Connection[Any],
+    start: datetime,
+    end: datetime,
+    residents: Sequence[str] | None = None,
+    *,
+    analyze: bool = False,
+) -> str:
+    """``EXPLAIN`` of ``EventStream``'s query (the plan one shard's cursor runs):
+    which chunks, which index. ``analyze`` runs it (reads the rows)."""
+    where, params = _filters(start, end, residents)
+    opts = "ANALYZE, BUFFERS, " if analyze else ""
+    sql = (
+        f"EXPLAIN ({opts}COSTS OFF) SELECT {EVENT_COLUMNS} FROM events WHERE {where}"
+        " ORDER BY received_at, time, event_id"
+    )
+    with conn.transaction():
+        rows = conn.execute(sql, params).fetchall()
+    return "\n".join(str(r[0]) for r in rows)

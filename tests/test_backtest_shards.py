@@ -1,0 +1,193 @@
+"""`trygg rules backtest --jobs N` (issue 22): the back-test sharded by resident
+across worker processes gives the single process's report byte for byte, and
+a shard that dies fails the whole run -- on a real TimescaleDB, real worker
+processes and the simulator's month across the spring-forward night."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import new_database, trygg_cli
+from tests.helpers import wait_until
+from tests.test_backtest import BED_EXIT, END, START, candidate_dir, current, store, to_events
+from trygg.devenv import PrivatePostgres
+from trygg.registry import Registry
+from trygg.rules.backtest import alert_order, run_engines
+from trygg.rules.backtest_shards import ShardedRunner
+from trygg.rules.catalogue import load_catalogue
+from trygg.simulate import build_homes, generate, make_rates
+from trygg.store import history
+from trygg.store.migrate import migrate
+from trygg.store.registry import load_registry
+
+HOMES = 10
+CARE_PLANS = {  # care plans that move alerts, so they must travel to the shards
+    "r-0002": {"bed-exit-no-return": {"wait": "25m", "reason": "slow to get back to bed"}},
+    "r-0005": {"inactivity": {"for": "3h"}},
+    "r-0007": {"bed-exit-no-return": {"wait": "15m"}},
+}
+
+
+@dataclass
+class City:
+    url: str
+    registry: Registry
+    events: int
+
+
+@pytest.fixture(scope="module")
+def city(pg_server: PrivatePostgres) -> City:
+    """March 2026 (spring forward on the 29th) for 10 simulated homes, three of
+    them with care plans, in a fresh database."""
+    url = new_database(pg_server)
+    migrate(url)
+    registry, homes = build_homes(HOMES, seed=22, heartbeat=timedelta(hours=1))
+    residents = [
+        r.model_copy(update={"overrides": CARE_PLANS.get(r.id, {})}) for r in registry.residents
+    ]
+    registry = registry.model_copy(update={"residents": residents})
+    rates = make_rates({"night-exit-no-return": 0.4, "duplicate": 0.0, "malformed": 0.0})
+    events = list(to_events(generate(homes, START, END, 22, rates, []), registry))
+    store(url, registry, events)
+    return City(url, registry, len(events))
+
+
+def backtest_cli(
+    city: City, cand: Path, jobs: int, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    env = {"TRYGG_DATABASE_URL": city.url, "TRYGG_REPORT_TIMEZONE": "Europe/Oslo"}
+    args = ["rules", "backtest", "--candidate", str(cand), "--from", "2026-03-01"]
+    return trygg_cli(*args, "--to", "2026-04-01", "--jobs", str(jobs), *extra, env=env)
+
+
+TIMINGS = [
+    (re.compile(r'"elapsed_s": [0-9.]+'), '"elapsed_s": T'),
+    (re.compile(r'"events_per_s": [0-9.]+'), '"events_per_s": R'),
+    (re.compile(r" in [0-9.,]+ s: [0-9,]+ events/s"), " in T s: R events/s"),
+]
+
+
+def untimed(report: str) -> str:
+    """The report without the run's own duration and rate (which differ between
+    any two runs); everything else must be the same byte for byte."""
+    for pattern, repl in TIMINGS:
+        report, n = pattern.subn(repl, report)
+        assert n <= 1
+    return report
+
+
+def test_sharded_and_single_process_reports_are_byte_identical(city: City, tmp_path: Path) -> None:
+    cand = candidate_dir(tmp_path)
+    with psycopg.connect(city.url) as conn:
+        shards = history.resident_shards(conn, 3)
+        stored = load_registry(conn)
+    # the shards split the residents (every one in exactly one), none is empty,
+    # and the care plans are the stored ones
+    assert sorted(r for s in shards for r in s) == sorted(r.id for r in city.registry.residents)
+    assert all(shards)
+    assert {r.id: r.overrides for r in stored.residents if r.overrides} == CARE_PLANS
+
+    reports: dict[tuple[int, str], str] = {}
+    for jobs in (1, 3):
+        for fmt in ("json", "table"):
+            r = backtest_cli(city, cand, jobs, "--format", fmt, "--no-progress")
+            reports[(jobs, fmt)] = r.stdout
+            assert f"back-tested {city.events:,} events" in r.stderr
+            assert ("(3 shards)" in r.stderr) == (jobs == 3)
+    assert untimed(reports[(3, "json")]) == untimed(reports[(1, "json")])
+    assert untimed(reports[(3, "table")]) == untimed(reports[(1, "table")])
+    # not a vacuous comparison: the candidate changes alerts of residents in every shard
+    doc = json.loads(reports[(1, "json")])
+    changed = {c["resident"] for c in doc["changes"]}
+    assert len(doc["changes"]) > 10
+    assert all(changed & set(s) for s in shards)
+    # the care plans of r-0002 and r-0007 set their bed-exit wait in both catalogues:
+    # their bed exits alert (below), and the candidate's 30 min changes none of them
+    assert changed and not changed & {"r-0002", "r-0007"}
+
+    # The alert lists themselves, in the same order (alert_order), not only the report.
+    cat, cand_cat = current(), load_catalogue([cand])
+    with psycopg.connect(city.url) as conn:
+        conn.commit()
+        stream = history.EventStream(conn, stored, START - timedelta(days=1), END)
+        one = run_engines(stream, stored, cat, cand_cat, until=END)
+    runner = ShardedRunner(city.url, shards, START - timedelta(days=1), END, itersize=3_000)
+    sharded = runner([], stored, cat, cand_cat, until=END)
+    assert sharded == one
+    assert {"r-0002", "r-0007"} <= {s.resident for s in one[0] if s.rule == BED_EXIT}
+    assert [alert_order(s) for s in one[0]] == sorted(alert_order(s) for s in one[0])
+    assert len(runner.runs) == 3 and all(r.events > 0 for r in runner.runs)
+    assert sum(r.events for r in runner.runs) == one[2]
+
+
+def _workers(pid: int) -> list[int]:
+    """The spawn workers among ``pid``'s children (not multiprocessing's resource tracker)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    found = []
+    for c in children:
+        try:
+            cmd = Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"multiprocessing.spawn" in cmd:
+            found.append(int(c))
+    return found
+
+
+def _streaming_shards(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE"
+            " 'trygg backtest shard %' AND state IN ('active', 'idle in transaction')"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_killed_shard_fails_the_whole_run_and_writes_no_report(
+    city: City, tmp_path: Path
+) -> None:
+    cand = candidate_dir(tmp_path)
+    out = tmp_path / "report.json"
+    exe = Path(sys.executable).parent / "trygg"
+    env = {**os.environ, "TRYGG_DATABASE_URL": city.url, "TRYGG_REPORT_TIMEZONE": "Europe/Oslo"}
+    args = ["rules", "backtest", "--candidate", str(cand), "--from", "2026-03-01"]
+    args += ["--to", "2026-04-01", "--jobs", "2", "--fetch-size", "50", "--format", "json"]
+    proc = subprocess.Popen(
+        [str(exe), *args, "--out", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # mid-run: both shards hold their cursor open (reading 50 rows a fetch)
+        wait_until(lambda: _streaming_shards(city.url) == 2, timeout=60)
+        victims = wait_until(lambda: _workers(proc.pid), timeout=10)
+        os.kill(victims[0], signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, stderr
+    assert "a back-test worker process ended abruptly" in stderr
+    assert "no report was written" in stderr
+    assert "Traceback" not in stderr
+    assert stdout == ""
+    assert not out.exists()
+    # and no worker is left behind
+    assert not _workers(proc.pid)
