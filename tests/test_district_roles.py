@@ -6,6 +6,7 @@ read is in the access log. Real mosquitto, PostgreSQL/TimescaleDB and trygg
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,8 @@ import pytest
 from tests.alerting_stack import REGISTRY, Stack, start_stack
 from tests.conftest import trygg_cli
 from tests.helpers import wait_until
+from tests.test_console import CHROMIUM, console_page
+from tests.test_console import browser as browser  # a fixture
 from trygg.store.access import add_user
 
 TWO_DISTRICTS: dict[str, Any] = {
@@ -122,3 +125,20 @@ def test_users_add_by_district(stack: Stack) -> None:
     trygg_cli("users", "add", "aud-w", "--role", "auditor", "--district", "west", env=env)
     out = trygg_cli("users", "list", env=env).stdout
     assert "aud-w\tauditor\tdistrict:west\tactive" in out.splitlines()
+
+
+@pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Debian's chromium is missing")
+def test_the_console_header_names_the_district(stack: Stack, browser: Any) -> None:
+    """In Chromium: the header names the district of the user's scope, by its
+    name, in Norwegian and (on request) English; an unscoped user of a site
+    with two districts sees both."""
+    page = console_page(stack, browser, "aud-east")
+    assert page.locator("#district").inner_text() == "Bydel Østensjø"
+    page.click("#lang")
+    assert page.locator("#district").inner_text() == "District Østensjø"
+    page.click("#lang")
+    nurse = console_page(stack, browser, "nurse-b")
+    assert nurse.locator("#district").inner_text() == "Bydel Frogner"
+    admin = console_page(stack, browser, "admin")
+    assert admin.locator("#district").inner_text() == "Bydeler Østensjø, Frogner"
+    assert not page.errors and not nurse.errors and not admin.errors

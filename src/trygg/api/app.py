@@ -255,8 +255,9 @@ def create_app(
         if u.scoped:
             ids = sorted({*u.districts, *(district_of(t) for t in u.teams)})
         else:
-            ids = reg.district_ids()
-            if ids == [DEFAULT_DISTRICT]:
+            used = set(reg.team_districts().values())  # districts with teams
+            ids = [d for d in reg.district_ids() if d in used]
+            if ids in ([], [DEFAULT_DISTRICT]):
                 ids = []
         return {i: names.get(i, i) for i in ids}
 

@@ -13,6 +13,7 @@ const T = {
     logout: "Logg ut", login_title: "Logg inn", token_label: "Tilgangsnøkkel", login: "Logg inn",
     bad_token: "Ukjent eller sperret nøkkel.", open_alerts: "Åpne alarmer",
     session_ended: "Innloggingen er avsluttet eller utløpt. Logg inn på nytt.",
+    district: (names) => (names.length > 1 ? "Bydeler " : "Bydel ") + names.join(", "),
     oidc_login: "Logg inn med kommunens konto", or_token: "eller med tilgangsnøkkel:",
     phones: "Telefoner", enrol_title: "Koble til en telefon", enrol_user: "Bruker",
     enrol_team: "Team (for en ny bruker)", enrol_make: "Lag lenke og QR-kode",
@@ -87,6 +88,7 @@ const T = {
     logout: "Log out", login_title: "Log in", token_label: "Access token", login: "Log in",
     bad_token: "Unknown or disabled token.", open_alerts: "Open alerts",
     session_ended: "Your sign-in has ended or expired. Sign in again.",
+    district: (names) => (names.length > 1 ? "Districts " : "District ") + names.join(", "),
     oidc_login: "Sign in with your municipality account", or_token: "or with an access token:",
     phones: "Phones", enrol_title: "Enrol a phone", enrol_user: "User",
     enrol_team: "Team (for a new user)", enrol_make: "Make link and QR code",
@@ -271,6 +273,14 @@ async function api(path, opts = {}) {
   return r;
 }
 
+// The district(s) (bydel) of the signed-in user's teams or scope, by name, in
+// the header; none when the registry has only the default district.
+function showDistrict() {
+  const names = Object.values((me && me.district_names) || {});
+  $("#district").hidden = !names.length;
+  $("#district").textContent = names.length ? T[lang].district(names) : "";
+}
+
 function applyLang() {
   document.documentElement.lang = lang === "nb" ? "nb" : "en";
   $("#lang").textContent = lang === "nb" ? "EN" : "NO";
@@ -278,6 +288,7 @@ function applyLang() {
   document.querySelectorAll("[data-i18n]").forEach((el) => { const v = t(el.dataset.i18n); if (typeof v === "string") el.textContent = v; });
   document.title = "trygg – " + t("open_alerts").toLowerCase();
   if (signedIn) setLive(liveState);
+  showDistrict();
   setDuty(duty.on, false);
   render();
   renderChannels();
@@ -298,6 +309,7 @@ function logout(msg, server = true) {
   showLogin();
   $("#duty-note").hidden = true; $("#channels").hidden = true; channels = [];
   $("#who").textContent = "";
+  showDistrict();
   loadedOnce = false;
   $("#login-error").textContent = msg || "";
   setLive(null);
@@ -1039,6 +1051,7 @@ async function start() {
   me = await r.json();
   signedIn = true;
   $("#who").textContent = me.name + (me.teams.length ? " · " + me.teams.join(", ") : "");
+  showDistrict();
   $("#login").hidden = true; $("#board").hidden = false; $("#logout").hidden = false; $("#duty").hidden = false;
   $("#phones").hidden = !(me.role === "team_leader" || me.role === "admin");
   dutyNote();
