@@ -21,8 +21,10 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
+from trygg.registry import DEFAULT_DISTRICT
 from trygg.store import kpi as kpi_sql
 from trygg.store.kpi import KpiParams, KpiRow
+from trygg.store.registry import district_map
 
 Progress = Callable[[str], None]
 
@@ -41,6 +43,9 @@ class ReportOptions:
     top: int = 10
     html_exception_limit: int = 300
     lang: str = "nb"
+    per: str | None = None
+    """``district``: the figures per district side by side (``trygg report --per
+    district``), as rows of dimension ``district`` (and ``district_rule``)."""
 
     def params(self) -> KpiParams:
         return KpiParams(
@@ -61,6 +66,21 @@ class Report:
     top_residents: list[dict[str, Any]]
     exceptions: list[dict[str, Any]]
     plots: dict[str, str] = field(default_factory=dict)
+    # team -> district and district -> name, as stored (every report names the
+    # district of its teams; a team not listed is in the default district)
+    team_districts: dict[str, str] = field(default_factory=dict)
+    district_names: dict[str, str] = field(default_factory=dict)
+
+    def district_of(self, team: str) -> str:
+        return self.team_districts.get(team, DEFAULT_DISTRICT)
+
+    def district_name(self, district: str) -> str:
+        return self.district_names.get(district, district)
+
+    @property
+    def several_districts(self) -> bool:
+        """The report's teams are in more than one district."""
+        return len({self.district_of(k.key) for k in self.group("team")}) > 1
 
     def group(self, dimension: str) -> list[KpiRow]:
         return [k for k in self.kpis if k.dimension == dimension]
@@ -96,7 +116,10 @@ def build_report(
         now=now,
     )
     tick("exceptions")
-    return Report(opts, now, rows, times, top, exc)
+    if opts.per == "district":
+        rows = [*rows, *kpi_sql.district_kpis(conn, p)]
+    teams, names = district_map(conn)
+    return Report(opts, now, rows, times, top, exc, team_districts=teams, district_names=names)
 
 
 PLOT_STAGES = (
@@ -213,14 +236,18 @@ def to_dict(report: Report) -> dict[str, Any]:
             "report": "trygg response times",
             "period": {"from": o.start, "to": o.end, "timezone": o.timezone},
             "team": o.team,
+            "district": report.district_of(o.team) if o.team else None,
+            "per": o.per,
             "site": o.site,
+            "team_districts": {k.key: report.district_of(k.key) for k in report.group("team")},
+            "district_names": report.district_names,
             "generated_at": report.generated_at,
             "targets": {"answered_within_60s": o.target60, "answered_within_180s": o.target180},
             "exception_limits": {
                 "answer_s": o.exception_answer_s,
                 "arrival_min": o.exception_arrival_min,
             },
-            "kpis": [k.to_dict() for k in report.kpis],
+            "kpis": [{**k.to_dict(), "district": row_district(report, k)} for k in report.kpis],
             "top_residents": report.top_residents,
             "exceptions": report.exceptions,
         },
@@ -268,6 +295,7 @@ CSV_FIELDS = (
     "not_at_home",
     "days",
     "partial",
+    "district",
 )
 
 
@@ -310,13 +338,26 @@ def csv_row(k: KpiRow) -> dict[str, Any]:
     }
 
 
+def row_district(report: Report, k: KpiRow) -> str | None:
+    """The district a row is about: a team's, a district's own, a district and
+    rule's; None for the other groups."""
+    if k.dimension == "team":
+        return report.district_of(k.key)
+    if k.dimension == "district":
+        return k.key
+    if k.dimension == "district_rule":
+        return str(k.extra.get("district"))
+    return None
+
+
 def to_csv(report: Report) -> str:
     """One row per group (dimension, key); empty cells where there is no data."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(CSV_FIELDS), lineterminator="\n")
     w.writeheader()
     for k in report.kpis:
-        w.writerow({f: ("" if v is None else v) for f, v in csv_row(k).items()})
+        row = {**csv_row(k), "district": row_district(report, k)}
+        w.writerow({f: ("" if v is None else v) for f, v in row.items()})
     return buf.getvalue()
 
 
@@ -427,7 +468,17 @@ def to_html(report: Report) -> str:
         w=w,
         all=report.overall,
         plots={k: markupsafe.Markup(v) for k, v in report.plots.items()},
-        groups=[(d, report.group(d)) for d in ("team", "severity", "rule", "month", "week")],
+        groups=[
+            (d, report.group(d))
+            for d in (
+                *(("district",) if o.per == "district" else ()),
+                "team",
+                "severity",
+                "rule",
+                "month",
+                "week",
+            )
+        ],
         partial_weeks=any(k.partial for k in report.group("week")),
         night=night,
         exceptions=shown,

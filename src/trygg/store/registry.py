@@ -113,3 +113,12 @@ def load_registry(conn: psycopg.Connection) -> Registry:
     ]
     data = {"districts": districts, "teams": teams, "residents": residents, "devices": devices}
     return parse_registry(data, "database")
+
+
+def district_map(conn: psycopg.Connection) -> tuple[dict[str, str], dict[str, str]]:
+    """(team -> district, district -> name) as stored, for the reports to name the
+    district of a team (a team not listed is in the default district); a district
+    without a name is named by its id."""
+    teams = {str(t): str(d) for t, d in conn.execute("SELECT id, district FROM teams")}
+    names = {str(i): str(n or i) for i, n in conn.execute("SELECT id, name FROM districts")}
+    return teams, names
