@@ -85,6 +85,8 @@ def check(
 
     rule_paths = list(rules) if rules else [s.rules_dir or default_rules_dir()]
     catalogue = _check_rules(report, rule_paths)
+    if catalogue is not None:
+        _check_overlays(report, catalogue, rule_paths)
     if reg_doc is not None and reg_path is not None:
         if catalogue is not None:
             _check_care_plans(report, catalogue, residents, str(reg_path), reg_doc, care_plans)
@@ -169,6 +171,33 @@ def _check_rules(report: Report, paths: list[Path]) -> Any:
     )
     report.add(f"rules {where}", [], f"{summary}: OK")
     return cat
+
+
+def _check_overlays(report: Report, catalogue: Any, paths: list[Path]) -> None:
+    """The district overlays beside the rules (``districts/``), as trygg run and the
+    worker apply them: one outside the standard's bounds stops the start, file:line."""
+    from trygg.rules.overlays import (
+        OverlayError,
+        default_districts_dir,
+        district_overlay_texts,
+        read_overlay_texts,
+    )
+
+    where = default_districts_dir(paths)
+    if where is None:
+        return
+    try:
+        overlays = read_overlay_texts(catalogue, district_overlay_texts(paths))
+    except OverlayError as exc:
+        report.add(f"district overlays {where}", exc.problems, "")
+        return
+    report.warnings.extend(overlays.warnings)
+    n = len(overlays.changes)
+    report.add(
+        f"district overlays {where}",
+        [],
+        f"{_n(len(overlays.by_district), 'district')}, {_n(n, 'change')} within bounds: OK",
+    )
 
 
 def _check_care_plans(

@@ -274,3 +274,120 @@ def unknown_districts(registry: Registry, overlays: Overlays) -> list[str]:
         for d, o in overlays.by_district.items()
         if d not in known
     ]
+
+
+# ------------------------------------------------------------------ in a running engine
+#
+# The live runner, the distributed worker and replay resolve residents' parameters
+# with the same function (apply_overlays); what follows is how a running process
+# finds the overlays it applies and notices when they change.
+
+Texts = list[tuple[str, str]]
+
+
+def district_overlay_texts(rules: Sequence[Path]) -> Texts:
+    """``(file, text)`` of the overlays beside the rules (``districts/`` of the first
+    rules directory), in name order; none if there is no such directory. Raises
+    OverlayError for a file that cannot be read."""
+    d = default_districts_dir(rules)
+    if d is None:
+        return []
+    out: Texts = []
+    for p in overlay_files([d]):
+        try:
+            out.append((str(p), p.read_text(encoding="utf-8")))
+        except OSError as exc:
+            raise OverlayError([f"{p}:0: cannot read: {exc.strerror}"]) from None
+    return out
+
+
+def with_stored(files: Overlays, stored: Mapping[str, Overlay]) -> Overlays:
+    """The overlays in force: each district's stored active version (trygg rules
+    publish/promote --district) where it has one, else its file beside the rules."""
+    if not stored:
+        return files
+    by = {**files.by_district, **stored}
+    return Overlays(by_district=dict(sorted(by.items())), warnings=list(files.warnings))
+
+
+def only_district(registry: Registry, district: str) -> set[str]:
+    """The residents of ``district`` (a district's shadow run sees only them)."""
+    return {r for r, d in registry.resident_districts().items() if d == district}
+
+
+def stored_overlay_texts(stored: Mapping[str, tuple[str, str]]) -> Texts:
+    """District -> (version, text) as ``(source, text)``: ``<version>/<district>.yaml``,
+    so a problem names the stored version it is in."""
+    return [(f"{v}/{d}.yaml", text) for d, (v, text) in sorted(stored.items())]
+
+
+@dataclass
+class LiveOverlays:
+    """The overlays a running engine applies, and what they were read from.
+
+    ``update`` is called at start-up and on every reload tick with the current
+    catalogue, the files beside the rules and the districts' stored active
+    versions; it reads them again only when one of these changed, and raises
+    OverlayError leaving the overlays in force as they were (a bad new overlay
+    never replaces a good one)."""
+
+    overlays: Overlays = field(default_factory=Overlays)
+    key: Any = None
+    refused: Any = None  # the inputs last refused: not read (nor logged) again each tick
+
+    def update(
+        self,
+        cat: Catalogue,
+        texts: Texts,
+        stored: Mapping[str, tuple[str, str]] | None = None,
+    ) -> bool:
+        stored = dict(stored or {})
+        key = (cat.version, tuple(texts), tuple(sorted(stored.items())))
+        if key == self.key or key == self.refused:
+            return False
+        try:
+            files = read_overlay_texts(cat, texts)
+            kept = read_overlay_texts(cat, stored_overlay_texts(stored))
+        except OverlayError:
+            self.refused = key
+            raise
+        self.overlays = with_stored(files, kept.by_district)
+        self.overlays.warnings.extend(kept.warnings)
+        self.key = key
+        return True
+
+    def taken(self) -> tuple[Overlays, Any]:
+        """What is in force now, for ``undo`` if the engine refuses the new overlays."""
+        return self.overlays, self.key
+
+    def undo(self, before: tuple[Overlays, Any]) -> None:
+        """Back to ``before``; the inputs just taken count as refused."""
+        self.refused = self.key
+        self.overlays, self.key = before
+
+    def registry(self, registry: Registry) -> Registry:
+        """What the engine runs with: standard -> overlay -> care plan."""
+        return apply_overlays(registry, self.overlays)
+
+    def describe(self) -> dict[str, Any]:
+        """For a log line: the districts with an overlay and their number of changes."""
+        return {d: len(o.changes) for d, o in self.overlays.by_district.items()}
+
+
+# the files beside the rules, and district -> (version, text) of the stored active overlays
+OverlayInputs = tuple[Texts, dict[str, tuple[str, str]]]
+
+
+def overlay_inputs(rules: Sequence[Path], database_url: str | None) -> OverlayInputs:
+    """What a running process reads its overlays from: the files beside the rules
+    and, when a database is given, each district's stored active version (which
+    wins over its file: docs/rules.md, "Versions per district")."""
+    texts = district_overlay_texts(rules)
+    if not database_url:
+        return texts, {}
+    import psycopg
+
+    from trygg.store.versions import overlays_in
+
+    with psycopg.connect(database_url, connect_timeout=10, autocommit=True) as conn:
+        return texts, overlays_in(conn, "active")

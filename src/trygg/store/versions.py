@@ -259,6 +259,12 @@ def start_shadow(
                 f"{cur['shadow']} is in shadow already: promote it or stop it first"
                 " (trygg rules promote / trygg rules shadow --stop)"
             )
+        district = overlay_in_shadow(conn)
+        if district is not None:
+            raise VersionError(
+                f"district {district}'s overlay is in shadow: a catalogue cannot be shadowed"
+                f" beside it (trygg rules promote --district {district}, or --stop it first)"
+            )
         _insert(conn, version, CATALOGUE, files, author, reason, cur.get("active"))
         _set_status(conn, version, "shadow")
         _history(conn, version, CATALOGUE, "shadow_started", author, reason, cur.get("active"))
@@ -366,3 +372,198 @@ def alerts_in(
         [shadow, start, end],
     ).fetchall()
     return [AlertRow(*r) for r in rows]
+
+
+# ------------------------------------------------------------------ district overlays
+#
+# A district's overlay (rules/districts/<district>.yaml) versioned like the
+# catalogue (schema 11): kind 'overlay' with its district; per district one
+# active and at most one in shadow. A district's shadow runs beside the active
+# catalogue for that district's residents only (docs/rules.md, "Versions per
+# district"). One shadow run at a time per resident: a district's overlay may not
+# be shadowed while a whole catalogue is, nor the other way round.
+
+OVERLAY = "overlay"
+
+
+def overlay_version(district: str, text: str) -> str:
+    """``overlay-<district>+<12 hex of the text's sha256>``."""
+    return f"overlay-{district}+{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def _overlay_with_status(conn: psycopg.Connection, district: str, status: str) -> str | None:
+    row = conn.execute(
+        "SELECT version FROM catalogue_versions WHERE kind = 'overlay' AND district = %s"
+        " AND status = %s",
+        [district, status],
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def _insert_overlay(
+    conn: psycopg.Connection,
+    district: str,
+    text: str,
+    author: str,
+    reason: str,
+    parent: str | None,
+) -> str:
+    version = overlay_version(district, text)
+    conn.execute(
+        f"INSERT INTO catalogue_versions ({_COLS}, district) VALUES"
+        " (%s, 'overlay', %s, 'retired', now(), %s, %s, %s, now(), %s)"
+        " ON CONFLICT (version) DO NOTHING",
+        [
+            version,
+            Jsonb([{"name": f"{district}.yaml", "text": text}]),
+            author,
+            reason,
+            parent,
+            district,
+        ],
+    )
+    return version
+
+
+def _overlay_history(
+    conn: psycopg.Connection,
+    district: str,
+    version: str,
+    action: str,
+    author: str,
+    reason: str,
+    previous: str | None,
+) -> None:
+    conn.execute(
+        "INSERT INTO catalogue_history (version, kind, action, author, reason, previous, district)"
+        " VALUES (%s, 'overlay', %s, %s, %s, %s, %s)",
+        [version, action, author, reason, previous, district],
+    )
+
+
+def overlays_in(conn: psycopg.Connection, status: str) -> dict[str, tuple[str, str]]:
+    """district -> (version, text) of the overlays with ``status`` (active or shadow).
+    An empty mapping on a schema older than 11."""
+    try:
+        with conn.transaction():
+            rows = conn.execute(
+                "SELECT district, version, files FROM catalogue_versions"
+                " WHERE kind = 'overlay' AND status = %s ORDER BY district",
+                [status],
+            ).fetchall()
+    except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable):
+        return {}
+    return {str(d): (str(v), str(f[0]["text"])) for d, v, f in rows}
+
+
+def overlay_history(
+    conn: psycopg.Connection, district: str | None = None, limit: int = 200
+) -> list[tuple[HistoryEntry, str]]:
+    """The overlay versions' history, newest first, each with its district."""
+    q = (
+        "SELECT h.id, h.at, h.version, h.kind, h.action, h.author, h.reason, h.previous,"
+        " v.status, h.district FROM catalogue_history h JOIN catalogue_versions v USING (version)"
+        " WHERE h.kind = 'overlay'"
+    )
+    args: list[Any] = []
+    if district is not None:
+        q += " AND h.district = %s"
+        args.append(district)
+    q += " ORDER BY h.id DESC LIMIT %s"
+    args.append(limit)
+    return [(HistoryEntry(*r[:9]), str(r[9])) for r in conn.execute(q, args).fetchall()]
+
+
+def publish_overlay(
+    conn: psycopg.Connection, district: str, text: str, *, author: str, reason: str
+) -> str | None:
+    """Store ``text`` as the district's overlay (if new) and make it active; the
+    version, or None when it already was active (nothing recorded)."""
+    with conn.transaction():
+        _lock(conn)
+        prev = _overlay_with_status(conn, district, "active")
+        version = overlay_version(district, text)
+        if prev == version:
+            return None
+        _insert_overlay(conn, district, text, author, reason, prev)
+        if prev is not None:
+            _set_status(conn, prev, "retired")
+        if _overlay_with_status(conn, district, "shadow") == version:
+            _overlay_history(conn, district, version, "shadow_stopped", author, reason, None)
+        _set_status(conn, version, "active")
+        _overlay_history(conn, district, version, "published", author, reason, prev)
+    return version
+
+
+def start_overlay_shadow(
+    conn: psycopg.Connection, district: str, text: str, *, author: str, reason: str
+) -> str:
+    """Store ``text`` as a candidate overlay of the district and run it in shadow
+    for the district's residents. Returns its version."""
+    with conn.transaction():
+        _lock(conn)
+        version = overlay_version(district, text)
+        active = _overlay_with_status(conn, district, "active")
+        if active == version:
+            raise VersionError(f"{version} is {district}'s active overlay already")
+        shadow = _overlay_with_status(conn, district, "shadow")
+        if shadow is not None:
+            raise VersionError(
+                f"{shadow} is in shadow for {district} already: promote it or stop it first"
+                f" (trygg rules promote --district {district} /"
+                f" trygg rules shadow --district {district} --stop)"
+            )
+        cat = _with_status(conn, CATALOGUE, "shadow")
+        if cat is not None:
+            raise VersionError(
+                f"the catalogue {cat} is in shadow: a district's overlay cannot be shadowed"
+                " beside it (promote or stop it first)"
+            )
+        _insert_overlay(conn, district, text, author, reason, active)
+        _set_status(conn, version, "shadow")
+        _overlay_history(conn, district, version, "shadow_started", author, reason, active)
+    return version
+
+
+def stop_overlay_shadow(
+    conn: psycopg.Connection, district: str, *, author: str, reason: str
+) -> str:
+    """Stop the district's shadow run; the candidate is kept, retired."""
+    with conn.transaction():
+        _lock(conn)
+        shadow = _overlay_with_status(conn, district, "shadow")
+        if shadow is None:
+            raise VersionError(f"no overlay of {district} is in shadow")
+        _set_status(conn, shadow, "retired")
+        _overlay_history(conn, district, shadow, "shadow_stopped", author, reason, None)
+    return shadow
+
+
+def promote_overlay(
+    conn: psycopg.Connection, district: str, *, author: str, reason: str
+) -> tuple[str, str | None]:
+    """The district's shadow overlay becomes active: ``(new, previous)``."""
+    with conn.transaction():
+        _lock(conn)
+        shadow = _overlay_with_status(conn, district, "shadow")
+        if shadow is None:
+            raise VersionError(f"no overlay of {district} is in shadow: nothing to promote")
+        prev = _overlay_with_status(conn, district, "active")
+        if prev is not None:
+            _set_status(conn, prev, "retired")
+        _set_status(conn, shadow, "active")
+        _overlay_history(conn, district, shadow, "promoted", author, reason, prev)
+    return shadow, prev
+
+
+def overlay_in_shadow(conn: psycopg.Connection) -> str | None:
+    """A district with an overlay in shadow, if any (a catalogue may not be shadowed then)."""
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT district FROM catalogue_versions WHERE kind = 'overlay'"
+                " AND status = 'shadow' ORDER BY district LIMIT 1"
+            ).fetchone()
+    except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable):
+        return None
+    return str(row[0]) if row else None

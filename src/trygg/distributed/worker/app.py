@@ -45,6 +45,7 @@ from trygg.distributed.worker.core import (
     applied_floors,
 )
 from trygg.registry import Registry
+from trygg.rules.overlays import OverlayInputs
 from trygg.settings import Settings
 
 log = logs.get("trygg.worker")
@@ -217,6 +218,7 @@ class Worker:
         db: Callable[..., Awaitable[Any]] | None = None,
         load_registry: Callable[[], Awaitable[Registry]] | None = None,
         load_silences: Callable[[], Awaitable[list[Silence]]] | None = None,
+        load_overlays: Callable[[], Awaitable[OverlayInputs]] | None = None,
         channels: dict[Any, Any] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         applied_log: Path | None = None,
@@ -231,6 +233,7 @@ class Worker:
         self.db = db
         self._load_registry = load_registry
         self._load_silences = load_silences
+        self._load_overlays = load_overlays
         self._silences_seen: dict[str, Silence] | None = None
         self.channels = channels or {}
         self.clock = clock
@@ -793,6 +796,31 @@ class Worker:
             return
         if registry != self._registry:
             self.set_registry(registry)
+        if self._load_overlays is not None:
+            await self.reload_overlays()
+
+    async def reload_overlays(self) -> None:
+        """District overlays changed beside the rules or in the database (trygg rules
+        promote --district): taken into use without a restart, as registry changes
+        are; a refused one keeps the overlays in force, and says so in the log."""
+        from trygg.rules import CarePlanError
+        from trygg.rules.overlays import OverlayError
+
+        assert self._load_overlays is not None
+        try:
+            texts, stored = await self._load_overlays()
+            changed = self.rules.update_overlays(texts, stored)
+        except (OverlayError, CarePlanError) as exc:
+            log.error(
+                "district overlays refused: the ones in force are kept",
+                problems=str(exc)[:1000],
+            )
+            return
+        except Exception as exc:
+            log.warning("district overlays not read", error=str(exc).strip()[:200])
+            return
+        if changed:
+            log.info("district overlays taken into use", districts=self.rules.overlays.describe())
 
     def set_registry(self, registry: Registry) -> None:
         self._registry = registry
@@ -834,14 +862,16 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
 
     from trygg.check import NotStarted, care_plan_lines
     from trygg.notify.console import ConsoleFeed
-    from trygg.rules import Engine, load_catalogue
+    from trygg.rules import load_catalogue
     from trygg.rules.catalogue import default_rules_dir
+    from trygg.rules.overlays import overlay_inputs
     from trygg.runner.alerting import routing_from
     from trygg.runner.wiring import build_channels, webhook_urls
     from trygg.store.registry import load_registry
 
     s = settings
-    catalogue = load_catalogue([Path(s.rules_dir) if s.rules_dir else default_rules_dir()])
+    rules_dirs = [Path(s.rules_dir) if s.rules_dir else default_rules_dir()]
+    catalogue = load_catalogue(rules_dirs)
     pool = ConnectionPool(
         s.database_url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}, timeout=10
     )
@@ -872,13 +902,17 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
             rows = load_silences(conn, since=datetime.now(UTC))
         return [Silence.model_validate(r) for r in rows]
 
+    def _overlay_inputs() -> OverlayInputs:
+        return overlay_inputs(rules_dirs, s.database_url)
+
     registry = _registry()
     # The stored care plans against the catalogue that runs: refused in trygg check's words.
     problems = care_plan_lines(catalogue, None, registry)
     if problems:
         raise NotStarted(problems)
     routing = routing_from(s.routing, webhooks=webhook_urls(s))
-    rules = RulesCore(Engine(catalogue, registry))
+    # District overlays: a bad one refuses the start, naming file:line (OverlayError).
+    rules = RulesCore.layered(catalogue, registry, *_overlay_inputs())
     alerts = AlertsCore(routing)
     alerts.update_registry(registry)
     w = Worker(
@@ -888,6 +922,7 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
         db=db,
         load_registry=lambda: asyncio.to_thread(_registry),
         load_silences=lambda: asyncio.to_thread(_silences),
+        load_overlays=lambda: asyncio.to_thread(_overlay_inputs),
         # one MQTT client id per worker process (workers run side by side)
         channels=build_channels(
             s,

@@ -37,6 +37,8 @@ from trygg.distributed import codecs
 from trygg.model import Event, Signal
 from trygg.registry import Registry
 from trygg.rules import Engine
+from trygg.rules.catalogue import Catalogue
+from trygg.rules.overlays import LiveOverlays, Texts
 from trygg.runner.timer_clock import ReceiptClock
 from trygg.store import spooled
 
@@ -119,11 +121,50 @@ class RulesCore:
     the resident as soon as that event may be applied.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, overlays: LiveOverlays | None = None) -> None:
         self.engine = engine
+        # District overlays (docs/rules.md, "Districts"): the engine runs each
+        # resident by standard -> their district's overlay -> their care plan, as
+        # the embedded runner and replay do (the same apply_overlays).
+        self.overlays = overlays or LiveOverlays()
+        self._registry: Registry | None = None
+
+    @classmethod
+    def layered(
+        cls,
+        catalogue: Catalogue,
+        registry: Registry,
+        texts: Texts,
+        stored: dict[str, tuple[str, str]] | None = None,
+    ) -> RulesCore:
+        """The core over ``catalogue`` with the district overlays ``texts`` (and
+        stored versions) applied; OverlayError (file:line) if one is refused."""
+        overlays = LiveOverlays()
+        overlays.update(catalogue, texts, stored)
+        core = cls(Engine(catalogue, overlays.registry(registry)), overlays)
+        core._registry = registry
+        return core
 
     def update_registry(self, registry: Registry) -> None:
-        self.engine.update_registry(registry)
+        self.engine.update_registry(self.overlays.registry(registry))
+        self._registry = registry
+
+    def update_overlays(
+        self, texts: Texts, stored: dict[str, tuple[str, str]] | None = None
+    ) -> bool:
+        """Take new district overlays into use; True if they changed. A refused
+        overlay (OverlayError, or care plans that no longer fit: CarePlanError)
+        raises and leaves the ones in force."""
+        before = self.overlays.taken()
+        if not self.overlays.update(self.engine.catalogue, texts, stored):
+            return False
+        if self._registry is not None:
+            try:
+                self.engine.update_registry(self.overlays.registry(self._registry))
+            except Exception:
+                self.overlays.undo(before)
+                raise
+        return True
 
     def step(
         self,
