@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import REPO
 from trygg.audit.synth import synth_history
 from trygg.model import DeviceKind, Event, EventType, Room
+from trygg.registry import read_registry_text
 from trygg.simulate.generate import generate
 from trygg.simulate.homes import build_homes
 from trygg.store.audit import copy_alert_history
@@ -26,6 +27,18 @@ from trygg.store.events import StoredEvent, write_events
 from trygg.store.registry import save_registry
 
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
+# The simulator's four teams in two districts (issue 19).
+DISTRICTS = """
+districts:
+  - {id: stovner, name: Bydel Stovner}
+  - {id: grorud, name: Bydel Grorud}
+teams:
+  - {id: stovner-nord, district: stovner}
+  - {id: sagene-ost, district: stovner}
+  - {id: grorud-sentrum, district: grorud}
+  - {id: nordstrand-syd, district: grorud}
+"""
+DISTRICT_DASHBOARDS = {"response-times", "alert-volume", "open-alerts"}
 UID = "trygg-timescaledb"
 PROM_UID = "trygg-prometheus"
 KNOWN_MACROS = {"$__timeFilter", "$__timeGroupAlias", "$__timeFrom", "$__timeTo", "$__interval"}
@@ -79,9 +92,17 @@ def _seconds(interval: str) -> int:
     return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
-def expand(sql: str, start: datetime, end: datetime) -> str:
-    """Grafana's PostgreSQL macros, as the data source expands them."""
+# The district variable's "All" (its allValue): every stored district.
+ALL_DISTRICTS = "SELECT id FROM districts"
+
+
+def expand(sql: str, start: datetime, end: datetime, district: list[str] | None = None) -> str:
+    """Grafana's PostgreSQL macros and the ``district`` variable, as the data source
+    expands them: the chosen districts quoted and comma-separated, or with All
+    the variable's allValue."""
     f, t = f"'{start.isoformat()}'", f"'{end.isoformat()}'"
+    chosen = ALL_DISTRICTS if district is None else ", ".join(f"'{d}'" for d in district)
+    sql = sql.replace("$district", chosen)
 
     def group(m: re.Match[str]) -> str:
         col, interval = (x.strip() for x in m.group(1).rsplit(",", 1))
@@ -115,6 +136,11 @@ def test_there_are_the_six_dashboards() -> None:
 def test_structure(path: Path) -> None:
     d = _load(path)
     assert d["uid"].startswith("trygg-") and d["title"] and d["panels"]
+    variables = {v["name"] for v in d.get("templating", {}).get("list", [])}
+    for v in d.get("templating", {}).get("list", []):  # the district: from the database
+        assert v["name"] == "district" and v["type"] == "query"
+        assert v["datasource"] == {"type": "grafana-postgresql-datasource", "uid": UID}
+        assert v["multi"] and v["includeAll"] and v["allValue"] == ALL_DISTRICTS
     ids = [p["id"] for p in _panels(d)]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     occupied: set[tuple[int, int]] = set()
@@ -141,7 +167,8 @@ def test_structure(path: Path) -> None:
             assert t["format"] in ("time_series", "table")
             macros = set(re.findall(r"\$__\w+", t["rawSql"]))
             assert macros <= KNOWN_MACROS, f"unknown macros {macros - KNOWN_MACROS}"
-            assert not re.search(r"\$(?!__)\w+", t["rawSql"]), "template variables are not defined"
+            used = set(re.findall(r"\$(?!__)(\w+)", t["rawSql"]))
+            assert used <= variables, f"template variables {used - variables} are not defined"
             if t["format"] == "time_series":
                 assert "$__timeGroupAlias" in t["rawSql"]
 
@@ -195,6 +222,7 @@ def filled(pg_server: Any) -> str:
     items = list(synth_history(residents, START, END, 300, seed=4))
     with psycopg.connect(url) as conn:
         save_registry(conn, registry)
+        save_registry(conn, read_registry_text(DISTRICTS))  # the simulator's teams in two
         write_events(conn, batch)
         copy_alert_history(conn, [a for a, _ in items], [r for _, rs in items for r in rs])
         conn.execute(
@@ -223,6 +251,7 @@ MAY_BE_EMPTY = {
     "Open alerts by team and state",
     "Device-offline alerts",
     "Breaches: not answered within 180 s",
+    "District comparison: open alerts",
 }
 
 
@@ -238,3 +267,93 @@ def test_panel_sql_runs_on_simulated_data(filled: str, name: str, pid: int, sql:
         assert rows, f"{name} panel {pid} ({title}) returned nothing"
         if cur.description[0].name == "time":
             assert all(isinstance(r[0], datetime) for r in rows)
+
+
+# ------------------------------------------------------------------ districts
+
+
+def _panel(dashboard: str, title: str) -> str:
+    (sql,) = [
+        t["rawSql"]
+        for p in _panels(_load(REPO / "dashboards" / f"{dashboard}.json"))
+        if p["title"] == title
+        for t in p["targets"]
+    ]
+    return sql
+
+
+def _run(url: str, sql: str, district: list[str] | None = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(expand(sql, START - timedelta(hours=1), END, district)).fetchall()
+
+
+def test_the_alert_dashboards_have_the_district_variable_and_a_comparison() -> None:
+    for path in DASHBOARDS:
+        d = _load(path)
+        names = [v["name"] for v in d["templating"]["list"]]
+        titles = [p["title"] for p in _panels(d)]
+        if path.stem in DISTRICT_DASHBOARDS:
+            assert names == ["district"]
+            assert [t for t in titles if t.startswith("District comparison")], path.stem
+            for p in _panels(d):  # every alert panel is of the chosen districts
+                for t in p["targets"]:
+                    if re.search(r"\bFROM alerts\b", t["rawSql"]):
+                        assert "$district" in t["rawSql"], (path.stem, p["title"])
+        else:
+            assert names == []
+
+
+def test_district_comparison_against_sql_computed_here(filled: str) -> None:
+    """Each district's answerable alerts, answers within 60 s and median answer
+    time as the panel shows them, against the same figures from the records."""
+    with psycopg.connect(filled) as conn:
+        expected = conn.execute(
+            "WITH x AS ("
+            " SELECT t.district, a.id, a.raised_at,"
+            "  (SELECT min(at) FROM alert_records r WHERE r.alert_id = a.id"
+            "    AND r.step = 'acknowledged') AS ack"
+            " FROM alerts a JOIN residents res ON res.id = a.resident"
+            " JOIN teams t ON t.id = res.team"
+            " WHERE a.raised_at BETWEEN %s AND %s AND NOT a.shadow AND NOT a.suppressed"
+            " AND NOT EXISTS (SELECT 1 FROM alert_records c WHERE c.alert_id = a.id"
+            "   AND c.step = 'cancelled'))"
+            " SELECT district, count(*), count(*) FILTER (WHERE ack - raised_at <= '60 s'),"
+            " percentile_disc(0.5) WITHIN GROUP (ORDER BY ack - raised_at)"
+            " FROM x GROUP BY 1 ORDER BY 1",
+            [START - timedelta(hours=1), END],
+        ).fetchall()
+    rows = _run(filled, _panel("response-times", "District comparison: answer and arrival times"))
+    assert [r[0] for r in rows] == ["grorud", "stovner"] == [e[0] for e in expected]
+    for r, (_d, n, within, median) in zip(rows, expected, strict=True):
+        assert r[1] == n > 0
+        assert float(r[2]) == round(100.0 * within / n, 1)
+        # percentile_cont interpolates, percentile_disc does not: within a second
+        assert abs(float(r[5]) - median.total_seconds()) <= 1.0
+    # one district chosen: that district's row only
+    one = _run(filled, _panel("response-times", "District comparison: answer and arrival times"),
+               ["grorud"])  # fmt: skip
+    assert one == [rows[0]]
+
+
+def test_the_district_variable_filters_every_alert_panel(filled: str) -> None:
+    """The two districts' alert counts add up to All's, and each is the count of
+    its teams' alerts (from the registry text, not the database)."""
+    teams = {t.id: t.district for t in read_registry_text(DISTRICTS).teams}
+    sql = _panel("alert-volume", "Alerts")
+    ((total,),) = _run(filled, sql)
+    got = {d: _run(filled, sql, [d])[0][0] for d in ("grorud", "stovner")}
+    with psycopg.connect(filled) as conn:
+        per_team = conn.execute(
+            "SELECT team, count(*) FROM alerts WHERE raised_at BETWEEN %s AND %s AND NOT shadow"
+            " GROUP BY team",
+            [START - timedelta(hours=1), END],
+        ).fetchall()
+    want: dict[str, int] = {"grorud": 0, "stovner": 0}
+    for team, n in per_team:
+        want[teams[team]] += n
+    assert got == want and sum(got.values()) == total > 0
+    assert _run(filled, sql, ["default"]) == [(0,)]  # no team is left in the default district
+    volume = _run(
+        filled, _panel("alert-volume", "District comparison: alert volume and false alarms")
+    )
+    assert [(r[0], r[1]) for r in volume] == sorted(want.items())
