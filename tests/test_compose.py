@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import REPO, trygg_cli
+from trygg.distributed.topics import topic_specs
 from trygg.settings import Settings
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -70,12 +71,16 @@ def test_images_health_checks_and_restart_policies() -> None:
     assert Path(REPO / "Dockerfile").exists()
 
 
+BROKERS = ("kafka-1", "kafka-2", "kafka-3")
+
+
 def test_distributed_stack() -> None:
     """Kafka in KRaft mode, two bridges on one shared subscription, two workers."""
-    kafka = SERVICES["kafka"]
-    assert kafka["image"].startswith("apache/kafka")
-    assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]
-    assert "healthcheck" in kafka and "kafka-data" in COMPOSE["volumes"]
+    for name in BROKERS:
+        kafka = SERVICES[name]
+        assert kafka["image"].startswith("apache/kafka")
+        assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]
+        assert "healthcheck" in kafka and f"{name}-data" in COMPOSE["volumes"]
     bridges = [n for n, s in SERVICES.items() if s.get("command") == ["bridge"]]
     workers = [n for n, s in SERVICES.items() if s.get("command") == ["worker"]]
     assert len(bridges) == 2 and len(workers) == 2
@@ -90,3 +95,75 @@ def test_distributed_stack() -> None:
         )
     # the embedded runner takes the same device topics: it is an opt-in profile only
     assert SERVICES["trygg"].get("profiles") == ["embedded"]
+
+
+def test_kafka_is_a_three_broker_kraft_quorum() -> None:
+    """Three brokers, each broker and controller (KRaft combined mode), one cluster, one
+    quorum of all three: one broker can be down and the quorum keeps a majority."""
+    envs = [SERVICES[n]["environment"] for n in BROKERS]
+    assert sorted(int(e["KAFKA_NODE_ID"]) for e in envs) == [1, 2, 3]
+    voters = {e["KAFKA_CONTROLLER_QUORUM_VOTERS"] for e in envs}
+    assert voters == {"1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"}
+    assert len({e["CLUSTER_ID"] for e in envs}) == 1, "one cluster id on every broker"
+    for name, e in zip(BROKERS, envs, strict=True):
+        assert set(e["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}, name
+        assert e["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092", name
+        assert "CONTROLLER://:9093" in e["KAFKA_LISTENERS"], name
+        assert SERVICES[name]["volumes"] == [f"{name}-data:/var/lib/kafka/data"], name
+    # every service that talks to Kafka knows all three and waits for them
+    for name, svc in SERVICES.items():
+        env = svc.get("environment") or {}
+        if "TRYGG_KAFKA_BOOTSTRAP" in env:
+            assert env["TRYGG_KAFKA_BOOTSTRAP"].split(",") == [f"{b}:9092" for b in BROKERS], name
+    deps = SERVICES["kafka-topics"]["depends_on"]
+    assert {b: deps[b]["condition"] for b in BROKERS} == dict.fromkeys(BROKERS, "service_healthy")
+
+
+def test_kafka_keeps_three_copies_and_acks_need_two() -> None:
+    """Replication factor 3 and min.insync.replicas 2, for trygg's topics (created by
+    ``trygg kafka topics`` with the settings) and for the brokers' own (offsets, and
+    any default)."""
+    for name in BROKERS:
+        e = SERVICES[name]["environment"]
+        assert int(e["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == 3, name
+        assert int(e["KAFKA_MIN_INSYNC_REPLICAS"]) == 2, name
+        assert int(e["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == 3, name
+        assert int(e["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"]) == 3, name
+        assert int(e["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"]) == 2, name
+        assert str(e["KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE"]) == "false", name
+    env = SERVICES["kafka-topics"]["environment"]
+    settings = Settings(
+        kafka_replication=int(env["TRYGG_KAFKA_REPLICATION"]),
+        kafka_min_insync_replicas=int(env["TRYGG_KAFKA_MIN_INSYNC_REPLICAS"]),
+    )
+    assert settings.kafka_replication == 3
+    specs = topic_specs(settings)
+    assert specs and all(t.config["min.insync.replicas"] == "2" for t in specs)
+    # the bridges, workers and API take the same Kafka environment
+    for name, svc in SERVICES.items():
+        e = svc.get("environment") or {}
+        if "TRYGG_KAFKA_BOOTSTRAP" in e:
+            assert int(e["TRYGG_KAFKA_REPLICATION"]) == 3, name
+            assert int(e["TRYGG_KAFKA_MIN_INSYNC_REPLICAS"]) == 2, name
+
+
+def test_workers_run_with_production_timeouts() -> None:
+    """Session and heartbeat set on every worker, for failover within seconds (docs/
+    distributed.md, "Failover"), valid for trygg and within what the brokers allow."""
+    workers = [n for n, s in SERVICES.items() if s.get("command") == ["worker"]]
+    for w in workers:
+        env = SERVICES[w]["environment"]
+        session = float(env["TRYGG_KAFKA_SESSION_TIMEOUT_S"])
+        heartbeat = float(env["TRYGG_KAFKA_HEARTBEAT_INTERVAL_S"])
+        # valid settings (the heartbeat at most a third of the session)
+        Settings(kafka_session_timeout_s=session, kafka_heartbeat_interval_s=heartbeat)
+        assert session <= 10, f"{w}: a crash would hold alarms longer than {session} s"
+        for b in BROKERS:
+            low = int(SERVICES[b]["environment"]["KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS"])
+            assert low <= session * 1000, f"{b} refuses {w}'s session timeout"
+    for name in ("kafka_session_timeout_s", "kafka_heartbeat_interval_s"):
+        text = Settings.model_fields[name].description or ""
+        assert "TEST ONLY" not in text, name
+    readme = (REPO / "README.md").read_text()
+    row = readme.split("| `TRYGG_KAFKA_SESSION_TIMEOUT_S` | ", 1)[1].split("\n", 1)[0]
+    assert "TEST ONLY" not in row and "production" in row

@@ -126,7 +126,7 @@ def test_the_two_runners_are_never_started_together() -> None:
         assert kinds == {profile}, f"--profile {profile} starts {sorted(running)}"
     assert not {n for n in _active("none") if n in consumers}, "a runner starts without profile"
     # Kafka and its jobs only with the distributed runner
-    for name in ("kafka", "kafka-topics", "api"):
+    for name in ("kafka-1", "kafka-2", "kafka-3", "kafka-topics", "api"):
         assert _profiles(SERVICES[name]) == {"distributed"}, name
 
 
@@ -146,7 +146,7 @@ PINNED = re.compile(r"^[\w./-]+:\d+\.\d+\.\d+(-[\w.-]+)?(@sha256:[0-9a-f]{64})?$
 
 def test_images_are_pinned_to_full_versions() -> None:
     images = {n: s["image"] for n, s in SERVICES.items() if "image" in s}
-    assert set(images) == {"mosquitto", "timescaledb", "grafana", "kafka"}
+    assert set(images) == {"mosquitto", "timescaledb", "grafana", "kafka-1", "kafka-2", "kafka-3"}
     for name, image in images.items():
         assert PINNED.match(image), f"{name}: {image} is not pinned to a full version"
         assert "latest" not in image
@@ -309,7 +309,7 @@ def test_the_plain_listeners_stay_on_the_internal_network() -> None:
     nets = COMPOSE["networks"]
     assert nets["backend"].get("internal") is True
     assert not nets["edge"].get("internal")
-    for name in ("timescaledb", "kafka"):
+    for name in ("timescaledb", "kafka-1", "kafka-2", "kafka-3"):
         assert SERVICES[name]["networks"] == ["backend"], name
         assert not SERVICES[name].get("ports"), name
     for name, svc in SERVICES.items():

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import unquote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -374,6 +374,14 @@ class Settings(BaseSettings):
         description="replication factor (3 on a real cluster)",
         json_schema_extra=_unit("copies"),
     )
+    kafka_min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="min.insync.replicas of trygg's topics: copies that must have a record "
+        "before acks=all succeeds (2 with replication 3; unset = the broker's default)",
+        json_schema_extra=_unit("copies"),
+    )
     kafka_retention_hours: int = Field(
         168,
         ge=1,
@@ -443,13 +451,40 @@ class Settings(BaseSettings):
         "(milliseconds)",
         json_schema_extra=_unit("milliseconds"),
     )
-    kafka_session_timeout_s: float | None = Field(
-        None,
-        gt=0,
+    # Failover (docs/distributed.md, "Failover"): how soon a dead worker's partitions move.
+    kafka_session_timeout_s: float = Field(
+        6.0,
+        ge=1,
         le=3600,
-        description="TEST ONLY: consumer session timeout; unset = Faust's 60 s (seconds)",
+        description="worker consumer session timeout: a worker silent this long is dropped "
+        "and its partitions move (production; Kafka's broker allows 6-1800 s by default)",
         json_schema_extra=_unit("seconds"),
     )
+    kafka_heartbeat_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=600,
+        description="worker heartbeat interval: how soon a worker hears of a rebalance; "
+        "at most a third of the session timeout",
+        json_schema_extra=_unit("seconds"),
+    )
+    kafka_group_instance_id: str | None = Field(
+        None,
+        min_length=1,
+        description="static membership: a name per worker, stable across restarts; a "
+        "restart within the session timeout then moves no partition (unset: dynamic)",
+    )
+
+    @field_validator("kafka_heartbeat_interval_s")
+    @classmethod
+    def _heartbeat(cls, v: float, info: ValidationInfo) -> float:
+        session = info.data.get("kafka_session_timeout_s")
+        if session is not None and v * 3 > session:
+            raise ValueError(
+                f"{v:g} s is more than a third of kafka_session_timeout_s ({session:g} s): "
+                "two lost heartbeats would drop a live worker"
+            )
+        return v
 
     @field_validator("mqtt_url")
     @classmethod

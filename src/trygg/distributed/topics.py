@@ -34,8 +34,19 @@ def changelog_name(settings: Settings, table: str) -> str:
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     s = settings
     n = s.kafka_partitions
-    keep = {"cleanup.policy": "delete", "retention.ms": str(s.kafka_retention_hours * 3600_000)}
-    compact = {"cleanup.policy": "compact"}
+    # acks=all waits for min.insync.replicas copies: with replication 3 and 2, a
+    # broker can be down and no acknowledged record lives on one disk only
+    isr = (
+        {"min.insync.replicas": str(s.kafka_min_insync_replicas)}
+        if s.kafka_min_insync_replicas is not None
+        else {}
+    )
+    keep = {
+        "cleanup.policy": "delete",
+        "retention.ms": str(s.kafka_retention_hours * 3600_000),
+        **isr,
+    }
+    compact = {"cleanup.policy": "compact", **isr}
     return [
         TopicSpec(s.kafka_events_topic, n, keep, "validated events and timer ticks, by resident"),
         TopicSpec(s.kafka_dead_letters_topic, n, keep, "dead letters with raw bytes and reason"),

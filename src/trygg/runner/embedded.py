@@ -50,7 +50,14 @@ from trygg.registry import load_registry as load_registry_file
 from trygg.repeats import RepeatLog
 from trygg.rules import CarePlanError, CatalogueError, Engine, load_catalogue
 from trygg.rules.catalogue import default_rules_dir
-from trygg.rules.overlays import default_districts_dir, overlay_files
+from trygg.rules.overlays import (
+    LiveOverlays,
+    OverlayError,
+    district_overlay_texts,
+    only_district,
+    read_overlay_texts,
+    with_stored,
+)
 from trygg.rules.versions import catalogue_content, catalogue_of
 from trygg.runner.alerting import AlertService
 from trygg.runner.drainer import DrainerProcess
@@ -61,7 +68,7 @@ from trygg.store import spooled
 from trygg.store.events import StoredEvent, recent_event_keys
 from trygg.store.registry import load_registry, save_registry
 from trygg.store.retention import run_retention
-from trygg.store.versions import VersionError, record_in_use
+from trygg.store.versions import VersionError, overlays_in, record_in_use
 from trygg.store.versions import current as current_versions
 from trygg.store.versions import get as get_version
 
@@ -121,6 +128,38 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass
+class DistrictShadow:
+    """A district's candidate overlay in shadow (docs/rules.md, "Versions per
+    district"): an engine of the active catalogue with the candidate in place of
+    the district's overlay, fed only that district's residents' events; its
+    signals are shadow ones, marked with the overlay's version."""
+
+    district: str
+    version: str
+    overlay: Any  # trygg.rules.overlays.Overlay
+    catalogue: Any
+    engine: Any = None
+    residents: frozenset[str] = frozenset()
+
+    def registry(self, live: LiveOverlays, registry: Registry) -> Registry:
+        """The district's residents only, standard -> candidate -> care plan."""
+        self.residents = frozenset(only_district(registry, self.district))
+        mine = registry.model_copy(
+            update={
+                "residents": [r for r in registry.residents if r.id in self.residents],
+                "devices": [d for d in registry.devices if d.resident in self.residents],
+            }
+        )
+        overlays = with_stored(live.overlays, {self.district: self.overlay})
+        return LiveOverlays(overlays=overlays).registry(mine)
+
+    def mark(self, sig: Signal) -> Signal:
+        return dataclasses.replace(
+            sig, shadow=True, catalogue_version=f"{sig.catalogue_version} {self.version}"
+        )
+
+
 class EmbeddedRunner:
     def __init__(self, settings: Settings, engine: RuleEngine | None = None) -> None:
         self.settings = settings
@@ -157,6 +196,13 @@ class EmbeddedRunner:
         # A dead letter is logged in full the first time per device and reason,
         # then as one line a minute with the count (trygg.repeats).
         self._dead_log = RepeatLog(log)
+        # District overlays (docs/rules.md, "Districts"): the engine runs the registry
+        # they resolve (standard -> district overlay -> care plan, as replay does); a
+        # bad overlay file refuses the start here, like a bad rule file.
+        self._overlays = LiveOverlays()
+        self._district_shadows: dict[str, DistrictShadow] = {}
+        if isinstance(self.engine, Engine):
+            self._overlays.update(self.engine.catalogue, district_overlay_texts(self._rules()))
 
     # --- database -----------------------------------------------------------
     def _db(self, fn: Any, *args: Any) -> Any:
@@ -193,7 +239,7 @@ class EmbeddedRunner:
         such a registry already (NotStarted), and this is its backstop.
         """
         try:
-            self.engine.update_registry(registry)
+            self.engine.update_registry(self._overlays.registry(registry))
         except CarePlanError as exc:
             log.error("registry refused: a care plan does not fit the catalogue", problems=str(exc))
             if self._decoder is not None:
@@ -206,9 +252,10 @@ class EmbeddedRunner:
             DecodeLimits(max_payload_bytes=self.settings.max_payload_bytes),
         )
         self._refused.clear()  # a version refused for its care plans may fit now
+        self._district_shadows_registry()
         if self._shadow is not None:
             try:
-                self._shadow.update_registry(registry)
+                self._shadow.update_registry(self._overlays.registry(registry))
             except CarePlanError as exc:
                 log.error(
                     "shadow catalogue stopped: a care plan does not fit it",
@@ -270,6 +317,7 @@ class EmbeddedRunner:
                 "catalogue versions not read: running the rules directory's catalogue",
                 error=str(exc).strip()[:300],
             )
+        self._overlays_at_start()
 
     def _warm(self, engine: Engine) -> Engine:
         """Give ``engine`` the live engine's rule state (timers, last activity),
@@ -328,7 +376,9 @@ class EmbeddedRunner:
 
     async def _build(self, version: str) -> Engine | None:
         try:
-            return await asyncio.to_thread(self._engine_of, version, self._registry)
+            return await asyncio.to_thread(
+                self._engine_of, version, self._overlays.registry(self._registry)
+            )
         except (psycopg.Error, VersionError) as exc:
             log.warning("catalogue version not read", version=version, error=str(exc)[:200])
         except (CatalogueError, CarePlanError) as exc:
@@ -343,6 +393,8 @@ class EmbeddedRunner:
     def _shadow_process(self, ev: Event, received: datetime | None = None) -> None:
         """The shadow candidate sees every event the active catalogue sees; its
         signals are marked shadow (stored apart, never routed)."""
+        if self._district_shadows:
+            self._district_shadow_process(ev, received)
         if self._shadow is None:
             return
         try:
@@ -355,6 +407,8 @@ class EmbeddedRunner:
             self._shadow = None
 
     def _shadow_advance(self) -> None:
+        if self._district_shadows:
+            self._district_shadow_advance()
         if self._shadow is None:
             return
         try:
@@ -365,6 +419,151 @@ class EmbeddedRunner:
                 "shadow catalogue failed: shadow run stopped", version=self._shadow_version
             )
             self._shadow = None
+
+    # --- district overlays (docs/rules.md, "Districts") -------------------------
+    def _rules(self) -> list[Any]:
+        return [self.settings.rules_dir or default_rules_dir()]
+
+    def _overlays_at_start(self) -> None:
+        """The districts' stored overlay versions (active, and any in shadow), read
+        once the catalogue that runs is known. Start-up: the reads block nothing."""
+        try:
+            texts = district_overlay_texts(self._rules())
+            active = self._db(overlays_in, "active")
+            shadows = self._db(overlays_in, "shadow")
+        except (psycopg.Error, OverlayError) as exc:
+            log.error("district overlay versions not read", error=str(exc).strip()[:300])
+            return
+        self._take_overlays(texts, active, at_start=True)
+        self._take_district_shadows(shadows)
+
+    async def _reload_overlays(self) -> None:
+        """Overlay files changed beside the rules, or a district's stored version
+        published or promoted: taken into use without a restart; a refused one
+        keeps the overlays in force, and the log says so (once)."""
+        try:
+            texts = await asyncio.to_thread(district_overlay_texts, self._rules())
+            active: dict[str, tuple[str, str]] = {}
+            shadows: dict[str, tuple[str, str]] = {}
+            if self._managed:
+                active = await asyncio.to_thread(self._db, overlays_in, "active")
+                shadows = await asyncio.to_thread(self._db, overlays_in, "shadow")
+        except OverlayError as exc:
+            log.error("district overlays not read", problems=str(exc)[:500])
+            return
+        except psycopg.Error as exc:
+            log.warning("district overlay versions not read", error=str(exc).strip()[:200])
+            return
+        self._take_overlays(texts, active)
+        self._take_district_shadows(shadows)
+
+    def _take_overlays(
+        self, texts: list[tuple[str, str]], stored: dict[str, Any], at_start: bool = False
+    ) -> None:
+        cat = getattr(self.engine, "catalogue", None)
+        if cat is None:  # an engine given from outside (tests): its own business
+            return
+        before = self._overlays.taken()
+        try:
+            if not self._overlays.update(cat, texts, stored):
+                if at_start and self._overlays.overlays.by_district:
+                    log.info("district overlays in force", districts=self._overlays.describe())
+                return
+        except OverlayError as exc:
+            log.error(
+                "district overlays refused: the ones in force are kept",
+                problems=exc.problems[:20],
+            )
+            return
+        for w in self._overlays.overlays.warnings:
+            log.warning("district overlay", warning=w)
+        if self._decoder is not None:  # else _set_registry applies them at start-up
+            try:
+                self.engine.update_registry(self._overlays.registry(self._registry))
+            except CarePlanError as exc:
+                self._overlays.undo(before)
+                log.error(
+                    "district overlays refused: a care plan does not fit them;"
+                    " the ones in force are kept",
+                    problems=exc.problems[:20],
+                )
+                return
+            self._district_shadows_registry()
+        log.info("district overlays in force", districts=self._overlays.describe())
+
+    def _take_district_shadows(self, shadows: dict[str, tuple[str, str]]) -> None:
+        """Start, replace or stop each district's shadow run of a candidate overlay."""
+        for district in [d for d in self._district_shadows if d not in shadows]:
+            ds = self._district_shadows.pop(district)
+            log.info("district shadow stopped", district=district, version=ds.version)
+            self._end_shadow_alerts(f"shadow run of {district}'s overlay stopped")
+        cat = getattr(self.engine, "catalogue", None)
+        if not isinstance(self.engine, Engine) or cat is None:
+            return
+        for district, (version, text) in shadows.items():
+            old = self._district_shadows.get(district)
+            if (old is not None and old.version == version) or version in self._refused:
+                continue
+            try:
+                cand = read_overlay_texts(cat, [(f"{version}/{district}.yaml", text)])
+                ds = DistrictShadow(district, version, cand.by_district[district], cat)
+                ds.engine = Engine(cat, ds.registry(self._overlays, self._registry))
+            except (OverlayError, CarePlanError, KeyError) as exc:
+                log.error(
+                    "district shadow refused",
+                    district=district,
+                    version=version,
+                    problems=str(exc)[:500],
+                )
+                self._refused.add(version)
+                continue
+            for rid in ds.residents:  # go on where the live engine is, for its residents only
+                if rid in self.engine.residents():
+                    ds.engine.restore(rid, self.engine.snapshot(rid))
+            if old is not None:
+                self._end_shadow_alerts(f"shadow run of {district}'s overlay replaced")
+            self._district_shadows[district] = ds
+            log.info(
+                "district shadow started",
+                district=district,
+                version=version,
+                residents=len(ds.residents),
+            )
+
+    def _district_shadows_registry(self) -> None:
+        for district, ds in list(self._district_shadows.items()):
+            try:
+                ds.engine.update_registry(ds.registry(self._overlays, self._registry))
+            except CarePlanError as exc:
+                log.error(
+                    "district shadow stopped: a care plan does not fit it",
+                    district=district,
+                    version=ds.version,
+                    problems=str(exc)[:500],
+                )
+                self._refused.add(ds.version)
+                del self._district_shadows[district]
+
+    def _district_shadow_process(self, ev: Event, received: datetime | None) -> None:
+        """A district's candidate overlay sees its own residents' events only."""
+        for district, ds in list(self._district_shadows.items()):
+            if ev.resident not in ds.residents:
+                continue
+            try:
+                for sig in ds.engine.process(ev, received):
+                    self._signal(ds.mark(sig))
+            except Exception:  # a candidate must never stop the live path
+                log.exception("district shadow failed: stopped", district=district)
+                del self._district_shadows[district]
+
+    def _district_shadow_advance(self) -> None:
+        for district, ds in list(self._district_shadows.items()):
+            try:
+                for sig in ds.engine.advance(self._timer_clock()):
+                    self._signal(ds.mark(sig))
+            except Exception:
+                log.exception("district shadow failed: stopped", district=district)
+                del self._district_shadows[district]
 
     # --- life ---------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -398,14 +597,6 @@ class EmbeddedRunner:
 
     async def _start_up(self) -> None:
         s = self.settings
-        districts = default_districts_dir([s.rules_dir or default_rules_dir()])
-        if districts is not None and overlay_files([districts]):
-            # Not silently: replay would page by the overlay and live by the standard.
-            log.warning(
-                "district overlays are applied by trygg rules replay and report deviations"
-                " only; trygg run alerts by the city standard and the care plans",
-                districts=str(districts),
-            )
         self._pool = ConnectionPool(
             s.database_url,
             min_size=1,
@@ -723,6 +914,7 @@ class EmbeddedRunner:
                 )
             if self._managed:
                 await self._reload_catalogue()
+            await self._reload_overlays()
 
     async def _repeat_counts(self) -> None:
         """Every 5 s: the counts of repeated log lines whose minute is over."""
