@@ -176,6 +176,44 @@ class AlertLatencies:
             by_severity,
         )
 
+    def observe_raise(
+        self, a: Any, now: datetime, cause: tuple[str, datetime | None] | None
+    ) -> None:
+        """A new alert, decided at ``now``: raised by the event being evaluated
+        (``cause``: its id and receipt; it is among the alert's events), or by a
+        timer (the timer task's, or one that the event's time passed; its events
+        are older ones). The embedded service and the distributed worker both
+        call this, so the two runners count alike."""
+        sev = a.severity.value
+        trigger = "timer"
+        if cause is not None and cause[0] in a.events:
+            trigger = "event"
+            if cause[1] is not None:
+                self.receipt_to_raised.observe((now - cause[1]).total_seconds(), sev)
+        if a.signal_at is not None:
+            seconds = (now - a.signal_at).total_seconds()
+            self.event_to_raised.observe(seconds, sev, trigger)
+
+    def observe_staff(self, alert: Any, new: Iterable[Any]) -> None:
+        """notified -> acknowledged and acknowledged -> arrived, from an alert's new
+        records (a staff action's): an alert acknowledged before it was notified
+        (held, suppressed) is not observed."""
+        from trygg.alerts.alert import Step
+
+        def first_at(step: Step) -> datetime | None:
+            return next((r.at for r in alert.records if r.step is step), None)
+
+        sev = alert.severity.value
+        for r in new:
+            if r.step is Step.ACKNOWLEDGED:
+                since, h = first_at(Step.NOTIFIED), self.notified_to_acknowledged
+            elif r.step is Step.ARRIVED:
+                since, h = first_at(Step.ACKNOWLEDGED), self.acknowledged_to_arrived
+            else:
+                continue
+            if since is not None:
+                h.observe((r.at - since).total_seconds(), sev)
+
     def all(self) -> tuple[Histogram, ...]:
         return (
             self.receipt_to_raised,
@@ -388,6 +426,22 @@ def _latency(runner: Any, service: Any) -> Iterator[Any]:
             "receipt), 0 when all is stored; grows while the database is away",
             value=float(backlog(datetime.now(UTC))),
         )
+
+
+class _Histograms(Collector):
+    def __init__(self, histograms: Iterable[Histogram]) -> None:
+        self.histograms = list(histograms)
+
+    def collect(self) -> Iterator[Any]:
+        for h in self.histograms:
+            yield h.family()
+
+
+def render_histograms(histograms: Iterable[Histogram]) -> str:
+    """Histograms alone, in the text format (the distributed worker's /metrics)."""
+    reg = CollectorRegistry()
+    reg.register(_Histograms(histograms))
+    return generate_latest(reg).decode()
 
 
 def render(runner: Any, service: Any, http: Any = None) -> str:

@@ -58,6 +58,7 @@ from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import OPEN_STATES, Alert, Record
 from trygg.alerts.gates import Silence
 from trygg.alerts.routing import Escalator
+from trygg.api.metrics import AlertLatencies, Histogram
 from trygg.distributed import codecs
 from trygg.notify.console import ConsoleFeed
 from trygg.registry import Registry
@@ -147,6 +148,15 @@ class _Link:
         self.connected = asyncio.Event()
 
 
+class StaffLatencies(AlertLatencies):
+    """The latency histograms of the steps that happen in the API: notified ->
+    acknowledged and acknowledged -> arrived (staff act through it). The raise,
+    the notifications and the sink's lag are the workers' (their /metrics)."""
+
+    def all(self) -> tuple[Histogram, ...]:
+        return (self.notified_to_acknowledged, self.acknowledged_to_arrived)
+
+
 class DistributedAlertService:
     """The ``AlertService`` surface that ``trygg.api.app.create_app`` uses, over the
     database and Kafka instead of an in-process gatekeeper (see the module docstring)."""
@@ -179,6 +189,7 @@ class DistributedAlertService:
         # metrics (the names the embedded service exports)
         self.alerts_by: Counter[tuple[str, str, str]] = Counter()
         self.deliveries_by: Counter[tuple[str, str]] = Counter()  # delivered by the workers
+        self.latency = StaffLatencies()  # staff answering, observed as actions are confirmed
         self.access_failed = 0
 
     @property
@@ -293,6 +304,7 @@ class DistributedAlertService:
         b = await self._confirm(a, mine, action, actor, note, kw)
         self._adopt(b)
         self.alerts_by[(b.rule, b.severity.value, action)] += 1
+        self.latency.observe_staff(b, b.records[a.version :])
         log.info("alert " + action, alert=b.id, state=b.state.value)
         return b
 

@@ -442,18 +442,7 @@ class AlertService:
         self._wake.set()
 
     def _observe_raise(self, a: Alert, now: datetime) -> None:
-        """A new alert: raised by the event being evaluated (it is among the alert's
-        events), or by a timer (the timer task's, or one that the event's time
-        passed; its events are older ones)."""
-        sev = a.severity.value
-        cause = self.cause
-        trigger = "timer"
-        if cause is not None and cause[0] in a.events:
-            trigger = "event"
-            self.latency.receipt_to_raised.observe((now - cause[1]).total_seconds(), sev)
-        if a.signal_at is not None:
-            seconds = (now - a.signal_at).total_seconds()
-            self.latency.event_to_raised.observe(seconds, sev, trigger)
+        self.latency.observe_raise(a, now, self.cause)
 
     # ------------------------------------------------------------- escalation
 
@@ -738,18 +727,7 @@ class AlertService:
         return b
 
     def _observe_staff(self, alert: Alert, new: Iterable[Record]) -> None:
-        """notified -> acknowledged and acknowledged -> arrived, from the records: an
-        alert acknowledged before it was notified (held, suppressed) is not observed."""
-        sev = alert.severity.value
-        for r in new:
-            if r.step is Step.ACKNOWLEDGED:
-                since, h = _first_at(alert, Step.NOTIFIED), self.latency.notified_to_acknowledged
-            elif r.step is Step.ARRIVED:
-                since, h = _first_at(alert, Step.ACKNOWLEDGED), self.latency.acknowledged_to_arrived
-            else:
-                continue
-            if since is not None:
-                h.observe((r.at - since).total_seconds(), sev)
+        self.latency.observe_staff(alert, new)
 
     # ------------------------------------------------------------- silences
 

@@ -30,6 +30,7 @@ from faust.serializers import codecs as faust_codecs
 
 from trygg import logs
 from trygg.alerts.gates import Silence
+from trygg.api.metrics import AlertLatencies, drainer_lag, render_histograms
 from trygg.distributed import codecs
 from trygg.distributed.topics import ALERTS_TABLE, NOTIFY_TABLE, RULES_TABLE
 from trygg.distributed.worker.core import (
@@ -46,6 +47,7 @@ from trygg.distributed.worker.core import (
 )
 from trygg.registry import Registry
 from trygg.rules.overlays import OverlayInputs
+from trygg.runner.drainer import LAG_BUCKETS, receipt_lags
 from trygg.settings import Settings
 
 log = logs.get("trygg.worker")
@@ -200,11 +202,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         conf["producer_max_batch_size"] = s.kafka_producer_max_batch_size
     if s.kafka_producer_linger_ms is not None:
         conf["producer_linger"] = s.kafka_producer_linger_ms / 1000
-    # failover (docs/distributed.md, "Failover"): production values, not Faust's 60 s / 3 s
-    conf["broker_session_timeout"] = s.kafka_session_timeout_s
-    conf["broker_heartbeat_interval"] = s.kafka_heartbeat_interval_s
-    if s.kafka_group_instance_id is not None:
-        conf["consumer_group_instance_id"] = s.kafka_group_instance_id
+    if s.kafka_session_timeout_s is not None:
+        conf["broker_session_timeout"] = s.kafka_session_timeout_s
     return conf
 
 
@@ -267,6 +266,10 @@ class Worker:
             else None
         )
         self._registry: Registry | None = None
+        # The embedded runner's latency histograms, for the steps a worker does
+        # (docs/api.md, "Latency histograms"); /metrics on Faust's web server.
+        self.latency = AlertLatencies(getattr(c, "value", str(c)) for c in self.channels)
+        self.sink_lag = drainer_lag(LAG_BUCKETS)  # the sink is this runner's drainer
         self.stats: dict[str, int] = {
             "events": 0,
             "applied": 0,  # events applied to the engine (each once: docs/distributed.md)
@@ -343,6 +346,11 @@ class Worker:
         if db is not None:
             self.sink_agent = app.agent(sink_channel, name="sink")(sink_agent)
         app.timer(s.worker_timer_interval_s, name="trygg-timers")(self.scan_timers)
+
+        async def metrics_view(view: Any, request: Any) -> Any:
+            return view.text(self.metrics(), content_type="text/plain")
+
+        app.page("/metrics")(metrics_view)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.timer(TAIL_CHECK_S, name="trygg-tails")(self.check_tails)
         if load_registry is not None:
@@ -405,8 +413,11 @@ class Worker:
                 self.wall_clocks.note(partition, got - res.event_at, time.monotonic())
         else:
             self.stats["ticks"] += 1
+        # An event's signals say which event they were evaluated for and its receipt
+        # (the alerts agent's latency histograms: trigger=event, receipt -> raised).
+        cause = {"by": rec.get("i"), "brx": rec.get("rx")} if op == "ev" else {}
         out = [
-            (self.signals_topic, rid, codecs.dumps(codecs.signal_record(sig)), None)
+            (self.signals_topic, rid, codecs.dumps({**codecs.signal_record(sig), **cause}), None)
             for sig in res.signals
         ]
         out += [
@@ -435,6 +446,7 @@ class Worker:
         )
         if res.duplicate:
             return
+        self._observe_raised(rec, res.decisions)
         out = [(self.records_topic, rid, codecs.dumps(r), None) for r in res.records]
         out += [
             (self.notifications_topic, n["row"]["alert_id"], codecs.dumps(n), None)
@@ -450,6 +462,25 @@ class Worker:
         assert res.state is not None
         self.alerts_table[rid] = res.state.decode()
         self.alert_timers.update(partition, rid, res.deadline, None)
+
+    def _observe_raised(self, rec: dict[str, Any], decisions: Sequence[Any]) -> None:
+        """New alerts into the latency histograms, as the embedded service counts them."""
+        cause = None
+        if rec.get("op") == "sig" and rec.get("by"):
+            rx = rec.get("brx")
+            cause = (str(rec["by"]), datetime.fromisoformat(rx) if isinstance(rx, str) else None)
+        now = self.clock()
+        for d in decisions:
+            if d.alert is not None and d.previous_version is None:
+                self.latency.observe_raise(d.alert, now, cause)
+
+    def metrics(self) -> str:
+        """The worker's /metrics: the latency histograms of the steps it does (the
+        raise, the notifications, the sink's lag); staff's are the API's."""
+        lat = self.latency
+        return render_histograms(
+            [lat.receipt_to_raised, lat.event_to_raised, lat.raised_to_notified, self.sink_lag]
+        )
 
     # ------------------------------------------------------------------ notify
 
@@ -533,6 +564,9 @@ class Worker:
                     )
                 continue
             self.stats["notified"] += 1
+            if d.ok and n.action == "notify":  # the first level: raised -> notified
+                seconds = (self.clock() - n.due_at).total_seconds()
+                self.latency.raised_to_notified.observe(seconds, n.channel.value)
             record(at, tries, d.ok, d.status, d.error if d.ok or final == d.error else final, ms)
             if d.ok and at.first_failed is not None:
                 log.info(
@@ -573,6 +607,15 @@ class Worker:
             accept = frozenset([tp for tp in by_tp if await self._gone("sink", *tp)])
             stored, holes = await self.db(apply_batch, by_tp, accept)
             self.stats["stored"] += stored
+            events = [
+                r
+                for tp, recs in by_tp.items()
+                if tp[0] == self.settings.kafka_events_topic and tp not in holes
+                for _, r in recs
+            ]
+            lags = receipt_lags(events, time.time())  # receipt -> stored, as the drainer
+            if lags is not None:
+                self.sink_lag.add(lags["n"], lags["sum"])
             for tp in by_tp:
                 if tp not in holes:
                     self.holes.closed(("sink", *tp))
