@@ -219,6 +219,17 @@ def test_the_a3_page_prints_on_one_a3_sheet(handled: Handled, tmp_path: Path) ->
         abs(float(w) - 1190.55) < 2 and abs(float(h) - 841.89) < 2 for w, h in boxes
     )
     # and laid out as printed: it fits the sheet, no table or cell reaches past its box
+    res = printed_layout(html_file, "a3")
+    (REPO / ".artifacts" / "a3.pdf").write_bytes(pdf)
+    assert res["spill"] == [], res
+    assert res["width"] <= A3_PRINTABLE[0] + 1
+    assert res["height"] <= A3_PRINTABLE[1], res
+
+
+def printed_layout(html_file: Path, name: str) -> dict[str, Any]:
+    """The page laid out for print in Chromium on the A3 sheet's printable area:
+    its width and height, and the tables, cells, cards and plots that spill out of
+    their box (a screenshot to .artifacts/NAME.png)."""
     from playwright.sync_api import sync_playwright
 
     artefacts = REPO / ".artifacts"
@@ -231,7 +242,7 @@ def test_the_a3_page_prints_on_one_a3_sheet(handled: Handled, tmp_path: Path) ->
             )
             page.goto(html_file.as_uri())
             page.emulate_media(media="print")
-            res = page.evaluate(
+            res: dict[str, Any] = page.evaluate(
                 """() => {
                   const out = {spill: []};
                   for (const c of document.querySelectorAll('table, th, td, .card, svg.plot')) {
@@ -245,13 +256,10 @@ def test_the_a3_page_prints_on_one_a3_sheet(handled: Handled, tmp_path: Path) ->
                   return out;
                 }"""
             )
-            page.screenshot(path=str(artefacts / "a3.png"), full_page=True)
-            (artefacts / "a3.pdf").write_bytes(pdf)
+            page.screenshot(path=str(artefacts / f"{name}.png"), full_page=True)
         finally:
             browser.close()
-    assert res["spill"] == [], res
-    assert res["width"] <= A3_PRINTABLE[0] + 1
-    assert res["height"] <= A3_PRINTABLE[1], res
+    return res
 
 
 def test_the_a3_page_without_a_candidate_and_for_a_rule_that_does_not_exist(

@@ -8,16 +8,23 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import shutil
 import statistics
 from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
 from tests.conftest import new_database, trygg_cli
-from tests.test_a3 import fill_month
+from tests.test_a3 import A3_PRINTABLE, fill_month, printed_layout
+from tests.test_backtest import BED_EXIT, END, START, candidate_dir, current
 from tests.test_deviations import DISTRICTS
+from tests.test_report import CHROMIUM
+from trygg.audit.a3 import A3Options, build_a3
 from trygg.devenv import PrivatePostgres
 from trygg.registry import read_registry_text
 from trygg.store.migrate import migrate
@@ -131,3 +138,70 @@ def test_by_district_is_refused_with_the_way(month: str) -> None:
     assert r.returncode == 2 and "--per district" in r.stderr
     r = trygg_cli("report", *PERIOD, "--per", "team", env=env, check=False)
     assert r.returncode == 2 and "--per district is the one grouping" in r.stderr
+
+
+def rule_per_district(url: str, rule: str) -> dict[str, tuple[int, int]]:
+    """Per district, the rule's alerts and false alarms (false_alarm or
+    no_help_needed in the resolving record), from the records, in Python."""
+    district = {t.id: t.district for t in read_registry_text(DISTRICTS).teams}
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT a.team, (SELECT r.data ->> 'outcome' FROM alert_records r"
+            " WHERE r.alert_id = a.id AND r.step = 'resolved') FROM alerts a"
+            " WHERE a.rule = %s AND a.raised_at >= '2026-03-01T00:00+01:00'"
+            " AND a.raised_at < '2026-04-01T00:00+02:00' AND NOT a.shadow",
+            [rule],
+        ).fetchall()
+    out: dict[str, tuple[int, int]] = {}
+    for team, outcome in rows:
+        n, f = out.get(district[team], (0, 0))
+        out[district[team]] = (n + 1, f + (outcome in ("false_alarm", "no_help_needed")))
+    return out
+
+
+@pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Debian's chromium is not installed")
+def test_the_a3_page_shows_the_other_districts_as_the_reference(month: str, tmp_path: Path) -> None:
+    """A team's A3 page for bed exits: its district first (marked), the other
+    district beside it, each with the rule's alerts and false-alarm share over
+    the same period for all its teams; printed on one A3 sheet."""
+    exp = rule_per_district(month, BED_EXIT)
+    assert set(exp) == {"grorud", "stovner"} and all(n > 10 for n, _ in exp.values())
+    opts = A3Options(rule=BED_EXIT, start=START, end=END, team="sagene-ost")
+    with psycopg.connect(month, autocommit=True) as conn:
+        page = build_a3(conn, opts, current(), now=datetime(2026, 4, 2, tzinfo=UTC))
+    assert page.district == "stovner"
+    assert [k.key for k in page.reference] == ["stovner", "grorud"]  # its own first
+    for k in page.reference:
+        n, false = exp[k.key]
+        assert (k.alerts, k.false_alarms) == (n, false)
+        assert k.false_alarm_share == pytest.approx(false / k.closed)
+    # the page's own figures are the team's, the reference the whole district's
+    assert page.overall.alerts < page.reference[0].alerts
+
+    # printed: the team's page (its district marked), and the site's page with
+    # a candidate (every district, none marked), each on one A3 sheet
+    env = {"TRYGG_DATABASE_URL": month, "TRYGG_REPORT_TIMEZONE": "Europe/Oslo"}
+    cand = candidate_dir(tmp_path)
+    for name, args in (
+        ("a3-team", ["--team", "sagene-ost"]),
+        ("a3-site", ["--candidate", str(cand), "--shadow-from", "2026-04-13"]),
+    ):
+        html_file, pdf_file = tmp_path / f"{name}.html", tmp_path / f"{name}.pdf"
+        trygg_cli(
+            "report", "a3", "--rule", BED_EXIT, *PERIOD, *args,
+            "--out", str(html_file), "--pdf", str(pdf_file), env=env,
+        )  # fmt: skip
+        html = html_file.read_text()
+        assert ">Referanse: bydelene</th>" in html
+        if name == "a3-team":
+            assert '<tr class="own"><td>Bydel Stovner (denne siden)</td>' in html
+            assert "<td>Bydel Grorud</td>" in html
+        else:
+            assert 'class="own"' not in html
+            assert "<td>Bydel Grorud</td>" in html and "<td>Bydel Stovner</td>" in html
+        pages = re.findall(rb"/Type\s*/Page(?![s\w])", pdf_file.read_bytes())
+        assert len(pages) == 1, name
+        res = printed_layout(html_file, name)
+        assert res["spill"] == [], res
+        assert res["width"] <= A3_PRINTABLE[0] + 1
+        assert res["height"] <= A3_PRINTABLE[1], (name, res)

@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from trygg.alerts.alert import FALSE_OUTCOMES
+from trygg.registry import DEFAULT_DISTRICT
 from trygg.rules.backtest import (
     ADDED,
     DELAYED,
@@ -52,6 +53,7 @@ from trygg.rules.backtest import (
 from trygg.rules.catalogue import Catalogue
 from trygg.store import kpi as kpi_sql
 from trygg.store.kpi import KpiParams, KpiRow
+from trygg.store.registry import district_map
 
 Progress = Callable[[str], None]
 NIGHT_HOURS = (22, 23, 0, 1, 2, 3, 4, 5, 6)
@@ -175,6 +177,12 @@ class A3Page:
     shadow_started: datetime | None = None
     plan: list[PlanStep] = field(default_factory=list)
     plots: dict[str, str] = field(default_factory=dict)
+    # The reference: the rule's figures in each district over the same period
+    # (every team of it, whatever the page's team); the page's own district (its
+    # team's) is ``district``, the others are what it is compared with.
+    reference: list[KpiRow] = field(default_factory=list)
+    district: str | None = None
+    district_names: dict[str, str] = field(default_factory=dict)
 
     def group(self, dimension: str) -> list[KpiRow]:
         return [k for k in self.kpis if k.dimension == dimension]
@@ -267,12 +275,35 @@ def build_a3(
         kpis=rows,
         breakdown=bd,
     )
+    add_reference(conn, page)
     if candidate is not None:
         page.countermeasure = countermeasure(conn, opts, current, candidate)
         tick("back-test")
         page.shadow_started = _shadow_started(conn, candidate.version)
     page.plan = plan(page, now)
     return page
+
+
+def add_reference(conn: psycopg.Connection[Any], page: A3Page) -> None:
+    """The other districts as the reference: the rule's figures per district over
+    the page's period (``kpi.district_kpis``, all teams), when the site has more
+    than one district; the page's district is its team's (none for the site)."""
+    o = page.options
+    p = KpiParams(
+        start=o.start,
+        end=o.end,
+        timezone=o.timezone,
+        rule=o.rule,
+        answer_targets=((60, o.target60), (180, o.target180)),
+    )
+    teams, names = district_map(conn)
+    rows = [k for k in kpi_sql.district_kpis(conn, p) if k.dimension == "district"]
+    own = teams.get(o.team, DEFAULT_DISTRICT) if o.team else None
+    if len({*teams.values(), *(k.key for k in rows)} - {DEFAULT_DISTRICT}) < 2:
+        return  # one district (or none named): nothing to compare with
+    page.reference = sorted(rows, key=lambda k: (k.key != own, k.key))
+    page.district = own
+    page.district_names = names
 
 
 def countermeasure(
@@ -522,7 +553,8 @@ def add_plots(page: A3Page) -> None:
     # by local hour, noon to noon, night shaded
     by = {int(r["key"]): r for r in page.breakdown["hour"]}
     hours = list(range(12, 24)) + list(range(12))
-    fig, ax = plt.subplots(figsize=(9.4, 2.0))
+    # (lower when the districts' reference table needs the room on the sheet)
+    fig, ax = plt.subplots(figsize=(9.4, 1.45 if page.reference else 2.0))
     x = list(range(24))
     for i, h in enumerate(hours):
         if h in NIGHT_HOURS:
