@@ -1,14 +1,18 @@
 """A distributed trygg on this machine: tansu, bridges and workers as processes.
 
-Used by tests/test_distributed_integration.py and bench/bench_distributed.py.
-The test-only Kafka settings of the issue (one record per producer batch, a
-low fetch wait, a 10 s session timeout, no web server) are set here, in the
-environment of the processes, never as defaults.
+Used by the tests/test_distributed_*.py on tansu and bench/bench_distributed.py.
+The test-only Kafka settings for tansu (one record per producer batch, a low
+fetch wait, no web server) are set here, in the environment of the processes,
+never as defaults. The session and heartbeat timeouts are the production
+defaults (docs/distributed.md, "Failover"). ``Prober`` times immediate alarms
+from publish to page.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import os
 import shutil
 import signal
@@ -29,7 +33,6 @@ TEST_ONLY_KAFKA = {
     "TRYGG_KAFKA_PRODUCER_MAX_BATCH_SIZE": "1",
     "TRYGG_KAFKA_PRODUCER_LINGER_MS": "0",
     "TRYGG_KAFKA_FETCH_MAX_WAIT_MS": "10",
-    "TRYGG_KAFKA_SESSION_TIMEOUT_S": "10",
 }
 
 
@@ -199,3 +202,87 @@ def wait_until(pred, timeout: float, step: float = 0.5) -> bool:  # type: ignore
             return True
         time.sleep(step)
     return bool(pred())
+
+
+def add_probe_residents(data: dict[str, Any], n: int) -> list[str]:
+    """Add ``n`` probe residents (team ``probe``), each with a fall detector
+    ``pfall-NNN``, to registry ``data`` (``trygg.simulate.homes.registry_data``);
+    returns the detectors' ids. As bench/bench_alert_latency.py."""
+    devices = []
+    for i in range(n):
+        data["residents"].append({"id": f"probe-{i:03d}", "team": "probe"})
+        data["devices"].append(
+            {"id": f"pfall-{i:03d}", "resident": f"probe-{i:03d}", "kind": "fall"}
+        )
+        devices.append(f"pfall-{i:03d}")
+    return devices
+
+
+class Prober:
+    """Immediate alarms as probes of the alarm path: a ``fall.detected`` every
+    ``every`` seconds, round the probe detectors, each followed 50 ms later by an
+    ``alarm.reset`` that closes the alert again, so the resident's next fall is a new
+    alert. Published at QoS 1 from a thread of this process; ``sent`` is each probe's
+    event id -> (CLOCK_MONOTONIC at publish, device). Event times are the moment
+    of publishing: nothing depends on the date."""
+
+    def __init__(self, port: int, site: str, devices: list[str], every: float = 0.25) -> None:
+        import threading
+
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.site, self.devices, self.every = site, devices, every
+        self.sent: dict[str, tuple[float, str]] = {}
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"probe-{os.getpid()}", protocol=mqtt.MQTTv5
+        )
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._k = 0
+
+    def _publish(self, device: str, eid: str, kind: str) -> None:
+        from datetime import UTC, datetime
+
+        body = {"id": eid, "type": kind, "time": datetime.now(UTC).isoformat()}
+        self.client.publish(
+            f"trygg/{self.site}/devices/{device}/events", json.dumps(body).encode(), qos=1
+        )
+
+    def _run(self) -> None:
+        nxt = time.monotonic()
+        while not self._stop.is_set():
+            dev = self.devices[self._k % len(self.devices)]
+            eid = f"probe-{self._k}"
+            self.sent[eid] = (time.monotonic(), dev)
+            self._publish(dev, eid, "fall.detected")
+            time.sleep(0.05)
+            self._publish(dev, f"reset-{self._k}", "alarm.reset")
+            self._k += 1
+            nxt += self.every
+            self._stop.wait(max(0.0, nxt - time.monotonic()))
+
+    def start(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def close(self) -> None:
+        self.stop()
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    def between(self, t0: float, t1: float) -> list[str]:
+        """The probes published in [t0, t1) (monotonic)."""
+        return [e for e, (t, _) in self.sent.items() if t0 <= t < t1]
+
+
+def pct(xs: list[float], p: float) -> float:
+    """The ``p``-th percentile (nearest rank) of ``xs``."""
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))]
