@@ -62,6 +62,7 @@ from trygg.api.metrics import AlertLatencies, Histogram
 from trygg.distributed import codecs
 from trygg.notify.console import ConsoleFeed
 from trygg.registry import Registry
+from trygg.retry import logged, retry_async
 from trygg.runner.alerting import alert_from_records
 from trygg.settings import Settings
 from trygg.store import access as access_store
@@ -404,11 +405,9 @@ class DistributedAlertService:
         resident: str | None,
         detail: dict[str, Any] | None,
     ) -> None:
-        deadline = time.monotonic() + ACCESS_RETRY_S
-        delay = 0.2
-        while True:
-            try:
-                await self._db(
+        try:
+            await retry_async(
+                lambda: self._db(
                     access_store.log_access,
                     at=at,
                     actor=actor,
@@ -416,15 +415,13 @@ class DistributedAlertService:
                     action=action,
                     resident=resident,
                     detail=detail,
-                )
-                return
-            except (psycopg.Error, OSError) as exc:
-                if time.monotonic() + delay > deadline:
-                    self.access_failed += 1
-                    log.error("access log entry lost", action=action, error=type(exc).__name__)
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                ),
+                retry_on=(psycopg.Error, OSError),
+                give_up_after=ACCESS_RETRY_S,
+            )
+        except (psycopg.Error, OSError) as exc:
+            self.access_failed += 1
+            log.error("access log entry lost", action=action, error=type(exc).__name__)
 
     async def flush(self) -> None:
         """Let background access-log writes finish (on shutdown, for a few seconds)."""
@@ -482,22 +479,23 @@ class Actions:
 
         from trygg.distributed.bridge import producer_kwargs
 
-        delay = 0.5
-        while True:
+        async def start() -> Any:
             producer = AIOKafkaProducer(**producer_kwargs(self.settings))
             try:
                 await producer.start()
-            except (KafkaError, OSError) as exc:
+            except (KafkaError, OSError):
                 with contextlib.suppress(Exception):
                     await producer.stop()
-                log.warning("kafka unavailable, retrying", error=type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            self.producer = producer
-            self.link.connected.set()
-            log.info("kafka connected")
-            return
+                raise
+            return producer
+
+        self.producer = await retry_async(
+            start,
+            retry_on=(KafkaError, OSError),
+            on_retry=logged(log, "kafka unavailable, retrying"),
+        )
+        self.link.connected.set()
+        log.info("kafka connected")
 
     async def send(self, topic: str, key: bytes, value: bytes) -> None:
         """Return once the broker has the record (acks=all)."""

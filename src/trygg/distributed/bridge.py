@@ -43,6 +43,7 @@ from trygg.ingest.decode import DecodeLimits, Decoder
 from trygg.ingest.mqtt import Message, MqttSource
 from trygg.registry import Registry
 from trygg.repeats import RepeatLog
+from trygg.retry import logged, retry_async
 from trygg.settings import Settings
 from trygg.store import spooled
 from trygg.store.registry import load_registry
@@ -124,25 +125,16 @@ class Bridge:
     # --- life ---------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        delay = 0.5
-        while True:
-            try:
-                self._set_registry(await asyncio.to_thread(self._load_registry))
-                break
-            except psycopg.Error as exc:
-                log.warning("database unavailable, retrying", error=str(exc).strip()[:200])
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        registry = await retry_async(
+            lambda: asyncio.to_thread(self._load_registry),
+            retry_on=psycopg.Error,
+            on_retry=logged(log, "database unavailable, retrying"),
+        )
+        self._set_registry(registry)
         producer = AIOKafkaProducer(**producer_kwargs(s))
-        delay = 0.5
-        while True:
-            try:
-                await producer.start()
-                break
-            except KafkaError as exc:
-                log.warning("kafka unavailable, retrying", error=str(exc)[:200])
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await retry_async(
+            producer.start, retry_on=KafkaError, on_retry=logged(log, "kafka unavailable, retrying")
+        )
         loop = asyncio.get_running_loop()
         source = MqttSource(
             s.mqtt_url,
@@ -240,20 +232,21 @@ class Bridge:
         """Send (topic, key, value, partition) records and await every ack, retrying
         the whole lot until Kafka takes it: at-least-once, duplicates are dropped
         downstream. The batch's MQTT messages stay unacknowledged meanwhile."""
-        delay = 0.2
-        while True:
-            try:
-                futures = [
-                    await producer.send(topic, value, key=key, partition=p)
-                    for topic, key, value, p in records
-                ]
-                await asyncio.gather(*futures)
-                return
-            except KafkaError as exc:
-                self.stats.send_retries += 1
-                log.warning("kafka send failed, retrying", error=str(exc)[:200], retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+
+        async def send_all() -> None:
+            futures = [
+                await producer.send(topic, value, key=key, partition=p)
+                for topic, key, value, p in records
+            ]
+            await asyncio.gather(*futures)
+
+        said = logged(log, "kafka send failed, retrying")
+
+        def counted(exc: BaseException, wait: float) -> None:
+            self.stats.send_retries += 1
+            said(exc, wait)
+
+        await retry_async(send_all, retry_on=KafkaError, on_retry=counted)
 
     async def _send_watermark(self, producer: AIOKafkaProducer) -> None:
         """The progress to every partition of the events topic. Sent from the one task

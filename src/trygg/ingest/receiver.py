@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import marshal
 import os
-import random
 import select
 import signal
 import ssl
@@ -53,6 +52,7 @@ from trygg import logs
 from trygg.child import ChildProcess
 from trygg.ingest.mqtt import Message, MqttSource
 from trygg.ingest.payload import MAX_PAYLOAD_BYTES, PayloadHead, head_of
+from trygg.retry import BROKER
 
 log = logs.get("trygg.ingest.receiver")
 
@@ -148,18 +148,22 @@ class _Receiver:
         self.source.prepare()
         buf = b""
         delay = 0.0  # the first connect does not wait
+        failures = 0  # reconnects tried since the broker last accepted one
         misc_at = 0.0
         while True:
             sock = client.socket()
             if sock is None:
-                # Exponential backoff with jitter (a fleet of ingest processes must not
-                # reconnect in lock-step after a broker restart), from about 1 s again
-                # once a connection was accepted; a refused CONNACK also backs off.
+                # trygg's retry policy for the broker (trygg.retry.BROKER: doubling to
+                # 30 s with jitter, so a fleet of ingest processes does not reconnect in
+                # lock-step after a broker restart), from about 1 s again once a
+                # connection was accepted; a refused CONNACK also backs off.
                 if self._accepted:
-                    delay, self._accepted = random.uniform(0.5, 1.5), False
+                    failures, self._accepted = 1, False
+                    delay = BROKER.delay(failures)
                 if delay and not self._back_off(inp, delay):
                     return  # the runner has gone
-                delay = min(max(delay, 0.5) * 2, 30.0) * random.uniform(0.75, 1.25)
+                failures += 1
+                delay = BROKER.delay(failures)
                 try:
                     client.reconnect()
                 except OSError as exc:

@@ -1,12 +1,11 @@
-"""trygg's one retry policy for notifications, and each channel's health.
+"""Retrying notifications, and each channel's health.
 
 Every channel makes *one* attempt per call (``Channel.send``); what happens
-between attempts is decided here, once, with tenacity: exponential backoff
-with jitter, from ``initial`` seconds up to ``maximum`` between attempts,
-retried until a stop condition says otherwise (delivered, the alert closed,
-the channel's give-up time passed, or a permanent failure such as HTTP 404).
-The jitter keeps many notifications that failed together (a receiver's
-outage) from coming back in lock-step.
+between attempts is decided here, with tenacity and trygg's one retry policy
+(``trygg.retry.RetryPolicy``: exponential backoff with jitter), retried until
+a stop condition says otherwise (delivered, the alert closed, the channel's
+give-up time passed, or a permanent failure such as HTTP 404). A failure is a
+result here (``Delivery``), not an exception, hence a loop of its own.
 
 ``ChannelHealth`` keeps, per channel, the last success, the consecutive
 failures and since when it has been failing: ``/metrics`` and
@@ -16,7 +15,6 @@ failures and since when it has been failing: ``/metrics`` and
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,37 +22,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result
-from tenacity.wait import wait_base
 
 from trygg.notify.base import Delivery
+from trygg.retry import RetryPolicy
 
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter: ``initial * 2**(n-1)`` seconds before the
-    (n+1)-th attempt, at most ``maximum``, each wait spread by up to ``jitter``
-    (a fraction of it) either way."""
-
-    initial: float = 0.5
-    maximum: float = 15.0
-    jitter: float = 0.25
-
-    def wait(self, already: int = 0) -> wait_base:
-        return _Wait(self, already)
-
-    def delay(self, attempt: int) -> float:
-        """The wait after failed attempt number ``attempt`` (1-based)."""
-        base = min(self.maximum, self.initial * 2 ** max(0, attempt - 1))
-        return float(max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter))))
-
-
-class _Wait(wait_base):
-    def __init__(self, policy: RetryPolicy, already: int) -> None:
-        self.policy = policy
-        self.already = already
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        return self.policy.delay(retry_state.attempt_number + self.already)
+__all__ = ["ChannelHealth", "GiveUp", "RetryPolicy", "retry_delivery"]
 
 
 async def retry_delivery(

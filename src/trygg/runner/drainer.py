@@ -28,7 +28,6 @@ import asyncio
 import bisect
 import contextlib
 import os
-import random
 import select
 import signal
 import sys
@@ -45,6 +44,7 @@ from trygg import logs
 from trygg.child import ChildProcess
 from trygg.model import DeadLetter
 from trygg.repeats import RepeatLog
+from trygg.retry import DRAIN, RetryPolicy
 from trygg.runner.spool import Position, SpoolReader
 from trygg.store import spooled
 
@@ -89,14 +89,15 @@ class _Wakes:
 class _Outage:
     """Back-off for a database that is away, and one log line per change of state.
 
-    The wait doubles from ``base`` to ``cap`` with full jitter (a random share
-    of it, at least half), so that the drainers of several sites do not come
-    back in lock-step; it resets once a run is stored.
+    The waits are trygg's one retry policy (``trygg.retry.DRAIN``: doubling from
+    0.2 s to 10 s, with jitter), counted from the outage's first failure; they
+    start again once a run is stored. The drainer sleeps them itself, so that a
+    new record or the runner's exit can wake it (``_Wakes``).
     """
 
-    def __init__(self, out: IO[bytes], base: float = 0.2, cap: float = 10.0) -> None:
+    def __init__(self, out: IO[bytes], policy: RetryPolicy = DRAIN) -> None:
         self._out = out
-        self.base, self.cap = base, cap
+        self.policy = policy
         self.since: float | None = None
         self.attempts = 0
 
@@ -111,8 +112,7 @@ class _Outage:
                 error=_first_line(exc),
             )
             _say(self._out, {"db": "down"})
-        delay: float = min(self.cap, self.base * 2.0 ** min(self.attempts - 1, 16))
-        return delay * random.uniform(0.5, 1.0)
+        return self.policy.delay(self.attempts)
 
     def recovered(self) -> None:
         if self.since is not None:

@@ -48,6 +48,7 @@ from trygg.model import Event, Signal
 from trygg.registry import Registry
 from trygg.registry import load_registry as load_registry_file
 from trygg.repeats import RepeatLog
+from trygg.retry import logged, retry_async
 from trygg.rules import CarePlanError, CatalogueError, Engine, load_catalogue
 from trygg.rules.catalogue import default_rules_dir
 from trygg.rules.overlays import (
@@ -64,7 +65,7 @@ from trygg.runner.drainer import DrainerProcess
 from trygg.runner.spool import Position, Spool
 from trygg.runner.timer_clock import ReceiptClock
 from trygg.settings import Settings
-from trygg.store import spooled
+from trygg.store import DB_AWAY, spooled
 from trygg.store.events import StoredEvent, recent_event_keys
 from trygg.store.registry import load_registry, save_registry
 from trygg.store.retention import run_retention
@@ -211,23 +212,13 @@ class EmbeddedRunner:
             return fn(conn, *args)
 
     async def _db_retry(self, what: str, fn: Any, *args: Any) -> Any:
-        delay = 0.2
-        while True:
-            try:
-                return await asyncio.to_thread(self._db, fn, *args)
-            except (
-                psycopg.OperationalError,
-                psycopg.errors.AdminShutdown,
-                psycopg.errors.QueryCanceled,
-            ) as exc:
-                log.warning(
-                    "database unavailable, retrying",
-                    what=what,
-                    error=str(exc).strip()[:200],
-                    retry_in=delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        """``fn(conn, *args)`` on a pooled connection, retried while the database
+        is away (trygg.retry's policy for services an alert waits on)."""
+        return await retry_async(
+            lambda: asyncio.to_thread(self._db, fn, *args),
+            retry_on=DB_AWAY,
+            on_retry=logged(log, "database unavailable, retrying", what=what),
+        )
 
     def _set_registry(self, registry: Registry) -> None:
         """Take a registry (and its care plans) into use, or refuse it whole.

@@ -5,3 +5,13 @@ migrations, batched event and dead-letter writes, the registry, alerts and
 their append-only lifecycle records. Functions take an open psycopg
 connection, so the caller decides about pooling and transactions.
 """
+
+import psycopg
+
+DB_AWAY: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.errors.AdminShutdown,
+    psycopg.errors.QueryCanceled,
+)
+"""The errors of a database that is away (down, restarting, a statement cut off
+by a restart), as opposed to one that refuses what it was asked: worth retrying."""

@@ -908,11 +908,13 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
 
     from trygg.check import NotStarted, care_plan_lines
     from trygg.notify.console import ConsoleFeed
+    from trygg.retry import logged, retry_async
     from trygg.rules import load_catalogue
     from trygg.rules.catalogue import default_rules_dir
     from trygg.rules.overlays import overlay_inputs
     from trygg.runner.alerting import routing_from
     from trygg.runner.wiring import build_channels, webhook_urls
+    from trygg.store import DB_AWAY
     from trygg.store.registry import load_registry
 
     s = settings
@@ -928,14 +930,11 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
             return fn(conn, *args)
 
     async def db(fn: Any, *args: Any) -> Any:
-        delay = 0.2
-        while True:
-            try:
-                return await asyncio.to_thread(_call, fn, *args)
-            except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
-                log.warning("database unavailable, retrying", error=str(exc).strip()[:200])
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        return await retry_async(
+            lambda: asyncio.to_thread(_call, fn, *args),
+            retry_on=DB_AWAY,
+            on_retry=logged(log, "database unavailable, retrying"),
+        )
 
     def _registry() -> Registry:
         with psycopg.connect(s.database_url, connect_timeout=10) as conn:
