@@ -257,7 +257,15 @@ def backtest_cmd(
         ...,
         "--candidate",
         help="The candidate catalogue: rule files or directories, read in order like --rules "
-        "(repeatable: `--candidate rules --candidate change.yaml` layers one override file).",
+        "(repeatable: `--candidate rules --candidate change.yaml` layers one override file). "
+        "With --district: the district's candidate overlay (a file, or a directory with "
+        "<district>.yaml).",
+    ),
+    district: Optional[str] = typer.Option(  # noqa: UP045
+        None,
+        "--district",
+        help="Back-test a district's candidate overlay against its overlay in force, on the "
+        "current catalogue, for that district's residents only (in this process).",
     ),
     rules: Optional[list[Path]] = typer.Option(  # noqa: UP045
         None,
@@ -330,7 +338,7 @@ def backtest_cmd(
         raise typer.BadParameter("--to must be after --from")
     if jobs is not None and jobs < 1:
         raise typer.BadParameter("--jobs must be at least 1")
-    cand = _catalogue(candidate)
+    cand = _catalogue(candidate) if not district else None
     try:
         conn = psycopg.connect(s.database_url)
     except psycopg.Error as exc:
@@ -342,7 +350,11 @@ def backtest_cmd(
             cur = _active_catalogue(conn) or _catalogue([s.rules_dir or default_rules_dir()])
         registry = load_db_registry(conn)
         residents: list[str] | None = None
-        if team:
+        plan = None
+        if district:  # a district's overlay: its residents and teams only
+            plan, team = _district_backtest(conn, s, cur, registry, district, candidate, team)
+            residents = plan.residents
+        if team and plan is None:
             residents = [r.id for r in registry.residents if r.team in team]
             unknown = sorted(set(team) - {r.team for r in registry.residents})
             if unknown:
@@ -372,24 +384,42 @@ def backtest_cmd(
                 itersize=fetch_size,
                 progress=tick,
             )
-            runner = _shard_runner(
-                conn, s.database_url, jobs, residents, t1 - pre, t2 + window, fetch_size, tick
+            runner = (
+                None
+                if plan is not None
+                else _shard_runner(
+                    conn, s.database_url, jobs, residents, t1 - pre, t2 + window, fetch_size, tick
+                )
             )
             try:
-                res = backtest(
-                    stream,
-                    registry,
-                    cur,
-                    cand,
-                    start=t1,
-                    end=t2,
-                    until=t2 + window,
-                    incidents=incidents,
-                    records=records,
-                    teams=team,
-                    match_window=window,
-                    **({"runner": runner} if runner is not None else {}),
-                )
+                if plan is not None:
+                    res = plan.run(
+                        stream,
+                        registry,
+                        start=t1,
+                        end=t2,
+                        until=t2 + window,
+                        incidents=incidents,
+                        records=records,
+                        teams=team,
+                        match_window=window,
+                    )
+                else:
+                    assert cand is not None
+                    res = backtest(
+                        stream,
+                        registry,
+                        cur,
+                        cand,
+                        start=t1,
+                        end=t2,
+                        until=t2 + window,
+                        incidents=incidents,
+                        records=records,
+                        teams=team,
+                        match_window=window,
+                        **({"runner": runner} if runner is not None else {}),
+                    )
             except CarePlanError as exc:
                 fail(
                     "the stored care plans do not fit a catalogue:\n  " + "\n  ".join(exc.problems)
@@ -407,7 +437,8 @@ def backtest_cmd(
                 "from": t1.isoformat(),
                 "to": t2.isoformat(),
                 "teams": list(team or []),
-                "candidate": cand.version,
+                "candidate": cand.version if cand is not None else plan_version(plan),
+                "district": district,
                 "format": fmt,
                 "residents": sorted(res.residents),
             },
@@ -459,6 +490,58 @@ def _shard_runner(
     return ShardedRunner(
         database_url, shards, start, end, itersize=fetch_size, jobs=n, progress=tick
     )
+
+
+def plan_version(plan: Any) -> str:
+    return str(plan.candidate_version) if plan is not None else ""
+
+
+def _district_backtest(
+    conn: Any,
+    s: Any,
+    cat: Catalogue,
+    registry: Any,
+    district: str,
+    candidate: list[Path],
+    team: list[str] | None,
+) -> tuple[Any, list[str]]:
+    """``trygg rules backtest --district``: the district's overlay in force (stored
+    active version, else its file) against the candidate overlay, on ``cat``; the
+    district's teams (those of ``--team`` in it, if given). Exits on a refused overlay."""
+    from trygg.rules import district_versions as dv
+    from trygg.rules.district_versions_cli import overlays_in_force
+    from trygg.rules.overlays import OverlayError
+    from trygg.store.versions import overlay_version
+
+    if district not in registry.district_ids():
+        fail(f"no district {district!r} in the stored registry")
+    try:
+        src, text = dv.candidate_text(district, candidate)
+        overlay = dv.check_overlay(cat, district, src, text)
+    except OverlayError as exc:
+        typer.echo(f"The candidate overlay of {district} was refused:", err=True)
+        for p in exc.problems:
+            typer.echo(f"  {p}", err=True)
+        raise typer.Exit(1) from None
+    now = overlays_in_force(conn, cat, s)
+    teams = dv.district_teams(registry, district)
+    if team:
+        outside = sorted(set(team) - set(teams))
+        if outside:
+            fail(f"team(s) {', '.join(outside)} not in district {district}")
+        teams = [t for t in teams if t in team]
+    current = now.by_district.get(district)
+    by_id = registry.resident_by_id()
+    plan = dv.DistrictBacktest(
+        catalogue=cat,
+        district=district,
+        current=now,
+        candidate=overlay,
+        candidate_version=overlay_version(district, text),
+        current_version=f"{district}: {current.file}" if current else f"{district}: the standard",
+        residents=[r for r in dv.district_residents(registry, district) if by_id[r].team in teams],
+    )
+    return plan, teams
 
 
 def _active_catalogue(conn: Any) -> Catalogue | None:

@@ -22,6 +22,7 @@ from trygg.alerts.alert import FALSE_OUTCOMES
 from trygg.cli_support import ConfigOpt, fail, settings_or_exit
 from trygg.durations import parse_duration
 from trygg.locale import Words
+from trygg.rules import district_versions_cli as dv
 from trygg.rules.catalogue import Catalogue, CatalogueError, default_rules_dir
 from trygg.rules.engine import CarePlanError, Engine
 from trygg.rules.versions import (
@@ -36,6 +37,14 @@ from trygg.settings import Settings
 
 DbOpt = typer.Option(None, "--database-url", help="overrides TRYGG_DATABASE_URL")
 AuthorOpt = typer.Option(None, "--author", help="who makes the change (default: your user name)")
+DistrictOpt = typer.Option(
+    None, "--district", help="a district's overlay instead of the whole catalogue (issue 19)"
+)
+OverlayOpt = typer.Option(
+    None,
+    "--candidate",
+    help="with --district: the overlay file (or a directory with <district>.yaml)",
+)
 
 
 def _connect(s: Settings) -> Any:
@@ -101,11 +110,17 @@ def register(app: typer.Typer) -> None:
         author: Optional[str] = AuthorOpt,  # noqa: UP045
         config: Optional[Path] = ConfigOpt,  # noqa: UP045
         database_url: Optional[str] = DbOpt,  # noqa: UP045
+        district: Optional[str] = DistrictOpt,  # noqa: UP045
+        candidate: Optional[list[Path]] = OverlayOpt,  # noqa: UP045
     ) -> None:
-        """Store the catalogue as a version and make it the active one."""
+        """Store the catalogue as a version and make it the active one (with
+        --district: a district's overlay, given by --candidate)."""
         from trygg.store import versions
 
         s = settings_or_exit(config, database_url=database_url)
+        if district:
+            with _connect(s) as conn:
+                return dv.publish(district, candidate, reason, author, s, conn)
         cat, files = _load(rules, s)
         with _connect(s) as conn:
             _check_care_plans(conn, cat)
@@ -128,11 +143,21 @@ def register(app: typer.Typer) -> None:
         limit: int = typer.Option(50, "--limit", min=1),
         config: Optional[Path] = ConfigOpt,  # noqa: UP045
         database_url: Optional[str] = DbOpt,  # noqa: UP045
+        district: Optional[str] = DistrictOpt,  # noqa: UP045
     ) -> None:
-        """Every catalogue and care-plan change, newest first: who, when, why."""
+        """Every catalogue and care-plan change, newest first: who, when, why
+        (with --district: that district's overlay versions)."""
         from trygg.store import versions
 
         s = settings_or_exit(config, database_url=database_url)
+        if district:
+            with _connect(s) as conn:
+                lines = dv.history(district, limit, s, conn)
+            if not lines:
+                typer.echo(f"no overlay versions of {district} recorded yet")
+                return
+            _table(["when", "version", "kind", "change", "status now", "who", "why"], lines)
+            return
         if kind not in (None, versions.CATALOGUE, versions.CARE_PLANS):
             fail("--kind is catalogue or care_plans", 2)
         tz = ZoneInfo(s.report_timezone)
@@ -203,14 +228,20 @@ def register(app: typer.Typer) -> None:
         author: Optional[str] = AuthorOpt,  # noqa: UP045
         config: Optional[Path] = ConfigOpt,  # noqa: UP045
         database_url: Optional[str] = DbOpt,  # noqa: UP045
+        district: Optional[str] = DistrictOpt,  # noqa: UP045
     ) -> None:
         """Run a candidate catalogue beside the active one; its alerts are never routed.
 
         They are stored with a shadow flag; compare with shadow-report, then promote.
+        With --district: a candidate overlay of that district (--candidate FILE), run
+        for that district's residents only.
         """
         from trygg.store import versions
 
         s = settings_or_exit(config, database_url=database_url)
+        if district:
+            with _connect(s) as conn:
+                return dv.shadow(district, candidate, stop, reason, author, s, conn)
         who = author or getpass.getuser()
         if stop:
             with _connect(s) as conn:
@@ -304,11 +335,16 @@ def register(app: typer.Typer) -> None:
         author: Optional[str] = AuthorOpt,  # noqa: UP045
         config: Optional[Path] = ConfigOpt,  # noqa: UP045
         database_url: Optional[str] = DbOpt,  # noqa: UP045
+        district: Optional[str] = DistrictOpt,  # noqa: UP045
     ) -> None:
-        """Make the shadow catalogue the active one (recorded as a change)."""
+        """Make the shadow catalogue the active one (recorded as a change); with
+        --district, that district's overlay in shadow."""
         from trygg.store import versions
 
         s = settings_or_exit(config, database_url=database_url)
+        if district:
+            with _connect(s) as conn:
+                return dv.promote(district, reason, author, s, conn)
         with _connect(s) as conn:
             try:
                 cat = catalogue_of(versions.get(conn, "shadow").files)
