@@ -348,6 +348,7 @@ def test_roles_and_the_access_log(stack: Stack) -> None:
     stack.publish("fall-b1", "fall.detected")
     b = stack.wait_alert("nurse-b", state="open")
     assert b["team"] == "team-b"
+    assert b["district"] == "default"  # a registry without districts: all in the default one
     stack.publish("bed-b1", "bed.vacant", room="bedroom")
     # no token, a bad token
     assert httpx.get(f"{stack.base}/api/alerts").status_code == 401
@@ -364,6 +365,8 @@ def test_roles_and_the_access_log(stack: Stack) -> None:
         assert a.get("/api/access-log").status_code == 403
     with stack.client("auditor") as aud:
         assert aud.get(f"/api/alerts/{b['id']}").status_code == 200
+        me = aud.get("/api/me").json()
+        assert "districts" not in me and "district_names" not in me  # no header to show
         assert _act(aud, b["id"], "acknowledge").status_code == 403
     with stack.client("nurse-b") as nb:
         wait_until(
