@@ -61,6 +61,18 @@ def test_version_changes_with_content(tmp_path: Path) -> None:
     assert b.compiled[b.position("water")] is None
 
 
+def test_every_standard_rule_has_its_texts_in_bokmal() -> None:
+    """The A3 page is in Bokmål by default: a rule of the standard without an
+    ``nb:`` block would put English paragraphs on it."""
+    cat = standard()
+    missing = [s.rule for s in cat.specs if s.nb is None]
+    assert missing == [], f"rules/standard.yaml: add an nb: block to {', '.join(missing)}"
+    for s in cat.specs:
+        description, reason = s.texts("nb")
+        assert (description, reason) != (s.description, s.reason), s.rule
+        assert s.texts("en") == (s.description, s.reason)
+
+
 def write(tmp_path: Path, name: str, text: str) -> Path:
     p = tmp_path / name
     p.write_text(text)
@@ -316,3 +328,92 @@ devices: []
 """,
     )
     assert care_plan_problems_in_file(standard(), load_registry(reg), reg) == []
+
+
+SITE_RULE = """- rule: night-call
+  kind: event
+  code: "4.13"
+  severity: red
+  title: Night call
+  description: The resident called at night.
+  reason: Our own rule.
+  when: button.pressed
+"""
+
+
+def test_a_site_rule_without_bokmal_texts_falls_back_to_english(tmp_path: Path) -> None:
+    cat = load_catalogue([RULES, write(tmp_path, "site.yaml", SITE_RULE)])
+    spec = cat.spec("night-call")
+    assert spec.nb is None and spec.translated("nb") is None
+    assert spec.texts("nb") == ("The resident called at night.", "Our own rule.")
+
+
+def test_a_site_may_replace_the_bokmal_texts(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        "site.yaml",
+        """- rule: fall
+  nb:
+    description: Fallsensoren har meldt fall. Ring Bydel Nord sin nattpatrulje.
+    reason: Avtalt med bydelen.
+  override: {nb: replace}
+""",
+    )
+    spec = load_catalogue([RULES, p]).spec("fall")
+    assert spec.texts("nb") == (
+        "Fallsensoren har meldt fall. Ring Bydel Nord sin nattpatrulje.",
+        "Avtalt med bydelen.",
+    )
+    assert spec.texts("en") == standard().spec("fall").texts("en")
+
+
+def test_a_bad_bokmal_block_is_refused_with_file_and_line(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        "bad.yaml",
+        SITE_RULE
+        + """  nb:
+    description: Beboeren ringte om natten.
+    grunn: Vår egen regel.
+- rule: day-call
+  kind: event
+  code: "4.13"
+  severity: red
+  title: Day call
+  description: The resident called by day.
+  reason: Our own rule.
+  nb: Beboeren ringte.
+  when: button.pressed
+- rule: evening-call
+  kind: event
+  code: "4.13"
+  severity: red
+  title: Evening call
+  description: The resident called in the evening.
+  reason: Our own rule.
+  nb:
+    description: "  "
+    reason: Vår egen regel.
+  when: button.pressed
+""",
+    )
+    lines = refused([p]).splitlines()
+    assert f"{p}:9: rule 'night-call': nb.reason: is missing (required)" in lines
+    assert f"{p}:11: rule 'night-call': nb.grunn: unknown field" in lines
+    assert any(x.startswith(f"{p}:19: rule 'day-call': nb: must be a mapping") for x in lines)
+    assert f"{p}:29: rule 'evening-call': nb.description: must not be empty" in lines
+
+
+def test_a_bad_bokmal_block_in_an_override_names_the_overriding_file(tmp_path: Path) -> None:
+    """A replaced block is checked as written in the later file: its problems are
+    reported at that file's lines, not at the standard's."""
+    p = write(
+        tmp_path,
+        "site.yaml",
+        """- rule: fall
+  nb:
+    description: Fallsensoren har meldt fall.
+  override: {nb: replace}
+""",
+    )
+    assert refused([RULES, p]) == f"{p}:2: rule 'fall': nb.reason: is missing (required)"

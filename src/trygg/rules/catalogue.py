@@ -42,7 +42,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from trygg.durations import format_duration, parse_duration
 from trygg.model import DeviceKind, EventType, Room, Severity
@@ -119,6 +127,21 @@ class Bound(BaseModel):
     max: str | float | None = None
 
 
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class RuleTexts(BaseModel):
+    """A rule's ``description`` and ``reason`` in a language other than the
+    catalogue's English (the ``nb:`` block), so that a page in that language
+    (the A3 page) has no English paragraphs. Both are required: a half-translated
+    rule would mix languages on one page."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: Text
+    reason: Text
+
+
 class RuleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -132,8 +155,25 @@ class RuleSpec(BaseModel):
     enabled: bool = True
     tags: list[str] = Field(default_factory=list)
     adjustable: dict[str, Bound | None] | None = None
+    # The description and reason in Bokmål; optional (a site's own rules may
+    # have none), the English ones stand in for it (``texts``).
+    nb: RuleTexts | None = None
 
     PARAMS: ClassVar[tuple[str, ...]] = ("enabled",)
+    # The languages a rule's texts may be given in besides English, as fields.
+    TEXT_LANGS: ClassVar[tuple[str, ...]] = ("nb",)
+
+    def translated(self, lang: str) -> RuleTexts | None:
+        """The rule's texts given in ``lang`` (None for English or when not given)."""
+        return getattr(self, lang) if lang in self.TEXT_LANGS else None
+
+    def texts(self, lang: str) -> tuple[str, str]:
+        """``(description, reason)`` in ``lang``, falling back to the catalogue's
+        English when the rule has none in that language."""
+        t = self.translated(lang)
+        if t is None:
+            return self.description, self.reason
+        return t.description, t.reason
 
 
 class EventSpec(RuleSpec):
@@ -892,6 +932,10 @@ def _merge_item(
             )
         if mode == "replace":
             existing.data[fname] = value
+            # the earlier file's lines inside the replaced value no longer apply:
+            # a problem in the new value is reported at the new file's lines
+            for k in [k for k in existing.locs if k[:1] == (fname,)]:
+                del existing.locs[k]
         else:
             old = existing.data.get(fname)
             if isinstance(old, list):
