@@ -206,3 +206,28 @@ def test_a_candidate_outside_the_bounds_is_refused_with_file_and_line(
                   "--reason", "x", "--database-url", db, env={"TRYGG_RULES_DIR": str(rules)},
                   check=False)  # fmt: skip
     assert r.returncode == 2 and "no district 'alna'" in r.stderr
+
+
+def test_the_deviation_report_shows_a_districts_published_overlay(tmp_path: Path, db: str) -> None:
+    """What runs is what the report shows: Stovner's stored active version (12 s)
+    in place of its file beside the rules (8 s)."""
+    rules = rules_dir(tmp_path)
+    reg = tmp_path / "registry.yaml"
+    reg.write_text(REGISTRY)
+    trygg_cli("registry", "load", str(reg), "--database-url", db)
+    cand = tmp_path / "stovner-12s.yaml"
+    cand.write_text(STOVNER.replace("8s", "12s"))
+    env = {"TRYGG_RULES_DIR": str(rules), "TRYGG_DATABASE_URL": db}
+    report = ["report", "deviations", "--from", "2026-03-01", "--to", "2026-04-01"]
+
+    def stovner() -> dict[str, Any]:
+        doc = json.loads(trygg_cli(*report, "--format", "json", env=env).stdout)
+        bed = next(r for r in doc["rules"] if r["rule"] == "bed-exit-no-return")
+        return dict(bed["districts"]["stovner"])
+
+    assert stovner()["changed"] == {"wait": "8s"}
+    trygg_cli("rules", "publish", "--district", "stovner", "--candidate", str(cand),
+              "--reason", "agreed in the district's meeting", env=env)  # fmt: skip
+    st = stovner()
+    assert st["changed"] == {"wait": "12s"}
+    assert st["where"].startswith("overlay-stovner+") and st["where"].endswith("/stovner.yaml:1")

@@ -485,6 +485,14 @@ def deviations_command(
             from trygg.rules.overlays import Overlays
 
             overlays = Overlays()
+        if not districts:  # what runs: a district's stored active version wins over its file
+            from trygg.rules.overlays import in_force
+            from trygg.store.versions import overlays_in
+
+            try:
+                overlays = in_force(cat, overlays, overlays_in(conn, "active"))
+            except OverlayError as exc:
+                _fail("a stored district overlay was refused:\n  " + "\n  ".join(exc.problems))
         registry = load_registry(conn)
         known = registry.district_ids() + list(overlays.by_district)
         if district is not None and district not in known:

@@ -391,3 +391,13 @@ def overlay_inputs(rules: Sequence[Path], database_url: str | None) -> OverlayIn
 
     with psycopg.connect(database_url, connect_timeout=10, autocommit=True) as conn:
         return texts, overlays_in(conn, "active")
+
+
+def in_force(cat: Catalogue, files: Overlays, stored: Mapping[str, tuple[str, str]]) -> Overlays:
+    """The overlays in force: the files', each district's stored active version
+    (district -> (version, text)) in place of its file. OverlayError if a stored
+    one no longer fits ``cat``."""
+    kept = read_overlay_texts(cat, stored_overlay_texts(stored))
+    out = with_stored(files, kept.by_district)
+    out.warnings.extend(kept.warnings)
+    return out
