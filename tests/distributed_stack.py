@@ -226,13 +226,15 @@ class Prober:
     event id -> (CLOCK_MONOTONIC at publish, device). Event times are the moment
     of publishing: nothing depends on the date."""
 
-    def __init__(self, port: int, site: str, devices: list[str], every: float = 0.25) -> None:
+    def __init__(
+        self, port: int, site: str, devices: list[str], every: float = 0.25, prefix: str = "probe"
+    ) -> None:
         import threading
 
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
-        self.site, self.devices, self.every = site, devices, every
+        self.site, self.devices, self.every, self.prefix = site, devices, every, prefix
         self.sent: dict[str, tuple[float, str]] = {}
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"probe-{os.getpid()}", protocol=mqtt.MQTTv5
@@ -255,11 +257,11 @@ class Prober:
         nxt = time.monotonic()
         while not self._stop.is_set():
             dev = self.devices[self._k % len(self.devices)]
-            eid = f"probe-{self._k}"
+            eid = f"{self.prefix}-{self._k}"
             self.sent[eid] = (time.monotonic(), dev)
             self._publish(dev, eid, "fall.detected")
             time.sleep(0.05)
-            self._publish(dev, f"reset-{self._k}", "alarm.reset")
+            self._publish(dev, f"{self.prefix}-reset-{self._k}", "alarm.reset")
             self._k += 1
             nxt += self.every
             self._stop.wait(max(0.0, nxt - time.monotonic()))

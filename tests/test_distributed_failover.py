@@ -127,7 +127,7 @@ def _alerts_per_probe(db: str) -> Counter[str]:
     with psycopg.connect(db) as c:
         rows = c.execute(
             "SELECT e FROM alerts, unnest(events) AS e"
-            " WHERE resident LIKE 'probe-%' AND e LIKE 'probe-%'"
+            " WHERE resident LIKE 'probe-%' AND e LIKE 'probe-%' AND e NOT LIKE '%-reset-%'"
         ).fetchall()
     return Counter(str(r[0]) for r in rows)
 
