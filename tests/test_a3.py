@@ -27,6 +27,7 @@ from tests.test_backtest import (
     to_events,
 )
 from tests.test_report import ARGS, CHROMIUM
+from tests.test_rules_catalogue import SITE_RULE
 from trygg.audit.a3 import A3Options, build_a3
 from trygg.devenv import PrivatePostgres
 from trygg.model import Signal
@@ -201,6 +202,12 @@ def test_the_a3_page_prints_on_one_a3_sheet(handled: Handled, tmp_path: Path) ->
     assert out.stderr.startswith(f"wrote the A3 page for {BED_EXIT} to {html_file} to {pdf_file}")
     html = html_file.read_text()
     assert '<html lang="nb">' in html and "A3 forbedringsark: Ute av sengen om natten" in html
+    # the background in Bokmål: the catalogue's nb: texts, no English paragraphs
+    background = html[html.index('<section class="background">') :]
+    background = background[: background.index("</section>")]
+    assert "Beboeren sto opp av sengen om natten (kl. 22.00\u201307.00)" in background
+    assert "Bare om natten, når ingen andre merker det." in background
+    assert "The resident got out of bed" not in html and "Out of bed at night and not" not in html
     for n, section in enumerate(
         ("background", "current", "analysis", "countermeasure", "plan"), start=1
     ):
@@ -263,12 +270,14 @@ def printed_layout(html_file: Path, name: str) -> dict[str, Any]:
 
 
 def test_the_a3_page_without_a_candidate_and_for_a_rule_that_does_not_exist(
-    handled: Handled,
+    handled: Handled, tmp_path: Path
 ) -> None:
     env = {"TRYGG_DATABASE_URL": handled.url}
     period = ["--from", "2026-03-01", "--to", "2026-04-01"]
     out = trygg_cli("report", "a3", "--rule", "button", *period, "--lang", "en", env=env)
     assert "A3 improvement sheet: Alarm button" in out.stdout
+    assert "The resident has pressed the alarm button (pendant or wrist)." in out.stdout
+    assert "Alarm button pressed" in out.stdout and "Beboeren" not in out.stdout
     assert "No candidate back-tested yet" in out.stdout
     assert "--candidate DIR" in out.stdout
     bad = trygg_cli("report", "a3", "--rule", "no-such-rule", *period, env=env, check=False)
@@ -283,3 +292,10 @@ def test_the_a3_page_without_a_candidate_and_for_a_rule_that_does_not_exist(
             " ORDER BY at DESC LIMIT 1"
         ).fetchone()
     assert row is not None and row[0] == "specialist" and row[1]["rule"] == "button"
+    # a site's own rule without nb: texts: a Bokmål page shows its English texts
+    (tmp_path / "site.yaml").write_text(SITE_RULE)
+    rules = ["--rules", str(REPO / "rules"), "--rules", str(tmp_path / "site.yaml")]
+    own = trygg_cli("report", "a3", "--rule", "night-call", *period, *rules, env=env)
+    assert "<strong>night-call</strong> (night-call, kode 4.13, Rød): Night call.</p>" in own.stdout
+    assert '<span lang="en">The resident called at night.</span>' in own.stdout
+    assert "ingen tekst på bokmål for denne regelen" in own.stdout

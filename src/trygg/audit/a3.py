@@ -3,7 +3,8 @@ for one rule, laid out as a Lean A3 problem-solving sheet, from trygg's own
 records (docs/auditing.md, "The A3 page").
 
 1. **Background**: the rule, its code and severity, and what the catalogue
-   says it is for (its description and reason).
+   says it is for (its description and reason, in the page's language:
+   ``RuleSpec.texts``, English for a rule with no ``nb:`` texts).
 2. **Current condition**: the rule's alerts in the period (per week, partial
    weeks marked), what they turned out to be (outcomes), answer times against
    the targets, and the night hours.
@@ -173,6 +174,8 @@ class A3Page:
     severity: str
     kpis: list[KpiRow]
     breakdown: dict[str, list[dict[str, Any]]]
+    # the language of description and reason: the page's, else English
+    texts_lang: str = "en"
     countermeasure: Countermeasure | None = None
     shadow_started: datetime | None = None
     plan: list[PlanStep] = field(default_factory=list)
@@ -224,7 +227,7 @@ def rule_changes(current: Catalogue, candidate: Catalogue, rule: str) -> list[tu
     """The fields of ``rule`` that differ between the catalogues (its merged spec)."""
     a = current.raw.get(rule) or {}
     b = candidate.raw.get(rule) or {}
-    skip = {"rule", "description", "reason", "title", "override"}
+    skip = {"rule", "description", "reason", "nb", "title", "override"}
     out = []
     for k in sorted(set(a) | set(b)):
         if k in skip:
@@ -251,14 +254,15 @@ def build_a3(
     tick = progress or (lambda _s: None)
     try:
         spec = current.spec(opts.rule)
-        title, description, reason = spec.title, spec.description, spec.reason
-        code, severity = spec.code, str(spec.severity.value)
     except KeyError:
         if candidate is None or opts.rule not in candidate.rule_ids:
             raise
         spec = candidate.spec(opts.rule)  # a rule the candidate adds
-        title, description, reason = spec.title, spec.description, spec.reason
-        code, severity = spec.code, str(spec.severity.value)
+    # the description and reason in the page's language (English when the
+    # catalogue has none in it: a site's own rule)
+    description, reason = spec.texts(opts.lang)
+    title, code, severity = spec.title, spec.code, str(spec.severity.value)
+    texts_in = opts.lang if opts.lang == "en" or spec.translated(opts.lang) else "en"
     p = opts.params()
     rows = kpi_sql.compute_kpis(conn, p)
     tick("KPIs")
@@ -270,6 +274,7 @@ def build_a3(
         title=title,
         description=description,
         reason=reason,
+        texts_lang=texts_in,
         code=code,
         severity=severity,
         kpis=rows,
@@ -631,12 +636,17 @@ def to_html(page: A3Page) -> str:
     hours = {int(k.key): k for k in page.group("hour")}
     cm = page.countermeasure
     pareto, pareto_n = page.pareto()
+    name = rule_name(o.rule, o.lang)
+    # The catalogue's title is English: beside the name in words on an English
+    # page, or where there are no words for the rule (a site's own rule).
+    subtitle = page.title if (o.lang == "en" or name == o.rule) else None
     html: str = env.get_template("a3.html.j2").render(
         p=page,
         o=o,
         w=w,
         a=page.overall,
-        name=rule_name(o.rule, o.lang),
+        name=name,
+        subtitle=subtitle,
         plots={k: markupsafe.Markup(v) for k, v in page.plots.items()},
         night=[(h, hours.get(h)) for h in NIGHT_HOURS],
         night_share=(page.night_alerts / page.overall.alerts) if page.overall.alerts else None,
