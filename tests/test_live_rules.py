@@ -41,7 +41,13 @@ def _registry(path, plans: dict[str, dict]) -> None:  # type: ignore[no-untyped-
 
 
 def test_timers_care_plans_and_late_events(tmp_path, broker, db) -> None:  # type: ignore[no-untyped-def]
-    short = {"bed-exit-no-return": {"wait": "2s", "window": _window_around_now()}}
+    short = {
+        "bed-exit-no-return": {
+            "wait": "2s",
+            "window": _window_around_now(),
+            "reason": "test: a wait of seconds, so that the timer fires within the test",
+        }
+    }
     reg = tmp_path / "registry.yaml"
     _registry(reg, {"r-1": short, "r-2": short})
     trygg_cli("registry", "load", str(reg), "--database-url", db)
