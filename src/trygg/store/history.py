@@ -238,7 +238,11 @@ def event_stream_plan(
     analyze: bool = False,
 ) -> str:
     """``EXPLAIN`` of ``EventStream``'s query (the plan one shard's cursor runs):
-    which chunks, which index. ``analyze`` runs it (reads the rows)."""
+    which chunks, which index. ``analyze`` runs it (reads the rows).
+
+    Planned as a cursor's query is: PostgreSQL runs no parallel workers for
+    a cursor (``DECLARE``), so they are off here too (a plain ``EXPLAIN`` of
+    the same ``SELECT`` shows a ``Gather Merge`` the cursor never gets)."""
     where, params = _filters(start, end, residents)
     opts = "ANALYZE, BUFFERS, " if analyze else ""
     sql = (
@@ -246,5 +250,6 @@ def event_stream_plan(
         " ORDER BY received_at, time, event_id"
     )
     with conn.transaction():
+        conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         rows = conn.execute(sql, params).fetchall()
     return "\n".join(str(r[0]) for r in rows)
