@@ -123,7 +123,8 @@ def test_two_offline_devices_page_once_and_inhibit_inactivity_live(
     p = tmp_path / "registry.yaml"
     p.write_text(
         "residents:\n"
-        "  - {id: r-1, team: t1, overrides: {inactivity: {for: 10s, window: always}}}\n"
+        "  - {id: r-1, team: t1, overrides: {inactivity: {for: 10s, window: always,"
+        " reason: 'test: seconds, not hours'}}}\n"
         "devices:\n"
         "  - {id: pir-1, resident: r-1, kind: motion, room: livingroom, heartbeat: 2s}\n"
         "  - {id: door-1, resident: r-1, kind: door, room: entrance, heartbeat: 2s}\n"
