@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -64,11 +65,12 @@ def city(pg_server: PrivatePostgres) -> City:
 
 
 def backtest_cli(
-    city: City, cand: Path, jobs: int, *extra: str
+    city: City, cand: Path, jobs: int, *extra: str, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     env = {"TRYGG_DATABASE_URL": city.url, "TRYGG_REPORT_TIMEZONE": "Europe/Oslo"}
     args = ["rules", "backtest", "--candidate", str(cand), "--from", "2026-03-01"]
-    return trygg_cli(*args, "--to", "2026-04-01", "--jobs", str(jobs), *extra, env=env)
+    args += ["--to", "2026-04-01", "--jobs", str(jobs), *extra]
+    return trygg_cli(*args, env=env, check=check)
 
 
 TIMINGS = [
@@ -191,3 +193,51 @@ def test_a_killed_shard_fails_the_whole_run_and_writes_no_report(
     assert not out.exists()
     # and no worker is left behind
     assert not _workers(proc.pid)
+
+
+ONLY_BUTTON = """- rule: button
+  kind: event
+  code: "4.13"
+  severity: red
+  title: Alarm button pressed
+  description: The resident has pressed the alarm button.
+  reason: A call for help is always answered.
+  when: button.pressed
+"""
+
+
+def test_a_care_plan_that_does_not_fit_is_reported_from_the_shards(
+    city: City, tmp_path: Path
+) -> None:
+    """The workers' CarePlanError reaches the user whole, as from one process."""
+    cand = tmp_path / "only-button.yaml"
+    cand.write_text(ONLY_BUTTON)
+    outputs = []
+    for jobs in (1, 2):
+        r = backtest_cli(city, cand, jobs, "--no-progress", "--format", "json", check=False)
+        assert r.returncode == 1
+        outputs.append(r.stderr)
+    assert outputs[0] == outputs[1]
+    assert "the stored care plans do not fit a catalogue:" in outputs[1]
+    for rid in CARE_PLANS:
+        assert f"  resident {rid!r}: care plan: " in outputs[1]
+
+
+def test_progress_sums_the_shards(city: City) -> None:
+    with psycopg.connect(city.url) as conn:
+        shards = history.resident_shards(conn, 2)
+        stored = load_registry(conn)
+    seen: list[tuple[int, float]] = []
+    start = START - timedelta(days=1)
+
+    def tick(n: int, last: Any) -> None:
+        seen.append((n, (last - start).total_seconds()))
+
+    runner = ShardedRunner(city.url, shards, start, END, itersize=2_000, progress=tick)
+    _, _, n, _ = runner([], stored, current(), current(), until=END)
+    assert n == city.events
+    counts = [c for c, _ in seen]
+    assert counts == sorted(counts) and counts[-1] == n  # one count for all shards
+    assert counts[-1] > max(r.events for r in runner.runs)
+    span = (END - start).total_seconds()
+    assert 0 < seen[-1][1] <= span and seen[-1][1] > 0.9 * span
