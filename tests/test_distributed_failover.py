@@ -11,7 +11,8 @@ tables have state to move. Then:
 
 - **a worker killed** (SIGKILL) while the probes run: every probe raises one alert
   (one stored alert, one level-1 page) and is paged within 15 s of its publish;
-- **a second worker joining** while the probes run: every probe is paged within 2 s.
+- **a second worker joining**, and **a worker leaving** (SIGTERM, a planned stop), while
+  the probes run: every probe is paged within 2 s.
   Not met on this stack (4-8 s measured, docs/distributed.md "Failover"): the test
   then checks that nothing is lost or paged twice and nothing waits longer than a
   crash would, and reports XFAIL with the measured delays, so the gap stays visible.
@@ -21,6 +22,7 @@ Measured figures are printed (``-s``) and in docs/distributed.md ("Failover").
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -236,6 +238,59 @@ def test_alarms_while_a_second_worker_joins_are_paged_within_2_s(
                 pytest.xfail(
                     f"{len(late)} of {len(sent)} alarms paged after {JOIN_BOUND_S:g} s"
                     f" through a join; {_summary('probes', delays)}"
+                )
+        finally:
+            if prober is not None:
+                prober.close()
+            stack.close()
+
+
+def test_alarms_while_a_worker_leaves_are_paged_within_2_s(
+    db: str, broker: PrivateMosquitto, tansu: PrivateTansu
+) -> None:
+    """A planned leave (SIGTERM: Faust stops, the consumer leaves the group at once), the
+    first half of a rolling restart. w2 joins after w1 owns every partition: tansu numbers
+    a group's first generation 0, and aiokafka sends no LeaveGroup from generation 0
+    (Kafka starts at 1), so a member of the first generation that stops is only
+    dropped after the session timeout, like a crash."""
+    homes, probes = _setup(db)
+    with WebhookReceiver() as hook:
+        stack = _stack(db, broker, tansu, hook)
+        prober = None
+        try:
+            _worker(stack, "w1")
+            stack.bridge("b1")
+            assert wait_until(lambda: "[0, 1, 2, 3]" in _owned_line(stack, "w1"), 90), stack.log(
+                "w1"
+            )[-2000:]
+            _worker(stack, "w2")
+            assert wait_until(lambda: _owns(stack, "w2"), 90), stack.log("w2")[-2000:]
+            assert wait_until(lambda: "[0, 1, 2, 3]" not in _owned_line(stack, "w1"), 30)
+            bg = start_publisher(broker.port, _background(homes, 45), rate=BACKGROUND_RATE)
+            prober = Prober(broker.port, "test", probes).start()
+            time.sleep(6)
+            stack.kill("w2", signal.SIGTERM)
+            assert wait_until(lambda: "[0, 1, 2, 3]" in _owned_line(stack, "w1"), 60), stack.log(
+                "w1"
+            )[-3000:]
+            time.sleep(10)
+            prober.stop()
+            bg.kill()
+            sent = list(prober.sent)
+            wait_until(lambda: len(_delays(prober, hook, sent)) >= len(sent), 60, step=1.0)
+            delays = _delays(prober, hook, sent)
+            print(_summary("probes through the leave", delays))
+            missing = [e for e in sent if e not in delays]
+            assert not missing, f"{len(missing)} of {len(sent)} alarms never paged: {missing[:5]}"
+            pages = Pages(hook)
+            assert not {a: n for a, n in pages.per_alert.items() if n > 1}
+            assert max(delays.values()) <= KILL_BOUND_S, _summary("probes", delays)
+            late = {e: round(d, 2) for e, d in delays.items() if d > JOIN_BOUND_S}
+            if late:
+                # not met on this stack, and said so: the eager rebalance, as for a join
+                pytest.xfail(
+                    f"{len(late)} of {len(sent)} alarms paged after {JOIN_BOUND_S:g} s"
+                    f" through a leave; {_summary('probes', delays)}"
                 )
         finally:
             if prober is not None:
