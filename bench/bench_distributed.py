@@ -9,7 +9,8 @@ Every stage runs on its own fresh private mosquitto, database (trygg.devenv) and
 the distributed stages, its own in-memory tansu broker (trygg.distributed.tansu). Bridges
 and workers are separate ``trygg`` processes started by tests/distributed_stack.py's
 ``Stack``, with its test-only Kafka settings for tansu (one record per producer batch,
-linger 0, 10 ms fetch wait, 10 s session timeout, no worker web server, 5 ms batch wait).
+linger 0, 10 ms fetch wait, no worker web server, 5 ms batch wait; the production session
+and heartbeat timeouts).
 The events are the simulator's homes (``trygg.simulate``), the valid ones only (no
 malformed messages, no re-sends), one event per MQTT message, in two consecutive sets A
 and B of ``--events`` each, published at QoS 1 as fast as a separate publisher process
