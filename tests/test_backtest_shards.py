@@ -21,10 +21,18 @@ import pytest
 
 from tests.conftest import new_database, trygg_cli
 from tests.helpers import wait_until
-from tests.test_backtest import BED_EXIT, END, START, candidate_dir, current, store, to_events
+from tests.test_backtest import (
+    BED_EXIT,
+    END,
+    START,
+    candidate_dir,
+    current,
+    store,
+    to_events,
+)
 from trygg.devenv import PrivatePostgres
 from trygg.registry import Registry
-from trygg.rules.backtest import alert_order, run_engines
+from trygg.rules.backtest import SHIFTED, alert_order, run_engines
 from trygg.rules.backtest_shards import ShardedRunner
 from trygg.rules.catalogue import load_catalogue
 from trygg.simulate import build_homes, generate, make_rates
@@ -241,3 +249,27 @@ def test_progress_sums_the_shards(city: City) -> None:
     assert counts[-1] > max(r.events for r in runner.runs)
     span = (END - start).total_seconds()
     assert 0 < seen[-1][1] <= span and seen[-1][1] > 0.9 * span
+
+
+DISTRICT_CANDIDATE = """- rule: bed-exit-no-return
+  wait: 30m
+  reason: our residents take longer to get back to bed
+"""
+
+
+def test_a_districts_overlay_backtest_is_the_same_sharded(city: City, tmp_path: Path) -> None:
+    """`--district`: the engines run on two registries (the overlay in force and the
+    candidate's); the shards get both and give the single process's report."""
+    cand = tmp_path / "default.yaml"
+    cand.write_text(DISTRICT_CANDIDATE)
+    reports = {}
+    for jobs in (1, 3):
+        r = backtest_cli(city, cand, jobs, "--district", "default", "--format", "json")
+        assert ("(3 shards)" in r.stderr) == (jobs == 3)
+        reports[jobs] = r.stdout
+    assert untimed(reports[3]) == untimed(reports[1])
+    doc = json.loads(reports[1])
+    assert doc["catalogues"]["candidate"].startswith("overlay-default+")
+    shifted = {c["resident"] for c in doc["changes"] if c["kind"] == SHIFTED}
+    # the overlay moves the bed exits of residents without a care plan for them
+    assert len(shifted) >= 5 and not shifted & {"r-0002", "r-0007"}

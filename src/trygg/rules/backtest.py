@@ -384,12 +384,16 @@ def run_engines(
     candidate: Catalogue,
     *,
     until: datetime,
+    candidate_registry: Registry | None = None,
 ) -> tuple[list[Signal], list[Signal], int, int]:
     """Both catalogues over the same events (one pass; each an ``Event`` or an
     ``(Event, received)`` pair); the fire signals of each in ``alert_order``,
     the number of events and of late events (evaluated by the immediate rules
-    only). Raises ``CarePlanError`` if a care plan does not fit a catalogue."""
-    engines = [Engine(current, registry), Engine(candidate, registry)]
+    only). ``candidate_registry``: the candidate's engine runs on it instead
+    (a district's candidate overlay applied to the care plans). Raises
+    ``CarePlanError`` if a care plan does not fit a catalogue."""
+    cand_reg = candidate_registry if candidate_registry is not None else registry
+    engines = [Engine(current, registry), Engine(candidate, cand_reg)]
     counted = _Counted(events)
     cur, cand = drive(counted, engines, until=until)
     cur.sort(key=alert_order)  # stable: drive gives each resident's in decided order
@@ -399,7 +403,7 @@ def run_engines(
 
 EngineRunner = Callable[..., tuple[list[Signal], list[Signal], int, int]]
 """``run_engines``, or a runner called like it (``events, registry, current,
-candidate, until=``), e.g. ``backtest_shards.ShardedRunner``."""
+candidate, until=, candidate_registry=``), e.g. ``backtest_shards.ShardedRunner``."""
 
 
 def backtest(

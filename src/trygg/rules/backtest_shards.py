@@ -87,6 +87,7 @@ class ShardTask:
     end: datetime
     until: datetime
     itersize: int
+    candidate_registry: Registry | None = None  # run_engines' (None: ``registry``)
 
 
 @dataclass
@@ -142,7 +143,12 @@ def run_shard(task: ShardTask) -> ShardRun:
         )
         try:
             cur, cand, n, late = run_engines(
-                stream, task.registry, task.current, task.candidate, until=task.until
+                stream,
+                task.registry,
+                task.current,
+                task.candidate,
+                until=task.until,
+                candidate_registry=task.candidate_registry,
             )
         except CarePlanError as exc:
             raise _PlanRefused(*exc.problems) from None
@@ -203,6 +209,7 @@ class ShardedRunner:
         candidate: Catalogue,
         *,
         until: datetime,
+        candidate_registry: Registry | None = None,
     ) -> tuple[list[Signal], list[Signal], int, int]:
         n = len(self.shards)
         tasks = [
@@ -218,6 +225,7 @@ class ShardedRunner:
                 self.end,
                 until,
                 self.itersize,
+                candidate_registry,
             )
             for k, rs in enumerate(self.shards)
             if rs

@@ -265,7 +265,7 @@ def backtest_cmd(
         None,
         "--district",
         help="Back-test a district's candidate overlay against its overlay in force, on the "
-        "current catalogue, for that district's residents only (in this process).",
+        "current catalogue, for that district's residents only.",
     ),
     rules: Optional[list[Path]] = typer.Option(  # noqa: UP045
         None,
@@ -384,12 +384,8 @@ def backtest_cmd(
                 itersize=fetch_size,
                 progress=tick,
             )
-            runner = (
-                None
-                if plan is not None
-                else _shard_runner(
-                    conn, s.database_url, jobs, residents, t1 - pre, t2 + window, fetch_size, tick
-                )
+            runner = _shard_runner(
+                conn, s.database_url, jobs, residents, t1 - pre, t2 + window, fetch_size, tick
             )
             try:
                 if plan is not None:
@@ -403,6 +399,7 @@ def backtest_cmd(
                         records=records,
                         teams=team,
                         match_window=window,
+                        **({"runner": runner} if runner is not None else {}),
                     )
                 else:
                     assert cand is not None

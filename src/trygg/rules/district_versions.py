@@ -26,12 +26,13 @@ from trygg.registry import Registry
 from trygg.rules.backtest import (
     MATCH_WINDOW,
     BacktestResult,
+    EngineRunner,
     RecordedIncident,
     RuleRecord,
     compare,
+    run_engines,
 )
 from trygg.rules.catalogue import Catalogue
-from trygg.rules.engine import Engine
 from trygg.rules.overlays import (
     Overlay,
     OverlayError,
@@ -40,7 +41,7 @@ from trygg.rules.overlays import (
     apply_overlays,
     with_stored,
 )
-from trygg.rules.replay import Received, drive
+from trygg.rules.replay import Received
 
 
 def candidate_text(district: str, paths: Sequence[Path]) -> tuple[str, str]:
@@ -110,24 +111,26 @@ class DistrictBacktest:
         records: Sequence[RuleRecord] = (),
         teams: Sequence[str] | None = None,
         match_window: timedelta = MATCH_WINDOW,
+        runner: EngineRunner = run_engines,
     ) -> BacktestResult:
+        """``runner``: the engines in this process (default), or sharded over
+        worker processes (``backtest_shards.ShardedRunner``, its shards limited to
+        ``residents``), each shard with the same two registries."""
         mine = only(registry, self.residents)
         now = apply_overlays(mine, self.current)
         then = apply_overlays(mine, with_stored(self.current, {self.district: self.candidate}))
-        engines = [Engine(self.catalogue, now), Engine(self.catalogue, then)]
         wanted = set(self.residents)
-        n = 0
 
         def counted() -> Iterable[Event | Received]:
-            nonlocal n
             for item in events:
                 ev = item if isinstance(item, Event) else item[0]
                 if ev.resident in wanted:  # never another district's resident
-                    n += 1
                     yield item
 
         t0 = time.perf_counter()
-        cur, cand = drive(counted(), engines, until=until)
+        cur, cand, n, late = runner(
+            counted(), now, self.catalogue, self.catalogue, until=until, candidate_registry=then
+        )
         elapsed = time.perf_counter() - t0
         res = compare(
             cur,
@@ -142,5 +145,5 @@ class DistrictBacktest:
             teams=teams,
             match_window=match_window,
         )
-        res.events, res.late, res.elapsed_s = n, engines[0].late_events, elapsed
+        res.events, res.late, res.elapsed_s = n, late, elapsed
         return res
