@@ -273,3 +273,20 @@ def test_a_districts_overlay_backtest_is_the_same_sharded(city: City, tmp_path: 
     shifted = {c["resident"] for c in doc["changes"] if c["kind"] == SHIFTED}
     # the overlay moves the bed exits of residents without a care plan for them
     assert len(shifted) >= 5 and not shifted & {"r-0002", "r-0007"}
+
+
+def test_a_shards_cursor_reads_only_the_periods_chunks_and_its_residents(city: City) -> None:
+    """The plan of a shard's query (as its cursor runs it): only the chunks of the
+    period (one a day), filtered to the shard's residents; no parallel workers."""
+    with psycopg.connect(city.url) as conn:
+        chunks = conn.execute(
+            "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'events'"
+        ).fetchone()
+        shard = history.resident_shards(conn, 3)[1]
+        conn.commit()
+        start = START + timedelta(days=10)
+        plan = history.event_stream_plan(conn, start, start + timedelta(days=2), shard)
+    assert chunks is not None and chunks[0] >= 31
+    scanned = set(re.findall(r" on (_hyper_\w+_chunk)", plan))
+    assert 2 <= len(scanned) <= 3  # two local days touch two or three UTC-day chunks
+    assert "resident = ANY" in plan and "Gather" not in plan
