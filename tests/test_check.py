@@ -371,7 +371,7 @@ def test_worker_refuses_on_the_same_problems(tmp_path: Path, db: str) -> None:
     """`trygg worker` (the distributed runner) refuses a bad routing file with
     `trygg check`'s lines, and stored care plans that do not fit the catalogue it
     runs (the rules directory), before it reaches Kafka (none runs here)."""
-    reg, routing = _files(tmp_path)
+    _, routing = _files(tmp_path)
     env = {
         "TRYGG_ROUTING": str(routing),
         "TRYGG_RULES_DIR": RULES,
