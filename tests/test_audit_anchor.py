@@ -62,6 +62,21 @@ def test_anchor_writes_the_heads_and_verify_reaches_them(db: str, tmp_path: Path
     assert code == 0 and "access_log: ok, 6 rows" in out
 
 
+def test_verify_warns_of_a_file_written_for_another_database(db: str, tmp_path: Path) -> None:
+    _fill(db)
+    f = tmp_path / "heads.json"
+    assert _cli(db, "audit", "anchor", "--out", str(f))[0] == 0
+    doc = json.loads(f.read_text())
+    this = psycopg.conninfo.conninfo_to_dict(db)["dbname"]
+    assert doc["database"] == this
+    code, _, err = _cli(db, "audit", "verify", "--anchor", str(f))
+    assert code == 0 and "warning" not in err
+    f.write_text(json.dumps(doc | {"database": "elsewhere"}))
+    code, _, err = _cli(db, "audit", "verify", "--anchor", str(f))
+    assert code == 0
+    assert f"warning: heads.json was written for database 'elsewhere', this is {this!r}" in err
+
+
 def test_verify_with_anchor_names_a_wiped_table(db: str, tmp_path: Path) -> None:
     _fill(db)
     f = tmp_path / "heads.json"

@@ -72,6 +72,7 @@ from trygg.registry import DEFAULT_DISTRICT
 from trygg.runner.alerting import AlertService
 from trygg.store import access as access_store
 from trygg.store import alerts as alert_store
+from trygg.store import ping as ping_database
 from trygg.store.access import TEAM_ROLES, User
 
 log = logs.get("trygg.api")
@@ -311,7 +312,7 @@ def create_app(
         if (why := getattr(src, "not_ready_reason", lambda: None)()) is not None:
             checks["mqtt"], checks["mqtt_reason"] = False, why
         try:
-            await asyncio.wait_for(db(lambda c: c.execute("SELECT 1").fetchone()), 2.0)
+            await asyncio.wait_for(db(ping_database), 2.0)
             checks["database"] = True
         except Exception:
             checks["database"] = False

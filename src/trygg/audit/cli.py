@@ -618,11 +618,12 @@ def _print_verify(res: Any) -> None:
 
 
 def _warn_other_database(conn: Any, doc: dict[str, Any], path: Path) -> None:
-    row = conn.execute("SELECT current_database()").fetchone()
-    if doc.get("database") and row and doc["database"] != row[0]:
+    from trygg.store.audit import database_name
+
+    name = database_name(conn)
+    if doc.get("database") and name is not None and doc["database"] != name:
         typer.echo(
-            f"warning: {path.name} was written for database {doc['database']!r},"
-            f" this is {row[0]!r}",
+            f"warning: {path.name} was written for database {doc['database']!r}, this is {name!r}",
             err=True,
         )
 

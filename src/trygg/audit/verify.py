@@ -29,7 +29,7 @@ from typing import Any
 
 import psycopg
 
-from trygg.store.audit import CHAINED_TABLES, anchors, chain_rows
+from trygg.store.audit import CHAINED_TABLES, anchors, chain_row_at, chain_rows, database_name
 
 ANCHOR_FORMAT = "trygg-chain-heads/1"
 
@@ -159,11 +159,10 @@ def heads_document(
     conn: psycopg.Connection[Any], res: VerifyResult, now: datetime
 ) -> dict[str, Any]:
     """The heads of verified chains, as ``trygg audit anchor`` writes them."""
-    row = conn.execute("SELECT current_database()").fetchone()
     return {
         "format": ANCHOR_FORMAT,
         "written_at": now.isoformat(),
-        "database": row[0] if row else None,
+        "database": database_name(conn),
         "heads": {
             t.table: {"seq": t.head_seq, "hash": t.head_hash, "rows": t.rows, "anchor": t.anchor}
             for t in res.tables
@@ -246,14 +245,12 @@ def check_anchor_file(
                 f" missing, {what}",
             )
             continue
-        row = conn.execute(
-            f"SELECT id, hash FROM {tr.table} WHERE chain_seq = %s", [seq]
-        ).fetchone()
+        row = chain_row_at(conn, tr.table, seq)
         if row is not None:
-            if row[1] is None or bytes(row[1]).hex() != expected:
+            if row[1] is None or row[1].hex() != expected:
                 tr.broken = Break(
                     tr.table,
-                    int(row[0]),
+                    row[0],
                     seq,
                     f"not the row whose hash {where}: the chain was rewritten from there on",
                 )

@@ -294,13 +294,9 @@ def register(app: typer.Typer) -> None:
         with _connect(s) as conn:
             shadow_version = versions.current(conn).get("shadow")
             if t1 is None:
-                last = conn.execute(
-                    "SELECT version, at FROM catalogue_history WHERE action = 'shadow_started'"
-                    " ORDER BY id DESC LIMIT 1"
-                ).fetchone()
-                if last is None:
+                t1 = versions.last_shadow_start(conn)
+                if t1 is None:
                     fail("no shadow run recorded: give --from")
-                t1 = last[1]
             t2 = t2 or datetime.now(UTC)
             active = versions.alerts_in(conn, t1, t2, shadow=False)
             shadow = versions.alerts_in(conn, t1, t2, shadow=True)

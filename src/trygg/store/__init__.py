@@ -6,6 +6,8 @@ their append-only lifecycle records. Functions take an open psycopg
 connection, so the caller decides about pooling and transactions.
 """
 
+from typing import Any
+
 import psycopg
 
 DB_AWAY: tuple[type[BaseException], ...] = (
@@ -15,3 +17,9 @@ DB_AWAY: tuple[type[BaseException], ...] = (
 )
 """The errors of a database that is away (down, restarting, a statement cut off
 by a restart), as opposed to one that refuses what it was asked: worth retrying."""
+
+
+def ping(conn: psycopg.Connection[Any]) -> None:
+    """Ask the database the smallest question (readiness probes): returns if it
+    answers, raises one of :data:`DB_AWAY` if it is away."""
+    conn.execute("SELECT 1").fetchone()

@@ -72,6 +72,26 @@ def chain_rows(conn: psycopg.Connection[Any], table: str, batch: int = 20000) ->
             )
 
 
+def chain_row_at(
+    conn: psycopg.Connection[Any], table: str, seq: int
+) -> tuple[int, bytes | None] | None:
+    """The id and stored hash of the row at chain position ``seq`` of ``table``,
+    or None if no row holds that position (an anchor file's head, checked)."""
+    if table not in CHAINED_TABLES:
+        raise ValueError(f"{table} is not a chained table")
+    row = conn.execute(f"SELECT id, hash FROM {table} WHERE chain_seq = %s", [seq]).fetchone()
+    if row is None:
+        return None
+    return int(row[0]), None if row[1] is None else bytes(row[1])
+
+
+def database_name(conn: psycopg.Connection[Any]) -> str | None:
+    """The name of the database ``conn`` is connected to; anchor files record it,
+    so that a file checked against another database is noticed."""
+    row = conn.execute("SELECT current_database()").fetchone()
+    return row[0] if row else None
+
+
 def chain_head(conn: psycopg.Connection[Any], table: str) -> tuple[int, bytes]:
     row = conn.execute("SELECT seq, hash FROM trygg_chain_head(%s)", [table]).fetchone()
     assert row is not None

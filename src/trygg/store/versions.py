@@ -199,6 +199,15 @@ def shadow_started(conn: psycopg.Connection, version: str) -> datetime | None:
     return row[0] if row else None
 
 
+def last_shadow_start(conn: psycopg.Connection) -> datetime | None:
+    """When a catalogue last went into shadow (any version), or None if none ever did."""
+    row = conn.execute(
+        "SELECT version, at FROM catalogue_history WHERE action = 'shadow_started'"
+        " ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return row[1] if row else None
+
+
 # ------------------------------------------------------------------ changes
 
 
