@@ -588,3 +588,20 @@ class Engine:
         res.hi = NEVER if len(seq) < 3 or seq[2] is None else float(seq[2])
         self._load_states(res, doc["st"])
         self._rearm(res)
+
+    def detach(self, resident_id: str) -> Res | None:
+        """Take the resident's live state out of the engine (None: none), as
+        ``restore`` with an empty snapshot forgets it, but without decoding one.
+
+        With ``attach`` a caller that holds one resident at a time (the
+        distributed worker) keeps the state between steps instead of a
+        snapshot/restore round trip per event. A detached state does not follow
+        ``update_registry``: the holder drops it when the registry changes."""
+        return self._res.pop(resident_id, None)
+
+    def attach(self, res: Res) -> None:
+        """Put a state taken out with ``detach`` back (replacing any the resident has),
+        its next deadline into the engine's wake-ups."""
+        self._res[res.id] = res
+        if res.next is not None:
+            self._push(res.next, res.id)

@@ -38,6 +38,7 @@ from trygg.model import Event, Signal
 from trygg.registry import Registry
 from trygg.rules import Engine
 from trygg.rules.catalogue import Catalogue
+from trygg.rules.kinds import Res
 from trygg.rules.overlays import LiveOverlays, Texts
 from trygg.runner.timer_clock import ReceiptClock
 from trygg.store import spooled
@@ -123,6 +124,9 @@ class RulesCore:
 
     def __init__(self, engine: Engine, overlays: LiveOverlays | None = None) -> None:
         self.engine = engine
+        # resident -> (the state bytes last written, that state without "snap", the
+        # engine's live state it was snapshotted from): see ``step``
+        self._held: dict[str, tuple[bytes, dict[str, Any], Res | None]] = {}
         # District overlays (docs/rules.md, "Districts"): the engine runs each
         # resident by standard -> their district's overlay -> their care plan, as
         # the embedded runner and replay do (the same apply_overlays).
@@ -146,8 +150,18 @@ class RulesCore:
         return core
 
     def update_registry(self, registry: Registry) -> None:
+        self.forget()  # held states keep the care plans and devices they were made with
         self.engine.update_registry(self.overlays.registry(registry))
         self._registry = registry
+
+    def forget(self, residents: Iterable[str] | None = None) -> None:
+        """Drop the live states held between steps (all, or ``residents``'): the
+        next step of each decodes its state from the table value again."""
+        if residents is None:
+            self._held.clear()
+        else:
+            for r in residents:
+                self._held.pop(r, None)
 
     def update_overlays(
         self, texts: Texts, stored: dict[str, tuple[str, str]] | None = None
@@ -159,6 +173,7 @@ class RulesCore:
         if not self.overlays.update(self.engine.catalogue, texts, stored):
             return False
         if self._registry is not None:
+            self.forget()
             try:
                 self.engine.update_registry(self.overlays.registry(self._registry))
             except Exception:
@@ -180,14 +195,34 @@ class RulesCore:
         """Apply one record. ``release``: the event clock (epoch s; -inf: not known
         yet), on which events are kept until it reaches them; None: the wall clock.
         ``offset``: the record's offset in ``partition`` (None: not from Kafka)."""
-        doc = orjson.loads(state) if state else None
+        eng = self.engine
+        # The live state this core made the table value from, if the value is still
+        # that one: no decode, no restore. Anything else (a take-over, a value
+        # recovered from the changelog, a step whose state was never written) is
+        # decoded from the value, so the table stays the only truth. Taken out
+        # while the step runs: a step that fails leaves nothing held.
+        raw = state.encode() if isinstance(state, str) else state
+        held = self._held.pop(resident, None)
+        if held is not None and raw is not None and held[0] == raw:
+            doc: dict[str, Any] | None = held[1]
+            live: Res | None = held[2]
+        else:
+            held = None
+            doc = orjson.loads(raw) if raw else None
+            live = None
         done = applied_offset(doc, partition)
         if offset is not None and done is not None and offset <= done:
+            if held is not None:
+                self._held[resident] = held
             return RulesStep()  # taken in already: a partition read again
         keys: deque[str] = deque(doc["keys"] if doc else (), maxlen=RECENT_EVENTS)
         pend: list[dict[str, Any]] = list(doc.get("pend") or ()) if doc else []
-        eng = self.engine
-        eng.restore(resident, orjson.dumps(doc["snap"]) if doc else _EMPTY)
+        if held is not None:
+            eng.detach(resident)
+            if live is not None:
+                eng.attach(live)
+        else:
+            eng.restore(resident, orjson.dumps(doc["snap"]) if doc else _EMPTY)
         out = RulesStep()
         op = record["op"]
         try:
@@ -222,8 +257,10 @@ class RulesCore:
                     out.deadline = first
             snap = eng.snapshot(resident)
         finally:
-            eng.restore(resident, _EMPTY)  # forget the resident again
-        wm = orjson.loads(snap).get("wm")
+            # the engine forgets the resident again (a step that returned early or
+            # failed holds nothing: the next decodes the table value)
+            live = eng.detach(resident)
+        wm = live.wm if live is not None else None
         out.wm = wm
         doc_out: dict[str, Any] = {
             "v": 1,
@@ -241,6 +278,8 @@ class RulesCore:
         if pend:
             doc_out["pend"] = pend
         out.state = orjson.dumps(doc_out)
+        del doc_out["snap"]
+        self._held[resident] = (out.state, doc_out, live)
         return out
 
     def _apply(self, record: dict[str, Any], out: RulesStep) -> None:
