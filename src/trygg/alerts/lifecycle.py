@@ -5,27 +5,9 @@
     raised -> notified -> acknowledged -> assigned -> accepted -> arrived -> resolved
        \\__________\\______________\\___________\\___________\\__________\\--> cancelled
 
-Legal transitions (anything else raises :class:`TransitionError` with a
-message a nurse can read on a phone):
-
-=============  ==========================================  ================================
-action         from                                        notes
-=============  ==========================================  ================================
-notify         raised                                      system; not if suppressed/held
-acknowledge    raised, notified                            anyone on the team
-take           raised, notified, acknowledged,             one tap: acknowledged (if not
-               assigned (to the same actor)                yet) + assigned + accepted
-assign         acknowledged, assigned, accepted            hand to someone (re-assign too)
-accept         assigned                                    only the assignee
-arrive         assigned, accepted                          only the assignee
-resolve        acknowledged, assigned, accepted, arrived   optional outcome
-cancel         any open state                              reason required, outcome optional
-escalate       any open state                              system, level must go up
-renotify       any open state                              system
-note/repeat/…  any open state                              informational records
-=============  ==========================================  ================================
-
-Nothing is allowed after ``resolved`` or ``cancelled``.
+Legal transitions, who may do them and the record each writes are a table,
+:data:`trygg.alerts.transitions.TRANSITIONS`; anything else raises
+:class:`TransitionError` with a message a nurse can read on a phone.
 
 Concurrency: every function takes ``expected_version`` (the version the
 actor saw). If records that change the state were appended since, the action
@@ -39,9 +21,9 @@ compare-and-set on ``version``; when that fails it reloads and calls again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from trygg.alerts.alert import (
     SYSTEM,
@@ -54,6 +36,7 @@ from trygg.alerts.alert import (
     append,
     raised_data,
 )
+from trygg.alerts.transitions import ACTIONS, TRANSITIONS, allowed_actions, refusal
 from trygg.model import Signal, SignalAction
 
 __all__ = [
@@ -163,197 +146,6 @@ def raise_alert(
     return Alert.from_records([Record(alert_id, 0, Step.RAISED, now, SYSTEM, note, data)])
 
 
-# ------------------------------------------------------------------- checks
-
-
-def _closed_msg(alert: Alert) -> str:
-    if alert.state is State.CANCELLED:
-        why = f" ({alert.cancel_reason.value.replace('_', ' ')})" if alert.cancel_reason else ""
-        return f"alert is already cancelled{why}"
-    return "alert is already resolved"
-
-
-def _taken_msg(alert: Alert) -> str:
-    return f"alert is taken by {alert.assignee}"
-
-
-def _acked_msg(alert: Alert) -> str:
-    if alert.assignee is not None:
-        return _taken_msg(alert)
-    return f"alert is already acknowledged by {alert.acknowledged_by}"
-
-
-_Check = Callable[[Alert, str, Mapping[str, Any]], str | None]
-
-
-def _check_open(alert: Alert, actor: str, kw: Mapping[str, Any]) -> str | None:
-    return None if alert.is_open else _closed_msg(alert)
-
-
-def _check_notify(alert: Alert, actor: str, kw: Mapping[str, Any]) -> str | None:
-    if alert.suppressed:
-        return f"alert is suppressed ({alert.suppressed_reason}); it is stored, not routed"
-    if alert.held_until is not None:
-        return f"alert is held back until {alert.held_until.isoformat()} by alert {alert.held_by}"
-    if alert.state is State.NOTIFIED:
-        return "alert has already been notified (renotify or escalate instead)"
-    if alert.state is not State.RAISED:
-        return _acked_msg(alert)
-    return None
-
-
-def _check_acknowledge(alert: Alert, actor: str, kw: Mapping[str, Any]) -> str | None:
-    if alert.state in (State.RAISED, State.NOTIFIED):
-        return None
-    return _acked_msg(alert)
-
-
-def _check_take(alert: Alert, actor: str, kw: Mapping[str, Any]) -> str | None:
-    s = alert.state
-    if s in (State.RAISED, State.NOTIFIED, State.ACKNOWLEDGED):
-        return None
-    if alert.assignee == actor:
-        if s is State.ASSIGNED:
-            return None
-        return "you have already taken this alert"
-    return _taken_msg(alert)
-
-
-def _check_assign(alert: Alert, actor: str, kw: Mapping[str, Any]) -> str | None:
-    assignee = kw.get("assignee")
-    if not assignee:
-        return "say whom to assign the alert to"
-    s = alert.state
-    if s in (State.RAISED, State.NOTIFIED):
-        return (
-            "alert must be acknowledged before it can be assigned "
-            "(take acknowledges and takes it in one step)"
-        )
-    if s is State.ARRIVED:
-        return f"{alert.assignee} has already arrived; the alert cannot be reassigned"
-    if s in (State.ASSIGNED, State.ACCEPTED) and alert.assignee == assignee:
-        return f"alert is already assigned to {assignee}"
-    return None
-
-
-def _check_accept(alert: Alert, actor: str, kw: Mapping[str, Any]) -> str | None:
-    s = alert.state
-    if s is State.ASSIGNED:
-        if alert.assignee != actor:
-            return f"alert is assigned to {alert.assignee}; only they can accept it"
-        return None
-    if s in (State.ACCEPTED, State.ARRIVED):
-        return f"alert is already accepted by {alert.assignee}"
-    return "alert is not assigned to anyone yet"
-
-
-def _check_arrive(alert: Alert, actor: str, kw: Mapping[str, Any]) -> str | None:
-    s = alert.state
-    if s in (State.ASSIGNED, State.ACCEPTED):
-        if alert.assignee != actor:
-            return _taken_msg(alert)
-        return None
-    if s is State.ARRIVED:
-        return f"{alert.assignee} has already arrived"
-    return "alert must be taken before arrival can be recorded"
-
-
-def _check_resolve(alert: Alert, actor: str, kw: Mapping[str, Any]) -> str | None:
-    if alert.state in (State.RAISED, State.NOTIFIED):
-        return (
-            "alert must be acknowledged before it can be resolved "
-            "(cancel it, with a reason, if it needs no response)"
-        )
-    return None
-
-
-def _check_cancel(alert: Alert, actor: str, kw: Mapping[str, Any]) -> str | None:
-    if kw.get("reason") is None:
-        return "say why the alert is cancelled"
-    return None
-
-
-def _check_escalate(alert: Alert, actor: str, kw: Mapping[str, Any]) -> str | None:
-    level = int(kw.get("level", 0))
-    if level < 2:
-        return "escalation levels start at 2 (level 1 is the first notification)"
-    if level <= alert.escalation_level:
-        return f"escalation level {level} has already been done"
-    return None
-
-
-_CHECKS: dict[str, _Check] = {
-    "notify": _check_notify,
-    "acknowledge": _check_acknowledge,
-    "take": _check_take,
-    "assign": _check_assign,
-    "accept": _check_accept,
-    "arrive": _check_arrive,
-    "resolve": _check_resolve,
-    "cancel": _check_cancel,
-    "escalate": _check_escalate,
-}
-
-ACTIONS: tuple[str, ...] = (
-    "notify",
-    "acknowledge",
-    "take",
-    "assign",
-    "accept",
-    "arrive",
-    "resolve",
-    "cancel",
-    "escalate",
-    "renotify",
-    "note",
-    "repeat",
-    "flag_flapping",
-    "clear",
-    "release",
-)
-STAFF_ACTIONS: tuple[str, ...] = (
-    "acknowledge",
-    "take",
-    "assign",
-    "accept",
-    "arrive",
-    "resolve",
-    "cancel",
-    "note",
-)
-
-
-def refusal(alert: Alert, action: str, actor: str, **kw: Any) -> str | None:
-    """Why ``actor`` may not do ``action`` on ``alert`` now, or None if allowed."""
-    if action not in ACTIONS:
-        return f"unknown action {action!r}"
-    if not actor:
-        return "an action needs an actor"
-    msg = _check_open(alert, actor, kw)
-    if msg is not None:
-        return msg
-    check = _CHECKS.get(action)
-    return check(alert, actor, kw) if check is not None else None
-
-
-def allowed_actions(alert: Alert, actor: str) -> list[str]:
-    """The staff actions ``actor`` may take now (for enabling buttons in the console).
-
-    ``assign`` is listed when assigning to someone other than the current
-    assignee would be allowed.
-    """
-    out = []
-    for a in STAFF_ACTIONS:
-        kw: dict[str, Any] = {}
-        if a == "assign":
-            kw["assignee"] = f"{alert.assignee}~other"
-        elif a == "cancel":
-            kw["reason"] = CancelReason.OTHER
-        if refusal(alert, a, actor, **kw) is None:
-            out.append(a)
-    return out
-
-
 def _guard(alert: Alert, action: str, actor: str, expected_version: int | None, **kw: Any) -> None:
     msg = refusal(alert, action, actor, **kw)
     if expected_version is not None and expected_version != alert.version:
@@ -380,6 +172,52 @@ def _guard(alert: Alert, action: str, actor: str, expected_version: int | None, 
 # ---------------------------------------------------------------- transitions
 
 
+def _record(
+    alert: Alert,
+    action: str,
+    now: datetime,
+    actor: str,
+    note: str = "",
+    data: Mapping[str, Any] | None = None,
+    *,
+    expected_version: int | None = None,
+    **kw: Any,
+) -> Alert:
+    """The shape of every transition: check ``action``, then write its record."""
+    _guard(alert, action, actor, expected_version, **kw)
+    return append(alert, TRANSITIONS[action].writes, now, actor, note, data)
+
+
+class _StaffStep(Protocol):
+    def __call__(
+        self,
+        alert: Alert,
+        now: datetime,
+        actor: str,
+        *,
+        note: str = "",
+        expected_version: int | None = None,
+    ) -> Alert: ...
+
+
+def _staff_step(action: str, doc: str) -> _StaffStep:
+    """A staff action that writes its record with a note and nothing else."""
+
+    def step(
+        alert: Alert,
+        now: datetime,
+        actor: str,
+        *,
+        note: str = "",
+        expected_version: int | None = None,
+    ) -> Alert:
+        return _record(alert, action, now, actor, note, expected_version=expected_version)
+
+    step.__name__ = step.__qualname__ = action
+    step.__doc__ = doc
+    return step
+
+
 def notify(
     alert: Alert,
     now: datetime,
@@ -389,21 +227,13 @@ def notify(
     expected_version: int | None = None,
 ) -> Alert:
     """Level 1 of the escalation policy has been sent: ``raised -> notified``."""
-    _guard(alert, "notify", actor, expected_version)
-    return append(alert, Step.NOTIFIED, now, actor, data={"level": 1, "targets": targets or []})
+    data = {"level": 1, "targets": targets or []}
+    return _record(alert, "notify", now, actor, data=data, expected_version=expected_version)
 
 
-def acknowledge(
-    alert: Alert,
-    now: datetime,
-    actor: str,
-    *,
-    note: str = "",
-    expected_version: int | None = None,
-) -> Alert:
-    """Someone answers the alert (VKP ``hendelse_behandles``); escalation stops."""
-    _guard(alert, "acknowledge", actor, expected_version)
-    return append(alert, Step.ACKNOWLEDGED, now, actor, note)
+acknowledge = _staff_step(
+    "acknowledge", "Someone answers the alert (VKP ``hendelse_behandles``); escalation stops."
+)
 
 
 def take(
@@ -439,37 +269,16 @@ def assign(
 ) -> Alert:
     """Hand the alert to ``assignee`` (VKP ``til_utrykning``); re-assigning is allowed
     until the assignee has arrived."""
-    _guard(alert, "assign", actor, expected_version, assignee=assignee)
     data: dict[str, Any] = {"assignee": assignee}
     if alert.assignee is not None:
         data["previous"] = alert.assignee
-    return append(alert, Step.ASSIGNED, now, actor, note, data)
+    ev = expected_version
+    return _record(alert, "assign", now, actor, note, data, expected_version=ev, assignee=assignee)
 
 
-def accept(
-    alert: Alert,
-    now: datetime,
-    actor: str,
-    *,
-    note: str = "",
-    expected_version: int | None = None,
-) -> Alert:
-    """The assignee accepts (VKP ``ok_utrykning``)."""
-    _guard(alert, "accept", actor, expected_version)
-    return append(alert, Step.ACCEPTED, now, actor, note)
+accept = _staff_step("accept", "The assignee accepts (VKP ``ok_utrykning``).")
 
-
-def arrive(
-    alert: Alert,
-    now: datetime,
-    actor: str,
-    *,
-    note: str = "",
-    expected_version: int | None = None,
-) -> Alert:
-    """The assignee is with the resident (time to arrival)."""
-    _guard(alert, "arrive", actor, expected_version)
-    return append(alert, Step.ARRIVED, now, actor, note)
+arrive = _staff_step("arrive", "The assignee is with the resident (time to arrival).")
 
 
 def resolve(
@@ -482,9 +291,8 @@ def resolve(
     expected_version: int | None = None,
 ) -> Alert:
     """Close an answered alert; ``outcome`` feeds the false-alarm statistics."""
-    _guard(alert, "resolve", actor, expected_version)
     data = {"outcome": outcome.value} if outcome is not None else {}
-    return append(alert, Step.RESOLVED, now, actor, note, data)
+    return _record(alert, "resolve", now, actor, note, data, expected_version=expected_version)
 
 
 def cancel(
@@ -519,10 +327,9 @@ def escalate(
     expected_version: int | None = None,
 ) -> Alert:
     """Escalation level ``level`` (>= 2) has been sent."""
-    _guard(alert, "escalate", actor, expected_version, level=level)
-    return append(
-        alert, Step.ESCALATED, now, actor, data={"level": level, "targets": targets or []}
-    )
+    data = {"level": level, "targets": targets or []}
+    ev = expected_version
+    return _record(alert, "escalate", now, actor, data=data, expected_version=ev, level=level)
 
 
 def renotify(
@@ -534,13 +341,12 @@ def renotify(
     expected_version: int | None = None,
 ) -> Alert:
     """A reminder was sent because the alert is still unacknowledged."""
-    _guard(alert, "renotify", actor, expected_version)
     data: dict[str, Any] = {
         "level": alert.escalation_level,
         "n": alert.renotify_count + 1,
         "targets": targets or [],
     }
-    return append(alert, Step.RENOTIFIED, now, actor, data=data)
+    return _record(alert, "renotify", now, actor, data=data, expected_version=expected_version)
 
 
 def note(
@@ -552,8 +358,7 @@ def note(
     expected_version: int | None = None,
 ) -> Alert:
     """A free-text comment on an open alert."""
-    _guard(alert, "note", actor, expected_version)
-    return append(alert, Step.NOTE, now, actor, text)
+    return _record(alert, "note", now, actor, text, expected_version=expected_version)
 
 
 def update_position(
@@ -561,66 +366,50 @@ def update_position(
 ) -> Alert:
     """The alarm's unit sent a new position within its message session (SCAIP IN):
     a ``note`` by the system whose data carries it (``Alert.position``)."""
-    _guard(alert, "note", SYSTEM, None)
     lat, lon = position
-    return append(
+    text = f"position updated by the unit: {lat:.6f},{lon:.6f}"
+    return _record(
         alert,
-        Step.NOTE,
+        "note",
         now,
         SYSTEM,
-        f"position updated by the unit: {lat:.6f},{lon:.6f}",
+        text,
         {"position": {"lat": lat, "lon": lon}, "events": [event_id]},
     )
 
 
 def repeat(alert: Alert, now: datetime, signal: Signal) -> Alert:
     """The alert's rule fired again: count it, keep its events, do not re-notify."""
-    _guard(alert, "repeat", SYSTEM, None)
-    return append(
-        alert,
-        Step.REPEATED,
-        now,
-        SYSTEM,
-        data={
-            "events": list(signal.events),
-            "signal_at": signal.at.isoformat(),
-            **({"device": signal.device} if signal.device is not None else {}),
-        },
-    )
+    data = {
+        "events": list(signal.events),
+        "signal_at": signal.at.isoformat(),
+        **({"device": signal.device} if signal.device is not None else {}),
+    }
+    return _record(alert, "repeat", now, SYSTEM, data=data)
 
 
 def device_cleared(alert: Alert, now: datetime, device: str, cause: str) -> Alert:
     """One of the alert's devices is well again while others are not (one
     device-offline alert for the resident while any device is offline): the
     alert stays open and no longer lists ``device``."""
-    _guard(alert, "note", SYSTEM, None)
     rest = [d for d in alert.devices if d != device]
-    return append(
-        alert,
-        Step.NOTE,
-        now,
-        SYSTEM,
-        f"{cause}; still: {', '.join(rest)}",
-        data={"device_cleared": device},
-    )
+    text = f"{cause}; still: {', '.join(rest)}"
+    return _record(alert, "note", now, SYSTEM, text, {"device_cleared": device})
 
 
 def flag_flapping(alert: Alert, now: datetime, fires: int, window_s: float) -> Alert:
     """Mark the alert as flapping (flagged for the innovation specialist)."""
-    _guard(alert, "flag_flapping", SYSTEM, None)
-    return append(alert, Step.FLAPPING, now, SYSTEM, data={"fires": fires, "window_s": window_s})
+    return _record(alert, "flag_flapping", now, SYSTEM, data={"fires": fires, "window_s": window_s})
 
 
 def clear(alert: Alert, now: datetime, cause: str, note_text: str = "") -> Alert:
     """Record that the condition went away while staff handle the alert."""
-    _guard(alert, "clear", SYSTEM, None)
-    return append(alert, Step.CLEARED, now, SYSTEM, note_text, data={"cause": cause})
+    return _record(alert, "clear", now, SYSTEM, note_text, {"cause": cause})
 
 
 def release(alert: Alert, now: datetime, reason: str) -> Alert:
     """Route a held-back or suppressed alert after all."""
-    _guard(alert, "release", SYSTEM, None)
-    return append(alert, Step.RELEASED, now, SYSTEM, data={"reason": reason})
+    return _record(alert, "release", now, SYSTEM, data={"reason": reason})
 
 
 # ---------------------------------------------------------------- dispatcher
