@@ -98,7 +98,7 @@ def test_rules_agent_signals_state_and_redelivery() -> None:
     sigs = [r for t, k, r, _ in rec.sent if r["op"] == "sig"]
     assert [(s["rule"], s["r"], s["a"]) for s in sigs] == [("button", "r-0001", "fire")]
     assert w.stats["duplicates"] == 1 and w.stats["events"] == 2
-    state = orjson.loads(w.rules_table["r-0001"])
+    state = orjson.loads(w.rules_state("r-0001"))
     assert state["keys"] == ["button-0001|e1", "motion-bathroom-0001|e2"]
     # the resident's next deadline is in the state, so a timer scan finds it
     assert state["next"] is not None and state["next"] > NOW.timestamp()

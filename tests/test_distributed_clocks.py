@@ -234,13 +234,13 @@ def test_event_worker_waits_for_the_slower_bridge() -> None:
             await put("r-0001", hb("button-0001", 3, t + 20 * m, "a"))
             assert await scan() == []  # b has forwarded nothing: no clock, nothing applied
             assert (
-                w.stats["events"] == 2 and len(orjson.loads(w.rules_table["r-0001"])["pend"]) == 2
+                w.stats["events"] == 2 and len(orjson.loads(w.rules_state("r-0001"))["pend"]) == 2
             )
             await put("r-0002", hb("button-0002", 9, t + 5 * m, "b"))
             assert w.event_clocks.clock(0) == (t + 5 * m).timestamp()  # b's, not a's t+20
             ticked = await scan()  # releases the heartbeat at t, keeps the one at t+20
             assert ticked == [t + 5 * m - lag]
-            assert len(orjson.loads(w.rules_table["r-0001"])["pend"]) == 1
+            assert len(orjson.loads(w.rules_state("r-0001"))["pend"]) == 1
             await put("r-0001", hb("button-0001", 2, t + 10 * m, "b"))  # applied at once
             # b's progress, sent to every partition, lets a's t+20 through
             await put("b", codecs.dumps(codecs.watermark_record("b", t + 30 * m, NOW + S)))
@@ -249,7 +249,7 @@ def test_event_worker_waits_for_the_slower_bridge() -> None:
 
     ticked = asyncio.run(go())
     assert ticked[-1] == t + 20 * m - lag  # a's progress is now the smaller
-    state = orjson.loads(w.rules_table["r-0001"])
+    state = orjson.loads(w.rules_state("r-0001"))
     assert "pend" not in state and set(state["src"]) == {"a", "b"}
     assert state["keys"] == ["button-0001|h1", "button-0001|h3", "button-0001|h2"]
     # (the home's other devices, never heard of, are offline from t+15 on: as in replay)

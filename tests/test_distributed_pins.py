@@ -232,3 +232,79 @@ def test_what_the_worker_relies_on() -> None:
         "faust_settings (worker/app.py)",
         "the stream_wait_empty setting is gone",
     )
+
+
+def test_write_before_commit_premises() -> None:
+    """``_write_before_commit`` and the revocation hook of ``Worker`` (the rules
+    states written once per commit): every commit goes through
+    ``Consumer._commit_tps``, which picks the offsets before its first ``await`` and
+    flushes the producer before committing them; a revocation calls the table
+    manager's ``on_partitions_revoked`` before it flushes the producer, and drops
+    the revoked partitions' acknowledgements uncommitted; a stopping consumer commits."""
+    from faust.app.base import App
+    from faust.tables.manager import TableManager
+    from faust.transport.consumer import Consumer
+
+    patch = "_write_before_commit (worker/app.py)"
+    fn = getattr(Consumer._commit_tps, "_trygg_orig", Consumer._commit_tps)
+    need(
+        inspect.iscoroutinefunction(fn)
+        and list(inspect.signature(fn).parameters) == ["self", "tps", "start_new_transaction"],
+        patch,
+        "Consumer._commit_tps is no longer "
+        "`async def _commit_tps(self, tps, start_new_transaction)`",
+    )
+    body = src(fn)
+    first_await = body.find("await ")
+    need(
+        0 <= body.find("self._filter_committable_offsets(tps)") < first_await,
+        patch,
+        "Consumer._commit_tps no longer picks the offsets before its first await",
+    )
+    offsets = src(Consumer._commit_offsets)
+    need(
+        0 <= offsets.find("await self.app.producer.flush()") < offsets.find("await self._commit("),
+        patch,
+        "Consumer._commit_offsets no longer flushes the producer before committing",
+    )
+    need(
+        "self._commit_tps(" in src(Consumer.force_commit)
+        and "self.force_commit(" in src(Consumer.commit),
+        patch,
+        "Consumer.commit no longer goes through force_commit -> _commit_tps",
+    )
+    need(
+        "commit_and_end_transactions()" in src(Consumer.on_stop),
+        patch,
+        "a stopping consumer no longer commits (the states kept would be lost)",
+    )
+    revoked = src(App._on_partitions_revoked)
+    need(
+        0 <= revoked.find("self.tables.on_partitions_revoked") < revoked.find("_producer_flush"),
+        patch,
+        "App._on_partitions_revoked no longer calls tables.on_partitions_revoked "
+        "before it flushes the producer",
+    )
+    need(
+        not inspect.iscoroutinefunction(TableManager.on_partitions_revoked)
+        and list(inspect.signature(TableManager.on_partitions_revoked).parameters)
+        == ["self", "revoked"],
+        patch,
+        "TableManager.on_partitions_revoked is no longer "
+        "`def on_partitions_revoked(self, revoked)`",
+    )
+    from faust.tables.table import Table
+
+    key_set = src(Table.on_key_set)
+    need(
+        "self.send_changelog(self.partition_for_key(key), key, value)" in key_set,
+        patch,
+        "Table.on_key_set no longer sends the changelog record as "
+        "send_changelog(partition, key, value): Worker.flush_rules_state writes as it did",
+    )
+    need(
+        list(inspect.signature(Table.send_changelog).parameters)[:4]
+        == ["self", "partition", "key", "value"],
+        patch,
+        "Table.send_changelog(partition, key, value, ...) changed its signature",
+    )

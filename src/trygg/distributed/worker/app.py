@@ -139,6 +139,36 @@ def _keep_records_across_rebalance(app: faust.App) -> None:
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
 
 
+def _write_before_commit(app: faust.App, flush: Callable[[], None]) -> None:
+    """Call ``flush`` (sync) at the start of every offsets commit, before Faust picks
+    the offsets to commit.
+
+    The rules agent keeps each resident's newest state in memory and writes it to
+    its table (so to the changelog) only here (``Worker.flush_rules_state``): every
+    commit, Faust's timer's or a rebalance's, goes through ``Consumer._commit_tps``,
+    which computes the committable offsets before its first ``await`` and then
+    flushes the producer before committing them. So the states written here, which
+    took in every record acknowledged so far, reach the changelog before the offsets
+    they guard are committed (docs/distributed.md, "The rules state, written once
+    per commit")."""
+    from faust.transport.consumer import Consumer
+
+    hooks = app.__dict__.setdefault("_trygg_before_commit", [])
+    hooks.append(flush)
+    if getattr(Consumer._commit_tps, "_trygg", False):
+        return
+    commit_tps = Consumer._commit_tps
+
+    async def _commit_tps(self: Any, tps: Any, start_new_transaction: bool) -> bool:
+        for fn in self.app.__dict__.get("_trygg_before_commit", ()):
+            fn()
+        return await commit_tps(self, tps, start_new_transaction)
+
+    _commit_tps._trygg = True  # type: ignore[attr-defined]
+    _commit_tps._trygg_orig = commit_tps  # type: ignore[attr-defined]
+    Consumer._commit_tps = _commit_tps  # type: ignore[method-assign]
+
+
 class Handed:
     """Per topic partition, the offset of the last record the consumer handed to the
     agents' queues (Faust's conductor), and whether one is being handed right now."""
@@ -258,6 +288,11 @@ class Worker:
         # partition -> the next offset the rules state has not taken in (read at a take-over)
         self._rules_floor: dict[int, int] | None = None
         self._seen_at: dict[str, float] = {}  # agent -> when it last received a record
+        # resident -> its newest rules state, not yet in the table: written at the next
+        # offsets commit (flush_rules_state), one changelog record per resident per
+        # commit rather than per event
+        self._unwritten: dict[str, tuple[int, str]] = {}  # resident -> (partition, state)
+        self._revokes = 0  # rebalances that took the partitions away (see rules_step)
         self._busy: set[str] = set()  # agents in the middle of a step
         # a line per event applied to the engine (partition, offset, device, event id): tests
         self._applied_fd = (
@@ -298,6 +333,20 @@ class Worker:
         self.dead_letters_topic = topic(s.kafka_dead_letters_topic)
         # Table keys and values are text (JSON-serialised by Faust, as its recovery expects).
         self.rules_table = app.Table(RULES_TABLE, partitions=n, key_type=str, value_type=str)
+        _write_before_commit(app, self.flush_rules_state)
+        tables = app.tables
+        revoke = tables.on_partitions_revoked
+
+        def on_partitions_revoked(revoked: Any) -> None:
+            # first in Faust's revocation, before it flushes the producer: the states
+            # (and the offsets they took in) reach the changelog while the partitions
+            # are still this worker's, so the new owner skips what was applied here
+            self.flush_rules_state()
+            self._revokes += 1
+            self.rules.forget()  # live states of partitions that may move: decoded again
+            revoke(revoked)
+
+        tables.on_partitions_revoked = on_partitions_revoked  # type: ignore[method-assign]
         self.alerts_table = app.Table(ALERTS_TABLE, partitions=n, key_type=str, value_type=str)
         self.notify_table = app.Table(NOTIFY_TABLE, partitions=n, key_type=str, value_type=str)
         sink_channel = app.topic(
@@ -382,9 +431,10 @@ class Worker:
             clock = self.event_clocks.clock(partition)
             release = clock if clock is not None else float("-inf")
             lag = self.settings.worker_event_clock_lag_s
+        revokes = self._revokes
         res = self.rules.step(
             rid,
-            self.rules_table.get(rid),
+            self.rules_state(rid),
             rec,
             partition,
             sources,
@@ -428,8 +478,43 @@ class Worker:
         await self.sender.send_all(out)
         self.stats["signals"] += len(res.signals)
         assert res.state is not None
-        self.rules_table[rid] = res.state.decode()
+        if revokes != self._revokes:
+            # the partitions were taken away while this step sent its signals: the new
+            # owner reads from the committed offset and applies the record again (its
+            # state, never written, is lost with this application)
+            return
+        self._unwritten[rid] = (partition, res.state.decode())
         self.rule_timers.update(partition, rid, res.deadline, res.wm)
+
+    def rules_state(self, resident: str) -> str | None:
+        """The resident's newest rules state: one not yet written to the table, else
+        the table's."""
+        kept = self._unwritten.get(resident)
+        return kept[1] if kept is not None else self.rules_table.get(resident)
+
+    def rules_items(self) -> list[tuple[str, str]]:
+        """Every resident's newest rules state (the table's, and those not yet in it)."""
+        items = dict(self.rules_table.items())
+        items.update((rid, st) for rid, (_, st) in self._unwritten.items())
+        return list(items.items())
+
+    def flush_rules_state(self) -> None:
+        """Write the rules states kept since the last commit to the table (so to its
+        changelog, through Faust's producer buffer): at the start of every offsets
+        commit and of a revocation (``_write_before_commit``). A resident's events
+        between two commits cost one changelog record, not one each; the committed
+        offsets never run ahead of the states in the changelog."""
+        if not self._unwritten:
+            return
+        items, self._unwritten = self._unwritten, {}
+        table = self.rules_table
+        # ``table[rid] = state`` takes the changelog partition from the record being
+        # processed (Faust's current event), which a commit has not: the value goes
+        # into the store (memory://) and to the resident's own partition as Faust's
+        # ``Table.on_key_set`` sends it
+        for rid, (partition, state) in items.items():
+            table.data[rid] = state
+            table.send_changelog(partition, rid, state)
 
     # ------------------------------------------------------------------ alerts
 
@@ -642,7 +727,7 @@ class Worker:
         if want is None:
             if self._rules_floor is None:
                 self._rules_floor = applied_floors(
-                    self.rules_table.items(), self._owned(topic) | {partition}
+                    self.rules_items(), self._owned(topic) | {partition}
                 )
             want = self._rules_floor.get(partition)
             if want is not None:
@@ -780,7 +865,7 @@ class Worker:
         # rules timers
         parts = self._owned(s.kafka_events_topic)
         if parts != self._parts.get("rules"):
-            items = list(self.rules_table.items())
+            items = self.rules_items()
             self.rule_timers.rebuild(set(parts), items)
             if s.worker_clock == "event":
                 self.event_clocks.rebuild(set(parts), items)
