@@ -743,7 +743,11 @@ def stage_latency(env: Env, homes: list[Home], rate: float) -> dict[str, Any]:
             )
             pub.connect("127.0.0.1", broker.port)
             pub.loop_start()
-            time.sleep(1.0)
+            # the workers idle (fetch waits, timer scans), to net out of the live figure
+            wpids = [stack.procs[w].pid for w in workers]
+            idle0, t_idle = sum(cpu_s(p) for p in wpids), time.monotonic()
+            time.sleep(2.0)
+            res["idle_cpu_s"] = (sum(cpu_s(p) for p in wpids) - idle0) / (time.monotonic() - t_idle)
 
             # background: each event's time is the moment the paced publisher sends it
             t_bg = datetime.now(UTC) + timedelta(seconds=1.5)  # about when it starts
@@ -758,6 +762,10 @@ def stage_latency(env: Env, homes: list[Home], rate: float) -> dict[str, Any]:
             ]
             bgp = Publisher(broker.port, bg_msgs, rate=rate)
             time.sleep(3.0)  # let the background rate settle
+            # the workers' CPU per event at this live rate (a resident's few events per
+            # commit interval: the rules state is written about once per event, unlike
+            # the end-to-end stages' backlog, where it is written once per commit)
+            cpu0 = sum(cpu_s(p) for p in wpids)
             rows0, t_start = rows(), time.monotonic()
             for k in range(args.probes):
                 dev = f"pfall-{k % PROBES:03d}"
@@ -778,7 +786,14 @@ def stage_latency(env: Env, homes: list[Home], rate: float) -> dict[str, Any]:
                 pub.publish(f"trygg/{SITE}/devices/{dev}/events", reset, qos=1)
                 time.sleep(0.05)
             rows1, t_end = rows(), time.monotonic()
+            cpu1 = sum(cpu_s(p) for p in wpids)
             res["bg_stored_rate"] = (rows1 - rows0) / (t_end - t_start)
+            if rows1 > rows0:
+                busy = cpu1 - cpu0
+                res["live_cpu_ms"] = busy * 1000 / (rows1 - rows0)
+                net = busy - res["idle_cpu_s"] * (t_end - t_start)
+                res["live_net_ms"] = net * 1000 / (rows1 - rows0)
+                res["live_events"] = rows1 - rows0
             # wait (bounded) for the last probes' webhooks
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline and not all(e in env.hook.times for e in sent):
@@ -1138,6 +1153,13 @@ def main() -> None:
                 say(f"  {name:18} no samples")
         for ch, n, p50, p99 in lat.get("inside", []):
             say(f"  inside the worker, {ch} send: n={n} median {p50:.2f} ms p99 {p99:.2f} ms")
+        if "live_cpu_ms" in lat:
+            say(
+                f"  workers' CPU per event at this live rate: {lat['live_cpu_ms']:.3f} ms,"
+                f" net of idle {lat['live_net_ms']:.3f} ms ({lw} workers together,"
+                f" {lat['live_events']:,} events stored during the probes; idle"
+                f" {lat['idle_cpu_s'] * 1000:.0f} ms CPU/s)"
+            )
         if lat.get("others"):
             say(
                 "  alerts from the background traffic: "
