@@ -10,17 +10,11 @@ from pydantic import ValidationError
 
 from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import Alert, CancelReason, Outcome, State, Step
-from trygg.alerts.gates import (
-    DecisionKind,
-    DeviceInfo,
-    Directory,
-    FlappingConfig,
-    GateConfig,
-    Gatekeeper,
-    InhibitionConfig,
-    Silence,
-    SilenceScope,
-)
+from trygg.alerts.decisions import DecisionKind
+from trygg.alerts.directory import DeviceInfo, Directory
+from trygg.alerts.gate_config import FlappingConfig, GateConfig, InhibitionConfig
+from trygg.alerts.gates import Gatekeeper
+from trygg.alerts.silences import Silence, SilenceScope
 from trygg.model import DeviceKind, Event, EventType, Severity, Signal, SignalAction
 
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)

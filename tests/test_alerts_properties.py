@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 
 from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import Alert, Record, State, Step
-from trygg.alerts.gates import DeviceInfo, Directory, Gatekeeper
+from trygg.alerts.directory import DeviceInfo, Directory
+from trygg.alerts.escalation import Escalator
+from trygg.alerts.gates import Gatekeeper
 from trygg.alerts.lifecycle import TransitionError
-from trygg.alerts.routing import Escalator, load_routing
+from trygg.alerts.routing_config import load_routing
 from trygg.model import DeviceKind, Event, EventType, Severity, Signal, SignalAction
 
 T0 = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)

@@ -12,9 +12,9 @@ import yaml
 
 from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import Alert, CancelReason, Record, State, Step
-from trygg.alerts.routing import (
-    Channel,
-    Escalator,
+from trygg.alerts.contacts import Channel
+from trygg.alerts.escalation import Escalator
+from trygg.alerts.routing_config import (
     RoutingConfig,
     RoutingError,
     load_routing,

@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from trygg.alerts.alert import Alert, Record
-from trygg.alerts.routing import Channel, Notification, parse_routing_text
+from trygg.alerts.contacts import Channel
+from trygg.alerts.escalation import Notification
+from trygg.alerts.routing_config import parse_routing_text
 from trygg.model import Severity, Signal, SignalAction
 from trygg.notify.base import Delivery
 from trygg.runner.alerting import AlertService, default_routing

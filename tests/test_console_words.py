@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from trygg.alerts.alert import Outcome
-from trygg.alerts.gates import Silence, SilenceScope
+from trygg.alerts.silences import Silence, SilenceScope
 from trygg.api.words import suppressed_why
 
 

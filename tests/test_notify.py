@@ -22,7 +22,8 @@ from tenacity import stop_after_attempt
 
 from tests.alerting_stack import ROUTING, Stack, start_stack
 from tests.helpers import WebhookReceiver, wait_until
-from trygg.alerts.routing import Channel, Notification
+from trygg.alerts.contacts import Channel
+from trygg.alerts.escalation import Notification
 from trygg.devenv import free_port
 from trygg.notify.base import Delivery
 from trygg.notify.retry import RetryPolicy, retry_delivery

@@ -29,7 +29,8 @@ from aiosmtpd.controller import Controller
 
 from tests.alerting_stack import ROUTING, start_stack
 from tests.helpers import wait_until
-from trygg.alerts.routing import Channel, RoutingError, parse_routing_text
+from trygg.alerts.contacts import Channel
+from trygg.alerts.routing_config import RoutingError, parse_routing_text
 from trygg.api.metrics import render
 from trygg.devenv import free_port
 from trygg.model import Severity, Signal, SignalAction
@@ -328,7 +329,7 @@ def test_apprise_urls_secrets_from_the_environment() -> None:
 
 
 def _note(channel: Channel, address: str) -> Any:
-    from trygg.alerts.routing import Notification
+    from trygg.alerts.escalation import Notification
 
     return Notification(
         "a-1", "notify", 1, 0, "team_on_duty", "phones", channel, address, datetime.now(UTC)

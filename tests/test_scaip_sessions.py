@@ -17,7 +17,8 @@ import pytest
 from tests.test_rules_helpers import standard
 from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import Alert, CancelReason, State
-from trygg.alerts.gates import Directory, Gatekeeper, gated
+from trygg.alerts.directory import Directory
+from trygg.alerts.gates import Gatekeeper, gated
 from trygg.ingest.decode import Decoder
 from trygg.ingest.dedup import RecentKeys
 from trygg.ingest.scaip import DEVICE_TYPES, STATUS_CODES, Snu, parse_mrs

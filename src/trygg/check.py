@@ -254,7 +254,7 @@ def care_plan_lines(catalogue: Any, registry_file: Path | None, registry: Any) -
 def _check_routing(
     report: Report, path: Path, s: Settings, registry: YamlDoc | None, reg_source: str
 ) -> None:
-    from trygg.alerts.routing import routing_problems
+    from trygg.alerts.routing_config import routing_problems
 
     doc = _read(report, "routing", path)
     if doc is None:

@@ -551,7 +551,7 @@ class Settings(BaseSettings):
     @field_validator("notify_give_up")
     @classmethod
     def _give_up(cls, v: dict[str, str]) -> dict[str, str]:
-        from trygg.alerts.routing import Channel
+        from trygg.alerts.contacts import Channel
         from trygg.durations import parse_duration
         from trygg.model import Severity
 

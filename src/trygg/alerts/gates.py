@@ -29,22 +29,32 @@ the I/O layer persists exactly those (compare-and-set on ``previous_version``)
 and routes the alert when ``decision.route`` is true.
 
 Pure: no I/O, no wall clock; ids come from the injected ``new_id``.
+
+The gates' configuration is in :mod:`trygg.alerts.gate_config`, silences in
+:mod:`trygg.alerts.silences`, the directory in :mod:`trygg.alerts.directory`
+and the decisions in :mod:`trygg.alerts.decisions`; this module also exports
+them, for code that imports them from here.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Any
-
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trygg.alerts import lifecycle as lc
-from trygg.alerts.alert import SYSTEM, Alert, CancelReason, Outcome, Record
-from trygg.durations import format_duration, parse_duration
+from trygg.alerts.alert import SYSTEM, Alert, CancelReason, Outcome
+from trygg.alerts.decisions import Decision, DecisionKind, changed
+from trygg.alerts.directory import DeviceInfo, Directory
+from trygg.alerts.gate_config import (
+    AutoResolveConfig,
+    DedupConfig,
+    FlappingConfig,
+    GateConfig,
+    InhibitionConfig,
+)
+from trygg.alerts.silences import Silence, SilenceScope
+from trygg.durations import format_duration
 from trygg.model import (
     DeviceKind,
     Event,
@@ -82,297 +92,6 @@ def gated(event: Event) -> bool:
     the alarm's own, or a SCAIP IN's). Pass it after the engine's signals for
     the same event, so that an alarm's own position reaches its new alert."""
     return event.type in GATED_TYPES or event.position is not None
-
-
-def _duration(v: Any) -> timedelta:
-    return parse_duration(v)
-
-
-# ------------------------------------------------------------------- config
-
-_K = DeviceKind
-
-DEFAULT_RULE_DEVICES: dict[str, list[DeviceKind]] = {
-    "fall": [_K.FALL],
-    "button": [_K.BUTTON],
-    "pullcord": [_K.PULLCORD],
-    "fire": [_K.SMOKE],
-    "seizure": [_K.SEIZURE],
-    "water": [_K.WATER],
-    "bed-exit-no-return": [_K.BED],
-    "left-home-at-night": [_K.DOOR, _K.MOTION],
-    "inactivity": [_K.MOTION, _K.DOOR, _K.BED, _K.CHAIR],
-    "long-bathroom-stay": [_K.MOTION],
-    "dose-missed": [_K.DISPENSER],
-    "dispenser-fault": [_K.DISPENSER],
-    "temperature-high": [_K.THERMOMETER],
-    "temperature-low": [_K.THERMOMETER],
-    "heat": [_K.SMOKE],
-    "carbon-monoxide": [_K.SMOKE],
-    "gas": [_K.SMOKE],
-    "wandering": [_K.DOOR, _K.GPS],
-    "local-unit-alarm": [_K.BUTTON],
-    "tracker-sos": [_K.GPS],
-    "inactivity-alarm": [_K.MOTION],
-}
-
-
-class DedupConfig(BaseModel):
-    """One open alert per (resident, rule), as DESIGN.md's gate says: a second
-    device going offline is a repeat of the resident's open ``device-offline``
-    alert, which lists every device still offline (``Alert.devices``) and
-    closes when the last one is back."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    enabled: bool = True
-    per_device: bool = Field(
-        default=False,
-        description=(
-            "one open alert per device, not per resident, for signals that name a"
-            " device (device offline, battery low, an alarm from one pendant)"
-        ),
-    )
-
-
-class AutoResolveConfig(BaseModel):
-    """What a rule's clear signal and a device's ``alarm.reset`` do to an open alert.
-
-    Before anyone has acknowledged: cancelled (``auto_resolved`` for a clear,
-    ``device_reset`` for a reset). After: a technical alert is resolved by
-    ``system`` with outcome ``auto_resolved``; a care alert gets a ``cleared``
-    record and stays with the staff who are handling it.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    clear_cancels_unacknowledged: bool = True
-    technical_rules: list[str] = Field(
-        default_factory=lambda: [
-            "device-offline",
-            "battery-low",
-            "temperature-high",
-            "temperature-low",
-        ]
-    )
-    reset_cancels_unacknowledged: bool = True
-    reset_rules: list[str] = Field(
-        default_factory=lambda: ["button", "pullcord", "fall", "fire", "seizure"]
-    )
-    reset_all_kinds: list[DeviceKind] = Field(
-        default_factory=lambda: [DeviceKind.BUTTON, DeviceKind.PULLCORD],
-        description="a reset from these device kinds (the alarm unit) resets every reset rule",
-    )
-    # SCAIP (docs/ingest.md, "Message sessions" and "Reset, restoral and cancel"):
-    abort_cancels_unacknowledged: bool = Field(
-        default=True,
-        description="alarm.aborted (SCAIP RE) cancels its own session's alert if unanswered",
-    )
-    cancel_rules: list[str] = Field(
-        default_factory=lambda: [
-            "button",
-            "pullcord",
-            "fall",
-            "local-unit-alarm",
-            "tracker-sos",
-        ],
-        description=(
-            "alarm.cancelled (the resident's cancel) cancels an unanswered alert of these"
-            " rules from the same unit; never a fire, CO or gas alarm"
-        ),
-    )
-
-
-class InhibitionConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    offline_rule: str = "device-offline"
-    offline_inhibits: list[str] = Field(
-        default_factory=lambda: [
-            "inactivity",
-            "long-bathroom-stay",
-            "bed-exit-no-return",
-            "left-home-at-night",
-        ],
-        description="inactivity-type rules an offline device they depend on inhibits",
-    )
-    red_holds_back: bool = True
-    red_hold_window: timedelta = timedelta(minutes=15)
-    held_severities: list[Severity] = Field(
-        default_factory=lambda: [Severity.YELLOW, Severity.GREEN]
-    )
-
-    @field_validator("red_hold_window", mode="before")
-    @classmethod
-    def _dur(cls, v: Any) -> timedelta:
-        return _duration(v)
-
-
-class FlappingConfig(BaseModel):
-    """More than ``max_fires`` fires in ``window`` for one resident and rule = flapping."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    enabled: bool = True
-    max_fires: int = Field(default=5, ge=1)
-    window: timedelta = timedelta(hours=1)
-
-    @field_validator("window", mode="before")
-    @classmethod
-    def _dur(cls, v: Any) -> timedelta:
-        return _duration(v)
-
-    @field_validator("window")
-    @classmethod
-    def _positive(cls, v: timedelta) -> timedelta:
-        if v <= timedelta(0):
-            raise ValueError("the flapping window must be longer than 0s")
-        return v
-
-
-class GateConfig(BaseModel):
-    """All quality gates; the ``gates:`` section of the routing file."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    dedup: DedupConfig = DedupConfig()
-    auto_resolve: AutoResolveConfig = AutoResolveConfig()
-    inhibition: InhibitionConfig = InhibitionConfig()
-    flapping: FlappingConfig = FlappingConfig()
-    rule_devices: dict[str, list[DeviceKind]] = Field(
-        default_factory=lambda: {k: list(v) for k, v in DEFAULT_RULE_DEVICES.items()},
-        description="which device kinds each rule depends on (silences, inhibition, reset)",
-    )
-
-    @property
-    def lookback(self) -> timedelta:
-        """How far back closed alerts must be reloaded to rebuild the gates."""
-        return max(self.flapping.window, self.inhibition.red_hold_window)
-
-
-# ------------------------------------------------------------------- silences
-
-
-class SilenceScope(StrEnum):
-    RESIDENT = "resident"  # away, in hospital
-    DEVICE = "device"  # in service
-
-
-class Silence(BaseModel):
-    """A silence: matching alerts are created but suppressed (stored, not routed).
-
-    A resident silence matches every alert of the resident (or only ``rules``);
-    a device silence matches alerts about that device (``signal.device``) and
-    alerts of rules that depend on the device's kind (``rule_devices``).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str = Field(min_length=1)
-    scope: SilenceScope
-    target: str = Field(min_length=1, description="resident id or device id")
-    start: AwareDatetime
-    end: AwareDatetime
-    created_by: str = Field(min_length=1)
-    reason: str = Field(min_length=1)
-    rules: tuple[str, ...] = ()
-    ended_by: str | None = None
-
-    @model_validator(mode="after")
-    def _order(self) -> Silence:
-        if self.end <= self.start:
-            raise ValueError("a silence must end after it starts")
-        return self
-
-    def active(self, now: datetime) -> bool:
-        return self.start <= now < self.end
-
-    def describe(self) -> str:
-        return (
-            f"silenced: {self.reason} (by {self.created_by}, "
-            f"{self.scope.value} {self.target}, until {self.end.isoformat()})"
-        )
-
-
-# ------------------------------------------------------------------- directory
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceInfo:
-    resident: str
-    kind: DeviceKind
-
-
-@dataclass(frozen=True, slots=True)
-class Directory:
-    """What the gates need from the registry: resident -> team, device -> kind."""
-
-    teams: Mapping[str, str] = field(default_factory=dict)
-    devices: Mapping[str, DeviceInfo] = field(default_factory=dict)
-    default_team: str = "unassigned"
-
-    def team_of(self, resident: str) -> str:
-        return self.teams.get(resident, self.default_team)
-
-    def kind_of(self, device: str | None) -> DeviceKind | None:
-        if device is None:
-            return None
-        info = self.devices.get(device)
-        return info.kind if info is not None else None
-
-    @classmethod
-    def from_registry(cls, registry: Any, default_team: str = "unassigned") -> Directory:
-        """From a :class:`trygg.registry.Registry` (or anything shaped like it)."""
-        return cls(
-            teams={r.id: r.team for r in registry.residents},
-            devices={d.id: DeviceInfo(d.resident, DeviceKind(d.kind)) for d in registry.devices},
-            default_team=default_team,
-        )
-
-
-# ------------------------------------------------------------------- decisions
-
-
-class DecisionKind(StrEnum):
-    RAISED = "raised"
-    SUPPRESSED = "suppressed"
-    HELD = "held"
-    REPEATED = "repeated"
-    FOLDED = "folded"
-    RELEASED = "released"
-    CANCELLED = "cancelled"
-    RESOLVED = "resolved"
-    CLEARED = "cleared"
-    UPDATED = "updated"
-    IGNORED = "ignored"
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What a gate decided. Persist ``records`` (new, append-only) and the alert
-    snapshot with compare-and-set on ``previous_version`` (None: a new alert);
-    route the alert if ``route``."""
-
-    kind: DecisionKind
-    alert: Alert | None
-    reason: str = ""
-    previous_version: int | None = None
-    records: tuple[Record, ...] = ()
-
-    @property
-    def route(self) -> bool:
-        return self.kind in (DecisionKind.RAISED, DecisionKind.RELEASED)
-
-
-def _changed(kind: DecisionKind, before: Alert | None, after: Alert, reason: str = "") -> Decision:
-    n = before.version if before is not None else 0
-    return Decision(
-        kind=kind,
-        alert=after,
-        reason=reason,
-        previous_version=before.version if before is not None else None,
-        records=after.records[n:],
-    )
 
 
 Key = tuple[str, str, str | None]
@@ -619,7 +338,7 @@ class Gatekeeper:
                 kind = DecisionKind.RELEASED
                 reason = "silence ended; the rule fired again"
             self._store(a)
-            return _changed(kind, current, a, reason)
+            return changed(kind, current, a, reason)
 
         team = self.directory.team_of(signal.resident)
         supp = self._suppression(signal, now)
@@ -638,23 +357,23 @@ class Gatekeeper:
         )
         self._store(a)
         if supp is not None:
-            return _changed(DecisionKind.SUPPRESSED, None, a, supp[0])
+            return changed(DecisionKind.SUPPRESSED, None, a, supp[0])
         if holder is not None and held_until is not None:
-            return _changed(
+            return changed(
                 DecisionKind.HELD,
                 None,
                 a,
                 f"held back until {held_until.isoformat()} by red alert {holder.id}",
             )
         if flapping:
-            return _changed(
+            return changed(
                 DecisionKind.RAISED,
                 None,
                 a,
                 f"rule {signal.rule} fired {fires} times in "
                 f"{format_duration(cfg.flapping.window)}: flapping, one alert from now on",
             )
-        return _changed(DecisionKind.RAISED, None, a)
+        return changed(DecisionKind.RAISED, None, a)
 
     def _on_clear(self, signal: Signal, now: datetime) -> Decision:
         key = self._key(signal.resident, signal.rule, signal.device)
@@ -668,7 +387,7 @@ class Gatekeeper:
                 return Decision(DecisionKind.IGNORED, None, f"device {dev} is not in the alert")
             a = lc.device_cleared(current, now, dev, f"rule clear for device {dev}")
             self._store(a)
-            return _changed(DecisionKind.UPDATED, current, a, f"device {dev} cleared")
+            return changed(DecisionKind.UPDATED, current, a, f"device {dev} cleared")
         ar = self.config.auto_resolve
         return self._close_or_note(
             current,
@@ -699,7 +418,7 @@ class Gatekeeper:
             a = lc.clear(current, now, cause)
             kind = DecisionKind.CLEARED
         self._store(a)
-        return _changed(kind, current, a, cause)
+        return changed(kind, current, a, cause)
 
     # ------------------------------------------------------------- events
 
@@ -820,7 +539,7 @@ class Gatekeeper:
                 continue
             b = lc.update_position(a, now, event.position, event.id)
             self._store(b)
-            out.append(_changed(DecisionKind.UPDATED, a, b, "position updated by the unit"))
+            out.append(changed(DecisionKind.UPDATED, a, b, "position updated by the unit"))
         return out
 
     # ------------------------------------------------------------- timers
@@ -846,7 +565,7 @@ class Gatekeeper:
             if reason is not None:
                 b = lc.release(a, now, reason)
                 self._store(b)
-                out.append(_changed(DecisionKind.RELEASED, a, b, reason))
+                out.append(changed(DecisionKind.RELEASED, a, b, reason))
         self.prune(now)
         return out
 

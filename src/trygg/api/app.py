@@ -58,8 +58,8 @@ from pydantic import AwareDatetime, BaseModel, Field
 from trygg import logs
 from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import OPEN_STATES, Alert, CancelReason, Outcome, State
-from trygg.alerts.gates import Silence, SilenceScope
 from trygg.alerts.lifecycle import ConflictError, TransitionError
+from trygg.alerts.silences import Silence, SilenceScope
 from trygg.api import problems, schemas, words
 from trygg.api import sessions as sessions_mod
 from trygg.api.auth import Auth

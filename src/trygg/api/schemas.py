@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from trygg.alerts.alert import Alert, Step
-from trygg.alerts.gates import Silence
+from trygg.alerts.silences import Silence
 
 
 def _isoformat(v: datetime) -> str:

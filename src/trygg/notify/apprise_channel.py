@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from trygg import logs
-from trygg.alerts.routing import Notification
+from trygg.alerts.escalation import Notification
 from trygg.notify.base import Delivery
 from trygg.notify.email import render
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from trygg import logs
-from trygg.alerts.routing import Notification
+from trygg.alerts.escalation import Notification
 
 log = logs.get("trygg.notify")
 

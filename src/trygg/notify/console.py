@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trygg.alerts.routing import Notification
+from trygg.alerts.escalation import Notification
 from trygg.notify.base import Delivery
 
 

@@ -18,7 +18,7 @@ from email.utils import formatdate
 from typing import Any
 
 from trygg import logs
-from trygg.alerts.routing import Notification
+from trygg.alerts.escalation import Notification
 from trygg.notify.base import Delivery
 
 log = logs.get("trygg.notify.email")

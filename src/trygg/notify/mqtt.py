@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from trygg import logs
-from trygg.alerts.routing import Notification
+from trygg.alerts.escalation import Notification
 from trygg.mqtt_session import SessionWatch
 from trygg.notify.base import Delivery
 from trygg.settings import mqtt_params

@@ -13,7 +13,7 @@ import asyncio
 from typing import Any
 
 from trygg import logs
-from trygg.alerts.routing import Notification
+from trygg.alerts.escalation import Notification
 from trygg.notify.base import Delivery
 from trygg.notify.webhook import Webhook
 

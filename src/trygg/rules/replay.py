@@ -35,13 +35,10 @@ from typing import Any, TextIO
 
 from pydantic import AwareDatetime, ConfigDict, ValidationError
 
-from trygg.alerts.gates import (
-    DecisionKind,
-    Directory,
-    FlappingConfig,
-    GateConfig,
-    Gatekeeper,
-)
+from trygg.alerts.decisions import DecisionKind
+from trygg.alerts.directory import Directory
+from trygg.alerts.gate_config import FlappingConfig, GateConfig
+from trygg.alerts.gates import Gatekeeper
 from trygg.ingest.dedup import RecentKeys
 from trygg.model import Event, EventPayload, Signal, SignalAction
 from trygg.registry import Registry

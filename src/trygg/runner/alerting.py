@@ -60,17 +60,14 @@ import yaml
 from trygg import logs
 from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import Alert, CancelReason, Record, Step
-from trygg.alerts.gates import Decision, Directory, Gatekeeper, Silence, gated
-from trygg.alerts.routing import (
-    Channel,
-    EscalationStep,
-    Escalator,
-    Notification,
-    RoutingConfig,
-    load_routing,
-    parse_routing,
-)
-from trygg.alerts.routing import parse_routing_text as _parse_routing_text
+from trygg.alerts.contacts import Channel
+from trygg.alerts.decisions import Decision
+from trygg.alerts.directory import Directory
+from trygg.alerts.escalation import EscalationStep, Escalator, Notification
+from trygg.alerts.gates import Gatekeeper, gated
+from trygg.alerts.routing_config import RoutingConfig, load_routing, parse_routing
+from trygg.alerts.routing_config import parse_routing_text as _parse_routing_text
+from trygg.alerts.silences import Silence
 from trygg.api.metrics import AlertLatencies
 from trygg.model import Event, Signal
 from trygg.notify.base import Channel as ChannelImpl

@@ -15,7 +15,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from trygg import logs
-from trygg.alerts.routing import Channel
+from trygg.alerts.contacts import Channel
 from trygg.notify.base import Channel as ChannelImpl
 from trygg.notify.console import ConsoleChannel, ConsoleFeed
 from trygg.notify.retry import GiveUp, RetryPolicy
