@@ -9,15 +9,10 @@ Library API (the CLI in ``trygg.simulate.cli`` is a thin layer over it)::
     publish(generate(...), "mqtt://localhost:1883", site="demo", speed=60)
 """
 
-from trygg.simulate.generate import (
-    DEFAULT_RATES,
-    INCIDENT_RULES,
-    SimEvent,
-    Truth,
-    generate,
-    make_rates,
-)
+from trygg.simulate.events import SimEvent
+from trygg.simulate.generate import generate
 from trygg.simulate.homes import DEFAULT_TEAMS, Home, SimDevice, build_homes, registry_yaml
+from trygg.simulate.incidents import DEFAULT_RATES, INCIDENT_RULES, Truth, make_rates
 from trygg.simulate.mqtturl import MqttUrl, parse_mqtt_url
 from trygg.simulate.output import WriteStats, write_jsonl, write_truth
 from trygg.simulate.publisher import PublishStats, event_topic, publish

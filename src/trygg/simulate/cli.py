@@ -16,8 +16,10 @@ from trygg.durations import parse_duration
 from trygg.progress import Progress
 from trygg.progress import progress as show_progress
 from trygg.registry import DEFAULT_TIMEZONE
-from trygg.simulate.generate import DEFAULT_RATES, SimEvent, Truth, generate, make_rates
+from trygg.simulate.events import SimEvent
+from trygg.simulate.generate import generate
 from trygg.simulate.homes import DEFAULT_TEAMS, build_homes, registry_yaml
+from trygg.simulate.incidents import DEFAULT_RATES, Truth, make_rates
 from trygg.simulate.output import WriteStats, malformed_line, write_jsonl, write_truth
 
 _INCIDENTS = ", ".join(DEFAULT_RATES)

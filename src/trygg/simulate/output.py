@@ -8,7 +8,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from trygg.simulate.generate import SimEvent, Truth
+from trygg.simulate.events import SimEvent
+from trygg.simulate.incidents import Truth
 
 
 @dataclass(slots=True)

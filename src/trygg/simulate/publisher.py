@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from trygg.simulate.generate import SimEvent
+from trygg.simulate.events import SimEvent
 from trygg.simulate.mqtturl import MqttUrl, parse_mqtt_url
 
 
