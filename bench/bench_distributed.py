@@ -1013,8 +1013,10 @@ def region(
         f"Kafka: {total:.2f} records produced per event in this run ("
         + ", ".join(f"{t} {v:.2f}" for t, v in sorted(kpe.items()))
         + f") -> {TARGET * total:,.0f} records/s written and at least as many read at"
-        f" {TARGET:,} events/s: the rules-state changelog takes one record per event (the"
-        " resident's engine snapshot), as many as the events topic."
+        f" {TARGET:,} events/s: the rules-state changelog takes one record per resident"
+        " per commit interval (the resident's engine snapshot, written at each offsets"
+        " commit), so from a backlog far fewer than the events, but at a live rate, where"
+        " a resident rarely has two events in a commit interval, about one per event."
     )
     out.append(
         "tansu in memory vs a real Kafka: tansu needs one record per producer batch and a"
