@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import REPO, trygg_cli
@@ -167,3 +168,26 @@ def test_workers_run_with_production_timeouts() -> None:
     readme = (REPO / "README.md").read_text()
     row = readme.split("| `TRYGG_KAFKA_SESSION_TIMEOUT_S` | ", 1)[1].split("\n", 1)[0]
     assert "TEST ONLY" not in row and "production" in row
+
+
+def test_the_timeouts_reach_the_worker() -> None:
+    """The session, heartbeat and static-membership settings are what the worker
+    hands Faust (the compose values above are worth nothing if they stop at
+    Settings: Faust's own defaults are a 60 s session and a 3 s heartbeat)."""
+    pytest.importorskip("faust")
+    from trygg.distributed.worker.app import faust_settings
+
+    conf = faust_settings(Settings())
+    assert conf["broker_session_timeout"] == 6.0
+    assert conf["broker_heartbeat_interval"] == 1.0
+    assert "consumer_group_instance_id" not in conf  # static membership is off by default
+    conf = faust_settings(
+        Settings(
+            kafka_session_timeout_s=9,
+            kafka_heartbeat_interval_s=3,
+            kafka_group_instance_id="worker-a",
+        )
+    )
+    assert conf["broker_session_timeout"] == 9
+    assert conf["broker_heartbeat_interval"] == 3
+    assert conf["consumer_group_instance_id"] == "worker-a"

@@ -232,8 +232,11 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         conf["producer_max_batch_size"] = s.kafka_producer_max_batch_size
     if s.kafka_producer_linger_ms is not None:
         conf["producer_linger"] = s.kafka_producer_linger_ms / 1000
-    if s.kafka_session_timeout_s is not None:
-        conf["broker_session_timeout"] = s.kafka_session_timeout_s
+    # failover (docs/distributed.md, "Failover"): production values, not Faust's 60 s / 3 s
+    conf["broker_session_timeout"] = s.kafka_session_timeout_s
+    conf["broker_heartbeat_interval"] = s.kafka_heartbeat_interval_s
+    if s.kafka_group_instance_id is not None:
+        conf["consumer_group_instance_id"] = s.kafka_group_instance_id
     return conf
 
 
