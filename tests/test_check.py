@@ -365,6 +365,14 @@ def test_run_checks_the_care_plans_against_the_version_in_the_database(
     assert _problems(r.stderr, reg) == expected, r.stderr
     assert not (tmp_path / "spool").exists()
     assert _residents(db) == 0
+    # `trygg check --database` reads the active version as trygg run does: the same line
+    stored = trygg_cli("check", "--database", env=env, check=False)
+    assert stored.returncode == 1, stored.stdout
+    assert _problems(stored.stdout, reg) == expected, stored.stdout
+    # ... and says so when nothing in the database differs from the directory
+    env_ok = {**env, "TRYGG_RULES_DIR": str(narrow)}
+    same = trygg_cli("check", "--database", env=env_ok, check=False)
+    assert "the active version is the rules directory's" in same.stdout, same.stdout
 
 
 def test_worker_refuses_on_the_same_problems(tmp_path: Path, db: str) -> None:

@@ -251,6 +251,60 @@ def care_plan_lines(catalogue: Any, registry_file: Path | None, registry: Any) -
     return [str(p) for p in found]
 
 
+def check_database(report: Report, registry: Path | None, rules: Sequence[Path] | None) -> None:
+    """``trygg check --database``: what ``trygg run`` checks once the database
+    answers. The catalogue that runs is the database's active version when
+    there is one; the care plans of the registry that will run (the file, else
+    the stored one) are checked against it in :func:`care_plan_lines`' words,
+    so that ``trygg check`` reports every problem ``trygg run`` refuses to
+    start on. Without an active version (or with the rules directory's own),
+    :func:`check` has checked them already."""
+    import psycopg
+
+    from trygg.rules.catalogue import CatalogueError, default_rules_dir, load_catalogue
+    from trygg.rules.versions import catalogue_of
+    from trygg.store.registry import load_registry
+    from trygg.store.versions import current, get
+
+    s = report.settings
+    if s is None:
+        return
+    reg_path = registry or s.registry
+    try:
+        with psycopg.connect(s.database_url, connect_timeout=10) as conn:
+            active = current(conn).get("active")
+            version = get(conn, active) if active is not None else None
+            stored = load_registry(conn) if reg_path is None else None
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        report.add("database", [f"TRYGG_DATABASE_URL: cannot read the database: {reason}"], "")
+        return
+    if version is None:
+        report.checked.append("database: no active catalogue version (the rules directory runs)")
+        return
+    try:
+        directory = load_catalogue(list(rules) if rules else [s.rules_dir or default_rules_dir()])
+        same = directory.version == version.version
+    except CatalogueError:
+        same = False
+    if same:
+        report.checked.append(f"database: the active version is the rules directory's ({active})")
+        return
+    try:
+        catalogue = catalogue_of(version.files, version.version)
+    except CatalogueError as exc:
+        report.add(
+            f"catalogue version {active}",
+            [f"catalogue version {active} (active in the database): {p}" for p in exc.problems],
+            "",
+        )
+        return
+    which = "the registry in the database" if reg_path is None else str(reg_path)
+    lines = care_plan_lines(catalogue, Path(reg_path) if reg_path else None, stored)
+    new = [p for p in lines if p not in report.problems]  # the file's own problems: said once
+    report.add(f"care plans of {which} against the active version {active}", new, "OK")
+
+
 def _check_routing(
     report: Report, path: Path, s: Settings, registry: YamlDoc | None, reg_source: str
 ) -> None:

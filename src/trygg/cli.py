@@ -163,15 +163,23 @@ def check_command(
         help="routing file (else TRYGG_ROUTING; without one, the built-in routing)",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="print only problems and warnings"),
+    database: bool = typer.Option(
+        False,
+        "--database",
+        help="also check the care plans against the catalogue version active in the database"
+        " (TRYGG_DATABASE_URL), which trygg run runs instead of the rules directory",
+    ),
 ) -> None:
     """Check the settings, registry, rules with the care plans, and routing file.
 
     Every problem at once, one line each: file:line: reason. Exit 0: all good;
     1: problems found; 2: wrong use of the command.
     """
-    from trygg.check import check, print_report
+    from trygg.check import check, check_database, print_report
 
     report = check(config, registry=registry, rules=rules, routing=routing)
+    if database:
+        check_database(report, registry, rules)
     print_report(report, typer.echo, verbose=not quiet)
     raise typer.Exit(0 if report.ok else 1)
 
