@@ -15,7 +15,7 @@ import typer
 
 from trygg import logs
 from trygg.audit.cli import audit_app, report_command, retention_command
-from trygg.cli_support import ConfigOpt, refuse_on
+from trygg.cli_support import ConfigOpt, run_checked
 from trygg.cli_support import fail as _fail
 from trygg.cli_support import settings_or_exit as _settings
 from trygg.ingest.cli import devices_app
@@ -122,25 +122,16 @@ def run(
 
     Refuses to start (exit 2) on the problems `trygg check` reports, in its words.
     """
-    from trygg.check import NotStarted, Report, check
     from trygg.runner.embedded import run_forever
 
-    report = check(
+    run_checked(
         config,
-        care_plans=False,
+        run_forever,
         mqtt_url=mqtt_url,
         database_url=database_url,
         site=site,
         webhook_url=webhook_url,
     )
-    s = report.settings
-    assert s is not None
-    logs.configure(s.log_format, s.log_level)
-    refuse_on(report, s.log_format)
-    try:
-        run_forever(s)
-    except NotStarted as exc:  # what runs (the database's catalogue, care plans) is wrong
-        refuse_on(Report(problems=exc.problems), s.log_format)
 
 
 @app.command("check")

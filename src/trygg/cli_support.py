@@ -8,8 +8,9 @@ mounts them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
@@ -69,3 +70,21 @@ def refuse_on(report: Report, log_format: str) -> None:
         print_report(report, lambda line: typer.echo(line, err=True), verbose=False)
         if not report.ok:
             fail("not started (trygg check lists the same problems)", 2)
+
+
+def run_checked(config: Path | None, run: Callable[[Settings], None], **overrides: Any) -> None:
+    """Start ``run`` (``trygg run``'s or ``trygg worker``'s loop) only if the
+    start-up check passes: ``trygg check``'s problems (care plans left to the
+    runner, which checks them against the catalogue that actually runs), then
+    what the runner itself refuses (``NotStarted``), both said by ``refuse_on``."""
+    from trygg.check import NotStarted, Report, check
+
+    report = check(config, care_plans=False, **overrides)
+    s = report.settings
+    assert s is not None
+    logs.configure(s.log_format, s.log_level)
+    refuse_on(report, s.log_format)
+    try:
+        run(s)
+    except NotStarted as exc:  # what runs (the database's catalogue, care plans) is wrong
+        refuse_on(Report(problems=exc.problems), s.log_format)

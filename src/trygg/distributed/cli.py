@@ -82,28 +82,17 @@ def worker_command(
     Refuses to start (exit 2) on the problems `trygg check` reports, in its words.
     """
     _need_faust()
-    from trygg import logs
-    from trygg.check import NotStarted, Report, check
-    from trygg.cli_support import refuse_on
+    from trygg.cli_support import run_checked
     from trygg.distributed.worker.app import run_worker
 
-    # Refuses to start (exit 2) on the problems `trygg check` reports, in its words;
-    # the care plans are checked against the catalogue that runs (build_worker).
-    report = check(
+    # The care plans are checked against the catalogue that runs (build_worker).
+    run_checked(
         config,
-        care_plans=False,
+        lambda s: run_worker(s, applied_log),
         kafka_bootstrap=kafka_bootstrap,
         database_url=database_url,
         worker_web=web,
     )
-    s = report.settings
-    assert s is not None
-    logs.configure(s.log_format, s.log_level)
-    refuse_on(report, s.log_format)
-    try:
-        run_worker(s, applied_log)
-    except NotStarted as exc:
-        refuse_on(Report(problems=exc.problems), s.log_format)
 
 
 def api_command(
