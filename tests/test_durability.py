@@ -93,7 +93,9 @@ def test_sigkill_mid_stream_then_restart_stores_everything_once(tmp_path, broker
     trygg = TryggProcess(env).start()
     try:
         trygg.wait_connected()
-        pub = start_publisher(broker.port, _stream(n), rate=5000)
+        # 10 s of stream: the kill must land mid-stream even when a busy machine
+        # slows the polling below (at 5,000/s, 4 s, all 20,000 were once stored first)
+        pub = start_publisher(broker.port, _stream(n), rate=2000)
         wait_until(lambda: event_counts(db)[0] > 4000, timeout=60)
         trygg.kill()  # SIGKILL: no chance to flush anything
         killed_at = event_counts(db)[0]
