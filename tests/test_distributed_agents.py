@@ -18,8 +18,9 @@ faust = pytest.importorskip("faust")
 
 from tests.conftest import REPO  # noqa: E402
 from trygg.distributed import codecs  # noqa: E402
+from trygg.distributed.worker.alerts_core import AlertsCore  # noqa: E402
 from trygg.distributed.worker.app import Worker  # noqa: E402
-from trygg.distributed.worker.core import AlertsCore, RulesCore  # noqa: E402
+from trygg.distributed.worker.rules_core import RulesCore  # noqa: E402
 from trygg.model import DeviceKind, Event, EventType, Room  # noqa: E402
 from trygg.rules import Engine, load_catalogue  # noqa: E402
 from trygg.runner.alerting import default_routing  # noqa: E402

@@ -442,7 +442,7 @@ def test_alerts_core_uses_the_database_silences_of_the_resident() -> None:
     import orjson
 
     from trygg.alerts.gates import Silence
-    from trygg.distributed.worker.core import AlertsCore
+    from trygg.distributed.worker.alerts_core import AlertsCore
     from trygg.runner.alerting import default_routing
 
     core = AlertsCore(default_routing())

@@ -23,7 +23,7 @@ faust = pytest.importorskip("faust")
 
 from tests.test_distributed_agents import make_worker  # noqa: E402
 from trygg.distributed import codecs  # noqa: E402
-from trygg.distributed.worker.core import (  # noqa: E402
+from trygg.distributed.worker.clocks import (  # noqa: E402
     EventClocks,
     Sources,
     WallClocks,

@@ -30,8 +30,9 @@ from tests.test_distributed_agents import NOW, Recorder
 from trygg.alerts.routing import Channel
 from trygg.devenv import PrivateMosquitto
 from trygg.distributed import codecs
+from trygg.distributed.worker.alerts_core import AlertsCore
 from trygg.distributed.worker.app import Worker
-from trygg.distributed.worker.core import AlertsCore, RulesCore
+from trygg.distributed.worker.rules_core import RulesCore
 from trygg.model import DeviceKind, Event, EventType, Severity, Signal, SignalAction
 from trygg.notify.webhooks import NamedWebhooks
 from trygg.rules import Engine, load_catalogue

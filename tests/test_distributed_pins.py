@@ -2,7 +2,7 @@
 aiokafka internal that trygg's patches touch or rely on (issue 17, "Pinned
 dependencies").
 
-trygg.distributed.worker.app patches Faust where its at-least-once processing loses
+trygg.distributed.worker.faust_patches patches Faust where its at-least-once processing loses
 records (docs/distributed.md, "Faust's holes") and reads a few private fields. A new
 release can rename, move or re-order any of them without a word: the patch then does
 nothing, or breaks the worker, and only a take-over under load shows it. These tests
@@ -106,7 +106,7 @@ def test_keep_records_across_rebalance_premises() -> None:
     from faust.transport.consumer import Consumer
     from mode.utils.queues import FlowControlEvent
 
-    patch = "_keep_records_across_rebalance (worker/app.py)"
+    patch = "_keep_records_across_rebalance (worker/faust_patches.py)"
     fc = FlowControlEvent()
     need(
         hasattr(fc, "_suspend") and hasattr(fc, "_resume"),
@@ -146,7 +146,7 @@ def test_track_handed_premises() -> None:
     from faust.transport.conductor import Conductor
     from faust.transport.consumer import Consumer
 
-    patch = "_track_handed (worker/app.py)"
+    patch = "_track_handed (worker/faust_patches.py)"
     need(
         "callback=self.topics.on_message" in src(App._new_consumer),
         patch,
@@ -172,7 +172,7 @@ def test_fetch_wait_patch_premises() -> None:
     import aiokafka
     from faust.transport.drivers import aiokafka as drv
 
-    patch = "_patch_fetch_wait (worker/app.py)"
+    patch = "_patch_fetch_wait (worker/faust_patches.py)"
     fn = getattr(drv.AIOKafkaConsumerThread, "_create_worker_consumer", None)
     need(fn is not None, patch, "AIOKafkaConsumerThread._create_worker_consumer is gone")
     need(
@@ -209,20 +209,20 @@ def test_what_the_worker_relies_on() -> None:
     for name in ("seek", "earliest_offsets"):
         need(
             inspect.iscoroutinefunction(getattr(Consumer, name, None)),
-            "Worker._read_again / Worker._gone (worker/app.py)",
+            "Worker._read_again / Worker._gone (worker/offsets.py)",
             f"Consumer.{name} is no longer a coroutine function",
         )
     from faust.assignor.partition_assignor import PartitionAssignor
 
     need(
         callable(getattr(PartitionAssignor, "assigned_actives", None)),
-        "Worker._owned (worker/app.py)",
+        "Worker._owned (worker/base.py)",
         "PartitionAssignor.assigned_actives is gone",
     )
     need(
         "self.rebalancing = True" in src(App.on_rebalance_start)
         and "self.rebalancing = False" in src(App.on_rebalance_end),
-        "Worker._ready (worker/app.py)",
+        "Worker._ready (worker/base.py)",
         "App.rebalancing is no longer set at a rebalance's start and end",
     )
     from faust.types.settings import Settings as FaustSettings
@@ -245,7 +245,7 @@ def test_write_before_commit_premises() -> None:
     from faust.tables.manager import TableManager
     from faust.transport.consumer import Consumer
 
-    patch = "_write_before_commit (worker/app.py)"
+    patch = "_write_before_commit (worker/faust_patches.py)"
     fn = getattr(Consumer._commit_tps, "_trygg_orig", Consumer._commit_tps)
     need(
         inspect.iscoroutinefunction(fn)

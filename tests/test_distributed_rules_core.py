@@ -14,7 +14,7 @@ import orjson
 
 from tests.conftest import REPO
 from trygg.distributed import codecs
-from trygg.distributed.worker.core import RulesCore
+from trygg.distributed.worker.rules_core import RulesCore
 from trygg.model import DeviceKind, Event, EventType, Room
 from trygg.rules import Engine, load_catalogue
 from trygg.simulate import build_homes

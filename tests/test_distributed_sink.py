@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from tests.distributed_stack import count
-from trygg.distributed.worker.core import Holes
+from trygg.distributed.worker.holes import Holes
 from trygg.distributed.worker.sink import apply_batch, checkpoint_name, contiguous
 from trygg.model import DeadLetter
 from trygg.store import spooled

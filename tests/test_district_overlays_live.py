@@ -136,8 +136,8 @@ def worker_alerts(core: Any, registry: Any, t0: datetime = T0) -> set[tuple[str,
     tests/test_distributed_agents.py) fires for SCRIPT from ``t0``."""
     from tests.test_distributed_agents import Recorder
     from trygg.distributed import codecs
+    from trygg.distributed.worker.alerts_core import AlertsCore
     from trygg.distributed.worker.app import Worker
-    from trygg.distributed.worker.core import AlertsCore
     from trygg.model import DeviceKind, Event, EventType
     from trygg.runner.alerting import default_routing
     from trygg.settings import Settings
@@ -176,7 +176,7 @@ def worker_alerts(core: Any, registry: Any, t0: datetime = T0) -> set[tuple[str,
 def test_worker_rules_agent_pages_by_each_districts_value(tmp_path: Path) -> None:
     """Built as ``build_worker`` builds it: RulesCore.layered over the overlays."""
     pytest.importorskip("faust")
-    from trygg.distributed.worker.core import RulesCore
+    from trygg.distributed.worker.rules_core import RulesCore
     from trygg.registry import read_registry_text
     from trygg.rules import load_catalogue
     from trygg.rules.overlays import district_overlay_texts
@@ -191,7 +191,7 @@ def test_worker_takes_a_changed_overlay_and_keeps_the_old_one_when_refused(
     tmp_path: Path,
 ) -> None:
     pytest.importorskip("faust")
-    from trygg.distributed.worker.core import RulesCore
+    from trygg.distributed.worker.rules_core import RulesCore
     from trygg.registry import read_registry_text
     from trygg.rules import load_catalogue
     from trygg.rules.overlays import OverlayError, district_overlay_texts

@@ -19,7 +19,7 @@ every few seconds) and its progress: the newest event time it has forwarded
 (never past its own clock). Every event carries it, and once a second, when it
 moved, the bridge sends it to every partition of the events topic (``wm``;
 once at start with none): the workers' event clock runs no further than the
-slowest bridge (``worker.core.Sources``, docs/distributed.md). Duplicates (an
+slowest bridge (``worker.clocks.Sources``, docs/distributed.md). Duplicates (an
 MQTT re-delivery, a retried batch) are dropped downstream: by the rules
 agent's per-resident recent keys and by the events table's unique key.
 """

@@ -83,7 +83,7 @@ def worker_command(
     """
     _need_faust()
     from trygg.cli_support import run_checked
-    from trygg.distributed.worker.app import run_worker
+    from trygg.distributed.worker.run import run_worker
 
     # The care plans are checked against the catalogue that runs (build_worker).
     run_checked(

@@ -61,7 +61,7 @@ def event_record(
 ) -> Record:
     """An event as the bridge sends it. ``bridge`` and ``progress`` stamp it with the
     bridge's id and the newest event time the bridge has forwarded, this one included
-    (the worker's event clock, ``worker.core.Sources``)."""
+    (the worker's event clock, ``worker.clocks.Sources``)."""
     r = spooled.event_record(StoredEvent(event, received_at))
     if bridge is not None:
         r["b"] = bridge
