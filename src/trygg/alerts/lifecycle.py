@@ -21,9 +21,9 @@ compare-and-set on ``version``; when that fails it reloads and calls again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from trygg.alerts.alert import (
     SYSTEM,
@@ -188,7 +188,34 @@ def _record(
     return append(alert, TRANSITIONS[action].writes, now, actor, note, data)
 
 
-class _StaffStep(Protocol):
+def _take_first(alert: Alert, now: datetime, actor: str) -> Alert:
+    """What ``take`` writes before its ``accepted``: acknowledged and assigned, if not yet."""
+    a = alert
+    if a.state in (State.RAISED, State.NOTIFIED):
+        a = append(a, Step.ACKNOWLEDGED, now, actor, data={"via": "take"})
+    if a.state is State.ACKNOWLEDGED:
+        a = append(a, Step.ASSIGNED, now, actor, data={"assignee": actor, "via": "take"})
+    return a
+
+
+class _StaffStep:
+    """A staff action whose only arguments are the actor and a note: it checks the
+    action, writes what comes ``first`` (``take``: the steps it skips), then its
+    record, from the row of ``TRANSITIONS``. One class, so the four actions of this
+    shape share one signature; ``act`` calls them by name."""
+
+    def __init__(
+        self,
+        action: str,
+        doc: str,
+        first: Callable[[Alert, datetime, str], Alert] | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.action = self.__name__ = self.__qualname__ = action
+        self.__doc__ = doc
+        self._first = first
+        self._data = data
+
     def __call__(
         self,
         alert: Alert,
@@ -197,65 +224,57 @@ class _StaffStep(Protocol):
         *,
         note: str = "",
         expected_version: int | None = None,
-    ) -> Alert: ...
+    ) -> Alert:
+        _guard(alert, self.action, actor, expected_version)
+        a = alert if self._first is None else self._first(alert, now, actor)
+        return append(a, TRANSITIONS[self.action].writes, now, actor, note, self._data)
 
 
-def _staff_step(action: str, doc: str) -> _StaffStep:
-    """A staff action that writes its record with a note and nothing else."""
+class _Notice:
+    """A notification the system has sent for the alert (level 1, or a reminder):
+    its record carries the escalation level, ``what`` else the alert says, and the
+    targets. One class, so the two of this shape share one signature."""
 
-    def step(
+    def __init__(self, action: str, doc: str, what: Callable[[Alert], dict[str, Any]]) -> None:
+        self.action = self.__name__ = self.__qualname__ = action
+        self.__doc__ = doc
+        self._what = what
+
+    def __call__(
+        self,
         alert: Alert,
         now: datetime,
-        actor: str,
         *,
-        note: str = "",
+        targets: list[str] | None = None,
+        actor: str = SYSTEM,
         expected_version: int | None = None,
     ) -> Alert:
-        return _record(alert, action, now, actor, note, expected_version=expected_version)
-
-    step.__name__ = step.__qualname__ = action
-    step.__doc__ = doc
-    return step
+        data = {**self._what(alert), "targets": targets or []}
+        ev = expected_version
+        return _record(alert, self.action, now, actor, data=data, expected_version=ev)
 
 
-def notify(
-    alert: Alert,
-    now: datetime,
-    *,
-    targets: list[str] | None = None,
-    actor: str = SYSTEM,
-    expected_version: int | None = None,
-) -> Alert:
-    """Level 1 of the escalation policy has been sent: ``raised -> notified``."""
-    data = {"level": 1, "targets": targets or []}
-    return _record(alert, "notify", now, actor, data=data, expected_version=expected_version)
+notify = _Notice(
+    "notify",
+    "Level 1 of the escalation policy has been sent: ``raised -> notified``.",
+    lambda alert: {"level": 1},
+)
 
-
-acknowledge = _staff_step(
+acknowledge = _StaffStep(
     "acknowledge", "Someone answers the alert (VKP ``hendelse_behandles``); escalation stops."
 )
 
 
-def take(
-    alert: Alert,
-    now: datetime,
-    actor: str,
-    *,
-    note: str = "",
-    expected_version: int | None = None,
-) -> Alert:
+take = _StaffStep(
+    "take",
     """One tap "I take it": acknowledge (if not yet), assign to self and accept.
 
     If two staff press take at once, the first to be stored wins; the second
     gets ``TransitionError("alert is taken by <first>")``.
-    """
-    _guard(alert, "take", actor, expected_version)
-    a = alert
-    if a.state in (State.RAISED, State.NOTIFIED):
-        a = append(a, Step.ACKNOWLEDGED, now, actor, data={"via": "take"})
-    if a.state is State.ACKNOWLEDGED:
-        a = append(a, Step.ASSIGNED, now, actor, data={"assignee": actor, "via": "take"})
-    return append(a, Step.ACCEPTED, now, actor, note, data={"via": "take"})
+    """,
+    first=_take_first,
+    data={"via": "take"},
+)
 
 
 def assign(
@@ -276,9 +295,9 @@ def assign(
     return _record(alert, "assign", now, actor, note, data, expected_version=ev, assignee=assignee)
 
 
-accept = _staff_step("accept", "The assignee accepts (VKP ``ok_utrykning``).")
+accept = _StaffStep("accept", "The assignee accepts (VKP ``ok_utrykning``).")
 
-arrive = _staff_step("arrive", "The assignee is with the resident (time to arrival).")
+arrive = _StaffStep("arrive", "The assignee is with the resident (time to arrival).")
 
 
 def resolve(
@@ -332,21 +351,11 @@ def escalate(
     return _record(alert, "escalate", now, actor, data=data, expected_version=ev, level=level)
 
 
-def renotify(
-    alert: Alert,
-    now: datetime,
-    *,
-    targets: list[str] | None = None,
-    actor: str = SYSTEM,
-    expected_version: int | None = None,
-) -> Alert:
-    """A reminder was sent because the alert is still unacknowledged."""
-    data: dict[str, Any] = {
-        "level": alert.escalation_level,
-        "n": alert.renotify_count + 1,
-        "targets": targets or [],
-    }
-    return _record(alert, "renotify", now, actor, data=data, expected_version=expected_version)
+renotify = _Notice(
+    "renotify",
+    "A reminder was sent because the alert is still unacknowledged.",
+    lambda alert: {"level": alert.escalation_level, "n": alert.renotify_count + 1},
+)
 
 
 def note(
@@ -414,6 +423,9 @@ def release(alert: Alert, now: datetime, reason: str) -> Alert:
 
 # ---------------------------------------------------------------- dispatcher
 
+_PLAIN: dict[str, _StaffStep] = {a.action: a for a in (acknowledge, take, accept, arrive)}
+"""The staff actions that take nothing but a note, by name."""
+
 
 def act(
     alert: Alert,
@@ -433,16 +445,11 @@ def act(
     """
     ev = expected_version
     out = Outcome(outcome) if outcome is not None else None
-    if action == "acknowledge":
-        return acknowledge(alert, now, actor, note=note_text, expected_version=ev)
-    if action == "take":
-        return take(alert, now, actor, note=note_text, expected_version=ev)
+    plain = _PLAIN.get(action)
+    if plain is not None:
+        return plain(alert, now, actor, note=note_text, expected_version=ev)
     if action == "assign":
         return assign(alert, now, actor, assignee or "", note=note_text, expected_version=ev)
-    if action == "accept":
-        return accept(alert, now, actor, note=note_text, expected_version=ev)
-    if action == "arrive":
-        return arrive(alert, now, actor, note=note_text, expected_version=ev)
     if action == "resolve":
         return resolve(alert, now, actor, outcome=out, note=note_text, expected_version=ev)
     if action == "cancel":
