@@ -59,6 +59,7 @@ from trygg import logs
 from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import OPEN_STATES, Alert, CancelReason, Outcome, State
 from trygg.alerts.lifecycle import ConflictError, TransitionError
+from trygg.alerts.service import Alerts
 from trygg.alerts.silences import Silence, SilenceScope
 from trygg.api import problems, schemas, words
 from trygg.api import sessions as sessions_mod
@@ -69,7 +70,6 @@ from trygg.api.oidc import Oidc
 from trygg.api.problems import ProblemError
 from trygg.model import Severity
 from trygg.registry import DEFAULT_DISTRICT
-from trygg.runner.alerting import AlertService
 from trygg.store import access as access_store
 from trygg.store import alerts as alert_store
 from trygg.store import ping as ping_database
@@ -143,7 +143,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def create_app(
     *,
-    service: AlertService,
+    service: Alerts,
     runner: Any = None,
     db: Any = None,
     max_body_bytes: int | None = None,

@@ -16,12 +16,15 @@ import bisect
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+if TYPE_CHECKING:
+    from trygg.alerts.service import Alerts
 
 SEVERITIES = ("red", "yellow", "green")
 
@@ -235,7 +238,7 @@ def drainer_lag(buckets: Sequence[float]) -> Histogram:
 
 
 class _Trygg(Collector):
-    def __init__(self, runner: Any, service: Any, http: Any = None) -> None:
+    def __init__(self, runner: Any, service: Alerts, http: Any = None) -> None:
         self.runner = runner
         self.service = service
         self.http = http
@@ -444,7 +447,7 @@ def render_histograms(histograms: Iterable[Histogram]) -> str:
     return generate_latest(reg).decode()
 
 
-def render(runner: Any, service: Any, http: Any = None) -> str:
+def render(runner: Any, service: Alerts, http: Any = None) -> str:
     """``http``: the API app's state (its refusal counters), if it is serving."""
     reg = CollectorRegistry()
     reg.register(_Trygg(runner, service, http))

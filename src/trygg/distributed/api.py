@@ -4,7 +4,7 @@ In the embedded runner the API (``trygg.api.app.create_app``) sits on the
 in-process ``AlertService``. In the distributed stack the alert state lives in
 the Faust workers (``AlertsCore``, keyed by resident), so this module gives
 ``create_app`` a service with the same surface, built from what the stack
-already has:
+already has (both implement ``trygg.alerts.service.Alerts``, sharing ``AlertDesk``):
 
 - **Reads** come from TimescaleDB, where the workers' sink stores every alert
   change. The open, non-shadow alerts are kept in memory, refreshed by a short
@@ -46,7 +46,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,16 +54,21 @@ import psycopg
 from fastapi import HTTPException
 
 from trygg import logs
-from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import OPEN_STATES, Alert, Record
 from trygg.alerts.gates import Silence
 from trygg.alerts.routing import Escalator
+from trygg.alerts.service import (
+    AccessEntry,
+    ActionRequest,
+    AlertDesk,
+    Alerts,
+    alert_from_records,
+)
 from trygg.api.metrics import AlertLatencies, Histogram
 from trygg.distributed import codecs
 from trygg.notify.console import ConsoleFeed
 from trygg.registry import Registry
 from trygg.retry import logged, retry_async
-from trygg.runner.alerting import alert_from_records
 from trygg.settings import Settings
 from trygg.store import access as access_store
 from trygg.store import alerts as alert_store
@@ -158,8 +163,8 @@ class StaffLatencies(AlertLatencies):
         return (self.notified_to_acknowledged, self.acknowledged_to_arrived)
 
 
-class DistributedAlertService:
-    """The ``AlertService`` surface that ``trygg.api.app.create_app`` uses, over the
+class DistributedAlertService(AlertDesk):
+    """The alert service that ``trygg.api.app.create_app`` uses (``Alerts``), over the
     database and Kafka instead of an in-process gatekeeper (see the module docstring)."""
 
     def __init__(
@@ -261,57 +266,38 @@ class DistributedAlertService:
         database, so memory holds nothing newer than it but the open alerts."""
         return self.open_alerts()
 
-    async def _stored(self, alert_id: str) -> Alert | None:
+    async def _stored_records(self, alert_id: str) -> list[dict[str, Any]]:
         if not _is_uuid(alert_id):
-            return None
-        recs = await self._db(alert_store.alert_records, alert_id, include_shadow=False)
-        return alert_from_records(recs)
-
-    async def load(self, alert_id: str) -> Alert | None:
-        """The alert from memory, or rebuilt from its stored records."""
-        return self._alerts.get(alert_id) or await self._stored(alert_id)
+            return []
+        recs: list[dict[str, Any]] = await self._db(
+            alert_store.alert_records, alert_id, include_shadow=False
+        )
+        return recs
 
     # ------------------------------------------------------------- actions
 
-    async def act(
-        self,
-        alert_id: str,
-        action: str,
-        actor: str,
-        *,
-        expected_version: int | None = None,
-        assignee: str | None = None,
-        outcome: str | None = None,
-        reason: str | None = None,
-        note: str = "",
-    ) -> Alert:
-        """A staff action: checked here, applied by the owning alerts agent, confirmed
-        from the database. Raises KeyError, TransitionError or ConflictError like the
-        embedded service, and HTTPException 503/504 when Kafka or the worker is away."""
-        a = await self._stored(alert_id)
-        if a is None:
-            raise KeyError(alert_id)
-        kw: dict[str, Any] = {
-            "expected_version": expected_version,
-            "assignee": assignee,
-            "outcome": outcome,
-            "reason": reason,
-        }
-        mine = self._check(a, action, actor, note, kw).records[-1]
+    async def _acting_on(self, alert_id: str) -> Alert | None:
+        return await self._stored_alert(alert_id)
+
+    async def _apply(self, a: Alert, req: ActionRequest) -> Alert:
+        """Checked here, applied by the owning alerts agent, confirmed from the
+        database. Raises TransitionError or ConflictError like the embedded service,
+        and HTTPException 503/504 when Kafka or the worker is away."""
+        mine = req.apply(a, self.clock()).records[-1]
         rec = codecs.action_record(
-            a.id, a.resident, action, actor, note=note, at=self.clock().isoformat(), **kw
+            a.id,
+            a.resident,
+            req.action,
+            req.actor,
+            note=req.note,
+            at=self.clock().isoformat(),
+            **req.options(),
         )
         await self._produce(a.resident, rec)
-        b = await self._confirm(a, mine, action, actor, note, kw)
+        b = await self._confirm(a, mine, req)
         self._adopt(b)
-        self.alerts_by[(b.rule, b.severity.value, action)] += 1
-        self.latency.observe_staff(b, b.records[a.version :])
-        log.info("alert " + action, alert=b.id, state=b.state.value)
+        log.info("alert " + req.action, alert=b.id, state=b.state.value)
         return b
-
-    def _check(self, a: Alert, action: str, actor: str, note: str, kw: dict[str, Any]) -> Alert:
-        """The alert as the action would leave it (raises the lifecycle's refusal)."""
-        return lc.act(a, action, self.clock(), actor, note_text=note, **kw)
 
     async def _produce(self, resident: str, rec: dict[str, Any]) -> None:
         if not self.runner._source.connected.is_set():
@@ -325,36 +311,28 @@ class DistributedAlertService:
             log.warning("action not sent", error=type(exc).__name__)
             raise HTTPException(503, "Kafka did not take the action; try again") from None
 
-    async def _confirm(
-        self, a: Alert, mine: Record, action: str, actor: str, note: str, kw: dict[str, Any]
-    ) -> Alert:
+    async def _confirm(self, a: Alert, mine: Record, req: ActionRequest) -> Alert:
         """Wait until the stored alert is newer than ``a``: ours if it holds our record,
         the lifecycle's refusal if another change came first and now refuses ours."""
         deadline = time.monotonic() + ACT_TIMEOUT_S
         while True:
-            cur = await self._stored(a.id)
+            cur = await self._stored_alert(a.id)
             if cur is not None and cur.version > a.version:
                 if _has(cur.records[a.version :], mine):
                     return cur
-                self._check(cur, action, actor, note, kw)  # raises: another change won
+                req.apply(cur, self.clock())  # raises: another change won
             if time.monotonic() >= deadline:
                 raise HTTPException(
                     504,
-                    f"the alerts worker has not confirmed the {action} within "
+                    f"the alerts worker has not confirmed the {req.action} within "
                     f"{ACT_TIMEOUT_S:.0f} s; it may still be applied, look at the alert again",
                 )
             await asyncio.sleep(ACT_POLL_S)
 
     # ------------------------------------------------------------- silences
 
-    def silences(self, active_at: datetime | None = None) -> list[Silence]:
-        out = list(self._silences.values())
-        if active_at is not None:
-            out = [s for s in out if s.active(active_at)]
-        return sorted(out, key=lambda s: (s.start, s.id))
-
-    def silence(self, silence_id: str) -> Silence | None:
-        return self._silences.get(silence_id)
+    def _held_silences(self) -> Iterable[Silence]:
+        return self._silences.values()
 
     def add_silence(self, s: Silence) -> Silence:
         """Store a silence; the workers pick it up within ``SILENCE_RELOAD_S``."""
@@ -382,51 +360,30 @@ class DistributedAlertService:
 
     # ------------------------------------------------------------- access log
 
-    def log_access(
-        self,
-        actor: str,
-        role: str,
-        action: str,
-        resident: str | None,
-        detail: dict[str, Any] | None = None,
-    ) -> None:
+    def _write_access(self, entry: AccessEntry) -> None:
         """Write one access-log row in the background (retried for ``ACCESS_RETRY_S``)."""
-        at = self.clock()
-        task = asyncio.ensure_future(self._write_access(at, actor, role, action, resident, detail))
+        task = asyncio.ensure_future(self._store_access(entry))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _write_access(
-        self,
-        at: datetime,
-        actor: str,
-        role: str,
-        action: str,
-        resident: str | None,
-        detail: dict[str, Any] | None,
-    ) -> None:
+    async def _store_access(self, entry: AccessEntry) -> None:
         try:
             await retry_async(
-                lambda: self._db(
-                    access_store.log_access,
-                    at=at,
-                    actor=actor,
-                    role=role,
-                    action=action,
-                    resident=resident,
-                    detail=detail,
-                ),
+                lambda: self._db(access_store.log_access, **asdict(entry)),
                 retry_on=(psycopg.Error, OSError),
                 give_up_after=ACCESS_RETRY_S,
             )
         except (psycopg.Error, OSError) as exc:
             self.access_failed += 1
-            log.error("access log entry lost", action=action, error=type(exc).__name__)
+            log.error("access log entry lost", action=entry.action, error=type(exc).__name__)
 
     async def flush(self) -> None:
         """Let background access-log writes finish (on shutdown, for a few seconds)."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=3.0)
+
+
+_ALERTS: type[Alerts] = DistributedAlertService  # mypy: it serves the API as the embedded one
 
 
 def _has(records: Iterable[Record], mine: Record) -> bool:
@@ -558,7 +515,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         s, db=db.call, db_sync=db.call_sync, send=actions.send, runner=runner
     )
     app = create_app(
-        service=service,  # type: ignore[arg-type]
+        service=service,
         runner=runner,
         db=db.call,
         max_body_bytes=s.http_max_body_bytes,

@@ -67,6 +67,12 @@ from trygg.alerts.escalation import EscalationStep, Escalator, Notification
 from trygg.alerts.gates import Gatekeeper, gated
 from trygg.alerts.routing_config import RoutingConfig, load_routing, parse_routing
 from trygg.alerts.routing_config import parse_routing_text as _parse_routing_text
+from trygg.alerts.service import (
+    AccessEntry,
+    ActionRequest,
+    AlertDesk,
+    Alerts,
+)
 from trygg.alerts.silences import Silence
 from trygg.api.metrics import AlertLatencies
 from trygg.model import Event, Signal
@@ -144,19 +150,16 @@ def _contacts(routing: RoutingConfig) -> Iterable[Any]:
         yield from t.contacts
 
 
-def alert_from_records(recs: list[dict[str, Any]]) -> Alert | None:
-    """An alert rebuilt from its stored records (``store.alerts.alert_records``);
-    None if there are none, or they were written before schema 3 (no ``seq``)."""
-    if not recs or any(r["seq"] is None for r in recs):
-        return None
-    return Alert.from_records(Record.from_dict(r) for r in recs)
-
-
 def _first_at(alert: Alert, step: Step) -> datetime | None:
     return next((r.at for r in alert.records if r.step is step), None)
 
 
-class AlertService:
+class AlertService(AlertDesk):
+    """The embedded runner's alert service (see the module docstring); its staff
+    side is :class:`trygg.alerts.service.Alerts`, shared with the distributed one."""
+
+    latency: AlertLatencies  # all its histograms; staff actions are observed in AlertDesk
+
     def __init__(
         self,
         routing: RoutingConfig,
@@ -670,61 +673,31 @@ class AlertService:
         out.extend(a for a, _ in self._unstored.values() if self.gk.get(a.id) is None)
         return sorted(out, key=lambda a: (a.raised_at, a.id))
 
-    async def load(self, alert_id: str) -> Alert | None:
-        """The alert from memory, or rebuilt from its stored records."""
-        a = self.get(alert_id)
-        if a is not None:
-            return a
+    async def _stored_records(self, alert_id: str) -> list[dict[str, Any]]:
         if self.shadow_gk.get(alert_id) is not None:
-            return None  # shadow alerts are not shown nor acted on
-        recs = await self._db_nowait(alert_store.alert_records, alert_id, include_shadow=False)
-        return alert_from_records(recs)
-
-    async def act(
-        self,
-        alert_id: str,
-        action: str,
-        actor: str,
-        *,
-        expected_version: int | None = None,
-        assignee: str | None = None,
-        outcome: str | None = None,
-        reason: str | None = None,
-        note: str = "",
-    ) -> Alert:
-        """A staff action. Raises KeyError (no such alert), TransitionError or
-        ConflictError (with the reason to show)."""
-        a = self.get(alert_id)
-        if a is None:
-            a = await self.load(alert_id)
-            if a is None:
-                raise KeyError(alert_id)
-            # a closed alert: act() refuses with "alert is already resolved"; an
-            # open one that is not in memory (cannot normally happen) is adopted.
-            # Memory again after the read: the alert may have changed meanwhile.
-            a = self.get(alert_id) or a
-        now = self.clock()
-        b = lc.act(
-            a,
-            action,
-            now,
-            actor,
-            expected_version=expected_version,
-            assignee=assignee,
-            outcome=outcome,
-            reason=reason,
-            note_text=note,
+            return []  # shadow alerts are not shown nor acted on
+        recs: list[dict[str, Any]] = await self._db_nowait(
+            alert_store.alert_records, alert_id, include_shadow=False
         )
+        return recs
+
+    async def _acting_on(self, alert_id: str) -> Alert | None:
+        a = await self.load(alert_id)
+        if a is None:
+            return None
+        # a closed alert: act() refuses with "alert is already resolved"; an
+        # open one that is not in memory (cannot normally happen) is adopted.
+        # Memory again after the read: the alert may have changed meanwhile.
+        return self.get(alert_id) or a
+
+    async def _apply(self, a: Alert, req: ActionRequest) -> Alert:
+        """Applied here, at once: the gates hold it, the spool stores it."""
+        b = req.apply(a, self.clock())
         self.gk.update(b)
         self._persist(b, b.records[a.version :])
-        self.alerts_by[(b.rule, b.severity.value, action)] += 1
-        self._observe_staff(b, b.records[a.version :])
-        log.info("alert " + action, alert=b.id, actor=actor, state=b.state.value)
+        log.info("alert " + req.action, alert=b.id, actor=req.actor, state=b.state.value)
         self._wake.set()
         return b
-
-    def _observe_staff(self, alert: Alert, new: Iterable[Record]) -> None:
-        self.latency.observe_staff(alert, new)
 
     # ------------------------------------------------------------- silences
 
@@ -745,20 +718,17 @@ class AlertService:
         self._wake.set()
         return s
 
-    def silences(self, active_at: datetime | None = None) -> list[Silence]:
-        return self.gk.silences(active_at)
-
-    def silence(self, silence_id: str) -> Silence | None:
-        return next((s for s in self.gk.silences() if s.id == silence_id), None)
+    def _held_silences(self) -> list[Silence]:
+        return self.gk.silences()
 
     # ------------------------------------------------------------- access log
 
-    def log_access(
-        self,
-        actor: str,
-        role: str,
-        action: str,
-        resident: str | None,
-        detail: dict[str, Any] | None = None,
-    ) -> None:
-        self._emit(spooled.access_record(self.clock(), actor, role, action, resident, detail))
+    def _write_access(self, entry: AccessEntry) -> None:
+        self._emit(
+            spooled.access_record(
+                entry.at, entry.actor, entry.role, entry.action, entry.resident, entry.detail
+            )
+        )
+
+
+_ALERTS: type[Alerts] = AlertService  # mypy: the embedded service serves the API
