@@ -15,11 +15,12 @@ whose alerts come from one shard in the order they were decided, so the
 merged lists equal the single process's, and so do the comparison and the
 report made from them.
 
-Processes: the standard library's ``ProcessPoolExecutor`` with the ``spawn``
-context (a fresh interpreter per worker: no forked database connections or
-threads). A worker that dies (killed, out of memory) breaks the pool: the
-run fails with ``ShardFailed`` and no result, never a partial one. An error
-in one shard stops the others at their next fetch.
+Processes: ``trygg.rules.shards`` (shared with the sharded replay): the
+standard library's ``ProcessPoolExecutor`` with the ``spawn`` context (a
+fresh interpreter per worker: no forked database connections or threads). A
+worker that dies (killed, out of memory) breaks the pool: the run fails with
+``ShardFailed`` and no result, never a partial one. An error in one shard
+stops the others at their next fetch.
 
 Progress: each worker reports after every fetch on a queue; the parent sums
 the events of all shards and averages how far through the period they are,
@@ -29,14 +30,9 @@ and calls one progress callback (the single process's bar).
 from __future__ import annotations
 
 import heapq
-import multiprocessing
-import os
-import queue as queue_mod
 import resource
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -47,29 +43,19 @@ from trygg.rules.backtest import alert_order, run_engines
 from trygg.rules.catalogue import Catalogue
 from trygg.rules.engine import CarePlanError
 from trygg.rules.replay import Received
+from trygg.rules.shards import (
+    Answers,
+    ShardFailed,
+    Words,
+    default_jobs,
+    refused,
+    run_tasks,
+    tell,
+)
 
-POLL_S = 0.2  # how often the parent looks at the workers' progress and health
+__all__ = ["ShardFailed", "ShardRun", "ShardTask", "ShardedRunner", "default_jobs", "run_shard"]
 
-
-def default_jobs() -> int:
-    """The cores this process may run on (its CPU affinity), else the machine's."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except (AttributeError, OSError):
-        return max(os.cpu_count() or 1, 1)
-
-
-class ShardFailed(RuntimeError):
-    """A shard did not finish: the whole back-test has no result."""
-
-
-class _PlanRefused(Exception):
-    """``CarePlanError`` across the process boundary (its own pickling loses
-    the list of problems)."""
-
-
-class _Stopped(Exception):
-    """The parent asked this worker to stop (another shard failed)."""
+WORDS = Words("back-test", "the back-test is incomplete, no report was written")
 
 
 @dataclass(frozen=True)
@@ -107,14 +93,6 @@ class ShardRun:
 
 # ------------------------------------------------------------- the worker --
 
-_progress_q: Any = None
-_stop: Any = None
-
-
-def _init_worker(progress_q: Any, stop: Any) -> None:
-    global _progress_q, _stop
-    _progress_q, _stop = progress_q, stop
-
 
 def run_shard(task: ShardTask) -> ShardRun:
     """Back-test one shard in this process (a worker's whole job)."""
@@ -125,10 +103,7 @@ def run_shard(task: ShardTask) -> ShardRun:
     t0, c0 = time.perf_counter(), time.process_time()
 
     def tick(n: int, last: datetime | None) -> None:
-        if _stop is not None and _stop.is_set():
-            raise _Stopped
-        if _progress_q is not None:
-            _progress_q.put((task.index, n, last))
+        tell((task.index, n, last))
 
     name = f"trygg backtest shard {task.index + 1}/{task.shards}"
     with psycopg.connect(task.database_url, application_name=name) as conn:
@@ -151,7 +126,7 @@ def run_shard(task: ShardTask) -> ShardRun:
                 candidate_registry=task.candidate_registry,
             )
         except CarePlanError as exc:
-            raise _PlanRefused(*exc.problems) from None
+            raise refused(exc) from None
     return ShardRun(
         task.index,
         cur,
@@ -241,77 +216,20 @@ class ShardedRunner:
         )
 
     def _run(self, tasks: list[ShardTask]) -> list[ShardRun]:
-        ctx = multiprocessing.get_context("spawn")
-        progress_q = ctx.Queue()
-        stop = ctx.Event()
-        jobs = min(self.jobs or len(tasks), len(tasks))
         seen: dict[int, tuple[int, float]] = {}
         span = max((self.end - self.start).total_seconds(), 1.0)
         all_shards = len(self.shards)
 
-        def drain() -> None:
-            got = False
-            while True:
-                try:
-                    k, n, last = progress_q.get_nowait()
-                except queue_mod.Empty:
-                    break
-                got = True
+        def progress(_: Answers, messages: list[Any]) -> None:
+            for k, n, last in messages:
                 done = (last - self.start).total_seconds() if last is not None else 0.0
                 seen[k] = (n, min(max(done, 0.0), span))
-            if got and self.progress is not None:
+            if self.progress is not None:
                 total = sum(n for n, _ in seen.values())
                 # shards without residents are done from the start
                 empty = all_shards - len(tasks)
                 mean = (sum(d for _, d in seen.values()) + empty * span) / all_shards
                 self.progress(total, self.start + timedelta(seconds=mean))
 
-        pool = ProcessPoolExecutor(
-            max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(progress_q, stop)
-        )
-        futures: dict[Future[ShardRun], ShardTask] = {}
-        runs: list[ShardRun] = []
-        try:
-            futures = {pool.submit(run_shard, t): t for t in tasks}
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
-                drain()
-                for f in done:
-                    runs.append(self._result(f, futures, pending))
-            drain()
-        except BaseException:
-            stop.set()  # the other shards stop at their next fetch
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        finally:
-            pool.shutdown(wait=True)
-            progress_q.close()
-            progress_q.join_thread()
-        return runs
-
-    def _result(
-        self,
-        f: Future[ShardRun],
-        futures: dict[Future[ShardRun], ShardTask],
-        pending: set[Future[ShardRun]],
-    ) -> ShardRun:
-        task = futures[f]
-        n = task.shards
-        try:
-            return f.result()
-        except BrokenProcessPool:
-            left = sorted({futures[p].index + 1 for p in pending} | {task.index + 1})
-            which = ", ".join(str(k) for k in left)
-            raise ShardFailed(
-                f"a back-test worker process ended abruptly (killed, or out of memory?) "
-                f"with shard(s) {which} of {n} unfinished: the back-test is incomplete, "
-                "no report was written"
-            ) from None
-        except _PlanRefused as exc:
-            raise CarePlanError(list(exc.args)) from None
-        except Exception as exc:
-            raise ShardFailed(
-                f"shard {task.index + 1} of {n} failed: {type(exc).__name__}: "
-                f"{str(exc).strip()}; the back-test is incomplete, no report was written"
-            ) from exc
+        jobs = self.jobs or len(tasks)
+        return run_tasks(run_shard, tasks, jobs=jobs, words=WORDS, on_messages=progress)
