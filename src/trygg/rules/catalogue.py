@@ -490,7 +490,7 @@ class Catalogue:
         base = (spec.rule, idx, spec.code, spec.severity, spec.title, self.version)
         if isinstance(spec, EventSpec):
             return EventRule(
-                base,
+                *base,
                 self.matcher(spec.when, ("when",)),
                 self.window(spec.window, ("window",)),
                 None
@@ -503,7 +503,7 @@ class Catalogue:
             limit = spec.above if spec.above is not None else spec.below
             assert limit is not None
             return ThresholdRule(
-                base,
+                *base,
                 self.matcher(spec.when, ("when",)),
                 limit,
                 up,
@@ -514,18 +514,18 @@ class Catalogue:
             of = self.matcher(spec.of, ("of",))
             if spec.per == "device":
                 return DeviceAbsenceRule(
-                    base,
+                    *base,
                     of,
                     None if spec.for_ is None else spec.for_.total_seconds(),
                     spec.heartbeats,
                 )
             assert spec.for_ is not None
             return AbsenceRule(
-                base, of, spec.for_.total_seconds(), self.window(spec.window, ("window",))
+                *base, of, spec.for_.total_seconds(), self.window(spec.window, ("window",))
             )
         if isinstance(spec, SequenceSpec):
             return SequenceRule(
-                base,
+                *base,
                 self.matcher(spec.first, ("first",)),
                 self.window(spec.window, ("window",)),
                 None
@@ -536,14 +536,14 @@ class Catalogue:
             )
         if isinstance(spec, CountSpec):
             return CountRule(
-                base,
+                *base,
                 self.matcher(spec.of, ("of",)),
                 spec.count,
                 spec.within.total_seconds(),
                 self.window(spec.window, ("window",)),
             )
         if isinstance(spec, ClockSpec):
-            return ClockRule(base, spec.ahead.total_seconds())
+            return ClockRule(*base, spec.ahead.total_seconds())
         raise AssertionError(f"unknown rule spec {type(spec).__name__}")
 
     # ------------------------------------------------------- care plans --
