@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from pydantic import AwareDatetime, ConfigDict, ValidationError
 
@@ -212,7 +212,7 @@ class ReplayGates:
 # ------------------------------------------------------------------ the loop --
 
 
-def _keeper(gates: ReplayGates | None, clears: bool) -> Callable[[Signal], bool]:
+def keeper(gates: ReplayGates | None, clears: bool) -> Callable[[Signal], bool]:
     """What a run keeps of the engine's signals: what the gates page, else the
     fires (and with ``clears``, every signal)."""
     if gates is not None:
@@ -264,7 +264,7 @@ def drive(
     ``replay`` runs the same steps for one engine with the parsing inlined."""
     out: list[list[Signal]] = [[] for _ in engines]
     gs: Sequence[ReplayGates | None] = gates if gates is not None else [None] * len(engines)
-    keeps = [_keeper(g, False) for g in gs]
+    keeps = [keeper(g, False) for g in gs]
     if len(engines) == 1:
         eng = engines[0]
         kept = out[0]
@@ -305,20 +305,37 @@ def drive(
     return out
 
 
+def recent_keys(capacity: int | None = None) -> RecentKeys:
+    """Live's bounded set of recent keys, of ``capacity`` (default: live's size)."""
+    return RecentKeys() if capacity is None else RecentKeys(capacity)
+
+
+def earliest_deadline(engine: Engine) -> datetime | None:
+    """The earliest instant at which any resident's timers may fire (None: no timer)."""
+    dues = [d for r in engine.residents() if (d := engine.deadline_of(r)) is not None]
+    return min(dues) if dues else None
+
+
 def pending_timers(
-    engine: Engine, registry: Registry, horizon: timedelta = PENDING_HORIZON
+    engine: Engine,
+    registry: Registry,
+    horizon: timedelta = PENDING_HORIZON,
+    *,
+    scratch: Engine | None = None,
 ) -> list[Signal]:
     """What the engine's pending timers would fire if no event came any more:
     the first fire of each rule, resident and device after the engine's clock,
     in time order (looked up in a copy of each resident's state through
-    ``snapshot``/``restore``; ``engine`` is left as it is)."""
-    waiting = [r for r in engine.residents() if engine.deadline_of(r) is not None]
-    if not waiting:
+    ``snapshot``/``restore``, in ``scratch``, an empty engine of the same
+    catalogue and registry (default: a new one); ``engine`` is left as it is)."""
+    start = earliest_deadline(engine)
+    if start is None:
         return []
-    scratch = Engine(engine.catalogue, registry)
-    for rid in waiting:
-        scratch.restore(rid, engine.snapshot(rid))
-    start = min(d for r in waiting if (d := engine.deadline_of(r)) is not None)
+    if scratch is None:
+        scratch = Engine(engine.catalogue, registry)
+    for rid in engine.residents():
+        if engine.deadline_of(rid) is not None:
+            scratch.restore(rid, engine.snapshot(rid))
     seen: set[tuple[str, str, str | None]] = set()
     out: list[Signal] = []
     for s in scratch.advance(start + horizon):
@@ -330,37 +347,48 @@ def pending_timers(
     return out
 
 
-def replay(
-    lines: Iterable[str | bytes],
-    registry: Registry,
-    catalogue: Catalogue,
-    *,
-    until: datetime | None = None,
-    out: TextIO | None = None,
-    err: TextIO | None = None,
-    engine: Engine | None = None,
-    raw: bool = False,
-    gate_config: GateConfig | None = None,
-) -> tuple[list[Signal], ReplayStats]:
-    """Replay JSONL lines (module docstring). Returns the paged alerts' fire
-    signals in time order (with ``raw``: every signal, no gates), also written
-    to ``out`` as the contract's JSON lines, and counts. Bad lines, repeated
-    and late events, and the timers pending at the end go to ``err``."""
-    eng = engine if engine is not None else Engine(catalogue, registry)
-    gates = None if raw else ReplayGates(registry, gate_config)
-    recent = None if raw else RecentKeys()
-    devices = {d.id: (d.id, d.resident, d.kind, d.room) for d in registry.devices}
-    stats = ReplayStats()
+def pending_line(s: Signal) -> str:
+    """A timer pending at the end, as replay reports it on stderr."""
+    which = f" (device {s.device})" if s.device is not None else ""
+    return f"pending at the end: {s.rule} for {s.resident}{which}, due {s.at.isoformat()}\n"
+
+
+class Writer(Protocol):
+    """Where replay's loop writes its warnings (a text stream, or a shard's list)."""
+
+    def write(self, text: str, /) -> object: ...
+
+
+Devices = Mapping[str, tuple[str, str, Any, Any]]
+"""Device id -> (id, resident, kind, room): what replay adds to a line's event."""
+
+
+def device_table(registry: Registry) -> dict[str, tuple[str, str, Any, Any]]:
+    return {d.id: (d.id, d.resident, d.kind, d.room) for d in registry.devices}
+
+
+def replay_lines(
+    numbered: Iterable[tuple[int, str | bytes]],
+    eng: Engine,
+    devices: Devices,
+    seen: Callable[[tuple[str, str]], bool] | None,
+    keep: Callable[[Signal], bool],
+    kept: list[Signal],
+    stats: ReplayStats,
+    err: Writer | None,
+) -> int:
+    """Replay's loop over numbered lines: validate, enrich, drop repeats
+    (``seen``), evaluate; what ``keep`` keeps of the signals goes to ``kept``
+    in the order decided, bad, unknown, repeated and late lines to ``err``.
+    Adds to ``stats``' counts; returns the number of the last line.
+
+    The steps of ``drive`` for one engine, with the parsing inlined: a
+    generator between them cost 5-15 % of replay's time. ``replay`` gives it
+    every line; a shard of ``trygg.rules.replay_shards`` only its residents'."""
     validate = _validator
-    late0 = eng.late_events
-    seen = recent.seen if recent is not None else None
-    keep = _keeper(gates, raw)
     process = eng.process
-    kept: list[Signal] = []
     n = events = 0
-    # The steps of ``drive`` for one engine, with the parsing inlined: a
-    # generator between them cost 5-15 % of replay's time.
-    for n, line in enumerate(lines, 1):
+    for n, line in numbered:
         try:
             p = validate(line)
         except ValidationError as exc:
@@ -406,7 +434,40 @@ def replay(
                 f"line {n}: late event {eid!r} from {device!r}: "
                 "evaluated by the immediate rules only\n"
             )
-    stats.lines, stats.events = n, events
+    stats.events += events
+    return n
+
+
+def replay(
+    lines: Iterable[str | bytes],
+    registry: Registry,
+    catalogue: Catalogue,
+    *,
+    until: datetime | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    engine: Engine | None = None,
+    raw: bool = False,
+    gate_config: GateConfig | None = None,
+    dedup_capacity: int | None = None,
+) -> tuple[list[Signal], ReplayStats]:
+    """Replay JSONL lines (module docstring). Returns the paged alerts' fire
+    signals in time order (with ``raw``: every signal, no gates), also written
+    to ``out`` as the contract's JSON lines, and counts. Bad lines, repeated
+    and late events, and the timers pending at the end go to ``err``.
+    ``dedup_capacity``: the size of the set of recent keys (default: live's,
+    ``RecentKeys``'); the tests make it small to turn it over."""
+    eng = engine if engine is not None else Engine(catalogue, registry)
+    gates = None if raw else ReplayGates(registry, gate_config)
+    recent = None if raw else recent_keys(dedup_capacity)
+    stats = ReplayStats()
+    late0 = eng.late_events
+    keep = keeper(gates, raw)
+    kept: list[Signal] = []
+    seen = recent.seen if recent is not None else None
+    stats.lines = replay_lines(
+        enumerate(lines, 1), eng, device_table(registry), seen, keep, kept, stats, err
+    )
     stats.until = _run_on(eng, until, keep, kept)
     stats.late = eng.late_events - late0
     stats.alerts = len(kept)
@@ -420,7 +481,5 @@ def replay(
     stats.pending = len(pending)
     if err is not None:
         for s in pending:
-            which = f" (device {s.device})" if s.device is not None else ""
-            due = s.at.isoformat()
-            err.write(f"pending at the end: {s.rule} for {s.resident}{which}, due {due}\n")
+            err.write(pending_line(s))
     return kept, stats
