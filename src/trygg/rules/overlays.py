@@ -37,6 +37,7 @@ from typing import Any
 from trygg.plain import YamlSyntaxError, line_of, read_yaml
 from trygg.registry import Registry
 from trygg.rules.catalogue import REASON, Catalogue, OverrideError, default_rules_dir
+from trygg.rules.catalogue import rule_files as overlay_files  # found as rule files are
 
 DISTRICTS_DIR = "districts"
 _DISTRICT_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -99,18 +100,6 @@ def default_districts_dir(rules: Sequence[Path] | None = None) -> Path | None:
     first = Path(rules[0]) if rules else default_rules_dir()
     d = first / DISTRICTS_DIR if first.is_dir() else first.parent / DISTRICTS_DIR
     return d if d.is_dir() else None
-
-
-def overlay_files(paths: Sequence[Path]) -> list[Path]:
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(
-                sorted(x for x in p.iterdir() if x.suffix in (".yaml", ".yml") and x.is_file())
-            )
-        else:
-            out.append(p)
-    return out
 
 
 def read_overlays(cat: Catalogue, paths: Sequence[Path]) -> Overlays:
