@@ -28,7 +28,7 @@ from tests.helpers import wait_until
 from tests.test_backtest_shards import _workers
 from trygg.registry import Registry, parse_registry
 from trygg.rules.catalogue import Catalogue, default_rules_dir, load_catalogue
-from trygg.rules.replay import replay
+from trygg.rules.replay import ReplayStats, replay
 from trygg.rules.replay_shards import replay_sharded, shard_of_residents
 from trygg.simulate import build_homes, generate, make_rates
 from trygg.simulate.homes import registry_data
@@ -209,18 +209,22 @@ def _sharded(
 
 
 @pytest.fixture(scope="module")
-def month_single(month: Month) -> tuple[str, str]:
+def month_single(month: Month) -> tuple[str, str, ReplayStats]:
     """The month replayed in this process, through the library call."""
-    return _single(month.events, month.reg, load_catalogue([default_rules_dir()]))
+    out, err = io.StringIO(), io.StringIO()
+    with month.events.open("rb") as fh:
+        _, stats = replay(fh, month.reg, load_catalogue([default_rules_dir()]), out=out, err=err)
+    return out.getvalue(), err.getvalue(), stats
 
 
 @pytest.mark.parametrize("jobs", [1, 2, 3, 5])
 def test_any_number_of_shards_gives_the_same_output(
-    month: Month, month_single: tuple[str, str], jobs: int
+    month: Month, month_single: tuple[str, str, ReplayStats], jobs: int
 ) -> None:
     cat = load_catalogue([default_rules_dir()])
     run, out, err = _sharded(month.events, month.reg, cat, jobs)
-    assert (out, err) == month_single
+    assert (out, err) == month_single[:2]
+    assert run.stats == month_single[2]
     assert not run.one_process and len(run.runs) == jobs
     assert run.stats.lines == month.lines
 
@@ -232,7 +236,8 @@ TIE_REGISTRY = {
     "devices": [
         {"id": f"button-{r}", "resident": f"r-{r}", "kind": "button", "heartbeat": "10m"}
         for r in "abcd"
-    ],
+    ]
+    + [{"id": "pir-b", "resident": "r-b", "kind": "motion", "room": "hallway", "heartbeat": "10m"}],
 }
 
 
@@ -249,6 +254,7 @@ def test_alerts_at_one_instant_keep_the_decided_order_across_shards(tmp_path: Pa
     lines = [
         _line("button-d", "1", "heartbeat", t0),
         _line("button-b", "2", "heartbeat", t0),
+        _line("pir-b", "2b", "heartbeat", t0),  # offline with button-b: folded into its alert
         _line("button-c", "3", "heartbeat", t0),
         _line("button-a", "4", "heartbeat", t0),
         _line("button-d", "5", "button.pressed", t0 + timedelta(minutes=5)),
@@ -262,10 +268,13 @@ def test_alerts_at_one_instant_keep_the_decided_order_across_shards(tmp_path: Pa
     cat = load_catalogue([default_rules_dir()])
     for raw in (False, True):
         want = _single(path, reg, cat, raw=raw)
+        _, stats = replay(path.read_bytes().splitlines(), reg, cat, raw=raw)
         assert len(_ties(want[0])) >= 2 or raw
+        assert stats.folded == (0 if raw else 1)
         for jobs in (2, 4):
-            _, out, err = _sharded(path, reg, cat, jobs, raw=raw)
+            run, out, err = _sharded(path, reg, cat, jobs, raw=raw)
             assert (out, err) == want, (raw, jobs)
+            assert run.stats == stats
     docs = [json.loads(x) for x in want[0].splitlines() if '"fire"' in x]
     order = [(d["resident"], d["rule"]) for d in docs]
     assert order.index(("r-d", "button")) < order.index(("r-a", "button"))
