@@ -1,6 +1,7 @@
 """Benchmark: `trygg rules replay` of a simulated week for 1,000 residents.
 
     .venv/bin/python bench/bench_replay.py [--residents 1000] [--days 7] [--append]
+    .venv/bin/python bench/bench_replay.py --jobs 1 2 [--repeat 2]
 
 Generates (with its own small, seeded generator, so the figure does not move
 when the simulator changes) a week of events for N homes in time order,
@@ -18,6 +19,12 @@ writes them as the replay contract's JSONL, then in the same run times:
 and measures the engine's state per resident (deep size of the per-resident
 state after the run, the snapshot size, and tracemalloc over one simulated day).
 ``--append`` adds a dated section to bench/RESULTS.md.
+
+``--jobs 1 2`` times instead ``trygg rules replay --jobs N`` for each N, in
+interleaved passes on the same file (1: in-process, as the command runs it;
+N > 1: ``trygg.rules.replay_shards``, N worker processes each reading the
+whole file), checks that every N prints the same stdout and stderr, and gives
+each N's rate and its ratio to N = 1, and the workers' CPU per event.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from trygg.rules.catalogue import load_catalogue  # noqa: E402
 from trygg.rules.engine import Engine  # noqa: E402
 from trygg.rules.kinds import Res  # noqa: E402
 from trygg.rules.replay import replay  # noqa: E402
+from trygg.rules.replay_shards import replay_sharded  # noqa: E402
 
 OSLO = ZoneInfo("Europe/Oslo")
 START = date(2026, 3, 23)  # a week that contains the spring-forward night
@@ -184,13 +192,68 @@ def deep_state_size(res: Res) -> int:
     return total + size(res.id) + 104  # + its entry in the engine's resident dict
 
 
+def bench_jobs(residents: int, days: int, jobs: list[int], repeat: int) -> None:
+    """``replay --jobs N`` for each N in interleaved passes (module docstring)."""
+    load0 = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    cat = load_catalogue([REPO / "rules"])
+    reg = parse_registry(make_registry(residents))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.jsonl"
+        n = generate(path, residents, days)
+        print(f"generated {n:,} events ({path.stat().st_size / 1e6:.0f} MB)", flush=True)
+        runs: dict[int, list[float]] = {j: [] for j in jobs}
+        cpu: dict[int, list[float]] = {j: [] for j in jobs}
+        outputs: dict[int, tuple[str, str]] = {}
+        events = 0
+        for _ in range(repeat):
+            for j in jobs:
+                out, err = io.StringIO(), io.StringIO()
+                t0, c0 = time.perf_counter(), time.process_time()
+                if j == 1:
+                    with path.open("rb") as f:
+                        _, stats = replay(f, reg, cat, out=out, err=err)
+                    used = time.process_time() - c0
+                else:
+                    run = replay_sharded(path, reg, cat, jobs=j, out=out, err=err)
+                    stats = run.stats
+                    used = run.cpu_s + time.process_time() - c0
+                runs[j].append(time.perf_counter() - t0)
+                cpu[j].append(used)
+                events = stats.events
+                outputs.setdefault(j, (out.getvalue(), err.getvalue()))
+                print(
+                    f"--jobs {j}: {stats.events / runs[j][-1]:,.0f} events/s, "
+                    f"CPU {1e6 * used / stats.events:.2f} us/event",
+                    flush=True,
+                )
+    same = all(o == outputs[jobs[0]] for o in outputs.values())
+    base = min(runs[jobs[0]])
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"machine: nproc {os.cpu_count()}, {cpu_model()}, load {load0} -> {load}")
+    for j in jobs:
+        best = min(runs[j])
+        passes = ", ".join(f"{events / r:,.0f}" for r in runs[j])
+        print(
+            f"best --jobs {j}: {events / best:,.0f} events/s (passes: {passes}), "
+            f"x{base / best:.2f} the --jobs {jobs[0]} rate, CPU per event "
+            f"{1e6 * min(cpu[j]) / events:.2f} us (all processes)"
+        )
+    print(f"stdout and stderr the same for every --jobs: {same}")
+    if not same:
+        raise SystemExit(1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--residents", type=int, default=1000)
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--repeat", type=int, default=2, help="timed passes (the best is kept)")
     ap.add_argument("--append", action="store_true", help="append a section to bench/RESULTS.md")
+    ap.add_argument("--jobs", type=int, nargs="+", help="time `replay --jobs N` for each N instead")
     args = ap.parse_args()
+    if args.jobs:
+        bench_jobs(args.residents, args.days, args.jobs, args.repeat)
+        return
     load0 = " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
     cat = load_catalogue([REPO / "rules"])
