@@ -2,9 +2,10 @@
 
 Kept apart from ``embedded.py`` so that the runner's alert section stays a few
 lines: ``start_alerting`` builds the channels from the settings, drains the
-spool (so the database is current), rebuilds the alert service from the
-database, and starts the API and console on ``http_host:http_port`` in the
-same event loop.
+spool (so the database is current) and rebuilds the alert service from the
+database; ``start_http`` starts the API and console on ``http_host:http_port``
+in the same event loop. They take the runner's pieces as arguments: this
+module does not know the runner (``embedded.py`` imports it, not the reverse).
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from trygg import logs
 from trygg.alerts.contacts import Channel
 from trygg.notify.base import Channel as ChannelImpl
 from trygg.notify.console import ConsoleChannel, ConsoleFeed
 from trygg.notify.retry import GiveUp, RetryPolicy
+from trygg.registry import Registry
 from trygg.runner.alerting import AlertService, routing_from
-from trygg.runner.spool import Position
-
-if TYPE_CHECKING:
-    from trygg.runner.embedded import EmbeddedRunner
+from trygg.runner.drainer import DrainerProcess
+from trygg.runner.spool import Position, Spool
+from trygg.settings import Settings
 
 log = logs.get("trygg.runner")
 
@@ -87,38 +89,47 @@ def console_url(settings: Any) -> str | None:
     return None
 
 
-async def start_alerting(runner: EmbeddedRunner, loop: asyncio.AbstractEventLoop) -> AlertService:
-    s = runner.settings
+async def start_alerting(
+    settings: Settings,
+    spool: Spool,
+    drainer: DrainerProcess,
+    *,
+    db: Callable[..., Any],
+    db_retry: Callable[..., Awaitable[Any]],
+    on_persisted: Callable[[], None],
+    registry: Callable[[], Registry],
+) -> AlertService:
+    """The alert service for the ``settings``, rebuilt from the database once the
+    drainer has stored all of ``spool``. ``db(fn, *args)`` runs ``fn(conn, *args)``
+    on a pooled connection (blocking), ``db_retry(what, fn, *args)`` likewise in a
+    worker thread, retried while the database is away; ``on_persisted`` wakes the
+    drainer; ``registry()`` is the registry in force."""
+    s = settings
     routing = routing_from(s.routing, webhooks=webhook_urls(s))
     retry, give_up = outbox_policy(s)
     feed = ConsoleFeed()
-    spool = runner._spool
-    assert spool is not None
 
     async def append(records: list[dict[str, Any]]) -> Position:
         return await asyncio.to_thread(spool.append, records)
 
     def stored(pos: Position) -> bool:
         """Whether the database holds everything spooled before ``pos``."""
-        drainer = runner._drainer
-        return drainer is not None and drainer.position is not None and drainer.position >= pos
+        return drainer.position is not None and drainer.position >= pos
 
-    async def db(fn: Any, *args: Any, **kw: Any) -> Any:
-        return await runner._db_retry(
-            getattr(fn, "__name__", "alerts"), lambda c: fn(c, *args, **kw)
-        )
+    async def retried(fn: Any, *args: Any, **kw: Any) -> Any:
+        return await db_retry(getattr(fn, "__name__", "alerts"), lambda c: fn(c, *args, **kw))
 
     async def db_nowait(fn: Any, *args: Any, **kw: Any) -> Any:
-        return await asyncio.to_thread(runner._db, lambda c: fn(c, *args, **kw))
+        return await asyncio.to_thread(db, lambda c: fn(c, *args, **kw))
 
     service = AlertService(
         routing,
         spool_append=append,
-        db=db,
+        db=retried,
         channels=build_channels(s, feed),
         feed=feed,
-        on_persisted=runner._stored_soon,
-        registry=lambda: runner._registry,
+        on_persisted=on_persisted,
+        registry=registry,
         console_url=console_url(s),
         db_nowait=db_nowait,
         stored=stored,
@@ -126,21 +137,20 @@ async def start_alerting(runner: EmbeddedRunner, loop: asyncio.AbstractEventLoop
         give_up=give_up,
     )
     # The database must hold everything spooled before the gates are rebuilt.
-    assert runner._drainer is not None
-    await runner._drainer.stored_to(spool.end)
-    await service.start(runner._registry)
-    runner._http = None  # type: ignore[attr-defined]
-    if s.http_port:
-        runner._http = await start_http(runner, service)  # type: ignore[attr-defined]
+    await drainer.stored_to(spool.end)
+    await service.start(registry())
     return service
 
 
-async def start_http(runner: EmbeddedRunner, service: AlertService) -> Any:
+async def start_http(settings: Settings, service: AlertService, runner: object) -> Any:
+    """The HTTP API and console for ``service`` (``runner``: what the API reports
+    on, see trygg.api.app), or None if the port cannot be had; its handle is for
+    :func:`stop_alerting`."""
     import uvicorn
 
     from trygg.api.app import create_app
 
-    s = runner.settings
+    s = settings
     app = create_app(service=service, runner=runner)
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in s.http_host else socket.AF_INET)
@@ -171,8 +181,8 @@ async def start_http(runner: EmbeddedRunner, service: AlertService) -> Any:
     return (server, task, sock)
 
 
-async def stop_alerting(runner: EmbeddedRunner) -> None:
-    http = getattr(runner, "_http", None)
+async def stop_alerting(http: Any, service: AlertService | None) -> None:
+    """Stop the HTTP API (``http``: :func:`start_http`'s handle), then the service."""
     if http is not None:
         server, task, sock = http
         server.config.app.state.closing = True
@@ -180,5 +190,5 @@ async def stop_alerting(runner: EmbeddedRunner) -> None:
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(task, 3)
         sock.close()
-    if runner._alerting is not None:
-        await runner._alerting.stop()
+    if service is not None:
+        await service.stop()
