@@ -59,7 +59,7 @@ import yaml
 
 from trygg import logs
 from trygg.alerts import lifecycle as lc
-from trygg.alerts.alert import Alert, CancelReason, Record, Step
+from trygg.alerts.alert import Alert, CancelReason, Record
 from trygg.alerts.contacts import Channel
 from trygg.alerts.decisions import Decision
 from trygg.alerts.directory import Directory
@@ -148,10 +148,6 @@ def _contacts(routing: RoutingConfig) -> Iterable[Any]:
         yield from r.contacts
     for t in routing.teams.values():
         yield from t.contacts
-
-
-def _first_at(alert: Alert, step: Step) -> datetime | None:
-    return next((r.at for r in alert.records if r.step is step), None)
 
 
 class AlertService(AlertDesk):

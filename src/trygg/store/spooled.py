@@ -408,6 +408,13 @@ def apply(
     return stored, dead
 
 
+def lock_checkpoint(conn: psycopg.Connection, name: str) -> None:
+    """Hold checkpoint ``name`` for the rest of this transaction: the distributed
+    sink's writers of one partition take turns, so a checkpoint read and moved in
+    the same transaction is never moved by another writer in between."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
+
+
 def _check_start(conn: psycopg.Connection, spool: str, start: tuple[int, int] | None) -> None:
     if start is None:
         return

@@ -97,7 +97,7 @@ def apply_batch(
     for (topic, partition), items in by_tp.items():
         name = checkpoint_name(topic, partition)
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
+            spooled.lock_checkpoint(conn, name)
             cp = spooled.checkpoint(conn, name)
             done = cp[1] if cp else None
             run, hole = contiguous(items, done)
