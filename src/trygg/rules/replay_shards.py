@@ -228,10 +228,11 @@ def own_lines(
     marked = 0  # kept signals tagged so far
     get = owner.get
     while block := fh.readlines(chunk):
+        clean = b"\\" not in b"".join(block)  # one scan a block instead of one a line
         for line in block:
             n += 1
             k: int | None = None
-            if b"\\" not in line and line.count(b'"device"') == 1:
+            if (clean or b"\\" not in line) and line.count(b'"device"') == 1:
                 i = line.find(KEY)
                 if i >= 0:
                     i += 10
