@@ -441,7 +441,7 @@ def test_act_times_out_when_no_worker_confirms(monkeypatch: pytest.MonkeyPatch) 
 def test_alerts_core_uses_the_database_silences_of_the_resident() -> None:
     import orjson
 
-    from trygg.alerts.gates import Silence
+    from trygg.alerts.silences import Silence
     from trygg.distributed.worker.alerts_core import AlertsCore
     from trygg.runner.alerting import default_routing
 

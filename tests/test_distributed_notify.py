@@ -27,7 +27,7 @@ import pytest
 pytest.importorskip("faust")
 
 from tests.test_distributed_agents import NOW, Recorder
-from trygg.alerts.routing import Channel
+from trygg.alerts.contacts import Channel
 from trygg.devenv import PrivateMosquitto
 from trygg.distributed import codecs
 from trygg.distributed.worker.alerts_core import AlertsCore

@@ -45,13 +45,9 @@ from datetime import datetime, timedelta
 from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import SYSTEM, Alert, CancelReason, Outcome
 from trygg.alerts.decisions import Decision, DecisionKind, changed
-from trygg.alerts.directory import DeviceInfo, Directory
+from trygg.alerts.directory import Directory
 from trygg.alerts.gate_config import (
-    AutoResolveConfig,
-    DedupConfig,
-    FlappingConfig,
     GateConfig,
-    InhibitionConfig,
 )
 from trygg.alerts.silences import Silence, SilenceScope
 from trygg.durations import format_duration
@@ -65,21 +61,7 @@ from trygg.model import (
     session_of,
 )
 
-__all__ = [
-    "AutoResolveConfig",
-    "Decision",
-    "DecisionKind",
-    "DedupConfig",
-    "DeviceInfo",
-    "Directory",
-    "FlappingConfig",
-    "GateConfig",
-    "Gatekeeper",
-    "InhibitionConfig",
-    "Silence",
-    "SilenceScope",
-    "gated",
-]
+__all__ = ["GATED_TYPES", "Gatekeeper", "gated"]
 
 # Device events the gates act on (``Gatekeeper.on_event``); the runners pass
 # only these, so that ordinary events cost the gates nothing.

@@ -55,8 +55,7 @@ from fastapi import HTTPException
 
 from trygg import logs
 from trygg.alerts.alert import OPEN_STATES, Alert, Record
-from trygg.alerts.gates import Silence
-from trygg.alerts.routing import Escalator
+from trygg.alerts.escalation import Escalator
 from trygg.alerts.service import (
     AccessEntry,
     ActionRequest,
@@ -64,6 +63,7 @@ from trygg.alerts.service import (
     Alerts,
     alert_from_records,
 )
+from trygg.alerts.silences import Silence
 from trygg.api.metrics import AlertLatencies, Histogram
 from trygg.distributed import codecs
 from trygg.notify.console import ConsoleFeed
