@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from trygg.alerts import lifecycle as lc
+import trygg.alerts.lifecycle as lc
 from trygg.alerts.alert import Alert, Step
 from trygg.alerts.contacts import Channel, Contact
 from trygg.alerts.routing_config import (

@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from trygg.alerts import lifecycle as lc
+import trygg.alerts.lifecycle as lc
 from trygg.alerts.alert import SYSTEM, Alert, CancelReason, Outcome
 from trygg.alerts.decisions import Decision, DecisionKind, changed
 from trygg.alerts.directory import Directory

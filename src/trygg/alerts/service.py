@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from trygg.alerts import lifecycle as lc
+import trygg.alerts.lifecycle as lc
 from trygg.alerts.alert import Alert, Record
 from trygg.alerts.escalation import Escalator
 from trygg.alerts.silences import Silence
