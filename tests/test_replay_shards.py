@@ -348,6 +348,19 @@ def test_the_dedup_window_turns_over_as_the_single_process_does(tmp_path: Path) 
 # ---------------------------------------------------- a shard that dies --
 
 
+def _reading(pid: int, path: Path) -> list[int]:
+    """The two workers of ``pid``, once both have ``path`` open (else none)."""
+    found = []
+    for w in _workers(pid):
+        try:
+            fds = list(Path(f"/proc/{w}/fd").iterdir())
+            if any(os.readlink(fd) == str(path) for fd in fds):
+                found.append(w)
+        except OSError:
+            continue
+    return found if len(found) == 2 else []
+
+
 def test_a_killed_shard_fails_the_run_and_prints_nothing(month: Month, tmp_path: Path) -> None:
     big = tmp_path / "big.jsonl"
     body = month.events.read_bytes()
@@ -361,7 +374,8 @@ def test_a_killed_shard_fails_the_run_and_prints_nothing(month: Month, tmp_path:
         text=True,
     )
     try:
-        victims = wait_until(lambda: len(_workers(proc.pid)) == 2 and _workers(proc.pid), 60)
+        # mid-run: both workers are reading the file
+        victims = wait_until(lambda: _reading(proc.pid, big), 60)
         os.kill(victims[0], signal.SIGKILL)
         stdout, stderr = proc.communicate(timeout=120)
     finally:

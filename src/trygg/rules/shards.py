@@ -175,7 +175,13 @@ def run_tasks(
     futures: dict[Future[R], T] = {}
     results: list[R] = []
     try:
-        futures = {pool.submit(work, t): t for t in tasks}
+        try:
+            futures = {pool.submit(work, t): t for t in tasks}
+        except (BrokenProcessPool, OSError):  # a worker died while the others started
+            raise ShardFailed(
+                f"a {words.run} worker process ended abruptly (killed, or out of memory?) "
+                f"while the workers started: {words.lost}"
+            ) from None
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
