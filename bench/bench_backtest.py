@@ -19,9 +19,9 @@ fresh child process (one core, nothing else in memory):
 - ``backtest``: the back-test proper over the whole period from the database:
   current = the standard catalogue, candidate = the standard catalogue with
   bed-exit-no-return waiting 30 min; both engines, the matching and the report
-  data (trygg.rules.backtest.backtest), once per ``--jobs`` value: 1 in the
+  data (trygg.tuning.backtest.backtest), once per ``--jobs`` value: 1 in the
   child itself, N > 1 sharded by resident over N worker processes
-  (trygg.rules.backtest_shards, as ``trygg rules backtest --jobs N``).
+  (trygg.tuning.backtest_shards, as ``trygg rules backtest --jobs N``).
 
 CPU per event: the process time (user + system) of the back-test -- the
 child's for ``--jobs 1``; the parent's plus every worker's, from its start
@@ -108,7 +108,7 @@ def child(args: argparse.Namespace) -> None:
     cat = load_catalogue([REPO / "rules"])
     out: dict[str, Any] = {"mode": args.child, "days": args.window_days}
     if args.child == "replay":
-        from trygg.rules.replay import replay
+        from trygg.tuning.replay import replay
 
         reg = parse_registry(make_registry(args.residents))
         t0 = time.perf_counter()
@@ -118,10 +118,10 @@ def child(args: argparse.Namespace) -> None:
     else:
         import psycopg
 
-        from trygg.rules.backtest import backtest, run_engines
-        from trygg.rules.backtest_shards import ShardedRunner
         from trygg.store.history import EventStream, resident_shards
         from trygg.store.registry import load_registry
+        from trygg.tuning.backtest import backtest, run_engines
+        from trygg.tuning.backtest_shards import ShardedRunner
 
         start, end = _period(args.window_days)
         with psycopg.connect(args.url) as conn:
@@ -191,9 +191,9 @@ def load_database(url: str, jsonl: Path, residents: int) -> tuple[int, float]:
     import psycopg
 
     from trygg.registry import parse_registry
-    from trygg.rules.replay import _validator, make_event
     from trygg.store.events import StoredEvent, write_events
     from trygg.store.registry import save_registry
+    from trygg.tuning.replay import _validator, make_event
 
     reg = parse_registry(make_registry(residents))
     devices = {d.id: (d.resident, d.kind, d.room) for d in reg.devices}

@@ -22,7 +22,7 @@ state after the run, the snapshot size, and tracemalloc over one simulated day).
 
 ``--jobs 1 2`` times instead ``trygg rules replay --jobs N`` for each N, in
 interleaved passes on the same file (1: in-process, as the command runs it;
-N > 1: ``trygg.rules.replay_shards``, N worker processes each reading the
+N > 1: ``trygg.tuning.replay_shards``, N worker processes each reading the
 whole file), checks that every N prints the same stdout and stderr, and gives
 each N's rate and its ratio to N = 1, and the workers' CPU per event.
 """
@@ -56,8 +56,8 @@ from trygg.registry import parse_registry  # noqa: E402
 from trygg.rules.catalogue import load_catalogue  # noqa: E402
 from trygg.rules.engine import Engine  # noqa: E402
 from trygg.rules.kinds import Res  # noqa: E402
-from trygg.rules.replay import replay  # noqa: E402
-from trygg.rules.replay_shards import replay_sharded  # noqa: E402
+from trygg.tuning.replay import replay  # noqa: E402
+from trygg.tuning.replay_shards import replay_sharded  # noqa: E402
 
 OSLO = ZoneInfo("Europe/Oslo")
 START = date(2026, 3, 23)  # a week that contains the spring-forward night

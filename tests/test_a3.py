@@ -31,11 +31,11 @@ from tests.test_rules_catalogue import SITE_RULE
 from trygg.audit.a3 import A3Options, build_a3
 from trygg.devenv import PrivatePostgres
 from trygg.model import Signal
-from trygg.rules.backtest import run_engines
 from trygg.rules.catalogue import load_catalogue
 from trygg.simulate import Truth, build_homes, generate, make_rates
 from trygg.store.alerts import append_record, insert_alert
 from trygg.store.migrate import migrate
+from trygg.tuning.backtest import run_engines
 
 HOMES = 12
 

@@ -22,7 +22,15 @@ from tests.conftest import REPO, new_database, trygg_cli
 from trygg.devenv import PrivatePostgres
 from trygg.model import DeviceKind, Event, EventType, Room, Severity, Signal, SignalAction
 from trygg.registry import Registry, parse_registry
-from trygg.rules.backtest import (
+from trygg.rules.catalogue import Catalogue, load_catalogue
+from trygg.rules.engine import Engine
+from trygg.simulate import Truth, build_homes, generate, make_rates
+from trygg.store import history
+from trygg.store.alerts import append_record, insert_alert
+from trygg.store.events import StoredEvent, write_events
+from trygg.store.migrate import migrate
+from trygg.store.registry import save_registry
+from trygg.tuning.backtest import (
     ADDED,
     DELAYED,
     KEPT,
@@ -35,15 +43,7 @@ from trygg.rules.backtest import (
     match_items,
     run_engines,
 )
-from trygg.rules.catalogue import Catalogue, load_catalogue
-from trygg.rules.cli import app
-from trygg.rules.engine import Engine
-from trygg.simulate import Truth, build_homes, generate, make_rates
-from trygg.store import history
-from trygg.store.alerts import append_record, insert_alert
-from trygg.store.events import StoredEvent, write_events
-from trygg.store.migrate import migrate
-from trygg.store.registry import save_registry
+from trygg.tuning.cli import app
 
 OSLO = ZoneInfo("Europe/Oslo")
 RULES = REPO / "rules"

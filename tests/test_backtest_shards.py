@@ -32,13 +32,13 @@ from tests.test_backtest import (
 )
 from trygg.devenv import PrivatePostgres
 from trygg.registry import Registry
-from trygg.rules.backtest import SHIFTED, alert_order, run_engines
-from trygg.rules.backtest_shards import ShardedRunner
 from trygg.rules.catalogue import load_catalogue
 from trygg.simulate import build_homes, generate, make_rates
 from trygg.store import history
 from trygg.store.migrate import migrate
 from trygg.store.registry import load_registry
+from trygg.tuning.backtest import SHIFTED, alert_order, run_engines
+from trygg.tuning.backtest_shards import ShardedRunner
 
 HOMES = 10
 CARE_PLANS = {  # care plans that move alerts, so they must travel to the shards

@@ -97,7 +97,7 @@ def bed_exits(pairs: Any) -> set[tuple[str, float]]:
 
 
 def replay_alerts(tmp: Path, rules: Path) -> set[tuple[str, float]]:
-    from trygg.rules.cli import app
+    from trygg.tuning.cli import app
 
     lines = [
         {"device": d, "id": f"{d}-{t}", "type": typ,

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from tests.test_rules_helpers import RULES, standard
 from trygg.registry import DEFAULT_DISTRICT, RegistryError, load_registry, read_registry_text
 from trygg.rules.careplan import care_plan_problems_in_file
-from trygg.rules.cli import app
 from trygg.rules.overlays import OverlayError, apply_overlays, read_overlays
 from trygg.store.registry import load_registry as load_from_db
 from trygg.store.registry import save_registry
+from trygg.tuning.cli import app
 
 runner = CliRunner()
 

@@ -84,7 +84,7 @@ def _replay_files(tmp_path: Path, n: int) -> tuple[Path, Path]:
 def test_replay_progress_lines_on_stderr_and_stdout_stays_the_alerts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from trygg.rules import cli
+    from trygg.tuning import cli
 
     reg, ev = _replay_files(tmp_path, 3000)
     args = ["replay", "--events", str(ev), "--registry", str(reg)]

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from tests.test_rules_helpers import registry as make_registry
 from tests.test_rules_helpers import standard
 from trygg.durations import parse_duration
-from trygg.rules.cli import app
 from trygg.rules.fixtures import parse_local
-from trygg.rules.replay import replay
+from trygg.tuning.cli import app
+from trygg.tuning.replay import replay
 
 CASES = Path(__file__).with_name("replay_gates.yaml")
 OSLO = ZoneInfo("Europe/Oslo")

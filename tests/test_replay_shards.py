@@ -28,11 +28,11 @@ from tests.helpers import wait_until
 from tests.test_backtest_shards import _workers
 from trygg.registry import Registry, parse_registry
 from trygg.rules.catalogue import Catalogue, default_rules_dir, load_catalogue
-from trygg.rules.replay import ReplayStats, replay
-from trygg.rules.replay_shards import replay_sharded, shard_of_residents
 from trygg.simulate import build_homes, generate, make_rates
 from trygg.simulate.homes import registry_data
 from trygg.simulate.output import write_jsonl
+from trygg.tuning.replay import ReplayStats, replay
+from trygg.tuning.replay_shards import replay_sharded, shard_of_residents
 
 OSLO = ZoneInfo("Europe/Oslo")
 START = datetime(2026, 3, 15, tzinfo=OSLO)  # across the spring-forward night (29 March)

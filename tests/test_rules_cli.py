@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from tests.test_rules_helpers import RULES, standard
 from trygg.durations import parse_duration
-from trygg.rules.cli import app
 from trygg.rules.fixtures import parse_local
+from trygg.tuning.cli import app
 
 runner = CliRunner()
 

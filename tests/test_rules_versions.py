@@ -16,7 +16,7 @@ import yaml
 
 from tests.conftest import REPO, trygg_cli
 from trygg.rules.catalogue import load_catalogue
-from trygg.rules.versions import (
+from trygg.tuning.versions import (
     catalogue_content,
     catalogue_of,
     compare,

@@ -262,9 +262,9 @@ def check_database(report: Report, registry: Path | None, rules: Sequence[Path] 
     import psycopg
 
     from trygg.rules.catalogue import CatalogueError, default_rules_dir, load_catalogue
-    from trygg.rules.versions import catalogue_of
     from trygg.store.registry import load_registry
     from trygg.store.versions import current, get
+    from trygg.tuning.versions import catalogue_of
 
     s = report.settings
     if s is None:

@@ -1,7 +1,7 @@
 """The ``trygg`` command line (Typer).
 
 Each stage contributes its own commands (``trygg rules ...`` lives in
-trygg.rules.cli); this module only wires them together and turns expected
+trygg.tuning.cli); this module only wires them together and turns expected
 errors into one readable line and a non-zero exit.
 """
 
@@ -20,7 +20,7 @@ from trygg.cli_support import fail as _fail
 from trygg.cli_support import settings_or_exit as _settings
 from trygg.ingest.cli import devices_app
 from trygg.locale import Words
-from trygg.rules.cli import app as rules_app
+from trygg.tuning.cli import app as rules_app
 
 app = typer.Typer(
     help="trygg: sensor events in, quality-assured alerts out.",

@@ -11,7 +11,7 @@ records (docs/auditing.md, "The A3 page").
 3. **Analysis**: where the false alarms come from, by local hour, team,
    device kind and resident (a Pareto list).
 4. **Countermeasure**: a candidate catalogue back-tested on the stored
-   events of the same period (``trygg.rules.backtest``, the engine of
+   events of the same period (``trygg.tuning.backtest``, the engine of
    ``trygg rules backtest``): the rule's alerts removed, added and moved, and
    what would have become of each *stored* alert of the rule, by what it
    turned out to be (a removed false alarm is the point; a missed or
@@ -37,7 +37,11 @@ import psycopg
 
 from trygg.alerts.alert import FALSE_OUTCOMES
 from trygg.registry import DEFAULT_DISTRICT
-from trygg.rules.backtest import (
+from trygg.rules.catalogue import Catalogue
+from trygg.store import kpi as kpi_sql
+from trygg.store.kpi import KpiParams, KpiRow
+from trygg.store.registry import district_map
+from trygg.tuning.backtest import (
     ADDED,
     DELAYED,
     EARLIER,
@@ -51,10 +55,6 @@ from trygg.rules.backtest import (
     RuleRecord,
     backtest,
 )
-from trygg.rules.catalogue import Catalogue
-from trygg.store import kpi as kpi_sql
-from trygg.store.kpi import KpiParams, KpiRow
-from trygg.store.registry import district_map
 
 Progress = Callable[[str], None]
 NIGHT_HOURS = (22, 23, 0, 1, 2, 3, 4, 5, 6)

@@ -542,8 +542,8 @@ def _active_catalogue(conn: Any) -> Any:
     """The active stored catalogue version, if the database has one."""
     import psycopg
 
-    from trygg.rules.versions import catalogue_of
     from trygg.store import versions
+    from trygg.tuning.versions import catalogue_of
 
     try:
         with conn.transaction():

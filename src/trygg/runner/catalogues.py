@@ -29,12 +29,12 @@ from trygg.registry import Registry
 from trygg.rules import CarePlanError, CatalogueError, Engine, load_catalogue
 from trygg.rules.catalogue import default_rules_dir
 from trygg.rules.overlays import LiveOverlays, OverlayError, district_overlay_texts
-from trygg.rules.versions import catalogue_content, catalogue_of
 from trygg.runner.shadows import Shadows
 from trygg.settings import Settings
 from trygg.store.versions import VersionError, overlays_in, record_in_use
 from trygg.store.versions import current as current_versions
 from trygg.store.versions import get as get_version
+from trygg.tuning.versions import catalogue_content, catalogue_of
 
 log = logs.get("trygg.runner")
 

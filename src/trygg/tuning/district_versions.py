@@ -23,15 +23,6 @@ from pathlib import Path
 
 from trygg.model import Event
 from trygg.registry import Registry
-from trygg.rules.backtest import (
-    MATCH_WINDOW,
-    BacktestResult,
-    EngineRunner,
-    RecordedIncident,
-    RuleRecord,
-    compare,
-    run_engines,
-)
 from trygg.rules.catalogue import Catalogue
 from trygg.rules.overlays import (
     Overlay,
@@ -41,7 +32,16 @@ from trygg.rules.overlays import (
     apply_overlays,
     with_stored,
 )
-from trygg.rules.replay import Received
+from trygg.tuning.backtest import (
+    MATCH_WINDOW,
+    BacktestResult,
+    EngineRunner,
+    RecordedIncident,
+    RuleRecord,
+    compare,
+    run_engines,
+)
+from trygg.tuning.replay import Received
 
 
 def candidate_text(district: str, paths: Sequence[Path]) -> tuple[str, str]:

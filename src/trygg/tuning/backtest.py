@@ -5,7 +5,7 @@ on event time, and the difference in the alerts they raise.
 Pure: events in (any iterable of ``Event``s or of ``(Event, received)``
 pairs, e.g. ``trygg.store.history``'s stream, which gives each stored event
 with its receipt time, in the order received), a ``BacktestResult`` out.
-Both engines see every event in turn (``trygg.rules.replay.drive``, the loop
+Both engines see every event in turn (``trygg.tuning.replay.drive``, the loop
 of ``trygg rules replay``), with its receipt time when given, so that they
 judge a device clock that runs ahead as live did; memory is the two engines'
 state plus the alerts raised, not the events.
@@ -64,7 +64,7 @@ from trygg.model import Event, Signal
 from trygg.registry import DEFAULT_TIMEZONE, Registry
 from trygg.rules.catalogue import Catalogue
 from trygg.rules.engine import Engine
-from trygg.rules.replay import Received, drive
+from trygg.tuning.replay import Received, drive
 
 MATCH_WINDOW = timedelta(hours=1)
 DELAY_SLACK = 1.0
@@ -371,7 +371,7 @@ def alert_order(s: Signal) -> tuple[float, str]:
 
     Defined so that it does not depend on how residents' events interleave:
     the engine's state is per resident, so a run over some of the residents
-    (a shard, ``trygg.rules.backtest_shards``) decides each of their alerts
+    (a shard, ``trygg.tuning.backtest_shards``) decides each of their alerts
     as the run over all of them does, and the shards' lists merged in this
     order equal the single run's list."""
     return (s.at.timestamp(), s.resident)

@@ -15,7 +15,7 @@ whose alerts come from one shard in the order they were decided, so the
 merged lists equal the single process's, and so do the comparison and the
 report made from them.
 
-Processes: ``trygg.rules.shards`` (shared with the sharded replay): the
+Processes: ``trygg.tuning.shards`` (shared with the sharded replay): the
 standard library's ``ProcessPoolExecutor`` with the ``spawn`` context (a
 fresh interpreter per worker: no forked database connections or threads). A
 worker that dies (killed, out of memory) breaks the pool: the run fails with
@@ -39,11 +39,11 @@ from typing import Any
 
 from trygg.model import Event, Signal
 from trygg.registry import Registry
-from trygg.rules.backtest import alert_order, run_engines
 from trygg.rules.catalogue import Catalogue
 from trygg.rules.engine import CarePlanError
-from trygg.rules.replay import Received
-from trygg.rules.shards import (
+from trygg.tuning.backtest import alert_order, run_engines
+from trygg.tuning.replay import Received
+from trygg.tuning.shards import (
     Answers,
     ShardFailed,
     Words,

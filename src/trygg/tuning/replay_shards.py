@@ -49,7 +49,7 @@ prints with the place it has in the single process's output:
   ``replay_sharded`` replays in one process instead -- same output, no
   speed-up.
 
-A shard that dies fails the run (``trygg.rules.shards``, shared with the
+A shard that dies fails the run (``trygg.tuning.shards``, shared with the
 back-test): nothing is written to stdout or stderr (but progress) until
 every shard has finished. Memory: each worker holds the registry, its
 residents' engine state, its dedup keys (up to twice live's set) and the
@@ -78,7 +78,7 @@ from trygg.registry import Registry
 from trygg.rules.catalogue import Catalogue
 from trygg.rules.engine import CarePlanError, Engine
 from trygg.rules.kinds import Res
-from trygg.rules.replay import (
+from trygg.tuning.replay import (
     PENDING_HORIZON,
     ReplayGates,
     ReplayStats,
@@ -93,8 +93,8 @@ from trygg.rules.replay import (
     replay_lines,
     signal_json,
 )
-from trygg.rules.replay import _validator as validate_line
-from trygg.rules.shards import Answers, Words, ask, refused, run_tasks, tell
+from trygg.tuning.replay import _validator as validate_line
+from trygg.tuning.shards import Answers, Words, ask, refused, run_tasks, tell
 
 WORDS = Words("replay", "the replay is incomplete, no alerts were printed")
 CHUNK = 1 << 20  # bytes a worker reads at a time (and then reports progress)

@@ -1,7 +1,7 @@
 """``trygg rules publish|shadow|promote|history --district D``: a district's overlay
-as versions (trygg.rules.district_versions, trygg.store.versions schema 11).
+as versions (trygg.tuning.district_versions, trygg.store.versions schema 11).
 
-The commands of trygg.rules.versions_cli hand over here when ``--district`` is
+The commands of trygg.tuning.versions_cli hand over here when ``--district`` is
 given; without it they work on the whole catalogue as before.
 """
 
@@ -18,7 +18,6 @@ from trygg.cli_support import fail
 from trygg.locale import Words
 from trygg.registry import Registry
 from trygg.rules.catalogue import Catalogue, CatalogueError, default_rules_dir, load_catalogue
-from trygg.rules.district_versions import candidate_text, check_overlay, district_residents
 from trygg.rules.engine import CarePlanError, Engine
 from trygg.rules.overlays import (
     LiveOverlays,
@@ -30,6 +29,7 @@ from trygg.rules.overlays import (
     with_stored,
 )
 from trygg.settings import Settings
+from trygg.tuning.district_versions import candidate_text, check_overlay, district_residents
 
 
 def _refused(what: str, problems: list[str]) -> None:
@@ -42,7 +42,7 @@ def _refused(what: str, problems: list[str]) -> None:
 def catalogue_in_use(conn: Any, s: Settings) -> Catalogue:
     """The active stored catalogue, else the rules directory's: what the overlays
     are checked against, as trygg run does."""
-    from trygg.rules.cli import _active_catalogue
+    from trygg.tuning.cli import _active_catalogue
 
     try:
         return _active_catalogue(conn) or load_catalogue([s.rules_dir or default_rules_dir()])

@@ -19,7 +19,7 @@ from trygg.registry import RegistryError, load_registry
 from trygg.rules.careplan import care_plan_problems_in_file
 from trygg.rules.catalogue import Catalogue, CatalogueError, default_rules_dir, load_catalogue
 from trygg.rules.fixtures import fixture_files, run_file
-from trygg.rules.replay import replay as run_replay
+from trygg.tuning.replay import replay as run_replay
 
 app = typer.Typer(help="Check, test and replay the rule catalogue.", no_args_is_help=True)
 
@@ -244,10 +244,10 @@ def _replay_jobs(events: Path) -> int:
 def _replay_sharded(
     events: Path, reg: Any, cat: Catalogue, end: datetime | None, raw: bool, jobs: int, bar: bool
 ) -> Any:
-    """``--jobs N``: the replay sharded by resident (trygg.rules.replay_shards);
+    """``--jobs N``: the replay sharded by resident (trygg.tuning.replay_shards);
     exit 1, with nothing on stdout, if a shard fails."""
-    from trygg.rules.replay_shards import replay_sharded
-    from trygg.rules.shards import ShardFailed
+    from trygg.tuning.replay_shards import replay_sharded
+    from trygg.tuning.shards import ShardFailed
 
     try:
         size = events.stat().st_size or None
@@ -302,18 +302,18 @@ def _replay_progress(fh: BinaryIO, enabled: bool) -> Iterator[Iterable[bytes]]:
         yield itertools.chain.from_iterable(chunks())
 
 
-# Versions, shadow mode and promotion (database-backed): trygg.rules.versions_cli.
-from trygg.rules import versions_cli as _versions_cli  # noqa: E402
+# Versions, shadow mode and promotion (database-backed): trygg.tuning.versions_cli.
+from trygg.tuning import versions_cli as _versions_cli  # noqa: E402
 
 _versions_cli.register(app)
 
 
-# ``trygg rules backtest`` (issue 8): trygg.rules.backtest, trygg.store.history,
-# trygg.rules.backtest_report.
+# ``trygg rules backtest`` (issue 8): trygg.tuning.backtest, trygg.store.history,
+# trygg.tuning.backtest_report.
 from collections.abc import Callable  # noqa: E402
 
 from trygg.cli_support import ConfigOpt, fail, settings_or_exit  # noqa: E402
-from trygg.rules.backtest_shards import ShardedRunner, ShardFailed, default_jobs  # noqa: E402
+from trygg.tuning.backtest_shards import ShardedRunner, ShardFailed, default_jobs  # noqa: E402
 
 
 @app.command("backtest")
@@ -381,13 +381,13 @@ def backtest_cmd(
     import psycopg
 
     from trygg.durations import parse_duration
-    from trygg.rules.backtest import RecordedIncident, RuleRecord, backtest
-    from trygg.rules.backtest_report import to_html, to_json, to_table
     from trygg.rules.engine import CarePlanError
     from trygg.store import history
     from trygg.store.audit import log_access
     from trygg.store.registry import load_registry as load_db_registry
     from trygg.times import parse_when
+    from trygg.tuning.backtest import RecordedIncident, RuleRecord, backtest
+    from trygg.tuning.backtest_report import to_html, to_json, to_table
 
     if fmt not in ("table", "json", "html"):
         raise typer.BadParameter("--format is table, json or html")
@@ -537,7 +537,7 @@ def _shard_runner(
     tick: Callable[[int, datetime | None], None] | None,
 ) -> ShardedRunner | None:
     """``--jobs``: the engines sharded by resident over worker processes
-    (trygg.rules.backtest_shards), or None for this process (``--jobs 1``).
+    (trygg.tuning.backtest_shards), or None for this process (``--jobs 1``).
     The shards are the stored residents (of the teams asked for, if any)."""
     from trygg.store import history
 
@@ -570,10 +570,10 @@ def _district_backtest(
     """``trygg rules backtest --district``: the district's overlay in force (stored
     active version, else its file) against the candidate overlay, on ``cat``; the
     district's teams (those of ``--team`` in it, if given). Exits on a refused overlay."""
-    from trygg.rules import district_versions as dv
-    from trygg.rules.district_versions_cli import overlays_in_force
     from trygg.rules.overlays import OverlayError
     from trygg.store.versions import overlay_version
+    from trygg.tuning import district_versions as dv
+    from trygg.tuning.district_versions_cli import overlays_in_force
 
     if district not in registry.district_ids():
         fail(f"no district {district!r} in the stored registry")
@@ -610,8 +610,8 @@ def _active_catalogue(conn: Any) -> Catalogue | None:
     """The active stored catalogue version, if the database has one."""
     import psycopg
 
-    from trygg.rules.versions import catalogue_of
     from trygg.store import versions
+    from trygg.tuning.versions import catalogue_of
 
     try:
         with conn.transaction():

@@ -12,7 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from trygg.locale import Words
-from trygg.rules.backtest import (
+from trygg.tuning.backtest import (
     ADDED,
     DELAYED,
     EARLIER,

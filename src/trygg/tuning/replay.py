@@ -384,7 +384,7 @@ def replay_lines(
 
     The steps of ``drive`` for one engine, with the parsing inlined: a
     generator between them cost 5-15 % of replay's time. ``replay`` gives it
-    every line; a shard of ``trygg.rules.replay_shards`` only its residents'."""
+    every line; a shard of ``trygg.tuning.replay_shards`` only its residents'."""
     validate = _validator
     process = eng.process
     n = events = 0

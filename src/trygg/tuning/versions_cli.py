@@ -1,6 +1,6 @@
 """``trygg rules publish | history | diff | shadow | shadow-report | promote``.
 
-Registered on the ``trygg rules`` app by trygg.rules.cli (kept in a module of
+Registered on the ``trygg rules`` app by trygg.tuning.cli (kept in a module of
 its own so that the catalogue commands and these database-backed ones can be
 changed independently). The versions live in the database
 (trygg.store.versions); a running trygg picks up a published, shadowed or
@@ -22,10 +22,11 @@ from trygg.alerts.alert import FALSE_OUTCOMES
 from trygg.cli_support import ConfigOpt, fail, settings_or_exit
 from trygg.durations import parse_duration
 from trygg.locale import Words
-from trygg.rules import district_versions_cli as dv
 from trygg.rules.catalogue import Catalogue, CatalogueError, default_rules_dir
 from trygg.rules.engine import CarePlanError, Engine
-from trygg.rules.versions import (
+from trygg.settings import Settings
+from trygg.tuning import district_versions_cli as dv
+from trygg.tuning.versions import (
     care_plan_changes,
     catalogue_content,
     catalogue_of,
@@ -33,7 +34,6 @@ from trygg.rules.versions import (
     rule_changes,
     unified_diff,
 )
-from trygg.settings import Settings
 
 DbOpt = typer.Option(None, "--database-url", help="overrides TRYGG_DATABASE_URL")
 AuthorOpt = typer.Option(None, "--author", help="who makes the change (default: your user name)")

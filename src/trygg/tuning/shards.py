@@ -1,7 +1,7 @@
 """Worker processes for the sharded back-test and replay (issue 22): one pool,
 one way to fail, one way for a worker and the parent to talk.
 
-Used by ``trygg.rules.backtest_shards`` and ``trygg.rules.replay_shards``, so
+Used by ``trygg.tuning.backtest_shards`` and ``trygg.tuning.replay_shards``, so
 that both commands fail the same way and neither keeps its own copy:
 
 - The standard library's ``ProcessPoolExecutor`` with the ``spawn`` context
