@@ -367,21 +367,6 @@ class LiveOverlays:
 OverlayInputs = tuple[Texts, dict[str, tuple[str, str]]]
 
 
-def overlay_inputs(rules: Sequence[Path], database_url: str | None) -> OverlayInputs:
-    """What a running process reads its overlays from: the files beside the rules
-    and, when a database is given, each district's stored active version (which
-    wins over its file: docs/rules.md, "Versions per district")."""
-    texts = district_overlay_texts(rules)
-    if not database_url:
-        return texts, {}
-    import psycopg
-
-    from trygg.store.versions import overlays_in
-
-    with psycopg.connect(database_url, connect_timeout=10, autocommit=True) as conn:
-        return texts, overlays_in(conn, "active")
-
-
 def in_force(cat: Catalogue, files: Overlays, stored: Mapping[str, tuple[str, str]]) -> Overlays:
     """The overlays in force: the files', each district's stored active version
     (district -> (version, text)) in place of its file. OverlayError if a stored

@@ -39,11 +39,12 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
     from trygg.retry import logged, retry_async
     from trygg.rules import load_catalogue
     from trygg.rules.catalogue import default_rules_dir
-    from trygg.rules.overlays import overlay_inputs
+    from trygg.rules.overlays import district_overlay_texts
     from trygg.runner.alerting import routing_from
     from trygg.runner.wiring import build_channels, webhook_urls
     from trygg.store import DB_AWAY
     from trygg.store.registry import load_registry
+    from trygg.store.versions import overlays_in
 
     s = settings
     rules_dirs = [Path(s.rules_dir) if s.rules_dir else default_rules_dir()]
@@ -76,7 +77,13 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
         return [Silence.model_validate(r) for r in rows]
 
     def _overlay_inputs() -> OverlayInputs:
-        return overlay_inputs(rules_dirs, s.database_url)
+        # the files beside the rules and each district's stored active version, which
+        # wins over its file (docs/rules.md, "Versions per district")
+        texts = district_overlay_texts(rules_dirs)
+        if not s.database_url:
+            return texts, {}
+        with psycopg.connect(s.database_url, connect_timeout=10, autocommit=True) as conn:
+            return texts, overlays_in(conn, "active")
 
     registry = _registry()
     # The stored care plans against the catalogue that runs: refused in trygg check's words.
