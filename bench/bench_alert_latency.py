@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 import psycopg  # noqa: E402
-from bench.machine import cpu_model  # noqa: E402
+from bench.machine import cpu_model, cpu_share, cpu_ticks  # noqa: E402
 from bench.webhook_receiver import Hook  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
@@ -227,6 +227,7 @@ def main() -> None:
         CHILDREN.append(bgp)
         time.sleep(3.0)  # let the background rate settle
         stats0 = httpx.get(f"{base}/metrics", timeout=30).text
+        ticks0 = cpu_ticks()
         t_start = time.monotonic()
         for k in range(args.samples):
             i = k % PROBES
@@ -244,6 +245,7 @@ def main() -> None:
             pub.publish(f"trygg/{SITE}/devices/{dev}/events", reset, qos=1)
             time.sleep(0.05)
         t_probe = time.monotonic() - t_start
+        ticks1 = cpu_ticks()
         time.sleep(2.0)
         stats1 = httpx.get(f"{base}/metrics", timeout=30).text
         bgp.kill()
@@ -299,6 +301,7 @@ def main() -> None:
     lines = [
         f"machine: nproc {nproc}, {cpu_model()}",
         f"samples sent {len(sent)}; background measured at trygg: {bg_rate:.0f} events/s",
+        f"all cores during the probes: {cpu_share(ticks0, ticks1)}",
     ]
     if bg_rate < 0.95 * args.rate:  # a busy machine: the figures are not "at --rate"
         lines.append(f"WARNING: the background reached {bg_rate:.0f} of {args.rate:g} events/s")
