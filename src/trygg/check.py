@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from trygg.plain import Path_, Problem, YamlDoc, YamlSyntaxError, dotted, line_of, read_yaml
-from trygg.settings import Settings, read_settings
+from trygg.settings import Settings
+from trygg.settings_load import read_settings
 
 
 @dataclass

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 from trygg import logs
-from trygg.settings import Settings, SettingsError, load_settings
+from trygg.settings import Settings
+from trygg.settings_load import SettingsError, load_settings
 
 if TYPE_CHECKING:
     from trygg.check import Report
