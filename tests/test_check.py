@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, get_args
 
 from tests.conftest import REPO, trygg_cli
-from trygg.settings import Settings, valid_text
+from trygg.settings import Settings
+from trygg.settings_load import valid_text
 
 RULES = str(REPO / "rules")
 
@@ -260,7 +261,7 @@ def test_the_readme_gives_each_setting_its_range() -> None:
 
 
 def test_an_empty_variable_is_unset_as_docker_compose_passes_it(monkeypatch: Any) -> None:
-    from trygg.settings import read_settings
+    from trygg.settings_load import read_settings
 
     monkeypatch.setenv("TRYGG_WEBHOOK_URL", "")  # ${TRYGG_WEBHOOK_URL:-}
     monkeypatch.setenv("TRYGG_WEBHOOK_SECRET", "")

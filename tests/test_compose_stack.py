@@ -569,7 +569,7 @@ def _with_env(value: Any) -> str:
 )
 def test_each_trygg_service_has_valid_settings(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """What trygg check and trygg run would say of the service's environment."""
-    from trygg.settings import read_settings
+    from trygg.settings_load import read_settings
 
     for var in list(os.environ):
         if var.startswith("TRYGG_"):
