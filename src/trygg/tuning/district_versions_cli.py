@@ -30,25 +30,16 @@ from trygg.rules.overlays import (
 )
 from trygg.settings import Settings
 from trygg.tuning.district_versions import candidate_text, check_overlay, district_residents
-
-
-def _refused(what: str, problems: list[str]) -> None:
-    typer.echo(f"{what} was refused:", err=True)
-    for p in problems:
-        typer.echo(f"  {p}", err=True)
-    raise typer.Exit(1)
+from trygg.tuning.rule_inputs import active_catalogue, refuse
 
 
 def catalogue_in_use(conn: Any, s: Settings) -> Catalogue:
     """The active stored catalogue, else the rules directory's: what the overlays
     are checked against, as trygg run does."""
-    from trygg.tuning.cli import _active_catalogue
-
     try:
-        return _active_catalogue(conn) or load_catalogue([s.rules_dir or default_rules_dir()])
+        return active_catalogue(conn) or load_catalogue([s.rules_dir or default_rules_dir()])
     except CatalogueError as exc:
-        _refused("The rule catalogue", exc.problems)
-        raise AssertionError from None  # not reached
+        refuse("The rule catalogue was refused", exc.problems)
 
 
 def overlays_in_force(conn: Any, cat: Catalogue, s: Settings) -> Overlays:
@@ -63,7 +54,7 @@ def overlays_in_force(conn: Any, cat: Catalogue, s: Settings) -> Overlays:
             overlays_in(conn, "active"),
         )
     except OverlayError as exc:
-        _refused("The district overlays in force", exc.problems)
+        refuse("The district overlays in force was refused", exc.problems)
     return live.overlays
 
 
@@ -90,13 +81,14 @@ def candidate(
         src, text = candidate_text(district, paths or [])
         overlay = check_overlay(cat, district, src, text)
     except OverlayError as exc:
-        _refused(f"The candidate overlay of {district}", exc.problems)
+        refuse(f"The candidate overlay of {district} was refused", exc.problems)
     now = overlays_in_force(conn, cat, s)
     try:
         Engine(cat, apply_overlays(reg, with_stored(now, {district: overlay})))
     except CarePlanError as exc:
-        _refused(
-            f"The candidate overlay of {district} (a care plan does not fit on it)", exc.problems
+        refuse(
+            f"The candidate overlay of {district} (a care plan does not fit on it) was refused",
+            exc.problems,
         )
     return cat, now, overlay, text
 
@@ -163,14 +155,17 @@ def promote(district: str, reason: str, author: str | None, s: Settings, conn: A
     try:
         overlay = check_overlay(cat, district, str(candidate_path), text)
     except OverlayError as exc:
-        _refused(f"The shadow overlay {version}", exc.problems)
+        refuse(f"The shadow overlay {version} was refused", exc.problems)
     now = overlays_in_force(conn, cat, s)
     try:
         Engine(
             cat, apply_overlays(_registry(conn, district), with_stored(now, {district: overlay}))
         )
     except CarePlanError as exc:
-        _refused(f"The shadow overlay {version} (a care plan does not fit on it)", exc.problems)
+        refuse(
+            f"The shadow overlay {version} (a care plan does not fit on it) was refused",
+            exc.problems,
+        )
     try:
         new, prev = versions.promote_overlay(
             conn, district, author=author or getpass.getuser(), reason=reason

@@ -26,6 +26,7 @@ from trygg.rules.catalogue import Catalogue, CatalogueError, default_rules_dir
 from trygg.rules.engine import CarePlanError, Engine
 from trygg.settings import Settings
 from trygg.tuning import district_versions_cli as dv
+from trygg.tuning.rule_inputs import refuse
 from trygg.tuning.versions import (
     care_plan_changes,
     catalogue_content,
@@ -60,10 +61,7 @@ def _load(paths: list[Path] | None, s: Settings) -> tuple[Catalogue, list[tuple[
     try:
         return catalogue_content(paths or [s.rules_dir or default_rules_dir()])
     except CatalogueError as exc:
-        typer.echo("The rule catalogue was refused:", err=True)
-        for p in exc.problems:
-            typer.echo(f"  {p}", err=True)
-        raise typer.Exit(1) from None
+        refuse("The rule catalogue was refused", exc.problems)
 
 
 def _check_care_plans(conn: Any, cat: Catalogue) -> None:
@@ -73,10 +71,7 @@ def _check_care_plans(conn: Any, cat: Catalogue) -> None:
     try:
         Engine(cat, load_registry(conn))
     except CarePlanError as exc:
-        typer.echo(f"The stored care plans do not fit catalogue {cat.version}:", err=True)
-        for p in exc.problems:
-            typer.echo(f"  {p}", err=True)
-        raise typer.Exit(1) from None
+        refuse(f"The stored care plans do not fit catalogue {cat.version}", exc.problems)
 
 
 def _time(value: str | None, opt: str) -> datetime | None:
