@@ -1,5 +1,6 @@
-"""What every stage's command line shares: the --config option, loading the
-settings with a one-line error, and failing with a readable message.
+"""What every stage's command line shares: the --config and --database-url
+options, loading the settings with a one-line error, and failing with a
+readable message.
 
 Kept apart from trygg.cli so that stage CLIs (trygg.audit.cli,
 trygg.distributed.cli, ...) can use it without importing the app that
@@ -29,6 +30,8 @@ ConfigOpt = typer.Option(
     exists=True,
     dir_okay=False,
 )
+# --database-url, for the commands that only need the database.
+DatabaseUrlOpt = typer.Option(None, help="overrides TRYGG_DATABASE_URL")
 
 
 def settings_or_exit(config: Path | None, **overrides: object) -> Settings:
