@@ -193,7 +193,8 @@ def load_database(url: str, jsonl: Path, residents: int) -> tuple[int, float]:
     from trygg.registry import parse_registry
     from trygg.store.events import StoredEvent, write_events
     from trygg.store.registry import save_registry
-    from trygg.tuning.replay import _validator, make_event
+    from trygg.tuning.replay_format import make_event
+    from trygg.tuning.replay_format import validate_line as _validator
 
     reg = parse_registry(make_registry(residents))
     devices = {d.id: (d.resident, d.kind, d.room) for d in reg.devices}

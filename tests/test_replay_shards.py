@@ -32,7 +32,8 @@ from trygg.simulate import build_homes, generate, make_rates
 from trygg.simulate.homes import registry_data
 from trygg.simulate.output import write_jsonl
 from trygg.tuning.replay import ReplayStats, replay
-from trygg.tuning.replay_shards import replay_sharded, shard_of_residents
+from trygg.tuning.replay_shard_worker import shard_of_residents
+from trygg.tuning.replay_shards import replay_sharded
 
 OSLO = ZoneInfo("Europe/Oslo")
 START = datetime(2026, 3, 15, tzinfo=OSLO)  # across the spring-forward night (29 March)

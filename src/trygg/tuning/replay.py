@@ -26,24 +26,27 @@ all gates (the dedup too) and gives every signal, fire and clear.
 
 from __future__ import annotations
 
-import itertools
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TextIO
 
-from pydantic import AwareDatetime, ConfigDict, ValidationError
+from pydantic import ValidationError
 
-from trygg.alerts.decisions import DecisionKind
-from trygg.alerts.directory import Directory
-from trygg.alerts.gate_config import FlappingConfig, GateConfig
-from trygg.alerts.gates import Gatekeeper
+from trygg.alerts.gate_config import GateConfig
 from trygg.ingest.dedup import RecentKeys
-from trygg.model import Event, EventPayload, Signal, SignalAction
+from trygg.model import Event, Signal, SignalAction
 from trygg.registry import Registry
 from trygg.rules.catalogue import Catalogue
 from trygg.rules.engine import Engine
+from trygg.tuning.replay_format import (
+    pending_line,
+    raw_signal_json,
+    reason_of,
+    signal_json,
+    validate_line,
+)
+from trygg.tuning.replay_gates import ReplayGates
 
 PENDING_HORIZON = timedelta(days=400)
 """How far past the end ``pending_timers`` looks for the pending timers' fires
@@ -53,36 +56,6 @@ _FIRE = SignalAction.FIRE
 
 Received = tuple[Event, datetime | None]
 """An event with the time trygg received it (None: not known)."""
-
-
-class ReplayLine(EventPayload):
-    """One JSONL line: the MQTT payload object plus the device id, and optionally
-    when trygg received it (then device clocks are judged by it, as live)."""
-
-    # do not keep every event id in pydantic's global string cache
-    model_config = ConfigDict(cache_strings="keys")
-
-    device: str
-    received: AwareDatetime | None = None
-
-
-_validator = ReplayLine.__pydantic_validator__.validate_json
-
-
-def make_event(p: ReplayLine, resident: str, kind: Any, room: Any) -> Event:
-    """The line's event, enriched from its device (the payload model has done the checks)."""
-    pos = p.position
-    return Event(
-        p.device,
-        p.id,
-        p.type,
-        p.time,
-        resident,
-        kind,
-        p.room or room,
-        p.value,
-        None if pos is None else (pos.lat, pos.lon),
-    )
 
 
 @dataclass
@@ -98,115 +71,6 @@ class ReplayStats:
     folded: int = 0  # device-offline fires while another device of the resident is offline
     pending: int = 0  # timers still pending at the end
     until: datetime | None = None  # where the clock stopped
-
-
-def _reason(exc: ValidationError) -> str:
-    parts = []
-    for e in exc.errors():
-        loc = ".".join(str(x) for x in e["loc"])
-        msg = str(e["msg"]).removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
-
-
-def signal_json(s: Signal) -> str:
-    """An alert as the contract's JSON line."""
-    return json.dumps(
-        {
-            "at": s.at.isoformat(),
-            "rule": s.rule,
-            "resident": s.resident,
-            "code": s.code,
-            "severity": s.severity.value,
-            "events": list(s.events),
-        },
-        ensure_ascii=False,
-    )
-
-
-def raw_signal_json(s: Signal) -> str:
-    """A signal as ``--raw`` prints it: the alert's fields plus action and device."""
-    return json.dumps(
-        {
-            "at": s.at.isoformat(),
-            "action": s.action.value,
-            "rule": s.rule,
-            "resident": s.resident,
-            "device": s.device,
-            "code": s.code,
-            "severity": s.severity.value,
-            "events": list(s.events),
-        },
-        ensure_ascii=False,
-    )
-
-
-# ------------------------------------------------------------------ the gates --
-
-
-def paging_config(live: GateConfig | None = None) -> GateConfig:
-    """Live's gate configuration (default: the built-in one) as replay drives it:
-    every fire a new alert (no staff to close one, so no dedup of open alerts),
-    no flapping fold and no red hold-back (which only delays a page)."""
-    cfg = live or GateConfig()
-    return cfg.model_copy(
-        update={
-            "dedup": cfg.dedup.model_copy(update={"enabled": False}),
-            "flapping": FlappingConfig(enabled=False),
-            "inhibition": cfg.inhibition.model_copy(update={"red_holds_back": False}),
-        }
-    )
-
-
-class ReplayGates:
-    """The gates of the replay contract over one engine's signals, taken in the
-    order the engine emits them (each resident's in time order, as live).
-
-    ``page(signal)`` says whether the signal pages staff. The offline
-    inhibition is live's ``Gatekeeper`` (fed only what it needs: the offline
-    rule's signals and those of the rules it inhibits); the ``device-offline``
-    fold per resident is kept here. Pure: no I/O, no clock but the signals'."""
-
-    def __init__(self, registry: Registry, config: GateConfig | None = None) -> None:
-        cfg = paging_config(config)
-        ids = itertools.count(1)
-        self.gatekeeper = Gatekeeper(
-            cfg,
-            new_id=lambda: f"replay-{next(ids)}",
-            directory=Directory.from_registry(registry),
-        )
-        self.offline_rule = cfg.inhibition.offline_rule
-        self._gated = frozenset({self.offline_rule, *cfg.inhibition.offline_inhibits})
-        self._offline: dict[str, set[str | None]] = {}  # resident -> devices offline
-        self.inhibited = 0
-        self.folded = 0
-
-    def page(self, s: Signal) -> bool:
-        """Whether ``s`` raises an alert staff are paged for (and note what it changes)."""
-        fire = s.action is _FIRE
-        if s.rule not in self._gated:
-            return fire
-        decision = self.gatekeeper.on_signal(s, s.at)
-        if s.rule == self.offline_rule:
-            devices = self._offline.get(s.resident)
-            if not fire:
-                if devices is not None:
-                    devices.discard(s.device)
-                    if not devices:
-                        del self._offline[s.resident]
-                return False
-            if devices:  # already offline: one alert per resident
-                devices.add(s.device)
-                self.folded += 1
-                return False
-            self._offline[s.resident] = {s.device}
-            return decision.kind is not DecisionKind.SUPPRESSED
-        if not fire:
-            return False
-        if decision.kind is DecisionKind.SUPPRESSED:
-            self.inhibited += 1
-            return False
-        return True
 
 
 # ------------------------------------------------------------------ the loop --
@@ -347,12 +211,6 @@ def pending_timers(
     return out
 
 
-def pending_line(s: Signal) -> str:
-    """A timer pending at the end, as replay reports it on stderr."""
-    which = f" (device {s.device})" if s.device is not None else ""
-    return f"pending at the end: {s.rule} for {s.resident}{which}, due {s.at.isoformat()}\n"
-
-
 class Writer(Protocol):
     """Where replay's loop writes its warnings (a text stream, or a shard's list)."""
 
@@ -385,7 +243,7 @@ def replay_lines(
     The steps of ``drive`` for one engine, with the parsing inlined: a
     generator between them cost 5-15 % of replay's time. ``replay`` gives it
     every line; a shard of ``trygg.tuning.replay_shards`` only its residents'."""
-    validate = _validator
+    validate = validate_line
     process = eng.process
     n = events = 0
     for n, line in numbered:
@@ -396,7 +254,7 @@ def replay_lines(
                 continue
             stats.bad += 1
             if err is not None:
-                err.write(f"line {n}: {_reason(exc)}\n")
+                err.write(f"line {n}: {reason_of(exc)}\n")
             continue
         dev = devices.get(p.device)
         if dev is None:
