@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trygg.ingest.decode import Decoded, DecodeLimits, Decoder
-from trygg.ingest.scaip import Snu, parse_mrs, session_ref
+from trygg.ingest.scaip import parse_mrs
+from trygg.ingest.scaip_mrq import Snu, session_ref
 from trygg.model import VALUE_RANGES, EventType, storable
 from trygg.registry import parse_registry
 

@@ -24,7 +24,8 @@ from trygg.ingest.decode import Decoded, DecodeLimits, Decoder
 from trygg.ingest.mqtt import Message
 from trygg.ingest.payload import PayloadHead, head_of
 from trygg.ingest.receiver import MESSAGES, ReceiverProcess, _frame, _Receiver
-from trygg.ingest.scaip import Snu, parse_mrs
+from trygg.ingest.scaip import parse_mrs
+from trygg.ingest.scaip_mrq import Snu
 from trygg.model import DeadLetter, EventPayload
 from trygg.registry import parse_registry
 from trygg.store import spooled

@@ -14,7 +14,8 @@ import pytest
 
 from trygg.ingest import credentials
 from trygg.ingest.decode import Decoder
-from trygg.ingest.scaip import Snu, build_mrs, handle_mrq, parse_mrs
+from trygg.ingest.scaip import build_mrs, handle_mrq, parse_mrs
+from trygg.ingest.scaip_mrq import Snu
 from trygg.model import EventType, Room
 from trygg.registry import parse_registry
 

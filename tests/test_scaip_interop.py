@@ -23,7 +23,7 @@ from xsdata.formats.dataclass.serializers.config import SerializerConfig
 
 from tests.scaip_model import Mrq, Mrs
 from tests.test_scaip_sessions import Pipeline
-from trygg.ingest.scaip import Snu
+from trygg.ingest.scaip_mrq import Snu
 from trygg.model import EventType
 
 SERIALIZER = XmlSerializer(config=SerializerConfig(pretty_print=False))

@@ -21,7 +21,9 @@ from trygg.alerts.directory import Directory
 from trygg.alerts.gates import Gatekeeper, gated
 from trygg.ingest.decode import Decoder
 from trygg.ingest.dedup import RecentKeys
-from trygg.ingest.scaip import DEVICE_TYPES, STATUS_CODES, Snu, parse_mrs
+from trygg.ingest.scaip import parse_mrs
+from trygg.ingest.scaip_codes import DEVICE_TYPES, STATUS_CODES
+from trygg.ingest.scaip_mrq import Snu
 from trygg.model import Event, EventType
 from trygg.registry import parse_registry
 from trygg.rules.engine import Engine
