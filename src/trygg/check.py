@@ -17,13 +17,13 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trygg.plain import Path_, Problem, YamlDoc, YamlSyntaxError, dotted, line_of, read_yaml
+from trygg.check_routing import routing_warnings, unrouted_teams
+from trygg.plain import Problem, YamlDoc, YamlSyntaxError, read_yaml
 from trygg.settings import Settings
 from trygg.settings_load import read_settings
 
@@ -322,78 +322,9 @@ def _check_routing(
     report.add(f"routing {path}", problems, summary)
     if problems:
         return
-    report.warnings.extend(str(w) for w in _routing_warnings(doc, str(path), s))
+    report.warnings.extend(str(w) for w in routing_warnings(doc, str(path), s))
     if registry is not None:
-        report.warnings.extend(str(w) for w in _unrouted_teams(data, registry, reg_source))
-
-
-def _contacts(data: dict[str, Any]) -> list[tuple[Path_, dict[str, Any]]]:
-    out: list[tuple[Path_, dict[str, Any]]] = []
-    for section in ("recipients", "teams"):
-        entries = data.get(section)
-        for name, entry in entries.items() if isinstance(entries, dict) else []:
-            contacts = entry.get("contacts") if isinstance(entry, dict) else None
-            for i, c in enumerate(contacts if isinstance(contacts, list) else []):
-                if isinstance(c, dict):
-                    out.append(((section, name, "contacts", i), c))
-    return out
-
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def _routing_warnings(doc: YamlDoc, source: str, s: Settings) -> list[Problem]:
-    from trygg.runner.wiring import webhook_urls
-
-    configured = set(webhook_urls(s))
-    out = []
-    for path, c in _contacts(doc.data):
-        _, line = line_of(doc.locs, path, (source, 0))
-        at = dotted(path)
-        if c.get("channel") == "webhook" and c.get("address") not in configured:
-            out.append(
-                Problem(
-                    source,
-                    line,
-                    f"{at}: webhook {c.get('address')!r} is not configured (TRYGG_WEBHOOKS, "
-                    "TRYGG_WEBHOOK_URL): its notifications will fail",
-                )
-            )
-        if c.get("channel") == "apprise":
-            for var in _ENV_REF.findall(str(c.get("address", ""))):
-                if var not in os.environ:
-                    out.append(
-                        Problem(
-                            source,
-                            line,
-                            f"{at}: ${{{var}}} is not set here: its notifications will fail "
-                            "where it is not set either",
-                        )
-                    )
-    return out
-
-
-def _unrouted_teams(routing: dict[str, Any], registry: YamlDoc, source: str) -> list[Problem]:
-    """Residents whose team the routing file does not reach (no such team, no
-    default_team and no fallback): their alerts would reach nobody."""
-    teams = routing["teams"] if isinstance(routing.get("teams"), dict) else {}
-    if routing.get("default_team") or routing.get("fallback"):
-        return []
-    raw = registry.data.get("residents") if isinstance(registry.data, dict) else None
-    out = []
-    for i, r in enumerate(raw if isinstance(raw, list) else []):
-        team = r.get("team") if isinstance(r, dict) else None
-        if isinstance(team, str) and team not in teams:
-            _, line = line_of(registry.locs, ("residents", i, "team"), (source, 0))
-            out.append(
-                Problem(
-                    source,
-                    line,
-                    f"resident {r.get('id')!r}: team {team!r} is not in the routing file, "
-                    "which has no default_team or fallback: its alerts reach nobody",
-                )
-            )
-    return out
+        report.warnings.extend(str(w) for w in unrouted_teams(data, registry, reg_source))
 
 
 def print_report(report: Report, echo: Any, *, verbose: bool = True) -> None:
