@@ -59,7 +59,7 @@ from trygg.distributed.worker.timer_scan import TimerScan
 from trygg.distributed.worker.timers import TimerIndex
 from trygg.registry import Registry
 from trygg.rules.overlays import OverlayInputs
-from trygg.runner.drainer import LAG_BUCKETS
+from trygg.runner.drain_lag import LAG_BUCKETS
 from trygg.settings import Settings
 
 SINK_WAIT_S = 0.05  # the sink's longest wait for a batch to fill (Faust: 0 waits for a full one)

@@ -14,7 +14,7 @@ from typing import Any
 
 from trygg.distributed import codecs
 from trygg.distributed.worker.offsets import OffsetChecks
-from trygg.runner.drainer import receipt_lags
+from trygg.runner.drain_lag import receipt_lags
 
 
 class SinkAgent(OffsetChecks):
