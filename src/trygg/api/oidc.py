@@ -43,7 +43,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from trygg import logs
-from trygg.api import sessions as sess_mod
+from trygg.api.cookies import set_session_cookie
+from trygg.api.pages import refused_page
+from trygg.api.sessions import device_label
 
 with warnings.catch_warnings():
     # Authlib 1.9 prefers the httpx2 package and warns, once, when it falls
@@ -248,7 +250,7 @@ class Oidc:
                 return await self.login(request)
             except Exception as exc:
                 log.error("identity provider not reachable", error=str(exc)[:300])
-                return sess_mod.refused_page(
+                return refused_page(
                     503,
                     "Innloggingstjenesten svarer ikke nå. Prøv igjen om litt.",
                     "The identity provider does not answer now. Try again in a moment.",
@@ -263,7 +265,7 @@ class Oidc:
             responses={303: {"description": "signed in: to /console"}},
         )
         async def oidc_callback(request: Request) -> Response:
-            label = sess_mod.device_label(request.headers.get("user-agent"))
+            label = device_label(request.headers.get("user-agent"))
             name: str | None = None
             try:
                 try:
@@ -294,7 +296,7 @@ class Oidc:
                         reason=str(exc),
                         device=label,
                     )
-                resp: Response = sess_mod.refused_page(
+                resp: Response = refused_page(
                     exc.status,
                     "Innloggingen ble avvist: " + str(exc),
                     "Sign-in refused: " + str(exc),
@@ -321,6 +323,6 @@ class Oidc:
             )
             resp = RedirectResponse("/console", status_code=303)
             resp.delete_cookie(TX_COOKIE, path="/auth/oidc")
-            sess_mod.set_session_cookie(resp, request, secret, sess["expires_at"])
+            set_session_cookie(resp, request, secret, sess["expires_at"])
             resp.headers["Cache-Control"] = "no-store"
             return resp
