@@ -120,7 +120,8 @@ def child(args: argparse.Namespace) -> None:
 
         from trygg.store.history import EventStream, resident_shards
         from trygg.store.registry import load_registry
-        from trygg.tuning.backtest import backtest, run_engines
+        from trygg.tuning.backtest import backtest
+        from trygg.tuning.backtest_engines import run_engines
         from trygg.tuning.backtest_shards import ShardedRunner
 
         start, end = _period(args.window_days)

@@ -38,11 +38,11 @@ from trygg.tuning.backtest import (
     REMOVED,
     SHIFTED,
     RecordedIncident,
-    _Item,
     backtest,
-    match_items,
-    run_engines,
 )
+from trygg.tuning.backtest_engines import run_engines
+from trygg.tuning.backtest_matching import MatchItem as _Item
+from trygg.tuning.backtest_matching import match_items
 from trygg.tuning.cli import app
 
 OSLO = ZoneInfo("Europe/Oslo")

@@ -37,7 +37,8 @@ from trygg.simulate import build_homes, generate, make_rates
 from trygg.store import history
 from trygg.store.migrate import migrate
 from trygg.store.registry import load_registry
-from trygg.tuning.backtest import SHIFTED, alert_order, run_engines
+from trygg.tuning.backtest import SHIFTED
+from trygg.tuning.backtest_engines import alert_order, run_engines
 from trygg.tuning.backtest_shards import ShardedRunner
 
 HOMES = 10

@@ -5,10 +5,7 @@ on event time, and the difference in the alerts they raise.
 Pure: events in (any iterable of ``Event``s or of ``(Event, received)``
 pairs, e.g. ``trygg.store.history``'s stream, which gives each stored event
 with its receipt time, in the order received), a ``BacktestResult`` out.
-Both engines see every event in turn (``trygg.tuning.replay.drive``, the loop
-of ``trygg rules replay``), with its receipt time when given, so that they
-judge a device clock that runs ahead as live did; memory is the two engines'
-state plus the alerts raised, not the events.
+The engines run in trygg.tuning.backtest_engines.
 
 **The period.** Alerts are counted when they are raised in ``[start, end)``.
 The caller may feed events from before ``start`` (a warm-up, so that a bed
@@ -17,20 +14,9 @@ known) and after ``end`` (a tail, so that an alert the candidate raises
 later than the current catalogue can still be paired with it); the clock
 runs on to ``until`` (default ``end``).
 
-**Matching the alerts of the two runs.** An alert of the current run and one
-of the candidate run are *the same alert* when they have the same rule,
-resident and device (per-device rules), and
-
-1. they share a causing event: the ``first`` event of a sequence (the
-   ``bed.vacant`` of a bed exit), the ``when`` event of an event rule, the
-   last activity before a silence, the first reading out of range, a
-   counted event. A longer wait, a longer silence or a later hold time
-   moves the alert but keeps its cause, so this pairs alerts however far
-   apart they are; several candidates sharing causes: the nearest in time;
-2. otherwise (a changed limit that makes a different reading the first out
-   of range, an absence with nothing seen yet): the remaining alerts are
-   paired by time proximity, nearest first, if at most ``match_window``
-   (default 1 h) apart.
+**Matching the alerts of the two runs** (trygg.tuning.backtest_matching):
+the same rule, resident and device, and a shared causing event, else the
+nearest in time within ``match_window`` (default 1 h).
 
 A current alert left unpaired is **removed** by the candidate, a candidate
 alert left unpaired is **added**, and a pair whose times differ is
@@ -53,20 +39,25 @@ arrival in the period; with no stored alerts of the rule, as one call-out.
 from __future__ import annotations
 
 import time
-from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from trygg.model import Event, Signal
 from trygg.registry import DEFAULT_TIMEZONE, Registry
 from trygg.rules.catalogue import Catalogue
-from trygg.rules.engine import Engine
-from trygg.tuning.replay import Received, drive
+from trygg.tuning.backtest_engines import EngineRunner, run_engines
+from trygg.tuning.backtest_matching import (
+    MATCH_WINDOW,
+    MatchItem,
+    group_signals,
+    match_alerts,
+    match_items,
+    signal_item,
+)
+from trygg.tuning.replay import Received
 
-MATCH_WINDOW = timedelta(hours=1)
 DELAY_SLACK = 1.0
 """Seconds by which a candidate alert may follow a recorded one and still count
 as on time (the live runner's timers run up to about a second late)."""
@@ -220,101 +211,7 @@ class BacktestResult:
         return [i for i in self.incidents if i.status == status]
 
 
-# ----------------------------------------------------------------- matching --
-
-
-@dataclass(frozen=True, slots=True)
-class _Item:
-    ts: float
-    events: tuple[str, ...]
-
-
-def match_items(
-    a: Sequence[_Item], b: Sequence[_Item], window_s: float
-) -> tuple[list[tuple[int, int]], list[int], list[int]]:
-    """Pair items of ``a`` with items of ``b`` (one group: same rule, resident,
-    device): first by a shared causing event (nearest in time among those),
-    then the rest by time, nearest first, within ``window_s``. Returns the
-    pairs (index in a, index in b) and the unpaired indexes of each side."""
-    used_b: set[int] = set()
-    pairs: list[tuple[int, int]] = []
-    by_event: dict[str, list[int]] = {}
-    for j, it in enumerate(b):
-        for e in it.events:
-            by_event.setdefault(e, []).append(j)
-    left_a: list[int] = []
-    for i in sorted(range(len(a)), key=lambda k: a[k].ts):
-        it = a[i]
-        best = -1
-        best_d = 0.0
-        for e in it.events:
-            for j in by_event.get(e, ()):
-                if j in used_b:
-                    continue
-                d = abs(b[j].ts - it.ts)
-                if best < 0 or d < best_d or (d == best_d and j < best):
-                    best, best_d = j, d
-        if best >= 0:
-            used_b.add(best)
-            pairs.append((i, best))
-        else:
-            left_a.append(i)
-    rest_b = sorted((j for j in range(len(b)) if j not in used_b), key=lambda k: b[k].ts)
-    times = [b[j].ts for j in rest_b]
-    cands: list[tuple[float, float, int, int]] = []
-    for i in left_a:
-        t = a[i].ts
-        lo = bisect_left(times, t - window_s)
-        hi = bisect_right(times, t + window_s)
-        for k in range(lo, hi):
-            cands.append((abs(times[k] - t), t, i, rest_b[k]))
-    cands.sort()
-    done_a: set[int] = set()
-    for _, _, i, j in cands:
-        if i in done_a or j in used_b:
-            continue
-        done_a.add(i)
-        used_b.add(j)
-        pairs.append((i, j))
-    only_a = [i for i in left_a if i not in done_a]
-    only_b = [j for j in range(len(b)) if j not in used_b]
-    return pairs, only_a, only_b
-
-
-def _groups(
-    sigs: Iterable[Signal], key: Callable[[Signal], tuple[Any, ...]]
-) -> dict[tuple[Any, ...], list[Signal]]:
-    out: dict[tuple[Any, ...], list[Signal]] = {}
-    for s in sigs:
-        out.setdefault(key(s), []).append(s)
-    return out
-
-
-def _item(s: Signal) -> _Item:
-    return _Item(s.at.timestamp(), s.events)
-
-
-def match_alerts(
-    current: Sequence[Signal], candidate: Sequence[Signal], window: timedelta = MATCH_WINDOW
-) -> tuple[list[tuple[Signal, Signal]], list[Signal], list[Signal]]:
-    """Pair the two runs' alerts (module docstring); returns the pairs, the
-    current alerts without a partner and the candidate alerts without one."""
-
-    def key(s: Signal) -> tuple[Any, ...]:
-        return (s.rule, s.resident, s.device)
-
-    ga, gb = _groups(current, key), _groups(candidate, key)
-    pairs: list[tuple[Signal, Signal]] = []
-    only_a: list[Signal] = []
-    only_b: list[Signal] = []
-    w = window.total_seconds()
-    for k in sorted(set(ga) | set(gb), key=lambda k: tuple(str(x) for x in k)):
-        la, lb = ga.get(k, []), gb.get(k, [])
-        p, oa, ob = match_items([_item(s) for s in la], [_item(s) for s in lb], w)
-        pairs.extend((la[i], lb[j]) for i, j in p)
-        only_a.extend(la[i] for i in oa)
-        only_b.extend(lb[j] for j in ob)
-    return pairs, only_a, only_b
+# ----------------------------------------------------------------- incidents --
 
 
 def incident_impacts(
@@ -323,7 +220,7 @@ def incident_impacts(
     window: timedelta = MATCH_WINDOW,
 ) -> list[IncidentImpact]:
     """What the candidate would have made of each recorded incident."""
-    gb = _groups(candidate, lambda s: (s.rule, s.resident))
+    gb = group_signals(candidate, lambda s: (s.rule, s.resident))
     by_key: dict[tuple[str, str], list[RecordedIncident]] = {}
     for inc in incidents:
         by_key.setdefault((inc.rule, inc.resident), []).append(inc)
@@ -331,8 +228,8 @@ def incident_impacts(
     w = window.total_seconds()
     for k, incs in by_key.items():
         lb = gb.get(k, [])
-        items = [_Item(i.raised_at.timestamp(), tuple(i.events)) for i in incs]
-        p, oa, _ = match_items(items, [_item(s) for s in lb], w)
+        items = [MatchItem(i.raised_at.timestamp(), tuple(i.events)) for i in incs]
+        p, oa, _ = match_items(items, [signal_item(s) for s in lb], w)
         for i, j in p:
             inc, s = incs[i], lb[j]
             d = s.at.timestamp() - inc.raised_at.timestamp()
@@ -348,62 +245,6 @@ def incident_impacts(
 
 
 # ------------------------------------------------------------------ the run --
-
-
-class _Counted:
-    """An event iterable that counts what passes through it."""
-
-    def __init__(self, events: Iterable[Event | Received]) -> None:
-        self.events = events
-        self.n = 0
-
-    def __iter__(self) -> Iterator[Event | Received]:
-        n = 0
-        for ev in self.events:
-            n += 1
-            yield ev
-        self.n = n
-
-
-def alert_order(s: Signal) -> tuple[float, str]:
-    """The order of a back-test's alerts: by time, then by resident; one
-    resident's alerts at the same time in the order the engine decided them.
-
-    Defined so that it does not depend on how residents' events interleave:
-    the engine's state is per resident, so a run over some of the residents
-    (a shard, ``trygg.tuning.backtest_shards``) decides each of their alerts
-    as the run over all of them does, and the shards' lists merged in this
-    order equal the single run's list."""
-    return (s.at.timestamp(), s.resident)
-
-
-def run_engines(
-    events: Iterable[Event | Received],
-    registry: Registry,
-    current: Catalogue,
-    candidate: Catalogue,
-    *,
-    until: datetime,
-    candidate_registry: Registry | None = None,
-) -> tuple[list[Signal], list[Signal], int, int]:
-    """Both catalogues over the same events (one pass; each an ``Event`` or an
-    ``(Event, received)`` pair); the fire signals of each in ``alert_order``,
-    the number of events and of late events (evaluated by the immediate rules
-    only). ``candidate_registry``: the candidate's engine runs on it instead
-    (a district's candidate overlay applied to the care plans). Raises
-    ``CarePlanError`` if a care plan does not fit a catalogue."""
-    cand_reg = candidate_registry if candidate_registry is not None else registry
-    engines = [Engine(current, registry), Engine(candidate, cand_reg)]
-    counted = _Counted(events)
-    cur, cand = drive(counted, engines, until=until)
-    cur.sort(key=alert_order)  # stable: drive gives each resident's in decided order
-    cand.sort(key=alert_order)
-    return cur, cand, counted.n, engines[0].late_events
-
-
-EngineRunner = Callable[..., tuple[list[Signal], list[Signal], int, int]]
-"""``run_engines``, or a runner called like it (``events, registry, current,
-candidate, until=, candidate_registry=``), e.g. ``backtest_shards.ShardedRunner``."""
 
 
 def backtest(

@@ -41,7 +41,7 @@ from trygg.model import Event, Signal
 from trygg.registry import Registry
 from trygg.rules.catalogue import Catalogue
 from trygg.rules.engine import CarePlanError
-from trygg.tuning.backtest import alert_order, run_engines
+from trygg.tuning.backtest_engines import alert_order, run_engines
 from trygg.tuning.replay import Received
 from trygg.tuning.shards import (
     Answers,

@@ -32,15 +32,9 @@ from trygg.rules.overlays import (
     apply_overlays,
     with_stored,
 )
-from trygg.tuning.backtest import (
-    MATCH_WINDOW,
-    BacktestResult,
-    EngineRunner,
-    RecordedIncident,
-    RuleRecord,
-    compare,
-    run_engines,
-)
+from trygg.tuning.backtest import BacktestResult, RecordedIncident, RuleRecord, compare
+from trygg.tuning.backtest_engines import EngineRunner, run_engines
+from trygg.tuning.backtest_matching import MATCH_WINDOW
 from trygg.tuning.replay import Received
 
 
