@@ -38,11 +38,13 @@ from tests.conftest import trygg_cli
 from tests.helpers import TryggProcess, WebhookReceiver, event_json, publish, wait_until
 from tests.test_dashboards import promql
 from tests.test_outbox import Flaky, _service, _settle
-from trygg.api.metrics import Histogram, render
+from trygg.api.exposition import render
+from trygg.api.metrics import Histogram
 from trygg.devenv import PrivateMosquitto, free_port
 from trygg.model import Severity, Signal, SignalAction
 from trygg.runner.alerting import AlertService
-from trygg.runner.drainer import LAG_BUCKETS, DrainerProcess, receipt_lags
+from trygg.runner.drain_lag import LAG_BUCKETS, receipt_lags
+from trygg.runner.drainer import DrainerProcess
 from trygg.runner.spool import Position, Spool
 
 SITE = "oslo"

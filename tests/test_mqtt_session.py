@@ -25,7 +25,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.helpers import wait_until
 from trygg import logs
-from trygg.api.metrics import render
+from trygg.api.exposition import render
 from trygg.devenv import PrivateMosquitto
 from trygg.ingest.mqtt import MqttSource
 from trygg.ingest.receiver import TAKEOVER_NOT_READY, ReceiverProcess

@@ -31,7 +31,7 @@ from tests.alerting_stack import ROUTING, start_stack
 from tests.helpers import wait_until
 from trygg.alerts.contacts import Channel
 from trygg.alerts.routing_config import RoutingError, parse_routing_text
-from trygg.api.metrics import render
+from trygg.api.exposition import render
 from trygg.devenv import free_port
 from trygg.model import Severity, Signal, SignalAction
 from trygg.notify.apprise_channel import AppriseChannel, decorate, expand
