@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from trygg.api.metrics import render_histograms
+from trygg.api.exposition import render_histograms
 from trygg.distributed import codecs
 from trygg.distributed.worker.base import WorkerBase, key_text
 
