@@ -11,7 +11,6 @@ from typing import Optional
 
 import typer
 
-from trygg.registry import RegistryError, load_registry
 from trygg.rules.careplan import care_plan_problems_in_file
 from trygg.rules.catalogue import default_rules_dir
 from trygg.rules.fixtures import fixture_files, run_file
@@ -21,6 +20,7 @@ from trygg.tuning.rule_inputs import (
     catalogue_or_exit,
     overlays_or_exit,
     refuse,
+    registry_or_exit,
 )
 
 
@@ -45,11 +45,7 @@ def check(
     for w in overlays.warnings:
         typer.echo(f"warning: {w}", err=True)
     if registry is not None:
-        try:
-            reg = load_registry(registry)
-        except RegistryError as exc:
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(1) from None
+        reg = registry_or_exit(registry)
         problems = care_plan_problems_in_file(cat, reg, registry)
         if problems:
             refuse("Care plans refused", problems)

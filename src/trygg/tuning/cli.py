@@ -18,14 +18,19 @@ import typer
 from trygg.cli_support import fail
 from trygg.progress import progress as show_progress
 from trygg.progress import wanted
-from trygg.registry import RegistryError, load_registry
 from trygg.rules.careplan import care_plan_problems_in_file
 from trygg.rules.catalogue import Catalogue
 from trygg.tuning import versions_cli
 from trygg.tuning.backtest_cli import backtest_cmd
 from trygg.tuning.check_cli import check, test_cmd
 from trygg.tuning.replay import replay as run_replay
-from trygg.tuning.rule_inputs import DistrictsOpt, RulesOpt, catalogue_or_exit, overlays_or_exit
+from trygg.tuning.rule_inputs import (
+    DistrictsOpt,
+    RulesOpt,
+    catalogue_or_exit,
+    overlays_or_exit,
+    registry_or_exit,
+)
 from trygg.tuning.shards import default_jobs
 
 app = typer.Typer(help="Check, test and replay the rule catalogue.", no_args_is_help=True)
@@ -72,11 +77,7 @@ def replay(
     if jobs is not None and jobs < 1:
         raise typer.BadParameter("--jobs must be at least 1")
     cat = catalogue_or_exit(rules)
-    try:
-        reg = load_registry(registry)
-    except RegistryError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+    reg = registry_or_exit(registry)
     problems = care_plan_problems_in_file(cat, reg, registry)
     if problems:
         for p in problems:

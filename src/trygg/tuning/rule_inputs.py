@@ -1,6 +1,6 @@
 """What the ``trygg rules`` commands read before they work: the catalogue
 (``--rules``, or the active stored version), the district overlays
-(``--districts``), and one way to refuse them.
+(``--districts``), a registry file, and one way to refuse them.
 
 Shared by the command modules (trygg.tuning.cli, check_cli, backtest_cli,
 versions_cli, district_versions_cli) so that each says a refused catalogue or
@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import typer
 
+from trygg.registry import Registry, RegistryError, load_registry
 from trygg.rules.catalogue import Catalogue, CatalogueError, default_rules_dir, load_catalogue
 
 
@@ -62,6 +63,15 @@ def overlays_or_exit(cat: Catalogue, rules: list[Path] | None, districts: list[P
         return read_overlays(cat, paths)
     except OverlayError as exc:
         refuse("The district overlays were refused", exc.problems)
+
+
+def registry_or_exit(path: Path) -> Registry:
+    """The registry file at ``path``; exit 1, with the reason, when it cannot be read."""
+    try:
+        return load_registry(path)
+    except RegistryError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
 
 
 def active_catalogue(conn: Any) -> Catalogue | None:
