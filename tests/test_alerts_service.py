@@ -15,7 +15,8 @@ from trygg.alerts.escalation import Notification
 from trygg.alerts.routing_config import parse_routing_text
 from trygg.model import Severity, Signal, SignalAction
 from trygg.notify.base import Delivery
-from trygg.runner.alerting import AlertService, default_routing
+from trygg.runner.alerting import AlertService
+from trygg.runner.routing import default_routing
 
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 

@@ -23,7 +23,7 @@ from trygg.distributed.worker.app import Worker  # noqa: E402
 from trygg.distributed.worker.rules_core import RulesCore  # noqa: E402
 from trygg.model import DeviceKind, Event, EventType, Room  # noqa: E402
 from trygg.rules import Engine, load_catalogue  # noqa: E402
-from trygg.runner.alerting import default_routing  # noqa: E402
+from trygg.runner.routing import default_routing  # noqa: E402
 from trygg.settings import Settings  # noqa: E402
 from trygg.simulate import build_homes  # noqa: E402
 

@@ -443,7 +443,7 @@ def test_alerts_core_uses_the_database_silences_of_the_resident() -> None:
 
     from trygg.alerts.silences import Silence
     from trygg.distributed.worker.alerts_core import AlertsCore
-    from trygg.runner.alerting import default_routing
+    from trygg.runner.routing import default_routing
 
     core = AlertsCore(default_routing())
     core.update_registry(parse_registry(REGISTRY, "test"))

@@ -36,7 +36,7 @@ from trygg.distributed.worker.rules_core import RulesCore
 from trygg.model import DeviceKind, Event, EventType, Severity, Signal, SignalAction
 from trygg.notify.webhooks import NamedWebhooks
 from trygg.rules import Engine, load_catalogue
-from trygg.runner.alerting import default_routing
+from trygg.runner.routing import default_routing
 from trygg.settings import Settings
 from trygg.simulate import build_homes
 

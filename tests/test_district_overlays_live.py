@@ -139,7 +139,7 @@ def worker_alerts(core: Any, registry: Any, t0: datetime = T0) -> set[tuple[str,
     from trygg.distributed.worker.alerts_core import AlertsCore
     from trygg.distributed.worker.app import Worker
     from trygg.model import DeviceKind, Event, EventType
-    from trygg.runner.alerting import default_routing
+    from trygg.runner.routing import default_routing
     from trygg.settings import Settings
 
     rec = Recorder()

@@ -37,7 +37,8 @@ from trygg.model import Severity, Signal, SignalAction
 from trygg.notify.apprise_channel import AppriseChannel, decorate, expand
 from trygg.notify.base import Delivery
 from trygg.notify.retry import GiveUp, RetryPolicy
-from trygg.runner.alerting import AlertService, routing_from
+from trygg.runner.alerting import AlertService
+from trygg.runner.routing import routing_from
 
 # ------------------------------------------------------------------ helpers
 

@@ -27,14 +27,9 @@
   not yet ended); escalation timers come back with it, since the escalator
   derives them from the records. Outbox notifications that no delivery
   reached are sent again, with the same idempotency key.
-- **Channels and the outbox.** Each notification is delivered in its own task,
-  so a failing channel never holds back the others. The first attempt goes
-  out at once; if it fails, the same task retries it (``notify.retry``: one
-  policy, exponential backoff with jitter) with the same idempotency key until
-  it is delivered, the alert is closed, or the channel's give-up time passes
-  (``TRYGG_NOTIFY_GIVE_UP``; red: never). The first failure and the final
-  outcome are recorded in ``alert_deliveries``; every attempt counts in the
-  channel's health (``health``: /metrics, ``GET /api/health/channels``).
+- **Channels and the outbox** (``trygg.runner.outbox``): each notification is
+  delivered in its own task, retried until it is delivered, the alert is
+  closed, or the channel's give-up time passes.
 - **Shadow alerts** (``Signal.shadow``: a candidate catalogue in shadow
   mode, docs/rules.md) go through a gatekeeper of their own, are stored with
   ``shadow = true`` and are never routed, never on the console, never acted
@@ -47,15 +42,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from typing import Any
-
-import yaml
 
 from trygg import logs
 from trygg.alerts import lifecycle as lc
@@ -65,22 +56,17 @@ from trygg.alerts.decisions import Decision
 from trygg.alerts.directory import Directory
 from trygg.alerts.escalation import EscalationStep, Escalator, Notification
 from trygg.alerts.gates import Gatekeeper, gated
-from trygg.alerts.routing_config import RoutingConfig, load_routing, parse_routing
-from trygg.alerts.routing_config import parse_routing_text as _parse_routing_text
-from trygg.alerts.service import (
-    AccessEntry,
-    ActionRequest,
-    AlertDesk,
-    Alerts,
-)
+from trygg.alerts.routing_config import RoutingConfig
+from trygg.alerts.service import Alerts
 from trygg.alerts.silences import Silence
 from trygg.api.metrics import AlertLatencies
 from trygg.model import Event, Signal
 from trygg.notify.base import Channel as ChannelImpl
-from trygg.notify.base import Delivery, deliver, health_name, payload
 from trygg.notify.console import ConsoleFeed
-from trygg.notify.retry import ChannelHealth, GiveUp, RetryPolicy, retry_delivery
+from trygg.notify.retry import ChannelHealth, GiveUp, RetryPolicy
 from trygg.registry import Registry
+from trygg.runner.outbox import Outbox
+from trygg.runner.staff_actions import StaffActions
 from trygg.store import alerts as alert_store
 from trygg.store import spooled
 
@@ -89,68 +75,13 @@ log = logs.get("trygg.alerts")
 Clock = Callable[[], datetime]
 DbCall = Callable[..., Awaitable[Any]]
 _PENDING = object()  # not yet appended to the spool
-_CLOSED = "the alert was closed"
-_STOPPED = "trygg stopped"
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def default_routing(*, webhook: bool = True) -> RoutingConfig:
-    """The built-in routing; ``webhook=False``: without the webhook named
-    ``default`` (none is configured), so every team gets its MQTT topic and the
-    console only."""
-    text = resources.files("trygg.alerts").joinpath("default_routing.yaml").read_text("utf-8")
-    source = "built-in routing (trygg/alerts/default_routing.yaml)"
-    if webhook:
-        return _parse_routing_text(text, source)
-    data = yaml.safe_load(text)
-    data.pop("recipients", None)
-    for team in data["teams"].values():
-        team["on_duty"] = {}
-    return parse_routing(data, source)
-
-
-def routing_from(path: Any, webhooks: Iterable[str] | None = None) -> RoutingConfig:
-    """The routing file at ``path``, or the built-in default when None.
-
-    ``webhooks``: the names of the configured webhooks, when known. Without
-    one named ``default``, the built-in routing has no webhook (and says so,
-    once); a routing file that names a webhook not configured is warned about
-    here, at start, not first at an alarm."""
-    if path:
-        routing = load_routing(path)
-        if webhooks is not None:
-            missing = sorted(
-                {c.address for c in _contacts(routing) if c.channel is Channel.WEBHOOK}
-                - set(webhooks)
-            )
-            for name in missing:
-                log.error(
-                    "the routing file names a webhook that is not configured: its "
-                    "notifications will fail (TRYGG_WEBHOOKS, TRYGG_WEBHOOK_URL)",
-                    webhook=name,
-                    routing=str(path),
-                )
-        return routing
-    if webhooks is not None and "default" not in set(webhooks):
-        log.warning(
-            "no webhook configured (TRYGG_WEBHOOK_URL): the built-in routing sends alerts "
-            "to each team's MQTT topic and the console only"
-        )
-        return default_routing(webhook=False)
-    return default_routing()
-
-
-def _contacts(routing: RoutingConfig) -> Iterable[Any]:
-    for r in routing.recipients.values():
-        yield from r.contacts
-    for t in routing.teams.values():
-        yield from t.contacts
-
-
-class AlertService(AlertDesk):
+class AlertService(Outbox, StaffActions):
     """The embedded runner's alert service (see the module docstring); its staff
     side is :class:`trygg.alerts.service.Alerts`, shared with the distributed one."""
 
@@ -200,29 +131,12 @@ class AlertService(AlertDesk):
         self._closing: list[Alert] = []  # closed since the last append
         self._out_ready = asyncio.Event()
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._writer: asyncio.Task[None] | None = None
         self._timer: asyncio.Task[None] | None = None
         self.started = False
-        # the outbox: retries, give-up times, channel health
-        self.retry = retry or RetryPolicy()
-        self.give_up = give_up or GiveUp()
-        self.health = health or ChannelHealth()
-        for ch, impl in self.channels.items():
-            names = getattr(impl, "names", None)
-            if ch is Channel.WEBHOOK:
-                for name in names or ():
-                    self.health.register(health_name(ch, name))
-            elif ch is not Channel.APPRISE:  # apprise: one name per service, when used
-                self.health.register(ch.value)
-        self._retrying: set[str] = set()  # keys of notifications being retried
-        self._stopping = asyncio.Event()
-        # alert id -> woken when the alert closes (or trygg stops): its retries end now
-        self._wakers: dict[str, asyncio.Event] = {}
+        self._init_outbox(retry, give_up, health)  # retries, give-up times, channel health
         # metrics
         self.alerts_by: Counter[tuple[str, str, str]] = Counter()  # (rule, severity, kind)
-        self.deliveries_by: Counter[tuple[str, str]] = Counter()  # (channel, ok|failed)
-        self.last_delivery_ms: dict[str, float] = {}
         # latency histograms (docs/api.md); ``cause``: the event being evaluated
         # and its receipt time, set by the runner before it passes on that
         # event's signals (None: the timer task's)
@@ -314,11 +228,6 @@ class AlertService(AlertDesk):
             if reg is not self._registry_seen:
                 self.gk.directory = self._directory(reg)
                 self.shadow_gk.directory = self.gk.directory
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------- persistence
 
@@ -503,228 +412,6 @@ class AlertService(AlertDesk):
             )
         for n in step.notifications:
             self._send(b, n, n.address.replace("{team}", a.team))
-
-    def _send(self, alert: Alert, n: Notification, address: str) -> None:
-        p = payload(alert.to_dict(), n, address)
-        if self.console_url:
-            p["console_url"] = self.console_url
-        self._spawn(self._deliver(n, address, p))
-
-    @property
-    def retrying(self) -> int:
-        """Notifications not yet delivered that are being retried."""
-        return len(self._retrying)
-
-    async def _deliver(self, n: Notification, address: str, p: dict[str, Any]) -> None:
-        """Send at once; if that fails, retry off the hot path (same task, same key)."""
-        if n.key in self._retrying:
-            return  # already being retried (sent again on start while in flight)
-        name = health_name(n.channel, address)
-        d, ms = await deliver(self.channels, n, address, p)
-        self.health.attempt(name, d)
-        self.last_delivery_ms[n.channel.value] = ms
-        if not d.ok and d.retry and self._wanted(n) and not self._stopping.is_set():
-            self._record(n, address, d, ms)  # seen at once: the first failure
-            log.warning(
-                "notification not delivered, retrying",
-                alert=n.alert_id,
-                channel=n.channel.value,
-                address=address,
-                error=d.error,
-            )
-            self._retrying.add(n.key)
-            try:
-                d, ms = await self._retry(n, address, p, name, d)
-            finally:
-                self._retrying.discard(n.key)
-        self._final(n, address, d, ms)
-
-    def _wanted(self, n: Notification) -> bool:
-        """Whether the alert still needs this notification: it is open."""
-        a = self.gk.get(n.alert_id)
-        return a is not None and a.is_open
-
-    async def _retry(
-        self, n: Notification, address: str, p: dict[str, Any], name: str, first: Delivery
-    ) -> tuple[Delivery, float]:
-        a = self.gk.get(n.alert_id)
-        severity = a.severity.value if a is not None else str(p.get("severity", ""))
-        limit = self.give_up.after(n.channel.value, severity)
-        t0 = time.monotonic()
-        attempts = first.attempts
-        why: list[str] = []
-        last_ms = [0.0]
-
-        last = first
-
-        async def attempt() -> Delivery:
-            nonlocal attempts, last
-            if self._stopping.is_set():  # woken by the stop: no attempt during shutdown
-                why.append(_STOPPED)
-                return Delivery(False, attempts, last.status, last.error, False)
-            if not self._wanted(n):
-                why.append(_CLOSED)
-                return Delivery(False, attempts, None, f"not delivered: {_CLOSED}", False)
-            d, ms = await deliver(self.channels, n, address, p)
-            attempts += max(1, d.attempts)
-            last_ms[0] = ms
-            self.health.attempt(name, d)
-            last = d
-            if d.ok:
-                log.info(
-                    "notification delivered after retries",
-                    alert=n.alert_id,
-                    channel=n.channel.value,
-                    address=address,
-                    attempts=attempts,
-                )
-            return Delivery(d.ok, attempts, d.status, d.error, d.retry)
-
-        def stop(_: Any) -> bool:
-            if self._stopping.is_set():
-                why.append(_STOPPED)
-                return True
-            if limit is not None and time.monotonic() - t0 >= limit.total_seconds():
-                why.append(f"gave up after {limit}")
-                return True
-            return False
-
-        waker = self._wakers.setdefault(n.alert_id, asyncio.Event())
-
-        async def sleep(seconds: float) -> None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(seconds):
-                    await waker.wait()
-
-        d = await retry_delivery(
-            attempt, self.retry, stop=stop, sleep=sleep, already=max(1, first.attempts)
-        )
-        if not d.ok and why and d.error and why[-1] not in d.error:
-            d = Delivery(False, d.attempts, d.status, f"{d.error} ({why[-1]})"[:300], False)
-        return d, last_ms[0]
-
-    def _final(self, n: Notification, address: str, d: Delivery, ms: float) -> None:
-        closed = not d.ok and (d.error or "").endswith(_CLOSED)
-        outcome = "ok" if d.ok else "cancelled" if closed else "failed"
-        self.deliveries_by[(n.channel.value, outcome)] += 1
-        if d.ok and n.action == "notify":  # the first level: raised -> notified
-            seconds = (self.clock() - n.due_at).total_seconds()
-            self.latency.raised_to_notified.observe(seconds, n.channel.value)
-        if closed:
-            log.info("notification dropped: the alert was closed", alert=n.alert_id)
-        elif not d.ok and (d.error or "").endswith(f"({_STOPPED})"):
-            log.warning(
-                "notification not delivered before trygg stopped: sent again at the next start",
-                alert=n.alert_id,
-                channel=n.channel.value,
-                address=address,
-            )
-        elif not d.ok:
-            log.error(
-                "notification not delivered",
-                alert=n.alert_id,
-                channel=n.channel.value,
-                address=address,
-                attempts=d.attempts,
-                error=d.error,
-            )
-        self._record(n, address, d, ms)
-
-    def _record(self, n: Notification, address: str, d: Delivery, ms: float) -> None:
-        self._emit(
-            spooled.delivery_record(
-                key=n.key,
-                alert_id=n.alert_id,
-                channel=n.channel.value,
-                address=address,
-                at=self.clock(),
-                attempts=d.attempts,
-                ok=d.ok,
-                status=d.status,
-                error=d.error,
-                latency_ms=round(ms, 3),
-            )
-        )
-
-    # ------------------------------------------------------------- staff actions
-
-    def get(self, alert_id: str) -> Alert | None:
-        """The live alert: an open one, or one closed here that the database may
-        not hold yet (newer than what a database read would give)."""
-        a = self.gk.get(alert_id)
-        if a is None:
-            held = self._unstored.get(alert_id)
-            if held is not None:
-                a = held[0]
-        return a
-
-    def open_alerts(self) -> list[Alert]:
-        return self.gk.open_alerts()
-
-    def live_alerts(self) -> list[Alert]:
-        """The open alerts and those closed here but perhaps not yet stored: where
-        a database row of one of them differs, this is the newer."""
-        self._forget_stored()
-        out = self.gk.open_alerts()
-        out.extend(a for a, _ in self._unstored.values() if self.gk.get(a.id) is None)
-        return sorted(out, key=lambda a: (a.raised_at, a.id))
-
-    async def _stored_records(self, alert_id: str) -> list[dict[str, Any]]:
-        if self.shadow_gk.get(alert_id) is not None:
-            return []  # shadow alerts are not shown nor acted on
-        recs: list[dict[str, Any]] = await self._db_nowait(
-            alert_store.alert_records, alert_id, include_shadow=False
-        )
-        return recs
-
-    async def _acting_on(self, alert_id: str) -> Alert | None:
-        a = await self.load(alert_id)
-        if a is None:
-            return None
-        # a closed alert: act() refuses with "alert is already resolved"; an
-        # open one that is not in memory (cannot normally happen) is adopted.
-        # Memory again after the read: the alert may have changed meanwhile.
-        return self.get(alert_id) or a
-
-    async def _apply(self, a: Alert, req: ActionRequest) -> Alert:
-        """Applied here, at once: the gates hold it, the spool stores it."""
-        b = req.apply(a, self.clock())
-        self.gk.update(b)
-        self._persist(b, b.records[a.version :])
-        log.info("alert " + req.action, alert=b.id, actor=req.actor, state=b.state.value)
-        self._wake.set()
-        return b
-
-    # ------------------------------------------------------------- silences
-
-    def add_silence(self, s: Silence) -> Silence:
-        self.gk.add_silence(s)
-        self.shadow_gk.add_silence(s)  # the candidate sees the same silences
-        self._emit(spooled.silence_record(s.model_dump(mode="json")))
-        log.info("silence created", silence=s.id, scope=s.scope.value, by=s.created_by)
-        self._wake.set()
-        return s
-
-    def end_silence(self, silence_id: str, actor: str) -> Silence:
-        s = self.gk.end_silence(silence_id, self.clock(), actor)  # KeyError if unknown
-        with contextlib.suppress(KeyError):
-            self.shadow_gk.end_silence(silence_id, self.clock(), actor)
-        self._emit(spooled.silence_record(s.model_dump(mode="json")))
-        log.info("silence ended", silence=s.id, by=actor)
-        self._wake.set()
-        return s
-
-    def _held_silences(self) -> list[Silence]:
-        return self.gk.silences()
-
-    # ------------------------------------------------------------- access log
-
-    def _write_access(self, entry: AccessEntry) -> None:
-        self._emit(
-            spooled.access_record(
-                entry.at, entry.actor, entry.role, entry.action, entry.resident, entry.detail
-            )
-        )
 
 
 _ALERTS: type[Alerts] = AlertService  # mypy: the embedded service serves the API

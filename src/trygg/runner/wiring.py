@@ -22,8 +22,9 @@ from trygg.notify.base import Channel as ChannelImpl
 from trygg.notify.console import ConsoleChannel, ConsoleFeed
 from trygg.notify.retry import GiveUp, RetryPolicy
 from trygg.registry import Registry
-from trygg.runner.alerting import AlertService, routing_from
+from trygg.runner.alerting import AlertService
 from trygg.runner.drainer import DrainerProcess
+from trygg.runner.routing import routing_from
 from trygg.runner.spool import Position, Spool
 from trygg.settings import Settings
 

@@ -40,7 +40,7 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
     from trygg.rules import load_catalogue
     from trygg.rules.catalogue import default_rules_dir
     from trygg.rules.overlays import district_overlay_texts
-    from trygg.runner.alerting import routing_from
+    from trygg.runner.routing import routing_from
     from trygg.runner.wiring import build_channels, webhook_urls
     from trygg.store import DB_AWAY
     from trygg.store.registry import load_registry
