@@ -177,7 +177,7 @@ class DistributedAlertService(AlertDesk):
         runner: ApiRunner,
         clock: Callable[[], datetime] = _now,
     ) -> None:
-        from trygg.runner.alerting import routing_from
+        from trygg.runner.routing import routing_from
 
         self.settings = settings
         self.routing = routing_from(settings.routing)
