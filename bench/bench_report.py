@@ -38,7 +38,8 @@ sys.path.insert(0, str(REPO))
 import psycopg  # noqa: E402
 from bench.machine import cpu_model  # noqa: E402
 
-from trygg.audit.report import ReportOptions, build_report, to_html  # noqa: E402
+from trygg.audit.report import ReportOptions, build_report  # noqa: E402
+from trygg.audit.report_html import to_html  # noqa: E402
 from trygg.audit.synth import synth_history  # noqa: E402
 from trygg.audit.verify import verify  # noqa: E402
 from trygg.devenv import PrivatePostgres  # noqa: E402

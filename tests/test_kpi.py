@@ -35,7 +35,9 @@ import psycopg
 import pytest
 
 from tests.conftest import new_database
-from trygg.audit.report import ReportOptions, build_report, to_csv, to_dict, to_html
+from trygg.audit.report import ReportOptions, build_report
+from trygg.audit.report_csv_json import to_csv, to_dict
+from trygg.audit.report_html import to_html
 from trygg.store.audit import copy_alert_history
 from trygg.store.kpi import KpiParams, compute_kpis, exceptions
 from trygg.store.migrate import migrate

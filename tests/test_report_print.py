@@ -18,7 +18,8 @@ from tests.conftest import REPO, trygg_cli
 from tests.test_kpi import OSLO, aid, load_known
 from tests.test_report import ARGS, CHROMIUM
 from trygg.audit.cli import _pct as cli_pct
-from trygg.audit.report import Report, ReportOptions, to_html
+from trygg.audit.report import Report, ReportOptions
+from trygg.audit.report_html import to_html
 from trygg.audit.synth import synth_history
 from trygg.locale import Words, floor_share
 from trygg.store.audit import add_exception, copy_alert_history

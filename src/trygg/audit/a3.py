@@ -516,7 +516,7 @@ def add_plots(page: A3Page) -> None:
     import matplotlib.pyplot as plt
 
     from trygg.audit import plots as ap
-    from trygg.audit.report import outcome_words
+    from trygg.audit.templating import outcome_words
     from trygg.locale import Words
 
     w = Words(page.options.lang)
@@ -623,7 +623,7 @@ def to_html(page: A3Page) -> str:
     """The page as one self-contained HTML file, printable on one A3 landscape sheet."""
     import markupsafe
 
-    from trygg.audit.report import jinja_env, rule_name
+    from trygg.audit.templating import jinja_env, rule_name
     from trygg.locale import Words
 
     o = page.options

@@ -240,16 +240,9 @@ def report_command(
     ):
         if given:
             raise typer.BadParameter(f"{name} is for `trygg report a3`", param_hint=name)
-    from trygg.audit.report import (
-        PLOT_STAGES,
-        STAGES,
-        ReportOptions,
-        add_plots,
-        build_report,
-        to_csv,
-        to_html,
-        to_json,
-    )
+    from trygg.audit.report import STAGES, ReportOptions, build_report
+    from trygg.audit.report_csv_json import to_csv, to_json
+    from trygg.audit.report_html import PLOT_STAGES, add_plots, to_html
     from trygg.store.audit import log_access
 
     if fmt not in ("csv", "json", "html"):

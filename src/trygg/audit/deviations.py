@@ -309,7 +309,7 @@ def to_csv(d: Deviations) -> str:
 
 
 def to_html(d: Deviations) -> str:
-    from trygg.audit.report import jinja_env, rule_name
+    from trygg.audit.templating import jinja_env, rule_name
     from trygg.locale import Words
 
     w = Words(d.lang)

@@ -18,6 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from trygg.audit.report import NIGHT_HOURS
+
 if TYPE_CHECKING:
     from trygg.locale import Words
     from trygg.store.kpi import KpiRow
@@ -33,7 +35,6 @@ plt.rcParams.update(
 )
 
 BLUE, RED, GREY, AMBER, GREEN = "#1f5fa8", "#c0392b", "#7f8c8d", "#d68910", "#1e8449"
-NIGHT_HOURS = (22, 23, 0, 1, 2, 3, 4, 5, 6)
 
 
 def _svg(fig: Any, label: str) -> str:
