@@ -28,14 +28,15 @@ from tests.test_backtest import (
 )
 from tests.test_report import ARGS, CHROMIUM
 from tests.test_rules_catalogue import SITE_RULE
-from trygg.audit.a3 import A3Options, build_a3
+from trygg.audit.a3 import A3Options
+from trygg.audit.a3_build import build_a3
 from trygg.devenv import PrivatePostgres
 from trygg.model import Signal
 from trygg.rules.catalogue import load_catalogue
 from trygg.simulate import Truth, build_homes, generate, make_rates
 from trygg.store.alerts import append_record, insert_alert
 from trygg.store.migrate import migrate
-from trygg.tuning.backtest import run_engines
+from trygg.tuning.backtest_engines import run_engines
 
 HOMES = 12
 

@@ -24,7 +24,8 @@ from tests.test_a3 import A3_PRINTABLE, fill_month, printed_layout
 from tests.test_backtest import BED_EXIT, END, START, candidate_dir, current
 from tests.test_deviations import DISTRICTS
 from tests.test_report import CHROMIUM
-from trygg.audit.a3 import A3Options, build_a3
+from trygg.audit.a3 import A3Options
+from trygg.audit.a3_build import build_a3
 from trygg.devenv import PrivatePostgres
 from trygg.registry import read_registry_text
 from trygg.store.migrate import migrate

@@ -326,7 +326,9 @@ def a3_command(
 
     import psycopg
 
-    from trygg.audit.a3 import A3Options, build_a3, chromium_pdf, to_html
+    from trygg.audit.a3 import A3Options
+    from trygg.audit.a3_build import build_a3
+    from trygg.audit.a3_render import chromium_pdf, to_html
     from trygg.rules.catalogue import CatalogueError, default_rules_dir, load_catalogue
     from trygg.rules.engine import CarePlanError
     from trygg.store.audit import log_access
