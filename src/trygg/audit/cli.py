@@ -2,29 +2,41 @@
 
 Mounted by trygg.cli: ``app.command("report")(report_command)``,
 ``app.add_typer(audit_app, name="audit")`` and
-``db_app.command("retention")(retention_command)``.
+``db_app.command("retention")(retention_command)``. ``trygg report``'s pages
+run in trygg.audit.a3_cli and trygg.audit.deviations_cli; the ``trygg audit``
+commands live in verify_cli, fhir_cli and exception_cli, mounted here; what
+they share, in cli_common.
 """
 
 from __future__ import annotations
 
-import csv
 import getpass
-import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
 
 import typer
 
-from trygg import times
-from trygg.cli_support import ConfigOpt, settings_or_exit
+from trygg.audit.a3_cli import a3_command
+from trygg.audit.cli_common import (
+    DbOpt,
+    FromOpt,
+    LangOpt,
+    TeamOpt,
+    ToOpt,
+    check_lang,
+    connect,
+    period,
+    settings_for,
+    stage_progress,
+    write_out,
+)
+from trygg.audit.deviations_cli import deviations_command
+from trygg.audit.exception_cli import exception_add, exception_list
+from trygg.audit.fhir_cli import export_fhir_command
+from trygg.audit.verify_cli import anchor_command, verify_command
+from trygg.cli_support import ConfigOpt
 from trygg.cli_support import fail as _fail
-from trygg.progress import wanted
-from trygg.settings import Settings
 
 audit_app = typer.Typer(
     help="The audit trail: verify, export to VKP, exception reports.", no_args_is_help=True
@@ -33,52 +45,11 @@ exception_app = typer.Typer(
     help="Exception reports for alerts that breached a target.", no_args_is_help=True
 )
 audit_app.add_typer(exception_app, name="exception")
-
-DbOpt = typer.Option(None, "--database-url", help="overrides TRYGG_DATABASE_URL")
-FromOpt = typer.Option(..., "--from", help="start (ISO date or time; a date is local midnight)")
-ToOpt = typer.Option(..., "--to", help="end, exclusive (ISO date or time)")
-TeamOpt = typer.Option(None, "--team", help="only this team")
-LangOpt = typer.Option("nb", "--lang", help="language of the page: nb (Bokmål) or en (English)")
-
-
-def _lang(lang: str) -> str:
-    from trygg.locale import check_language
-
-    try:
-        return check_language(lang)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--lang") from None
-
-
-def _settings(config: Path | None, database_url: str | None) -> Settings:
-    return settings_or_exit(config, database_url=database_url)
-
-
-def parse_when(text: str, tz: str) -> datetime:
-    """``trygg.times.parse_when``, refusing bad input as a command-line error."""
-    try:
-        return times.parse_when(text, tz)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-
-
-@contextmanager
-def _progress(enabled: bool, total: int, label: str) -> Iterator[Any]:
-    """Progress by stages on stderr (trygg.progress: a bar on a terminal, else a
-    line every 5 s), or a no-op; ``tick(stage)`` after each stage."""
-    from trygg.progress import progress
-
-    with progress(label, total, unit="stages", enabled=enabled, rate=False) as bar:
-        yield lambda stage: bar.advance(1, note=stage)
-
-
-def _connect(url: str) -> Any:
-    import psycopg
-
-    try:
-        return psycopg.connect(url, autocommit=True)
-    except psycopg.Error as exc:
-        _fail(f"cannot connect to the database: {str(exc).strip()}")
+audit_app.command("verify")(verify_command)
+audit_app.command("anchor")(anchor_command)
+audit_app.command("export-fhir")(export_fhir_command)
+exception_app.command("add")(exception_add)
+exception_app.command("list")(exception_list)
 
 
 A3 = "A3 improvement page (trygg report a3)"
@@ -249,11 +220,12 @@ def report_command(
         raise typer.BadParameter("--format is csv, json or html")
     if team and site:
         raise typer.BadParameter("--team and --site exclude each other")
-    lang = _lang(lang)
-    s = _settings(config, database_url)
+    lang = check_lang(lang)
+    s = settings_for(config, database_url)
+    t1, t2 = period(start, end, s.report_timezone)
     opts = ReportOptions(
-        start=parse_when(start, s.report_timezone),
-        end=parse_when(end, s.report_timezone),
+        start=t1,
+        end=t2,
         team=team,
         site=s.site if not team else None,
         timezone=s.report_timezone,
@@ -264,11 +236,9 @@ def report_command(
         lang=lang,
         per=per,
     )
-    if opts.end <= opts.start:
-        raise typer.BadParameter("--to must be after --from")
     show = progress or sys.stderr.isatty()
     stages = len(STAGES) + (len(PLOT_STAGES) + 1 if fmt == "html" else 1)
-    with _connect(s.database_url) as conn, _progress(show, stages, "report") as tick:
+    with connect(s.database_url) as conn, stage_progress(show, stages, "report") as tick:
         rep = build_report(conn, opts, now=datetime.now(UTC), progress=tick)
         if fmt == "html":
             add_plots(rep, progress=tick)
@@ -290,10 +260,8 @@ def report_command(
                 "exceptions": len(rep.exceptions),
             },
         )
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        out.write_text(text, encoding="utf-8")
+    write_out(text, out)
+    if out is not None:
         a = rep.overall
         typer.echo(
             f"wrote {out}: {a.alerts} alerts, {_pct(a.share_within[60])} within 60 s,"
@@ -302,531 +270,11 @@ def report_command(
         )
 
 
-def a3_command(
-    *,
-    rule: str | None,
-    start: str,
-    end: str,
-    team: str | None,
-    out: Path | None,
-    lang: str,
-    candidate: list[Path],
-    rules: list[Path],
-    shadow_from: str | None,
-    shadow_weeks: int,
-    pdf: Path | None,
-    chromium: str | None,
-    progress: bool | None,
-    by: str | None,
-    config: Path | None,
-    database_url: str | None,
-) -> None:
-    """`trygg report a3`: the A3 improvement page for one rule (trygg.audit.a3)."""
-    import tempfile
-
-    import psycopg
-
-    from trygg.audit.a3 import A3Options
-    from trygg.audit.a3_build import build_a3
-    from trygg.audit.a3_render import chromium_pdf, to_html
-    from trygg.rules.catalogue import CatalogueError, default_rules_dir, load_catalogue
-    from trygg.rules.engine import CarePlanError
-    from trygg.store.audit import log_access
-
-    if not rule:
-        raise typer.BadParameter("the A3 page is for one rule: give --rule", param_hint="--rule")
-    lang = _lang(lang)
-    s = _settings(config, database_url)
-    t1, t2 = parse_when(start, s.report_timezone), parse_when(end, s.report_timezone)
-    if t2 <= t1:
-        raise typer.BadParameter("--to must be after --from")
-    first = None
-    if shadow_from:
-        first = parse_when(shadow_from, s.report_timezone).date()
-    try:
-        cand = load_catalogue(candidate) if candidate else None
-        given = load_catalogue(rules) if rules else None
-    except CatalogueError as exc:
-        _fail("the catalogue does not load:\n  " + "\n  ".join(exc.problems))
-    opts = A3Options(
-        rule=rule,
-        start=t1,
-        end=t2,
-        team=team,
-        timezone=s.report_timezone,
-        target60=s.target_answer_60s,
-        target180=s.target_answer_180s,
-        lang=lang,
-        shadow_from=first,
-        shadow_weeks=shadow_weeks,
-        candidate_paths=candidate,
-    )
-    show = progress or sys.stderr.isatty()
-    with _connect(s.database_url) as conn:
-        try:
-            current = given or _active_catalogue(conn) or load_catalogue([default_rules_dir()])
-        except CatalogueError as exc:
-            _fail("the current catalogue does not load:\n  " + "\n  ".join(exc.problems))
-        known = set(current.rule_ids) | set(cand.rule_ids if cand else ())
-        if rule not in known:
-            raise typer.BadParameter(
-                f"no rule {rule!r} in the catalogue ({', '.join(sorted(known))})",
-                param_hint="--rule",
-            )
-        stages = 3 + (1 if cand else 0)
-        with _progress(show, stages, "A3") as tick:
-            try:
-                page = build_a3(
-                    conn, opts, current, now=datetime.now(UTC), candidate=cand, progress=tick
-                )
-            except CarePlanError as exc:
-                _fail(
-                    "the stored care plans do not fit a catalogue:\n  " + "\n  ".join(exc.problems)
-                )
-            except psycopg.Error as exc:
-                _fail(f"cannot read the period: {str(exc).strip()}")
-            text = to_html(page)
-            tick("written")
-        residents = sorted({str(r["key"]) for r in page.breakdown["resident"]})
-        log_access(
-            conn,
-            actor=by or getpass.getuser(),
-            role="specialist",
-            action="report_a3",
-            detail={
-                "rule": rule,
-                "from": t1.isoformat(),
-                "to": t2.isoformat(),
-                "team": team,
-                "candidate": page.countermeasure.candidate_version if page.countermeasure else None,
-                "residents": residents,
-            },
-        )
-    if out is None and pdf is None:
-        sys.stdout.write(text)
-    if out is not None:
-        out.write_text(text, encoding="utf-8")
-    if pdf is not None:
-        with tempfile.TemporaryDirectory(prefix="trygg-a3-") as tmp:
-            src = out if out is not None else Path(tmp) / "a3.html"
-            if out is None:
-                src.write_text(text, encoding="utf-8")
-            try:
-                chromium_pdf(src, pdf, chromium)
-            except (RuntimeError, OSError) as exc:
-                _fail(f"cannot print the PDF: {exc}")
-    a = page.overall
-    cm = page.countermeasure
-    typer.echo(
-        f"wrote the A3 page for {rule}"
-        + "".join(f" to {p}" for p in (out, pdf) if p is not None)
-        + f": {a.alerts} alerts, false-alarm share {_share(a.false_alarm_share)}"
-        + (
-            f"; candidate: {cm.diff.removed} removed, {cm.diff.added} added,"
-            f" {len(cm.missed_real)} real incidents missed, {len(cm.delayed_real)} delayed"
-            if cm
-            else ""
-        ),
-        err=True,
-    )
-
-
-def deviations_command(
-    *,
-    start: str,
-    end: str,
-    district: str | None,
-    districts: list[Path],
-    rules: list[Path],
-    fmt: str,
-    out: Path | None,
-    lang: str,
-    by: str | None,
-    config: Path | None,
-    database_url: str | None,
-) -> None:
-    """`trygg report deviations`: the districts' deviations from the city standard
-    (trygg.audit.deviations)."""
-    from trygg.audit.deviations import build, to_csv, to_html, to_json
-    from trygg.rules.catalogue import CatalogueError, default_rules_dir, load_catalogue
-    from trygg.rules.overlays import OverlayError, default_districts_dir, read_overlays
-    from trygg.store.audit import log_access
-    from trygg.store.registry import load_registry
-
-    if fmt not in ("csv", "json", "html"):
-        raise typer.BadParameter("--format is csv, json or html")
-    lang = _lang(lang)
-    s = _settings(config, database_url)
-    t1, t2 = parse_when(start, s.report_timezone), parse_when(end, s.report_timezone)
-    if t2 <= t1:
-        raise typer.BadParameter("--to must be after --from")
-    with _connect(s.database_url) as conn:
-        try:
-            cat = (
-                load_catalogue(rules)
-                if rules
-                else _active_catalogue(conn) or load_catalogue([s.rules_dir or default_rules_dir()])
-            )
-        except CatalogueError as exc:
-            _fail("the catalogue does not load:\n  " + "\n  ".join(exc.problems))
-        paths = districts or [
-            d for d in [default_districts_dir(rules or [s.rules_dir or default_rules_dir()])] if d
-        ]
-        try:
-            overlays = read_overlays(cat, paths) if paths else None
-        except OverlayError as exc:
-            _fail("the district overlays were refused:\n  " + "\n  ".join(exc.problems))
-        if overlays is None:
-            from trygg.rules.overlays import Overlays
-
-            overlays = Overlays()
-        if not districts:  # what runs: a district's stored active version wins over its file
-            from trygg.rules.overlays import in_force
-            from trygg.store.versions import overlays_in
-
-            try:
-                overlays = in_force(cat, overlays, overlays_in(conn, "active"))
-            except OverlayError as exc:
-                _fail("a stored district overlay was refused:\n  " + "\n  ".join(exc.problems))
-        registry = load_registry(conn)
-        known = registry.district_ids() + list(overlays.by_district)
-        if district is not None and district not in known:
-            raise typer.BadParameter(
-                f"no district {district!r} (known: {', '.join(known)})", param_hint="--district"
-            )
-        rep = build(
-            conn, cat, overlays, registry, t1, t2, s.report_timezone, district=district, lang=lang
-        )
-        text = to_html(rep) if fmt == "html" else to_csv(rep) if fmt == "csv" else to_json(rep)
-        # The report names the residents whose care plans lie outside the bounds.
-        log_access(
-            conn,
-            actor=by or getpass.getuser(),
-            role="specialist",
-            action="report_deviations",
-            detail={
-                "from": t1.isoformat(),
-                "to": t2.isoformat(),
-                "district": district,
-                "format": fmt,
-                "residents": rep.residents,
-            },
-        )
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        out.write_text(text, encoding="utf-8")
-    marked = rep.marked
-    typer.echo(
-        f"deviations of {len(rep.districts)} district(s) from catalogue {rep.version}: "
-        f"{sum(1 for r in rep.rules for c in r.cells if c.changed)} change(s), "
-        f"{len(marked)} marked"
-        + "".join(
-            f"; {r.rule} in {c.district}: "
-            + ", ".join(
-                (["no reason"] if c.unexplained else []) + [f"outlier {p}" for p in c.outliers]
-            )
-            for r, c in marked
-        )
-        + (f"; wrote {out}" if out is not None else ""),
-        err=True,
-    )
-
-
-def _active_catalogue(conn: Any) -> Any:
-    """The active stored catalogue version, if the database has one."""
-    import psycopg
-
-    from trygg.store import versions
-    from trygg.tuning.versions import catalogue_of
-
-    try:
-        with conn.transaction():
-            if "active" not in versions.current(conn):
-                return None
-            return catalogue_of(versions.get(conn, "active").files, "active")
-    except psycopg.errors.UndefinedTable:
-        return None
-
-
-def _share(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f} %"
-
-
 def _pct(v: float | None) -> str:
     """A share within a limit: floored, never rounded up into compliance."""
     from trygg.locale import floor_share
 
     return "-" if v is None else f"{floor_share(v):.1f} %"
-
-
-@audit_app.command("verify")
-def verify_command(
-    table: list[str] = typer.Option([], "--table", help="only these tables (repeatable)"),
-    anchor: Path | None = typer.Option(
-        None,
-        "--anchor",
-        help="an anchor file of `trygg audit anchor`: each chain must still reach its head",
-    ),
-    config: Path | None = ConfigOpt,
-    database_url: str | None = DbOpt,
-) -> None:
-    """Recompute the hash chains; report the first broken link (exit 1) if any.
-
-    With --anchor FILE, also compare each chain with the head recorded in FILE
-    outside the database: a wiped or cut-back table, or one rewritten after
-    that head, is broken.
-    """
-    from trygg.audit.verify import AnchorFileError, check_anchor_file, read_anchor_file, verify
-    from trygg.store.audit import CHAINED_TABLES
-
-    for t in table:
-        if t not in CHAINED_TABLES:
-            raise typer.BadParameter(f"{t} is not chained ({', '.join(CHAINED_TABLES)})")
-    doc = None
-    if anchor is not None:
-        try:
-            doc = read_anchor_file(anchor)
-        except AnchorFileError as exc:
-            _fail(str(exc))
-    s = _settings(config, database_url)
-    with _connect(s.database_url) as conn:
-        res = verify(conn, tuple(table) or CHAINED_TABLES)
-        if doc is not None and anchor is not None:
-            check_anchor_file(conn, res, doc, anchor.name)
-            _warn_other_database(conn, doc, anchor)
-    _print_verify(res)
-    if not res.ok:
-        raise typer.Exit(1)
-
-
-def _print_verify(res: Any) -> None:
-    for tr in res.tables:
-        if tr.broken is None:
-            typer.echo(
-                f"{tr.table}: ok, {tr.rows} rows from anchor {tr.anchor};"
-                f" head {tr.head_seq} {tr.head_hash[:16]}"
-                + (f"; {tr.anchor_file}" if tr.anchor_file else "")
-            )
-        else:
-            typer.echo(f"{tr.table}: BROKEN: {tr.broken}")
-
-
-def _warn_other_database(conn: Any, doc: dict[str, Any], path: Path) -> None:
-    from trygg.store.audit import database_name
-
-    name = database_name(conn)
-    if doc.get("database") and name is not None and doc["database"] != name:
-        typer.echo(
-            f"warning: {path.name} was written for database {doc['database']!r}, this is {name!r}",
-            err=True,
-        )
-
-
-@audit_app.command("anchor")
-def anchor_command(
-    out: str = typer.Option(
-        ...,
-        "--out",
-        help="file for the heads, on another machine or medium than the database ('-': stdout)",
-    ),
-    config: Path | None = ConfigOpt,
-    database_url: str | None = DbOpt,
-) -> None:
-    """Verify the chains and write their heads to a file outside the database.
-
-    `trygg audit verify --anchor FILE` later checks that every chain still
-    reaches the head recorded here: removing the last rows, or every row,
-    leaves no gap for verify to see on its own. Refuses (exit 1) when a chain
-    is broken, or when FILE exists and the database no longer reaches the
-    heads it records (it is evidence: move it away first).
-    """
-    from trygg.audit.verify import (
-        AnchorFileError,
-        check_anchor_file,
-        heads_document,
-        read_anchor_file,
-        verify,
-        write_anchor_file,
-    )
-
-    s = _settings(config, database_url)
-    path = None if out == "-" else Path(out)
-    previous = None
-    if path is not None and path.exists():
-        try:
-            previous = read_anchor_file(path)
-        except AnchorFileError as exc:
-            _fail(f"{exc}; not overwriting it")
-    with _connect(s.database_url) as conn:
-        res = verify(conn)
-        if previous is not None and path is not None:
-            check_anchor_file(conn, res, previous, path.name)
-        if not res.ok:
-            _print_verify(res)
-            _fail("not anchoring a broken chain" + (f"; {path} left as it was" if path else ""))
-        doc = heads_document(conn, res, datetime.now(UTC))
-    if path is None:
-        sys.stdout.write(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-        return
-    try:
-        write_anchor_file(path, doc)
-    except OSError as exc:
-        _fail(f"cannot write {path}: {exc}")
-    heads = ", ".join(f"{t.table} {t.head_seq} {t.head_hash[:16]}" for t in res.tables)
-    typer.echo(f"wrote the heads to {path}: {heads}")
-
-
-@audit_app.command("export-fhir")
-def export_fhir_command(
-    start: str = FromOpt,
-    end: str = ToOpt,
-    team: str | None = TeamOpt,
-    out: Path = typer.Option(..., "--out", help="a directory (one Bundle per alert) or a file"),
-    validate: bool = typer.Option(False, "--validate", help="validate with fhir.resources"),
-    progress: bool | None = typer.Option(
-        None,
-        "--progress/--no-progress",
-        help="progress on stderr: a bar on a terminal, else a line every 5 s "
-        "(default: on a terminal)",
-    ),
-    config: Path | None = ConfigOpt,
-    database_url: str | None = DbOpt,
-) -> None:
-    """Export alerts as VKP FHIR R4 (DetectedIssue, Encounter, Composition) Bundles."""
-    from trygg.audit import fhir
-    from trygg.store.audit import alerts_for_export
-
-    s = _settings(config, database_url)
-    t0, t1 = parse_when(start, s.report_timezone), parse_when(end, s.report_timezone)
-    with _connect(s.database_url) as conn:
-        alerts = alerts_for_export(conn, t0, t1, team)
-    now = datetime.now(UTC)
-    as_dir = out.is_dir() or str(out).endswith("/")
-    bundles: list[tuple[Path, dict[str, Any]]] = []
-    if as_dir:
-        out.mkdir(parents=True, exist_ok=True)
-        for a in alerts:
-            bundles.append((out / f"{a['id']}.json", fhir.bundle([a], now=now)))
-    else:
-        bundles.append((out, fhir.bundle(alerts, now=now)))
-    from trygg.progress import progress as show_progress
-
-    with show_progress(
-        "export-fhir", len(bundles), unit="bundles", enabled=wanted(progress)
-    ) as bar:
-        for n, (path, b) in enumerate(bundles, 1):
-            if validate:
-                try:
-                    fhir.validate(b)
-                except Exception as exc:  # pydantic's ValidationError, or a missing library
-                    _fail(f"{path.name}: not valid FHIR R4: {exc}")
-            path.write_text(json.dumps(b, ensure_ascii=False, indent=1), encoding="utf-8")
-            bar.update(n, count=n)
-    typer.echo(f"exported {len(alerts)} alerts in {len(bundles)} bundle(s) to {out}", err=True)
-
-
-@exception_app.command("add")
-def exception_add(
-    alert_id: str = typer.Argument(..., help="the alert's id"),
-    cause: str = typer.Option(..., "--cause", help="why the target was missed"),
-    action: str = typer.Option(..., "--action", help="what was done about it"),
-    by: str = typer.Option(..., "--by", help="who records it"),
-    kind: str = typer.Option("answer", "--kind", help="answer, arrival, completion or other"),
-    outcome: str | None = typer.Option(None, "--outcome", help="the outcome for the resident"),
-    config: Path | None = ConfigOpt,
-    database_url: str | None = DbOpt,
-) -> None:
-    """Record the cause and action for an alert that breached a target."""
-    from trygg.store.audit import EXCEPTION_KINDS, add_exception, alert_exists
-
-    if kind not in EXCEPTION_KINDS:
-        raise typer.BadParameter(f"--kind is one of {', '.join(EXCEPTION_KINDS)}")
-    s = _settings(config, database_url)
-    with _connect(s.database_url) as conn:
-        if not alert_exists(conn, alert_id):
-            _fail(f"no alert {alert_id}")
-        rid = add_exception(
-            conn,
-            alert_id=alert_id,
-            kind=kind,
-            cause=cause,
-            action=action,
-            recorded_by=by,
-            outcome=outcome,
-        )
-    typer.echo(f"recorded exception report {rid} for alert {alert_id}")
-
-
-@exception_app.command("list")
-def exception_list(
-    start: str = FromOpt,
-    end: str = ToOpt,
-    team: str | None = TeamOpt,
-    missing: bool = typer.Option(False, "--missing", help="only breaches without a report"),
-    fmt: str = typer.Option("table", "--format", help="table, csv or json"),
-    config: Path | None = ConfigOpt,
-    database_url: str | None = DbOpt,
-) -> None:
-    """Alerts that breached a target in the period, with their reports."""
-    from trygg.store.kpi import KpiParams, exceptions
-
-    s = _settings(config, database_url)
-    p = KpiParams(
-        parse_when(start, s.report_timezone),
-        parse_when(end, s.report_timezone),
-        team,
-        s.report_timezone,
-    )
-    with _connect(s.database_url) as conn:
-        items = exceptions(
-            conn,
-            p,
-            answer_limit_s=s.exception_answer_s,
-            arrival_limit_min=s.exception_arrival_min,
-            now=datetime.now(UTC),
-        )
-    if missing:
-        items = [i for i in items if not i["reports"]]
-    zone = ZoneInfo(s.report_timezone)
-    rows = [
-        {
-            "alert": i["id"],
-            "raised": i["raised"].astimezone(zone).isoformat(),
-            "team": i["team"],
-            "rule": i["rule"],
-            "severity": i["severity"],
-            "breaches": ",".join(i["breaches"]),
-            "answer_s": None if i["answer_s"] is None else round(i["answer_s"], 1),
-            "arrival_min": None if i["arrival_s"] is None else round(i["arrival_s"] / 60, 1),
-            "reports": len(i["reports"]),
-            "cause": "; ".join(r["cause"] for r in i["reports"]),
-            "action": "; ".join(r["action"] for r in i["reports"]),
-        }
-        for i in items
-    ]
-    if fmt == "json":
-        typer.echo(json.dumps(rows, indent=1, ensure_ascii=False))
-    elif fmt == "csv":
-        w = csv.DictWriter(
-            sys.stdout, fieldnames=list(rows[0]) if rows else ["alert"], lineterminator="\n"
-        )
-        w.writeheader()
-        w.writerows(rows)
-    else:
-        for r in rows:
-            typer.echo(
-                f"{_local_text(r['raised'])}  {r['alert']}  {r['team']:<16} {r['rule']:<20}"
-                f" {r['breaches']:<22} reports: {r['reports']}"
-            )
-        typer.echo(f"{len(rows)} alerts", err=True)
-
-
-def _local_text(iso: str) -> str:
-    """2026-03-10T13:00:00+01:00 -> 2026-03-10 13:00:00 +01:00 (local time, its offset)."""
-    t = datetime.fromisoformat(iso)
-    off = t.strftime("%z")
-    return t.strftime("%Y-%m-%d %H:%M:%S") + f" {off[:3]}:{off[3:]}"
 
 
 def retention_command(
@@ -855,8 +303,8 @@ def retention_command(
         set_policy as store_policy,
     )
 
-    s = _settings(config, database_url)
-    with _connect(s.database_url) as conn:
+    s = settings_for(config, database_url)
+    with connect(s.database_url) as conn:
         if set_policy:
             try:
                 store_policy(conn, RetentionPolicy.from_settings(s))
