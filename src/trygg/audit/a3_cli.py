@@ -12,7 +12,6 @@ from pathlib import Path
 import typer
 
 from trygg.audit.cli_common import (
-    active_catalogue,
     check_lang,
     connect,
     fail_problems,
@@ -22,6 +21,7 @@ from trygg.audit.cli_common import (
     stage_progress,
 )
 from trygg.cli_support import fail as _fail
+from trygg.tuning.rule_inputs import active_catalogue
 
 
 def a3_command(

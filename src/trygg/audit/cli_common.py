@@ -1,7 +1,7 @@
 """What the ``trygg report`` and ``trygg audit`` commands share: their option
 blocks (written once here), the settings and the connection, the period of
---from and --to, progress by stages, the active stored catalogue, writing a
-page out, and failing with a catalogue's problems.
+--from and --to, progress by stages, writing a page out, and failing with a
+catalogue's problems.
 """
 
 from __future__ import annotations
@@ -73,22 +73,6 @@ def period(start: str, end: str, tz: str) -> tuple[datetime, datetime]:
     if t2 <= t1:
         raise typer.BadParameter("--to must be after --from")
     return t1, t2
-
-
-def active_catalogue(conn: Any) -> Any:
-    """The active stored catalogue version, if the database has one."""
-    import psycopg
-
-    from trygg.store import versions
-    from trygg.tuning.versions import catalogue_of
-
-    try:
-        with conn.transaction():
-            if "active" not in versions.current(conn):
-                return None
-            return catalogue_of(versions.get(conn, "active").files, "active")
-    except psycopg.errors.UndefinedTable:
-        return None
 
 
 def write_out(text: str, out: Path | None) -> None:

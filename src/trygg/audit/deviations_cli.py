@@ -11,7 +11,6 @@ from pathlib import Path
 import typer
 
 from trygg.audit.cli_common import (
-    active_catalogue,
     check_lang,
     connect,
     fail_problems,
@@ -19,6 +18,7 @@ from trygg.audit.cli_common import (
     settings_for,
     write_out,
 )
+from trygg.tuning.rule_inputs import active_catalogue
 
 
 def deviations_command(
