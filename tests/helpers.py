@@ -134,7 +134,10 @@ def wait_until(cond: Callable[[], Any], timeout: float = 30.0, interval: float =
 class TryggProcess:
     """``trygg run`` as a separate process, configured by TRYGG_* variables."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], own_group: bool = False) -> None:
+        # own_group: a process group of its own (with its helpers), so that a test can
+        # signal the whole group as a terminal, systemd or `kill -- -PGID` would
+        self.own_group = own_group
         self.env = {
             **os.environ,
             "TRYGG_LOG_FORMAT": "json",
@@ -151,7 +154,11 @@ class TryggProcess:
         exe = Path(sys.executable).parent / "trygg"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(exe), "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [str(exe), "run"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=self.own_group,
             )
         return self
 

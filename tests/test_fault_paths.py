@@ -9,6 +9,7 @@ PostgreSQL/TimescaleDB that the test stops and starts, a webhook receiver.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 import urllib.error
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.conftest import trygg_cli
 from tests.helpers import (
@@ -164,6 +166,33 @@ def test_sigterm_while_start_up_waits_for_the_database(
             trygg.kill()
     finally:
         own_pg.start()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_whole_process_group_stops_trygg_cleanly(
+    tmp_path: Path, broker: PrivateMosquitto, db: str, sig: signal.Signals
+) -> None:
+    """systemd (KillMode=control-group), a terminal's Ctrl-C and `kill -- -PGID`
+    signal trygg and its helper processes at once. trygg used to start the drainer
+    again that the same SIGTERM had killed, mid-shutdown, and the new one died with a
+    BrokenPipeError traceback. Now the helpers leave the stop to the runner: it exits
+    0, restarts nothing, prints no traceback, and every event published before is
+    stored."""
+    _registry(tmp_path, db)
+    trygg = TryggProcess(_env(broker, db, tmp_path / "spool"), own_group=True).start()
+    try:
+        trygg.wait_connected()
+        publish(broker.port, _beds(300, "group"))
+        wait_until(lambda: event_counts(db)[0] == 300)
+        assert trygg.proc is not None
+        os.killpg(trygg.proc.pid, sig)
+        assert trygg.proc.wait(30) == 0, trygg.output()[-3000:]
+        out = trygg.output()
+        assert "starting it again" not in out, out[-3000:]
+        assert "Traceback" not in out, out[-3000:]
+        assert event_counts(db) == (300, 300)
+    finally:
+        trygg.kill()
 
 
 def test_an_event_sent_again_after_a_restart_raises_no_second_alert(

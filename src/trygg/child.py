@@ -13,12 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 
 from trygg import logs
 
 log = logs.get("trygg.child")
+
+
+def leave_stop_signals_to_the_runner() -> None:
+    """Called first in a helper: ignore SIGINT and SIGTERM.
+
+    Both reach the whole process group at once: Ctrl-C in a terminal, systemd's
+    default ``KillMode=control-group``, ``kill -- -PGID``. The runner gets them
+    too and stops its helpers in order (it closes their input once it has
+    nothing more for them). A helper that died of the signal itself was started
+    again by the runner in the middle of its shutdown, and the new one met a
+    closed pipe. A helper whose runner is gone exits anyway: its input closes.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class ChildProcess:

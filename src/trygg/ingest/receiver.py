@@ -35,7 +35,6 @@ import contextlib
 import marshal
 import os
 import select
-import signal
 import ssl
 import struct
 import sys
@@ -49,7 +48,7 @@ import orjson
 from paho.mqtt.enums import MQTTErrorCode
 
 from trygg import logs
-from trygg.child import ChildProcess
+from trygg.child import ChildProcess, leave_stop_signals_to_the_runner
 from trygg.ingest.mqtt import Message, MqttSource
 from trygg.ingest.payload import MAX_PAYLOAD_BYTES, PayloadHead, head_of
 from trygg.retry import BROKER
@@ -236,8 +235,7 @@ def main() -> None:
     logs.configure(
         os.environ.get("TRYGG_LOG_FORMAT", "console"), os.environ.get("TRYGG_LOG_LEVEL", "INFO")
     )
-    # Ctrl-C reaches the whole process group; the runner says when to stop (EOF).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    leave_stop_signals_to_the_runner()  # the runner says when to stop: EOF on stdin
     r = _Receiver(
         os.environ["TRYGG_MQTT_URL"],
         os.environ["TRYGG_MQTT_CLIENT_ID"],

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import os
 import select
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -40,7 +39,7 @@ import orjson
 import psycopg
 
 from trygg import logs
-from trygg.child import ChildProcess
+from trygg.child import ChildProcess, leave_stop_signals_to_the_runner
 from trygg.model import DeadLetter
 from trygg.repeats import RepeatLog
 from trygg.retry import DRAIN, RetryPolicy
@@ -290,9 +289,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.get("TRYGG_LOG_FORMAT", "console"), os.environ.get("TRYGG_LOG_LEVEL", "INFO")
     )
     url = os.environ["TRYGG_DATABASE_URL"]
-    # Ctrl-C in a terminal reaches the whole process group; the runner says when to stop
-    # (it closes the pipe once it has stopped appending), so the drainer ignores it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    leave_stop_signals_to_the_runner()  # the runner says when to stop: EOF on stdin
     drain(SpoolReader(args.spool), args.name, url, _Wakes(sys.stdin.buffer), sys.stdout.buffer)
 
 
