@@ -8,7 +8,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from trygg.registry import Registry, parse_registry
-from trygg.store.versions import record_care_plans
+from trygg.store.care_plan_versions import record_care_plans
 
 
 @dataclass(frozen=True)

@@ -1,76 +1,50 @@
-"""Catalogue and care-plan versions (schema 5): record, list, activate, shadow, promote.
+"""Catalogue and district overlay versions (schema 5, 11): record, list, activate,
+shadow, promote.
 
 A version's content (its files) never changes once stored (a trigger refuses
 it); its status does: ``active`` (one per kind), ``shadow`` (at most one
 catalogue) or ``retired``. Every change of status is a row of the
 append-only ``catalogue_history`` with who, when and why. Each operation runs
 in one transaction under an advisory lock, so two specialists publishing at
-once are serialised.
+once are serialised. The statements these operations share are in
+trygg.store.version_rows; care plans are versioned by trygg.store.care_plan_versions.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
-import yaml
 from psycopg.types.json import Jsonb
+
+from trygg.store.version_rows import (
+    COLS,
+    Files,
+    HistoryEntry,
+    Version,
+    add_history,
+    add_overlay_history,
+    insert_overlay,
+    lock,
+    overlay_in_shadow,
+    overlay_version,
+    overlay_with_status,
+    set_status,
+    version_of,
+    with_status,
+)
 
 CATALOGUE = "catalogue"
 CARE_PLANS = "care_plans"
-_LOCK_KEY = 0x7472_7976  # "tryv"
-
-Files = list[tuple[str, str]]
 
 
 class VersionError(RuntimeError):
     """The change cannot be made; the text says why."""
 
 
-@dataclass(frozen=True)
-class Version:
-    version: str
-    kind: str
-    files: Files
-    status: str
-    created_at: datetime
-    author: str
-    reason: str
-    parent: str | None
-    status_at: datetime
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    id: int
-    at: datetime
-    version: str
-    kind: str
-    action: str
-    author: str
-    reason: str
-    previous: str | None
-    status: str  # the version's status now
-
-
-_COLS = "version, kind, files, status, created_at, author, reason, parent, status_at"
-
-
-def _version(row: Sequence[Any]) -> Version:
-    files = [(str(f["name"]), str(f["text"])) for f in row[2]]
-    return Version(row[0], row[1], files, row[3], row[4], row[5], row[6], row[7], row[8])
-
-
-def _lock(conn: psycopg.Connection) -> None:
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
-
-
-def _insert(
+def insert(
     conn: psycopg.Connection,
     version: str,
     kind: str,
@@ -81,7 +55,7 @@ def _insert(
 ) -> bool:
     """Store the content if it is new (status retired); True if it was new."""
     row = conn.execute(
-        f"INSERT INTO catalogue_versions ({_COLS}) VALUES"
+        f"INSERT INTO catalogue_versions ({COLS}) VALUES"
         " (%s, %s, %s, 'retired', now(), %s, %s, %s, now())"
         " ON CONFLICT (version) DO NOTHING RETURNING version",
         [
@@ -102,37 +76,6 @@ def _insert(
     return row is not None
 
 
-def _set_status(conn: psycopg.Connection, version: str, status: str) -> None:
-    conn.execute(
-        "UPDATE catalogue_versions SET status = %s, status_at = now() WHERE version = %s",
-        [status, version],
-    )
-
-
-def _history(
-    conn: psycopg.Connection,
-    version: str,
-    kind: str,
-    action: str,
-    author: str,
-    reason: str,
-    previous: str | None,
-) -> None:
-    conn.execute(
-        "INSERT INTO catalogue_history (version, kind, action, author, reason, previous)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
-        [version, kind, action, author, reason, previous],
-    )
-
-
-def _with_status(conn: psycopg.Connection, kind: str, status: str) -> str | None:
-    row = conn.execute(
-        "SELECT version FROM catalogue_versions WHERE kind = %s AND status = %s",
-        [kind, status],
-    ).fetchone()
-    return str(row[0]) if row else None
-
-
 # ------------------------------------------------------------------ reading
 
 
@@ -140,7 +83,7 @@ def get(conn: psycopg.Connection, ref: str) -> Version:
     """A version by its string, a unique prefix of it, or ``active`` / ``shadow``."""
     if ref in ("active", "shadow"):
         row = conn.execute(
-            f"SELECT {_COLS} FROM catalogue_versions WHERE kind = %s AND status = %s",
+            f"SELECT {COLS} FROM catalogue_versions WHERE kind = %s AND status = %s",
             [CATALOGUE, ref],
         ).fetchone()
         if row is None:
@@ -149,9 +92,9 @@ def get(conn: psycopg.Connection, ref: str) -> Version:
                 if ref == "shadow"
                 else "there is no active catalogue version"
             )
-        return _version(row)
+        return version_of(row)
     rows = conn.execute(
-        f"SELECT {_COLS} FROM catalogue_versions WHERE version = %s"
+        f"SELECT {COLS} FROM catalogue_versions WHERE version = %s"
         " OR starts_with(version, %s) ORDER BY version = %s DESC, version LIMIT 3",
         [ref, ref, ref],
     ).fetchall()
@@ -160,7 +103,7 @@ def get(conn: psycopg.Connection, ref: str) -> Version:
     if rows[0][0] != ref and len(rows) > 1:
         names = ", ".join(r[0] for r in rows)
         raise VersionError(f"{ref!r} names more than one version ({names}, ...): give more of it")
-    return _version(rows[0])
+    return version_of(rows[0])
 
 
 def current(conn: psycopg.Connection, kind: str = CATALOGUE) -> dict[str, str]:
@@ -173,21 +116,30 @@ def current(conn: psycopg.Connection, kind: str = CATALOGUE) -> dict[str, str]:
     return {str(s): str(v) for s, v in rows}
 
 
+def _history_rows(
+    conn: psycopg.Connection, where: list[str], args: list[Any], limit: int, *, district: bool
+) -> list[tuple[Any, ...]]:
+    """Rows of the history joined with each version's status now, newest first:
+    a :class:`HistoryEntry`'s fields, then (``district``) the district."""
+    q = (
+        "SELECT h.id, h.at, h.version, h.kind, h.action, h.author, h.reason, h.previous,"
+        " v.status" + (", h.district" if district else "") + " FROM catalogue_history h"
+        " JOIN catalogue_versions v USING (version)"
+    )
+    if where:
+        q += " WHERE " + " AND ".join(where)
+    q += " ORDER BY h.id DESC LIMIT %s"
+    args.append(limit)
+    return conn.execute(q, args).fetchall()
+
+
 def history(
     conn: psycopg.Connection, kind: str | None = None, limit: int = 200
 ) -> list[HistoryEntry]:
     """The history, newest first."""
-    q = (
-        "SELECT h.id, h.at, h.version, h.kind, h.action, h.author, h.reason, h.previous,"
-        " v.status FROM catalogue_history h JOIN catalogue_versions v USING (version)"
-    )
-    args: list[Any] = []
-    if kind is not None:
-        q += " WHERE h.kind = %s"
-        args.append(kind)
-    q += " ORDER BY h.id DESC LIMIT %s"
-    args.append(limit)
-    return [HistoryEntry(*r) for r in conn.execute(q, args).fetchall()]
+    where = [] if kind is None else ["h.kind = %s"]
+    args: list[Any] = [] if kind is None else [kind]
+    return [HistoryEntry(*r) for r in _history_rows(conn, where, args, limit, district=False)]
 
 
 def shadow_started(conn: psycopg.Connection, version: str) -> datetime | None:
@@ -228,27 +180,29 @@ def publish(
     makes it active again (a roll-back), recorded like any other change.
     """
     with conn.transaction():
-        _lock(conn)
-        prev = _with_status(conn, kind, "active")
+        lock(conn)
+        prev = with_status(conn, kind, "active")
         if prev == version:
             return False
-        _insert(conn, version, kind, files, author, reason, prev)
+        insert(conn, version, kind, files, author, reason, prev)
         if prev is not None:
-            _set_status(conn, prev, "retired")
-        _set_status(conn, version, "active")
-        _history(conn, version, kind, action, author, reason, prev)
+            set_status(conn, prev, "retired")
+        set_status(conn, version, "active")
+        add_history(conn, version, kind, action, author, reason, prev)
     return True
 
 
 def record_in_use(conn: psycopg.Connection, version: str, files: Files) -> bool:
     """At start-up, with no active catalogue stored: record the one in use."""
     with conn.transaction():
-        _lock(conn)
-        if _with_status(conn, CATALOGUE, "active") is not None:
+        lock(conn)
+        if with_status(conn, CATALOGUE, "active") is not None:
             return False
-        _insert(conn, version, CATALOGUE, files, "trygg", "catalogue in use at start-up", None)
-        _set_status(conn, version, "active")
-        _history(conn, version, CATALOGUE, "started", "trygg", "catalogue in use at start-up", None)
+        insert(conn, version, CATALOGUE, files, "trygg", "catalogue in use at start-up", None)
+        set_status(conn, version, "active")
+        add_history(
+            conn, version, CATALOGUE, "started", "trygg", "catalogue in use at start-up", None
+        )
     return True
 
 
@@ -257,7 +211,7 @@ def start_shadow(
 ) -> None:
     """Store ``files`` as ``version`` and run it in shadow beside the active one."""
     with conn.transaction():
-        _lock(conn)
+        lock(conn)
         cur = current(conn)
         if cur.get("active") == version:
             raise VersionError(f"{version} is the active catalogue already")
@@ -274,75 +228,37 @@ def start_shadow(
                 f"district {district}'s overlay is in shadow: a catalogue cannot be shadowed"
                 f" beside it (trygg rules promote --district {district}, or --stop it first)"
             )
-        _insert(conn, version, CATALOGUE, files, author, reason, cur.get("active"))
-        _set_status(conn, version, "shadow")
-        _history(conn, version, CATALOGUE, "shadow_started", author, reason, cur.get("active"))
+        insert(conn, version, CATALOGUE, files, author, reason, cur.get("active"))
+        set_status(conn, version, "shadow")
+        add_history(conn, version, CATALOGUE, "shadow_started", author, reason, cur.get("active"))
 
 
 def stop_shadow(conn: psycopg.Connection, *, author: str, reason: str) -> str:
     """Stop the shadow run; the candidate is kept, retired. Returns its version."""
     with conn.transaction():
-        _lock(conn)
-        shadow = _with_status(conn, CATALOGUE, "shadow")
+        lock(conn)
+        shadow = with_status(conn, CATALOGUE, "shadow")
         if shadow is None:
             raise VersionError("no catalogue is in shadow")
-        _set_status(conn, shadow, "retired")
-        _history(conn, shadow, CATALOGUE, "shadow_stopped", author, reason, None)
+        set_status(conn, shadow, "retired")
+        add_history(conn, shadow, CATALOGUE, "shadow_stopped", author, reason, None)
     return shadow
 
 
 def promote(conn: psycopg.Connection, *, author: str, reason: str) -> tuple[str, str | None]:
     """The shadow version becomes active, the active one retired: ``(new, previous)``."""
     with conn.transaction():
-        _lock(conn)
+        lock(conn)
         cur = current(conn)
         shadow = cur.get("shadow")
         if shadow is None:
             raise VersionError("no catalogue is in shadow: nothing to promote")
         prev = cur.get("active")
         if prev is not None:
-            _set_status(conn, prev, "retired")
-        _set_status(conn, shadow, "active")
-        _history(conn, shadow, CATALOGUE, "promoted", author, reason, prev)
+            set_status(conn, prev, "retired")
+        set_status(conn, shadow, "active")
+        add_history(conn, shadow, CATALOGUE, "promoted", author, reason, prev)
     return shadow, prev
-
-
-# ------------------------------------------------------------------ care plans
-
-
-def care_plans_file(overrides: dict[str, dict[str, Any]]) -> tuple[str, str, str]:
-    """``(version, name, text)`` of a set of care plans (resident -> overrides).
-
-    The text is YAML, one resident a key in id order, so that two versions
-    diff line by line; the version is ``care-plans+<12 hex of its sha256>``.
-    """
-    plans = {r: overrides[r] for r in sorted(overrides) if overrides[r]}
-    text = yaml.safe_dump(
-        json.loads(json.dumps(plans, default=str)), sort_keys=True, allow_unicode=True
-    )
-    if not plans:
-        text = "{}\n"
-    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return f"care-plans+{digest}", "care-plans.yaml", text
-
-
-def record_care_plans(conn: psycopg.Connection, *, author: str, reason: str) -> str | None:
-    """Record the stored care plans as a version if they differ from the active
-    one (call inside the transaction that changed them). Returns the new version."""
-    rows = conn.execute(
-        "SELECT id, overrides FROM residents WHERE overrides <> '{}'::jsonb"
-    ).fetchall()
-    version, name, text = care_plans_file({str(i): dict(o) for i, o in rows})
-    _lock(conn)
-    prev = _with_status(conn, CARE_PLANS, "active")
-    if prev == version or (prev is None and not rows):
-        return None
-    _insert(conn, version, CARE_PLANS, [(name, text)], author, reason, prev)
-    if prev is not None:
-        _set_status(conn, prev, "retired")
-    _set_status(conn, version, "active")
-    _history(conn, version, CARE_PLANS, "care_plans_changed", author, reason, prev)
-    return version
 
 
 # ------------------------------------------------------------------ reports
@@ -395,61 +311,6 @@ def alerts_in(
 OVERLAY = "overlay"
 
 
-def overlay_version(district: str, text: str) -> str:
-    """``overlay-<district>+<12 hex of the text's sha256>``."""
-    return f"overlay-{district}+{hashlib.sha256(text.encode()).hexdigest()[:12]}"
-
-
-def _overlay_with_status(conn: psycopg.Connection, district: str, status: str) -> str | None:
-    row = conn.execute(
-        "SELECT version FROM catalogue_versions WHERE kind = 'overlay' AND district = %s"
-        " AND status = %s",
-        [district, status],
-    ).fetchone()
-    return str(row[0]) if row else None
-
-
-def _insert_overlay(
-    conn: psycopg.Connection,
-    district: str,
-    text: str,
-    author: str,
-    reason: str,
-    parent: str | None,
-) -> str:
-    version = overlay_version(district, text)
-    conn.execute(
-        f"INSERT INTO catalogue_versions ({_COLS}, district) VALUES"
-        " (%s, 'overlay', %s, 'retired', now(), %s, %s, %s, now(), %s)"
-        " ON CONFLICT (version) DO NOTHING",
-        [
-            version,
-            Jsonb([{"name": f"{district}.yaml", "text": text}]),
-            author,
-            reason,
-            parent,
-            district,
-        ],
-    )
-    return version
-
-
-def _overlay_history(
-    conn: psycopg.Connection,
-    district: str,
-    version: str,
-    action: str,
-    author: str,
-    reason: str,
-    previous: str | None,
-) -> None:
-    conn.execute(
-        "INSERT INTO catalogue_history (version, kind, action, author, reason, previous, district)"
-        " VALUES (%s, 'overlay', %s, %s, %s, %s, %s)",
-        [version, action, author, reason, previous, district],
-    )
-
-
 def overlays_in(conn: psycopg.Connection, status: str) -> dict[str, tuple[str, str]]:
     """district -> (version, text) of the overlays with ``status`` (active or shadow).
     An empty mapping on a schema older than 11."""
@@ -469,18 +330,13 @@ def overlay_history(
     conn: psycopg.Connection, district: str | None = None, limit: int = 200
 ) -> list[tuple[HistoryEntry, str]]:
     """The overlay versions' history, newest first, each with its district."""
-    q = (
-        "SELECT h.id, h.at, h.version, h.kind, h.action, h.author, h.reason, h.previous,"
-        " v.status, h.district FROM catalogue_history h JOIN catalogue_versions v USING (version)"
-        " WHERE h.kind = 'overlay'"
-    )
+    where = ["h.kind = 'overlay'"]
     args: list[Any] = []
     if district is not None:
-        q += " AND h.district = %s"
+        where.append("h.district = %s")
         args.append(district)
-    q += " ORDER BY h.id DESC LIMIT %s"
-    args.append(limit)
-    return [(HistoryEntry(*r[:9]), str(r[9])) for r in conn.execute(q, args).fetchall()]
+    rows = _history_rows(conn, where, args, limit, district=True)
+    return [(HistoryEntry(*r[:9]), str(r[9])) for r in rows]
 
 
 def publish_overlay(
@@ -489,18 +345,18 @@ def publish_overlay(
     """Store ``text`` as the district's overlay (if new) and make it active; the
     version, or None when it already was active (nothing recorded)."""
     with conn.transaction():
-        _lock(conn)
-        prev = _overlay_with_status(conn, district, "active")
+        lock(conn)
+        prev = overlay_with_status(conn, district, "active")
         version = overlay_version(district, text)
         if prev == version:
             return None
-        _insert_overlay(conn, district, text, author, reason, prev)
+        insert_overlay(conn, district, text, author, reason, prev)
         if prev is not None:
-            _set_status(conn, prev, "retired")
-        if _overlay_with_status(conn, district, "shadow") == version:
-            _overlay_history(conn, district, version, "shadow_stopped", author, reason, None)
-        _set_status(conn, version, "active")
-        _overlay_history(conn, district, version, "published", author, reason, prev)
+            set_status(conn, prev, "retired")
+        if overlay_with_status(conn, district, "shadow") == version:
+            add_overlay_history(conn, district, version, "shadow_stopped", author, reason, None)
+        set_status(conn, version, "active")
+        add_overlay_history(conn, district, version, "published", author, reason, prev)
     return version
 
 
@@ -510,27 +366,27 @@ def start_overlay_shadow(
     """Store ``text`` as a candidate overlay of the district and run it in shadow
     for the district's residents. Returns its version."""
     with conn.transaction():
-        _lock(conn)
+        lock(conn)
         version = overlay_version(district, text)
-        active = _overlay_with_status(conn, district, "active")
+        active = overlay_with_status(conn, district, "active")
         if active == version:
             raise VersionError(f"{version} is {district}'s active overlay already")
-        shadow = _overlay_with_status(conn, district, "shadow")
+        shadow = overlay_with_status(conn, district, "shadow")
         if shadow is not None:
             raise VersionError(
                 f"{shadow} is in shadow for {district} already: promote it or stop it first"
                 f" (trygg rules promote --district {district} /"
                 f" trygg rules shadow --district {district} --stop)"
             )
-        cat = _with_status(conn, CATALOGUE, "shadow")
+        cat = with_status(conn, CATALOGUE, "shadow")
         if cat is not None:
             raise VersionError(
                 f"the catalogue {cat} is in shadow: a district's overlay cannot be shadowed"
                 " beside it (promote or stop it first)"
             )
-        _insert_overlay(conn, district, text, author, reason, active)
-        _set_status(conn, version, "shadow")
-        _overlay_history(conn, district, version, "shadow_started", author, reason, active)
+        insert_overlay(conn, district, text, author, reason, active)
+        set_status(conn, version, "shadow")
+        add_overlay_history(conn, district, version, "shadow_started", author, reason, active)
     return version
 
 
@@ -539,12 +395,12 @@ def stop_overlay_shadow(
 ) -> str:
     """Stop the district's shadow run; the candidate is kept, retired."""
     with conn.transaction():
-        _lock(conn)
-        shadow = _overlay_with_status(conn, district, "shadow")
+        lock(conn)
+        shadow = overlay_with_status(conn, district, "shadow")
         if shadow is None:
             raise VersionError(f"no overlay of {district} is in shadow")
-        _set_status(conn, shadow, "retired")
-        _overlay_history(conn, district, shadow, "shadow_stopped", author, reason, None)
+        set_status(conn, shadow, "retired")
+        add_overlay_history(conn, district, shadow, "shadow_stopped", author, reason, None)
     return shadow
 
 
@@ -553,26 +409,13 @@ def promote_overlay(
 ) -> tuple[str, str | None]:
     """The district's shadow overlay becomes active: ``(new, previous)``."""
     with conn.transaction():
-        _lock(conn)
-        shadow = _overlay_with_status(conn, district, "shadow")
+        lock(conn)
+        shadow = overlay_with_status(conn, district, "shadow")
         if shadow is None:
             raise VersionError(f"no overlay of {district} is in shadow: nothing to promote")
-        prev = _overlay_with_status(conn, district, "active")
+        prev = overlay_with_status(conn, district, "active")
         if prev is not None:
-            _set_status(conn, prev, "retired")
-        _set_status(conn, shadow, "active")
-        _overlay_history(conn, district, shadow, "promoted", author, reason, prev)
+            set_status(conn, prev, "retired")
+        set_status(conn, shadow, "active")
+        add_overlay_history(conn, district, shadow, "promoted", author, reason, prev)
     return shadow, prev
-
-
-def overlay_in_shadow(conn: psycopg.Connection) -> str | None:
-    """A district with an overlay in shadow, if any (a catalogue may not be shadowed then)."""
-    try:
-        with conn.transaction():
-            row = conn.execute(
-                "SELECT district FROM catalogue_versions WHERE kind = 'overlay'"
-                " AND status = 'shadow' ORDER BY district LIMIT 1"
-            ).fetchone()
-    except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable):
-        return None
-    return str(row[0]) if row else None
