@@ -281,7 +281,7 @@ def _district_backtest(
     active version, else its file) against the candidate overlay, on ``cat``; the
     district's teams (those of ``--team`` in it, if given). Exits on a refused overlay."""
     from trygg.rules.overlays import OverlayError
-    from trygg.store.versions import overlay_version
+    from trygg.store.version_rows import overlay_version
     from trygg.tuning import district_versions as dv
     from trygg.tuning.district_versions_cli import overlays_in_force
 
