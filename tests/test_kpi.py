@@ -39,7 +39,8 @@ from trygg.audit.report import ReportOptions, build_report
 from trygg.audit.report_csv_json import to_csv, to_dict
 from trygg.audit.report_html import to_html
 from trygg.store.audit import copy_alert_history
-from trygg.store.kpi import KpiParams, compute_kpis, exceptions
+from trygg.store.kpi import KpiParams
+from trygg.store.kpi_queries import compute_kpis, exceptions
 from trygg.store.migrate import migrate
 
 OSLO = ZoneInfo("Europe/Oslo")

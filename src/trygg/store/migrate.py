@@ -21,6 +21,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import psycopg
 
@@ -58,13 +59,19 @@ def migrations() -> list[Migration]:
     return found
 
 
+def has_timescaledb(conn: psycopg.Connection[Any]) -> bool:
+    """True when the timescaledb extension is installed in this database."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def timescaledb_available(conn: psycopg.Connection) -> bool:
     """True when the server has TimescaleDB preloaded (so CREATE EXTENSION works),
     or the extension is already in this database (a role that is not a superuser
     may not read shared_preload_libraries, and cannot create the extension)."""
-    row = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')")
-    found = row.fetchone()
-    if found and found[0]:
+    if has_timescaledb(conn):
         return True
     readable = conn.execute(
         "SELECT rolsuper OR pg_has_role(current_user, 'pg_read_all_settings', 'USAGE')"
@@ -139,10 +146,7 @@ def migrate(url: str, use_timescaledb: bool | None = None) -> list[Migration]:
 
 
 def uses_hypertable(conn: psycopg.Connection) -> bool:
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
-    ).fetchone()
-    if not row or not row[0]:
+    if not has_timescaledb(conn):
         return False
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables"
