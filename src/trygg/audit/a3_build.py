@@ -16,7 +16,7 @@ from trygg.audit.a3_plan import plan
 from trygg.audit.report import Progress
 from trygg.registry import DEFAULT_DISTRICT
 from trygg.rules.catalogue import Catalogue
-from trygg.store import kpi as kpi_sql
+from trygg.store import kpi_queries as kpi_sql
 from trygg.store.kpi import KpiParams
 from trygg.store.registry import district_map
 

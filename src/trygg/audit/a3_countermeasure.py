@@ -13,7 +13,7 @@ import psycopg
 from trygg.alerts.alert import FALSE_OUTCOMES
 from trygg.audit.a3 import A3Options, Countermeasure, OutcomeImpact
 from trygg.rules.catalogue import Catalogue
-from trygg.store import kpi as kpi_sql
+from trygg.store import kpi_queries as kpi_sql
 from trygg.tuning.backtest import (
     DELAYED,
     EARLIER,

@@ -33,7 +33,8 @@ import psycopg
 from trygg.registry import DEFAULT_DISTRICT, Registry
 from trygg.rules.catalogue import REASON, Catalogue, format_value, param_value
 from trygg.rules.overlays import Overlays
-from trygg.store.kpi import KpiParams, KpiRow, district_kpis
+from trygg.store.kpi import KpiParams, KpiRow
+from trygg.store.kpi_queries import district_kpis
 
 OUTLIER_SHARE = 0.5  # of the bounds' width away from the others' median
 

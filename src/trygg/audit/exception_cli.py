@@ -59,7 +59,8 @@ def exception_list(
     database_url: str | None = DbOpt,
 ) -> None:
     """Alerts that breached a target in the period, with their reports."""
-    from trygg.store.kpi import KpiParams, exceptions
+    from trygg.store.kpi import KpiParams
+    from trygg.store.kpi_queries import exceptions
 
     s = settings_for(config, database_url)
     p = KpiParams(

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from trygg.registry import DEFAULT_DISTRICT
-from trygg.store import kpi as kpi_sql
+from trygg.store import kpi_queries as kpi_sql
 from trygg.store.kpi import KpiParams, KpiRow
 from trygg.store.registry import district_map
 
