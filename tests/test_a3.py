@@ -34,7 +34,7 @@ from trygg.devenv import PrivatePostgres
 from trygg.model import Signal
 from trygg.rules.catalogue import load_catalogue
 from trygg.simulate import Truth, build_homes, generate, make_rates
-from trygg.store.alerts import append_record, insert_alert
+from trygg.store.alert_writes import append_record, insert_alert
 from trygg.store.migrate import migrate
 from trygg.tuning.backtest_engines import run_engines
 

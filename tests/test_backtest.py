@@ -26,7 +26,7 @@ from trygg.rules.catalogue import Catalogue, load_catalogue
 from trygg.rules.engine import Engine
 from trygg.simulate import Truth, build_homes, generate, make_rates
 from trygg.store import history
-from trygg.store.alerts import append_record, insert_alert
+from trygg.store.alert_writes import append_record, insert_alert
 from trygg.store.events import StoredEvent, write_events
 from trygg.store.migrate import migrate
 from trygg.store.registry import save_registry

@@ -27,7 +27,7 @@ from trygg.devenv import PrivatePostgres, free_port
 from trygg.distributed.tansu import PrivateTansu
 from trygg.registry import parse_registry
 from trygg.store.access import add_user
-from trygg.store.alerts import append_record, insert_alert
+from trygg.store.alert_writes import append_record, insert_alert
 from trygg.store.migrate import migrate
 from trygg.store.registry import save_registry
 

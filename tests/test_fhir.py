@@ -392,7 +392,7 @@ def test_export_cli_from_the_database(db: str, tmp_path: Any) -> None:
 def test_export_from_the_database_knows_the_device_kind(db: str) -> None:
     """A dispenser's technical alert is exported with the dispenser's own VKP code:
     the export reads each alert's device kind from the registry."""
-    from trygg.store.alerts import insert_alert
+    from trygg.store.alert_writes import insert_alert
     from trygg.store.audit import alerts_for_export
 
     with psycopg.connect(db) as conn:

@@ -20,6 +20,7 @@ import psycopg
 
 from trygg.model import DeadLetter
 from trygg.store import access as access_store
+from trygg.store import alert_writes
 from trygg.store import alerts as alert_store
 from trygg.store.events import (
     Row,
@@ -203,12 +204,12 @@ def access_record(
 def _apply_one(conn: psycopg.Connection, r: Record) -> None:
     op = r["op"]
     if op == "achg":
-        alert_store.upsert_snapshot(conn, r["snap"])
-        alert_store.append_records(conn, r["recs"])
+        alert_writes.upsert_snapshot(conn, r["snap"])
+        alert_writes.append_records(conn, r["recs"])
     elif op == "outbox":
-        alert_store.insert_notifications(conn, r["rows"])
+        alert_writes.insert_notifications(conn, r["rows"])
     elif op == "dlv":
-        alert_store.insert_delivery(conn, r)
+        alert_writes.insert_delivery(conn, r)
     elif op == "sil":
         alert_store.save_silence(conn, r["s"])
     elif op == "acc":
@@ -224,9 +225,9 @@ def _apply_one(conn: psycopg.Connection, r: Record) -> None:
     elif op == "alert":
         f = {k: v for k, v in r.items() if k != "op"}
         f["raised_at"] = datetime.fromisoformat(f["raised_at"])
-        alert_store.insert_alert(conn, **f)
+        alert_writes.insert_alert(conn, **f)
     elif op == "rec":
-        alert_store.append_record(
+        alert_writes.append_record(
             conn,
             r["alert_id"],
             r["step"],
@@ -236,7 +237,7 @@ def _apply_one(conn: psycopg.Connection, r: Record) -> None:
             r["data"],
         )
         if r.get("state"):
-            alert_store.set_state(conn, r["alert_id"], r["state"])
+            alert_writes.set_state(conn, r["alert_id"], r["state"])
     else:
         raise ValueError(f"unknown spool record op {r['op']!r}")
 
