@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -28,6 +27,7 @@ from trygg.store.events import (
     write_dead_letters,
     write_event_rows,
 )
+from trygg.store.spool_poison import POISON, poison_letter, unreadable_letter
 
 Record = dict[str, Any]
 
@@ -250,52 +250,6 @@ class CheckpointMoved(Exception):
         self.at = at
 
 
-# What a record that PostgreSQL (or the driver) cannot take raises: a value it
-# cannot hold (NUL in text, a number or time out of range: SQLSTATE class 22),
-# a constraint it breaks (class 23), text Python cannot encode (a lone
-# surrogate), or a record of the wrong shape. Such a record is poison: it will
-# fail the same way on every try, so it is isolated instead of retried.
-# Anything else (the server gone, a missing table) is the database's state,
-# not the data's, and is retried.
-POISON: tuple[type[BaseException], ...] = (
-    psycopg.errors.DataError,
-    psycopg.errors.IntegrityError,
-    ValueError,  # UnicodeEncodeError included
-    TypeError,
-    KeyError,
-    OverflowError,
-)
-
-
-def _clean(text: str) -> str:
-    """``text`` as PostgreSQL can store it: NUL and lone surrogates escaped."""
-    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def poison_letter(record: Record, error: BaseException) -> DeadLetter:
-    """A record the database refused, as a dead letter: the record's JSON
-    (ASCII, so any text survives) and the database's reason."""
-    raw = json.dumps(record, ensure_ascii=True, default=str, sort_keys=True).encode()
-    if isinstance(error, KeyError):
-        reason = f"the record has no field {error}"
-    else:
-        text = str(error).strip()
-        reason = text.splitlines()[0] if text else type(error).__name__
-    device = record.get("d") if record.get("op") == "ev" else record.get("device")
-    rx = record.get("rx")
-    try:
-        received = datetime.fromisoformat(rx) if isinstance(rx, str) else None
-    except ValueError:
-        received = None
-    return DeadLetter(
-        _clean(f"spool/{record.get('op', '?')}"),
-        raw[: 64 * 1024],
-        _clean(f"stored from the spool: the database refused this record: {reason[:300]}"),
-        received or datetime.now(UTC),
-        _clean(device) if isinstance(device, str) else None,
-    )
-
-
 def _write(conn: psycopg.Connection, records: Sequence[Record]) -> tuple[int, int]:
     """Write a run of records (no checkpoint): (events stored, dead letters stored).
 
@@ -316,7 +270,7 @@ def _write(conn: psycopg.Connection, records: Sequence[Record]) -> tuple[int, in
         elif op == "health":
             _merge_health(health, r)
         elif op == "unreadable":
-            letters.append(_unreadable(r))
+            letters.append(unreadable_letter(r))
         else:
             ordered.append(r)
     stored = write_event_rows(conn, events)
@@ -325,17 +279,6 @@ def _write(conn: psycopg.Connection, records: Sequence[Record]) -> tuple[int, in
     for r in ordered:
         _apply_one(conn, r)
     return stored, dead
-
-
-def _unreadable(r: Record) -> DeadLetter:
-    """A spool line that is not JSON (a damaged disk, an old bug) as a dead letter."""
-    return DeadLetter(
-        "spool/unreadable",
-        base64.b64decode(r["raw"]),
-        _clean(f"a spool line that could not be read: {r['error']}"),
-        datetime.now(UTC),
-        None,
-    )
 
 
 def _isolate(
