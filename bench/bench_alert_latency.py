@@ -54,9 +54,9 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from trygg.devenv import PrivateMosquitto, PrivatePostgres, free_port  # noqa: E402
 from trygg.registry import parse_registry  # noqa: E402
 from trygg.simulate import build_homes, generate  # noqa: E402
-from trygg.store.access import add_user  # noqa: E402
 from trygg.store.migrate import migrate  # noqa: E402
 from trygg.store.registry import save_registry  # noqa: E402
+from trygg.store.users import add_user  # noqa: E402
 
 SITE = "bench"
 PROBES = 60

@@ -43,8 +43,8 @@ from trygg.model import Event, EventType, Severity, Signal, SignalAction
 from trygg.registry import Registry, parse_registry
 from trygg.runner.embedded import EmbeddedRunner
 from trygg.settings import Settings
-from trygg.store.access import add_user
 from trygg.store.registry import save_registry
+from trygg.store.users import add_user
 
 SITE = "oslo"
 

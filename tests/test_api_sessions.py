@@ -22,7 +22,7 @@ from trygg.api.app import create_app
 from trygg.api.oidc import SignInRefused, map_claims, resolve_user
 from trygg.settings import Settings
 from trygg.store import access as store
-from trygg.store.access import add_user
+from trygg.store.users import add_user
 
 BASE = "http://trygg.test"
 

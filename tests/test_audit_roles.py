@@ -271,7 +271,8 @@ def test_retention_never_removes_the_head(db: str) -> None:
 
 def test_the_application_role_does_its_work(db: str) -> None:
     """What trygg run, the workers and the API write still goes through."""
-    from trygg.store.access import add_user, disable_user, user_by_token
+    from trygg.store.access import disable_user, user_by_token
+    from trygg.store.users import add_user
 
     _fill(db)
     app = app_url(db)
@@ -332,7 +333,7 @@ def test_trygg_run_as_the_application_role(tmp_path, db: str, broker) -> None:  
 
     from tests.helpers import TryggProcess, WebhookReceiver, event_json, publish, wait_until
     from trygg.devenv import free_port
-    from trygg.store.access import add_user
+    from trygg.store.users import add_user
 
     reg = tmp_path / "registry.yaml"
     reg.write_text(

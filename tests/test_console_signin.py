@@ -41,7 +41,7 @@ from tests.alerting_stack import Stack, start_stack
 from tests.conftest import REPO, trygg_cli
 from tests.helpers import WebhookReceiver, wait_until
 from trygg.devenv import free_port
-from trygg.store.access import add_user
+from trygg.store.users import add_user
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

@@ -38,9 +38,9 @@ from tests.test_latency_metrics import HISTOGRAMS, Scrape, _check_buckets, _chec
 from trygg.devenv import PrivateMosquitto, PrivatePostgres, free_port
 from trygg.distributed.tansu import PrivateTansu
 from trygg.registry import parse_registry
-from trygg.store.access import add_user
 from trygg.store.migrate import migrate
 from trygg.store.registry import save_registry
+from trygg.store.users import add_user
 
 SITE = "test"
 SECRET = "do-not-log-this-payload-field"  # in every payload; must appear in no log

@@ -26,8 +26,8 @@ from trygg.audit.verify import verify
 from trygg.devenv import PrivateMosquitto, free_port
 from trygg.distributed.tansu import PrivateTansu
 from trygg.registry import parse_registry
-from trygg.store.access import add_user
 from trygg.store.registry import save_registry
+from trygg.store.users import add_user
 
 pytestmark = [pytest.mark.slow]
 SITE = "test"

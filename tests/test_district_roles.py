@@ -18,7 +18,7 @@ from tests.conftest import trygg_cli
 from tests.helpers import wait_until
 from tests.test_console import CHROMIUM, console_page
 from tests.test_console import browser as browser  # a fixture
-from trygg.store.access import add_user
+from trygg.store.users import add_user
 
 TWO_DISTRICTS: dict[str, Any] = {
     **REGISTRY,

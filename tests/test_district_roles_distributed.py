@@ -26,10 +26,10 @@ from tests.test_district_roles import TWO_DISTRICTS
 from trygg.devenv import PrivatePostgres, free_port
 from trygg.distributed.tansu import PrivateTansu
 from trygg.registry import parse_registry
-from trygg.store.access import add_user
 from trygg.store.alert_writes import append_record, insert_alert
 from trygg.store.migrate import migrate
 from trygg.store.registry import save_registry
+from trygg.store.users import add_user
 
 
 @pytest.fixture

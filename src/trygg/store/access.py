@@ -1,9 +1,4 @@
-"""API users (hashed tokens), console sessions and the access log: who read which
-resident's data.
-
-The access log is append-only (a trigger refuses UPDATE and DELETE). The API
-writes it through the runner's spool (``spooled.access_record``), so a read
-is logged even while the database is away, and exactly once.
+"""API users (hashed tokens) and console sessions: who signs in, as whom.
 
 Sessions (migration 0008, docs/api.md "Sign-in"): a one-time enrolment code
 is exchanged once for a device session; an OpenID Connect sign-in or a
@@ -11,6 +6,9 @@ console sign-in with a bearer token gives a session too. Only SHA-256s of
 codes, secrets and tokens are stored. A session signs in while it is not
 revoked, not expired, its user is not disabled and (kind ``token``) the token
 it was made from is still the user's.
+
+Adding and listing users is trygg.store.users; the access log (who read which
+resident's data) is trygg.store.access_log.
 """
 
 from __future__ import annotations
@@ -24,14 +22,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 ROLES = ("care_staff", "team_leader", "specialist", "auditor", "admin")
 # Roles that see and act on the alerts of their own teams only.
 TEAM_ROLES = ("care_staff", "team_leader")
-# Roles that may be scoped to districts instead of (or besides) listing teams
-# (migration 0010): they then see the teams of those districts only.
-DISTRICT_ROLES = ("team_leader", "specialist", "auditor")
 SESSION_PREFIX = "ts_"  # a session's secret, as the cookie holds it
 ENROL_PREFIX = "te_"  # a one-time enrolment code
 
@@ -68,51 +62,6 @@ _TEAMS = (
 def hash_token(token: str) -> str:
     """Tokens are 256 random bits, so one SHA-256 is enough (no password stretching)."""
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    return "tg_" + secrets.token_urlsafe(32)
-
-
-def check_districts(conn: psycopg.Connection, role: str, districts: Sequence[str]) -> None:
-    """Refuse a district scope for a role that cannot have one, or a district
-    that is not stored (``trygg registry load`` stores them)."""
-    if not districts:
-        return
-    if role not in DISTRICT_ROLES:
-        raise ValueError(f"{role} cannot be scoped to districts (only {', '.join(DISTRICT_ROLES)})")
-    known = {str(r[0]) for r in conn.execute("SELECT id FROM districts").fetchall()}
-    unknown = [d for d in districts if d not in known]
-    if unknown:
-        raise ValueError(
-            f"unknown district {', '.join(map(repr, unknown))}"
-            f" (stored: {', '.join(sorted(known)) or 'none'}; load the registry first)"
-        )
-
-
-def add_user(
-    conn: psycopg.Connection,
-    name: str,
-    role: str,
-    teams: Sequence[str] = (),
-    districts: Sequence[str] = (),
-) -> str:
-    """Create (or replace the token of) a user; returns the token, shown only once.
-    ``districts``: scope a team leader, specialist or auditor to these districts."""
-    if role not in ROLES:
-        raise ValueError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
-    if role in TEAM_ROLES and not teams and not districts:
-        raise ValueError(f"{role} needs at least one team (--team) or district (--district)")
-    check_districts(conn, role, districts)
-    token = new_token()
-    conn.execute(
-        "INSERT INTO api_users (name, role, teams, districts, token_hash)"
-        " VALUES (%s, %s, %s, %s, %s)"
-        " ON CONFLICT (name) DO UPDATE SET role = excluded.role, teams = excluded.teams,"
-        " districts = excluded.districts, token_hash = excluded.token_hash, disabled_at = NULL",
-        [name, role, list(teams), list(districts), hash_token(token)],
-    )
-    return token
 
 
 def get_user(conn: psycopg.Connection, name: str) -> dict[str, Any] | None:
@@ -172,23 +121,6 @@ def disable_user(conn: psycopg.Connection, name: str) -> bool:
     return cur.rowcount > 0
 
 
-def list_users(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        "SELECT name, role, teams, created_at, disabled_at, districts FROM api_users ORDER BY name"
-    ).fetchall()
-    return [
-        {
-            "name": r[0],
-            "role": r[1],
-            "teams": list(r[2]),
-            "created_at": r[3],
-            "disabled_at": r[4],
-            "districts": list(r[5]),
-        }
-        for r in rows
-    ]
-
-
 def user_by_token(conn: psycopg.Connection, token: str) -> User | None:
     row = conn.execute(
         f"SELECT u.name, u.role, {_TEAMS}, u.districts FROM api_users u"
@@ -208,57 +140,6 @@ def active_token_hashes(conn: psycopg.Connection, hashes: Sequence[str]) -> set[
         [list(hashes)],
     ).fetchall()
     return {str(r[0]) for r in rows}
-
-
-def log_access(
-    conn: psycopg.Connection,
-    *,
-    at: datetime,
-    actor: str,
-    role: str,
-    action: str,
-    resident: str | None,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    conn.execute(
-        "INSERT INTO access_log (at, actor, role, action, resident, detail)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
-        [at, actor, role, action, resident, Jsonb(detail or {})],
-    )
-
-
-def read_access_log(
-    conn: psycopg.Connection,
-    *,
-    resident: str | None = None,
-    actor: str | None = None,
-    since: datetime | None = None,
-    limit: int = 500,
-    residents: Sequence[str] | None = None,
-) -> list[dict[str, Any]]:
-    """The newest rows first. ``residents``: only rows about one of these
-    residents (a district-scoped auditor's)."""
-    where: list[str] = []
-    args: list[Any] = []
-    if resident is not None:
-        where.append("resident = %s")
-        args.append(resident)
-    if residents is not None:
-        where.append("resident = ANY(%s)")
-        args.append(list(residents))
-    if actor is not None:
-        where.append("actor = %s")
-        args.append(actor)
-    if since is not None:
-        where.append("at >= %s")
-        args.append(since)
-    q = "SELECT at, actor, role, action, resident, detail FROM access_log"
-    if where:
-        q += " WHERE " + " AND ".join(where)
-    q += " ORDER BY at DESC, id DESC LIMIT %s"
-    args.append(limit)
-    cols = ("at", "actor", "role", "action", "resident", "detail")
-    return [dict(zip(cols, r, strict=True)) for r in conn.execute(q, args)]
 
 
 # ------------------------------------------------------------------ sessions

@@ -18,8 +18,7 @@ from typing import Any
 import psycopg
 
 from trygg.model import DeadLetter
-from trygg.store import access as access_store
-from trygg.store import alert_writes
+from trygg.store import access_log, alert_writes
 from trygg.store import alerts as alert_store
 from trygg.store.events import (
     Row,
@@ -213,7 +212,7 @@ def _apply_one(conn: psycopg.Connection, r: Record) -> None:
     elif op == "sil":
         alert_store.save_silence(conn, r["s"])
     elif op == "acc":
-        access_store.log_access(
+        access_log.log_access(
             conn,
             at=datetime.fromisoformat(r["at"]),
             actor=r["actor"],
