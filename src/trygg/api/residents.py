@@ -14,7 +14,7 @@ from pydantic import AwareDatetime
 
 from trygg.api import schemas, words
 from trygg.api.context import ApiContext, errors, iso, require
-from trygg.store import access as access_store
+from trygg.store import access_log as access_store
 from trygg.store import alerts as alert_store
 from trygg.store.access import TEAM_ROLES, User
 
