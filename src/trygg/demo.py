@@ -80,7 +80,7 @@ def run_demo(homes: int = 24, seconds: float = 0, speed: float = 60.0) -> None:
 def _demo(work: Path, homes: int, seconds: float, speed: float) -> None:
     from trygg.simulate import build_homes, generate, make_rates
     from trygg.simulate import publish as sim_publish
-    from trygg.store.access import add_user
+    from trygg.store.users import add_user
 
     with PrivatePostgres() as pg, PrivateMosquitto() as broker:
         migrate(pg.url)

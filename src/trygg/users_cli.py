@@ -36,7 +36,7 @@ def users_add(
     """Create a user (or give an existing one a new token); prints the token once."""
     import psycopg
 
-    from trygg.store.access import add_user
+    from trygg.store.users import add_user
 
     s = _settings(config, database_url=database_url)
     try:
@@ -63,7 +63,7 @@ def users_list(
     """List users (never their tokens)."""
     import psycopg
 
-    from trygg.store.access import list_users
+    from trygg.store.users import list_users
 
     s = _settings(config, database_url=database_url)
     with psycopg.connect(s.database_url) as conn:
@@ -127,7 +127,8 @@ def users_enrol(
     import psycopg
     import segno
 
-    from trygg.store.access import create_enrolment, ensure_user, get_user, log_access
+    from trygg.store.access import create_enrolment, ensure_user, get_user
+    from trygg.store.access_log import log_access
 
     s = _settings(config, database_url=database_url)
     actor = _cli_actor(by)
@@ -221,7 +222,8 @@ def users_revoke(
 
     import psycopg
 
-    from trygg.store.access import get_session, log_access, revoke_session, revoke_user_sessions
+    from trygg.store.access import get_session, revoke_session, revoke_user_sessions
+    from trygg.store.access_log import log_access
 
     s = _settings(config, database_url=database_url)
     actor = _cli_actor(by)
