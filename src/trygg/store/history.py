@@ -37,6 +37,17 @@ def _filters(
     return where, params
 
 
+def _alert_filters(
+    start: datetime, end: datetime, teams: Sequence[str] | None
+) -> tuple[str, list[Any]]:
+    """Alerts (``a``) raised in ``[start, end)``, of one of ``teams`` if given."""
+    where, params = _filters(start, end, None, col="a.raised_at")
+    if teams:
+        where += " AND a.team = ANY(%s)"
+        params.append(list(teams))
+    return where, params
+
+
 def count_events(
     conn: psycopg.Connection[Any],
     start: datetime,
@@ -146,10 +157,7 @@ def alert_outcomes(
     how many are closed, how many were false (outcome ``false_alarm`` or
     ``no_help_needed``, or cancelled with reason ``false_alarm``) and how many
     led to a call-out (an ``arrived`` record)."""
-    where, params = _filters(start, end, None, col="a.raised_at")
-    if teams:
-        where += " AND a.team = ANY(%s)"
-        params.append(list(teams))
+    where, params = _alert_filters(start, end, teams)
     false = ", ".join(f"'{o}'" for o in sorted(FALSE_OUTCOMES))
     sql = f"""
         SELECT rule, team, count(*) AS alerts,
@@ -188,10 +196,7 @@ def recorded_incidents(
     """Real incidents of ``[start, end)``: stored (non-shadow) alerts that ended
     ``resolved`` after someone arrived, with the time of the first arrival,
     in raise order."""
-    where, params = _filters(start, end, None, col="a.raised_at")
-    if teams:
-        where += " AND a.team = ANY(%s)"
-        params.append(list(teams))
+    where, params = _alert_filters(start, end, teams)
     sql = f"""
         SELECT a.id::text AS alert_id, a.rule, a.resident, a.team, a.raised_at,
                a.events, a.device, a.outcome, arr.at AS arrived_at
