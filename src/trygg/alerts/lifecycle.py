@@ -10,13 +10,8 @@ Legal transitions, who may do them and the record each writes are a table,
 :class:`TransitionError` with a message a nurse can read on a phone.
 
 Concurrency: every function takes ``expected_version`` (the version the
-actor saw). If records that change the state were appended since, the action
-is checked against the alert *as it is now*: if it is no longer allowed the
-refusal names why ("alert is taken by nurse-7"); if it would still be allowed
-a :class:`ConflictError` asks the actor to look again rather than acting on a
-stale view. Informational records appended in between (an escalation, a
-repeat) do not count as a conflict. The I/O layer stores with
-compare-and-set on ``version``; when that fails it reloads and calls again.
+actor saw); the refusals and the version check are
+:mod:`trygg.alerts.refusals`.
 """
 
 from __future__ import annotations
@@ -34,9 +29,10 @@ from trygg.alerts.alert import (
     State,
     Step,
     append,
-    raised_data,
 )
-from trygg.alerts.transitions import ACTIONS, TRANSITIONS, allowed_actions, refusal
+from trygg.alerts.raised import raised_data
+from trygg.alerts.refusals import ConflictError, TransitionError, guard
+from trygg.alerts.transitions import ACTIONS, TRANSITIONS, allowed_actions
 from trygg.model import Signal, SignalAction
 
 __all__ = [
@@ -88,23 +84,6 @@ def vkp_events(alert: Alert) -> list[tuple[int, str, datetime, str]]:
     return out
 
 
-class TransitionError(ValueError):
-    """An action that is not allowed on the alert as it is; ``str()`` is the reason."""
-
-    def __init__(self, message: str, alert: Alert | None = None) -> None:
-        super().__init__(message)
-        self.alert = alert
-
-    @property
-    def reason(self) -> str:
-        return str(self)
-
-
-class ConflictError(TransitionError):
-    """The alert changed since the actor saw it; the action may still be allowed,
-    but the actor should look at the alert again before doing it."""
-
-
 # ------------------------------------------------------------------- raising
 
 
@@ -146,29 +125,6 @@ def raise_alert(
     return Alert.from_records([Record(alert_id, 0, Step.RAISED, now, SYSTEM, note, data)])
 
 
-def _guard(alert: Alert, action: str, actor: str, expected_version: int | None, **kw: Any) -> None:
-    msg = refusal(alert, action, actor, **kw)
-    if expected_version is not None and expected_version != alert.version:
-        if expected_version > alert.version or expected_version < 1:
-            raise ConflictError(
-                f"alert version {expected_version} is unknown (it is at {alert.version}); "
-                "reload it",
-                alert,
-            )
-        since = [r for r in alert.records[expected_version:] if r.step.changes_state]
-        if msg is not None:
-            raise TransitionError(msg, alert)
-        if since:
-            last = since[-1]
-            raise ConflictError(
-                f"alert was {last.step.value} by {last.actor} at {last.at.isoformat()} "
-                "since you looked at it; look again",
-                alert,
-            )
-    if msg is not None:
-        raise TransitionError(msg, alert)
-
-
 # ---------------------------------------------------------------- transitions
 
 
@@ -184,7 +140,7 @@ def _record(
     **kw: Any,
 ) -> Alert:
     """The shape of every transition: check ``action``, then write its record."""
-    _guard(alert, action, actor, expected_version, **kw)
+    guard(alert, action, actor, expected_version, **kw)
     return append(alert, TRANSITIONS[action].writes, now, actor, note, data)
 
 
@@ -225,7 +181,7 @@ class _StaffStep:
         note: str = "",
         expected_version: int | None = None,
     ) -> Alert:
-        _guard(alert, self.action, actor, expected_version)
+        guard(alert, self.action, actor, expected_version)
         a = alert if self._first is None else self._first(alert, now, actor)
         return append(a, TRANSITIONS[self.action].writes, now, actor, note, self._data)
 
@@ -325,7 +281,7 @@ def cancel(
     expected_version: int | None = None,
 ) -> Alert:
     """Close an alert without a response, with a reason (device reset, false alarm…)."""
-    _guard(alert, "cancel", actor, expected_version, reason=reason)
+    guard(alert, "cancel", actor, expected_version, reason=reason)
     if outcome is None and reason is CancelReason.FALSE_ALARM:
         outcome = Outcome.FALSE_ALARM
     if outcome is None and reason is CancelReason.TEST:
