@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 
 from tests.conftest import new_database, trygg_cli
 from tests.helpers import wait_until
+from tests.shard_kill import assert_failed_whole, kill_a_worker, workers
 from tests.test_backtest import (
     BED_EXIT,
     END,
@@ -142,23 +141,6 @@ def test_sharded_and_single_process_reports_are_byte_identical(city: City, tmp_p
     assert sum(r.events for r in runner.runs) == one[2]
 
 
-def _workers(pid: int) -> list[int]:
-    """The spawn workers among ``pid``'s children (not multiprocessing's resource tracker)."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    found = []
-    for c in children:
-        try:
-            cmd = Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if b"multiprocessing.spawn" in cmd:
-            found.append(int(c))
-    return found
-
-
 def _streaming_shards(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
@@ -173,35 +155,18 @@ def test_a_killed_shard_fails_the_whole_run_and_writes_no_report(
 ) -> None:
     cand = candidate_dir(tmp_path)
     out = tmp_path / "report.json"
-    exe = Path(sys.executable).parent / "trygg"
     env = {**os.environ, "TRYGG_DATABASE_URL": city.url, "TRYGG_REPORT_TIMEZONE": "Europe/Oslo"}
     args = ["rules", "backtest", "--candidate", str(cand), "--from", "2026-03-01"]
     args += ["--to", "2026-04-01", "--jobs", "2", "--fetch-size", "50", "--format", "json"]
-    proc = subprocess.Popen(
-        [str(exe), *args, "--out", str(out)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+
+    def mid_run(pid: int) -> list[int]:
         # mid-run: both shards hold their cursor open (reading 50 rows a fetch)
         wait_until(lambda: _streaming_shards(city.url) == 2, timeout=60)
-        victims = wait_until(lambda: _workers(proc.pid), timeout=10)
-        os.kill(victims[0], signal.SIGKILL)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 1, stderr
-    assert "a back-test worker process ended abruptly" in stderr
-    assert "no report was written" in stderr
-    assert "Traceback" not in stderr
-    assert stdout == ""
+        return wait_until(lambda: workers(pid), timeout=10)
+
+    run = kill_a_worker([*args, "--out", str(out)], mid_run, env)
+    assert_failed_whole(run, "back-test", "no report was written")
     assert not out.exists()
-    # and no worker is left behind
-    assert not _workers(proc.pid)
 
 
 ONLY_BUTTON = """- rule: button

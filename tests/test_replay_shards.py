@@ -11,9 +11,7 @@ import io
 import itertools
 import json
 import os
-import signal
 import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,7 +23,7 @@ import yaml
 
 from tests.conftest import trygg_cli
 from tests.helpers import wait_until
-from tests.test_backtest_shards import _workers
+from tests.shard_kill import assert_failed_whole, kill_a_worker, workers
 from trygg.registry import Registry, parse_registry
 from trygg.rules.catalogue import Catalogue, default_rules_dir, load_catalogue
 from trygg.simulate import build_homes, generate, make_rates
@@ -352,7 +350,7 @@ def test_the_dedup_window_turns_over_as_the_single_process_does(tmp_path: Path) 
 def _reading(pid: int, path: Path) -> list[int]:
     """The two workers of ``pid``, once both have ``path`` open (else none)."""
     found = []
-    for w in _workers(pid):
+    for w in workers(pid):
         try:
             fds = list(Path(f"/proc/{w}/fd").iterdir())
             if any(os.readlink(fd) == str(path) for fd in fds):
@@ -366,26 +364,11 @@ def test_a_killed_shard_fails_the_run_and_prints_nothing(month: Month, tmp_path:
     big = tmp_path / "big.jsonl"
     body = month.events.read_bytes()
     big.write_bytes(body * 6)
-    exe = Path(sys.executable).parent / "trygg"
     args = ["rules", "replay", "--events", str(big), "--registry", str(month.registry)]
-    proc = subprocess.Popen(
-        [str(exe), *args, "--jobs", "2", "--no-progress"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    run = kill_a_worker(
+        [*args, "--jobs", "2", "--no-progress"],
         # mid-run: both workers are reading the file
-        victims = wait_until(lambda: _reading(proc.pid, big), 60)
-        os.kill(victims[0], signal.SIGKILL)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 1, stderr
-    assert "a replay worker process ended abruptly" in stderr
-    assert "no alerts were printed" in stderr
-    assert "Traceback" not in stderr and "line " not in stderr
-    assert stdout == ""
-    assert not _workers(proc.pid)
+        lambda pid: wait_until(lambda: _reading(pid, big), 60),
+    )
+    assert_failed_whole(run, "replay", "no alerts were printed")
+    assert "line " not in run.stderr
