@@ -83,7 +83,9 @@ def _now() -> datetime:
 
 class AlertService(Outbox, StaffActions):
     """The embedded runner's alert service (see the module docstring); its staff
-    side is :class:`trygg.alerts.service.Alerts`, shared with the distributed one."""
+    side is :class:`trygg.alerts.service.Alerts`, shared with the distributed one.
+    Its parts: notification delivery (:class:`trygg.runner.outbox.Outbox`) and
+    what staff read and do (:class:`trygg.runner.staff_actions.StaffActions`)."""
 
     latency: AlertLatencies  # all its histograms; staff actions are observed in AlertDesk
 
