@@ -37,7 +37,7 @@ from tests.helpers import wait_until
 from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import Alert
 from trygg.devenv import PrivateMosquitto, PrivatePostgres, free_port
-from trygg.distributed import api as dapi
+from trygg.distributed import alert_service as dapi
 from trygg.distributed import codecs
 from trygg.distributed.tansu import PrivateTansu
 from trygg.distributed.worker.app import SILENCE_RELOAD_S
@@ -45,9 +45,9 @@ from trygg.model import Severity, Signal, SignalAction
 from trygg.registry import parse_registry
 from trygg.settings import Settings
 from trygg.store import alerts as alert_store
-from trygg.store.access import add_user
 from trygg.store.migrate import migrate
 from trygg.store.registry import save_registry
+from trygg.store.users import add_user
 
 SITE = "test"
 REGISTRY = {
