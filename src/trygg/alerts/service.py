@@ -3,7 +3,7 @@
 trygg has one alert service per runner: the embedded runner's
 (``trygg.runner.alerting.AlertService``: an in-process gatekeeper, records
 through the spool) and the distributed runner's
-(``trygg.distributed.api.DistributedAlertService``: reads from the database,
+(``trygg.distributed.alert_service.DistributedAlertService``: reads from the database,
 actions through Kafka to the worker that owns the resident). The API
 (``trygg.api.app.create_app``) is written against :class:`Alerts`, the
 surface both offer; each class is checked against it where it is defined, so

@@ -2,7 +2,7 @@
 manifest (installable on a phone), and its static files.
 
 The pages are served without a credential; the console signs in with its
-session cookie (:mod:`trygg.api.sessions`, :mod:`trygg.api.signin`).
+session cookie (:mod:`trygg.api.sessions`, :mod:`trygg.api.signin_routes`).
 """
 
 from pathlib import Path

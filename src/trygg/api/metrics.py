@@ -48,7 +48,7 @@ ACKNOWLEDGED_TO_ARRIVED_BUCKETS = (
     60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1500.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0,
     14400.0,
 )  # fmt: skip
-# The drainer's lag: trygg.runner.drainer.LAG_BUCKETS (the drainer process counts them).
+# The drainer's lag: trygg.runner.drain_lag.LAG_BUCKETS (the drainer process counts them).
 
 
 class Histogram:

@@ -76,7 +76,7 @@ CANCEL_REASONS = ("device_reset", "auto_resolved", "false_alarm", "duplicate", "
 
 
 def outcome_words(group: str, w: Any) -> str:
-    """An outcome group of ``trygg.store.kpi.breakdown`` in words."""
+    """An outcome group of ``trygg.store.kpi_queries.breakdown`` in words."""
     if group in OUTCOMES:
         return str(w(f"outcome.{group}"))
     if group in ("open", "suppressed", "unknown"):

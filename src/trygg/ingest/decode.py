@@ -31,6 +31,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from trygg.ingest import scaip
 from trygg.ingest.payload import MAX_PAYLOAD_BYTES, PayloadHead, size_of
+from trygg.ingest.scaip_mrq import Snu
 from trygg.model import DeadLetter, Event, EventPayload
 from trygg.registry import Device
 
@@ -243,7 +244,7 @@ class Decoder:
             reason = f"message {reason}"  # SCAIP's own word, as scaip.parse_mrq says it
             out.reply = (
                 topic + "/response",
-                scaip.build_mrs("", scaip.Snu.MESSAGE_TOO_LONG, reason),
+                scaip.build_mrs("", Snu.MESSAGE_TOO_LONG, reason),
             )
             reason = f"scaip: {reason}"
         else:
@@ -269,7 +270,7 @@ class Decoder:
         """SCAIP <mrq> -> at most one event, and always an <mrs> reply (ref echoed if readable)."""
         out = Decoded()
 
-        def reject(snu: scaip.Snu, reason: str, ref: str = "", cve: str | None = None) -> Decoded:
+        def reject(snu: Snu, reason: str, ref: str = "", cve: str | None = None) -> Decoded:
             out.dead.append(_letter(topic, payload, f"scaip: {reason}", received_at, device_id))
             out.reply = (topic + "/response", scaip.build_mrs(ref, snu, reason, cve))
             return out
@@ -280,7 +281,7 @@ class Decoder:
             # ref is echoed whenever it can be read: on MQTT it is the only way
             # for the unit to match the reply to its request.
             return reject(
-                scaip.Snu.NOT_TREATED,
+                Snu.NOT_TREATED,
                 f"unknown device {device_id!r}: register it before it publishes",
                 scaip.peek_ref(payload),
             )
@@ -300,11 +301,11 @@ class Decoder:
         try:
             p = _payload.validate_python(item)
         except ValidationError as exc:
-            return reject(scaip.Snu.WRONG_DATA_CONTENT, _describe(exc, "mrq"), result.ref)
+            return reject(Snu.WRONG_DATA_CONTENT, _describe(exc, "mrq"), result.ref)
         if m.time is not None:
             skewed = self._skew(p.time, received_at, "mrq.lge/tim")
             if skewed:
-                return reject(scaip.Snu.WRONG_DATA_CONTENT, skewed, result.ref)
+                return reject(Snu.WRONG_DATA_CONTENT, skewed, result.ref)
         out.events.append(_enriched(p, device))
         out.reply = (topic + "/response", result.reply())
         return out

@@ -30,13 +30,11 @@ from trygg.ingest.scaip_mrq import (
     VERSION,
     Mrq,
     MrqError,
+    Snu,
     child_texts,
     local_name,
     parse_mrq,
 )
-
-# Explicitly exported: the decoder names the status numbers ``scaip.Snu``.
-from trygg.ingest.scaip_mrq import Snu as Snu
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,18 +50,26 @@ def load_states(catalogue: Catalogue, res: Res, st: dict[str, Any]) -> None:
         res.states[i] = rule.load(res, dumped)
 
 
-def snapshot_of(catalogue: Catalogue, res: Res | None) -> bytes:
-    """The resident's rule state as bytes (None: never seen, the empty state)."""
+def snapshot_doc(catalogue: Catalogue, res: Res | None) -> dict[str, Any]:
+    """The resident's rule state as a JSON document (None: never seen, the empty
+    state). The distributed worker encodes it inside its own state with orjson,
+    about 2 us against the standard library's 40 (docs/distributed.md)."""
     if res is None:
-        return json.dumps({"v": SNAPSHOT_VERSION, "wm": None, "st": {}}).encode()
-    doc = {
+        return {"v": SNAPSHOT_VERSION, "wm": None, "st": {}}
+    return {
         "v": SNAPSHOT_VERSION,
         "wm": res.wm,
         "st": dump_states(catalogue, res),
         "dev": {d: [t, q] for d, (t, q) in device_clocks(res).items()},
         "seq": [res.seq, res.back, res.hi if res.hi != NEVER else None],
     }
-    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def snapshot_of(catalogue: Catalogue, res: Res | None) -> bytes:
+    """The resident's rule state as bytes (None: never seen, the empty state)."""
+    if res is None:
+        return json.dumps(snapshot_doc(catalogue, None)).encode()
+    return json.dumps(snapshot_doc(catalogue, res), separators=(",", ":")).encode()
 
 
 def read_snapshot(data: bytes) -> dict[str, Any]:

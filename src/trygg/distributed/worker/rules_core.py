@@ -29,9 +29,9 @@ from trygg.model import Event, Signal
 from trygg.registry import Registry
 from trygg.rules import Engine
 from trygg.rules.catalogue import Catalogue
-from trygg.rules.kinds import NEVER, Res, device_clocks
+from trygg.rules.kinds import Res
 from trygg.rules.overlays import LiveOverlays, Texts
-from trygg.rules.snapshots import SNAPSHOT_VERSION, dump_states
+from trygg.rules.snapshots import snapshot_doc
 
 _EMPTY = b'{"v":1,"wm":null,"st":{}}'
 RECENT_EVENTS = 64
@@ -276,24 +276,6 @@ class RulesCore:
         out.applied.append((ev.device, ev.id))
         if gated(ev):  # reset, session abort, resident cancel, session position
             out.resets.append(ev)
-
-
-def snapshot_doc(catalogue: Catalogue, res: Res | None) -> dict[str, Any]:
-    """``Engine.snapshot``'s document of a resident's live state (the same fields as
-    ``rules.snapshots.snapshot_of``), for the state to encode in one ``orjson.dumps``.
-
-    ``Engine.snapshot`` encodes it with the standard library's ``json``, about 40 us a
-    resident (its floats), most of a rules step's cost; orjson takes ~2 us for the same
-    JSON. Restored as before (``Engine.restore`` reads either)."""
-    if res is None:
-        return {"v": SNAPSHOT_VERSION, "wm": None, "st": {}}
-    return {
-        "v": SNAPSHOT_VERSION,
-        "wm": res.wm,
-        "st": dump_states(catalogue, res),
-        "dev": {d: [t, q] for d, (t, q) in device_clocks(res).items()},
-        "seq": [res.seq, res.back, res.hi if res.hi != NEVER else None],
-    }
 
 
 def applied_offset(doc: dict[str, Any] | None, partition: int) -> int | None:
