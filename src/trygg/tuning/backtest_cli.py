@@ -163,35 +163,21 @@ def backtest_cmd(
                 conn, s.database_url, jobs, residents, t1 - pre, t2 + window, fetch_size, tick
             )
             try:
+                common: dict[str, Any] = {
+                    "start": t1,
+                    "end": t2,
+                    "until": t2 + window,
+                    "incidents": incidents,
+                    "records": records,
+                    "teams": team,
+                    "match_window": window,
+                    **({"runner": runner} if runner is not None else {}),
+                }
                 if plan is not None:
-                    res = plan.run(
-                        stream,
-                        registry,
-                        start=t1,
-                        end=t2,
-                        until=t2 + window,
-                        incidents=incidents,
-                        records=records,
-                        teams=team,
-                        match_window=window,
-                        **({"runner": runner} if runner is not None else {}),
-                    )
+                    res = plan.run(stream, registry, **common)
                 else:
                     assert cand is not None
-                    res = backtest(
-                        stream,
-                        registry,
-                        cur,
-                        cand,
-                        start=t1,
-                        end=t2,
-                        until=t2 + window,
-                        incidents=incidents,
-                        records=records,
-                        teams=team,
-                        match_window=window,
-                        **({"runner": runner} if runner is not None else {}),
-                    )
+                    res = backtest(stream, registry, cur, cand, **common)
             except CarePlanError as exc:
                 fail(
                     "the stored care plans do not fit a catalogue:\n  " + "\n  ".join(exc.problems)
