@@ -39,6 +39,19 @@ def wait_for_port(
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
+def end_process(proc: subprocess.Popen[bytes] | None, within: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not exited ``within`` seconds: a private
+    server stops in order when it can, and never outlives its test."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(within)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def pg_bindir() -> Path:
     """The newest installed PostgreSQL server's bin directory (Debian layout)."""
     env = os.environ.get("TRYGG_PG_BINDIR")
@@ -224,13 +237,7 @@ class PrivateMosquitto:
         return self
 
     def stop(self, remove: bool = True) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc)
         self.proc = None
         if remove and self._owned_dir and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)

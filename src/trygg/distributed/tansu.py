@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trygg.devenv import free_port, wait_for_port
+from trygg.devenv import end_process, free_port, wait_for_port
 
 
 def tansu_binary() -> Path:
@@ -73,13 +73,7 @@ class PrivateTansu:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc)
         self.proc = None
         if self.log_path is not None:
             shutil.rmtree(self.log_path.parent, ignore_errors=True)
