@@ -35,7 +35,8 @@ from trygg.alerts.directory import DeviceInfo, Directory
 from trygg.alerts.escalation import EscalationStep, Escalator, Notification
 from trygg.alerts.gate_config import GateConfig
 from trygg.alerts.gates import Gatekeeper
-from trygg.alerts.lifecycle import VKP_EVENT_CODES, ConflictError, TransitionError
+from trygg.alerts.lifecycle import VKP_EVENT_CODES
+from trygg.alerts.refusals import ConflictError, TransitionError
 from trygg.alerts.routing_config import RoutingConfig, RoutingError, load_routing, parse_routing
 from trygg.alerts.silences import Silence, SilenceScope
 

@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import OPEN_STATES, Alert, CancelReason, Outcome, State
-from trygg.alerts.lifecycle import ConflictError, TransitionError
+from trygg.alerts.refusals import ConflictError, TransitionError
 from trygg.api import problems, schemas
 from trygg.api.context import ApiContext, errors, iso, require
 from trygg.model import Severity
