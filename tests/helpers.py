@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from trygg.devenv import free_port
+from trygg.devenv import end_process, free_port
 
 TESTS = Path(__file__).resolve().parent
 
@@ -175,13 +175,7 @@ class TryggProcess:
         return Path(self.log_path).read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc, within=15)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
