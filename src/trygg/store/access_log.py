@@ -18,16 +18,18 @@ from psycopg.types.json import Jsonb
 def log_access(
     conn: psycopg.Connection,
     *,
-    at: datetime,
+    at: datetime | None = None,
     actor: str,
     role: str,
     action: str,
-    resident: str | None,
+    resident: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> None:
+    """One access-log row (Normen fact sheet 15): who read what. ``at``: when
+    (None: now, the transaction's time, as the column's default)."""
     conn.execute(
         "INSERT INTO access_log (at, actor, role, action, resident, detail)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
+        " VALUES (coalesce(%s, now()), %s, %s, %s, %s, %s)",
         [at, actor, role, action, resident, Jsonb(detail or {})],
     )
 

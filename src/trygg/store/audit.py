@@ -1,4 +1,5 @@
-"""The audit trail's SQL: hash chains, exception reports, the access log.
+"""The audit trail's SQL: hash chains, exception reports (the access log's rows:
+trygg.store.access_log, whose ``log_access`` is imported here too).
 
 The chains themselves are built by the database (migration 0004's
 ``trygg_chain_link`` trigger); this module reads them back for verification,
@@ -14,7 +15,9 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+
+# The access log's rows are written in one place; the audit commands import it from here.
+from trygg.store.access_log import log_access as log_access
 
 CHAINED_TABLES = ("alert_records", "access_log", "alert_exceptions")
 EXCEPTION_KINDS = ("answer", "arrival", "completion", "other")
@@ -157,23 +160,6 @@ def exception_reports(
                 params,
             ).fetchall()
         )
-
-
-def log_access(
-    conn: psycopg.Connection[Any],
-    *,
-    actor: str,
-    role: str,
-    action: str,
-    resident: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    """One access-log row (Normen fact sheet 15): who read what."""
-    conn.execute(
-        "INSERT INTO access_log (actor, role, action, resident, detail)"
-        " VALUES (%s, %s, %s, %s, %s)",
-        [actor, role, action, resident, Jsonb(detail or {})],
-    )
 
 
 def alerts_for_export(
