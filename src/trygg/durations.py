@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -33,6 +36,16 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
     if not s or pos != len(s):
         raise ValueError(f"not a duration: {text!r} (write e.g. 30s, 5m, 1h30m, 2d)")
     return timedelta(seconds=total)
+
+
+def _duration(v: Any) -> timedelta:
+    # pydantic names a union member of this type after the function:
+    # "function-before[_duration()]" (trygg.rules.catalogue.specs.UNION_TAGS)
+    return parse_duration(v)
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+"""A pydantic field type: a timedelta written as ``5m``, ``1h30m`` or seconds."""
 
 
 def format_duration(d: timedelta) -> str:

@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from trygg.durations import parse_duration
+from trygg.durations import Duration
 from trygg.model import DeviceKind, Room
 from trygg.plain import (
     Loc,
@@ -97,12 +97,7 @@ class Device(BaseModel):
     resident: str
     kind: DeviceKind
     room: Room | None = None
-    heartbeat: timedelta = DEFAULT_HEARTBEAT
-
-    @field_validator("heartbeat", mode="before")
-    @classmethod
-    def _duration(cls, v: Any) -> timedelta:
-        return parse_duration(v)
+    heartbeat: Duration = DEFAULT_HEARTBEAT
 
 
 class Registry(BaseModel):

@@ -6,11 +6,10 @@ depends on). The gates themselves are :class:`trygg.alerts.gates.Gatekeeper`.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from trygg.durations import parse_duration
+from trygg.durations import Duration
 from trygg.model import (
     DeviceKind,
     Severity,
@@ -24,10 +23,6 @@ __all__ = [
     "GateConfig",
     "InhibitionConfig",
 ]
-
-
-def _duration(v: Any) -> timedelta:
-    return parse_duration(v)
 
 
 # ------------------------------------------------------------------- config
@@ -139,15 +134,10 @@ class InhibitionConfig(BaseModel):
         description="inactivity-type rules an offline device they depend on inhibits",
     )
     red_holds_back: bool = True
-    red_hold_window: timedelta = timedelta(minutes=15)
+    red_hold_window: Duration = timedelta(minutes=15)
     held_severities: list[Severity] = Field(
         default_factory=lambda: [Severity.YELLOW, Severity.GREEN]
     )
-
-    @field_validator("red_hold_window", mode="before")
-    @classmethod
-    def _dur(cls, v: Any) -> timedelta:
-        return _duration(v)
 
 
 class FlappingConfig(BaseModel):
@@ -157,12 +147,7 @@ class FlappingConfig(BaseModel):
 
     enabled: bool = True
     max_fires: int = Field(default=5, ge=1)
-    window: timedelta = timedelta(hours=1)
-
-    @field_validator("window", mode="before")
-    @classmethod
-    def _dur(cls, v: Any) -> timedelta:
-        return _duration(v)
+    window: Duration = timedelta(hours=1)
 
     @field_validator("window")
     @classmethod

@@ -38,7 +38,7 @@ from pydantic import (
 from trygg.alerts.contacts import Contact, Recipient
 from trygg.alerts.gate_config import GateConfig
 from trygg.alerts.shifts import Shift, coverage, default_shifts, local_instant
-from trygg.durations import parse_duration
+from trygg.durations import Duration, parse_duration
 from trygg.model import Severity
 from trygg.plain import (
     Problem,
@@ -95,20 +95,11 @@ class TeamConfig(BaseModel):
         return self.leader
 
 
-def _dur(v: Any) -> timedelta:
-    return parse_duration(v)
-
-
 class PolicyStep(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    after: timedelta = Field(default=timedelta(0), description="after the alert was raised")
+    after: Duration = Field(default=timedelta(0), description="after the alert was raised")
     notify: list[str] = Field(min_length=1, description="team_on_duty, team_leader or recipients")
-
-    @field_validator("after", mode="before")
-    @classmethod
-    def _after(cls, v: Any) -> timedelta:
-        return _dur(v)
 
 
 class Policy(BaseModel):

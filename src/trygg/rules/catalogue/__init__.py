@@ -41,6 +41,7 @@ here, as callers do:
 - :mod:`~trygg.rules.catalogue.errors`: the errors.
 """
 
+from trygg.durations import Duration
 from trygg.rules.catalogue.catalogue import Catalogue
 from trygg.rules.catalogue.errors import CatalogueError, FieldError, OverrideError
 from trygg.rules.catalogue.load import (
@@ -61,7 +62,6 @@ from trygg.rules.catalogue.specs import (
     Bound,
     ClockSpec,
     CountSpec,
-    Duration,
     EventSpec,
     MatchRef,
     MatchSpec,

@@ -13,22 +13,15 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     model_validator,
 )
 
-from trygg.durations import format_duration, parse_duration
+from trygg.durations import Duration, format_duration, parse_duration
 from trygg.model import DeviceKind, Room, Severity
 
-
-def _duration(v: Any) -> timedelta:
-    return parse_duration(v)
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
 RULE_ID = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 OneOrMore = str | list[str]
 
