@@ -129,41 +129,22 @@ def drive(
     out: list[list[Signal]] = [[] for _ in engines]
     gs: Sequence[ReplayGates | None] = gates if gates is not None else [None] * len(engines)
     keeps = [keeper(g, False) for g in gs]
-    if len(engines) == 1:
-        eng = engines[0]
-        kept = out[0]
-        keep = keeps[0]
-        process = eng.process
-        for item in events:
-            if isinstance(item, tuple):
-                ev, rx = item
-            else:
-                ev, rx = item, None
-            late = eng.late_events
+    first = engines[0]
+    runs = [(e.process, k, f) for e, k, f in zip(engines, keeps, out, strict=True)]
+    for item in events:
+        if isinstance(item, tuple):
+            ev, rx = item
+        else:
+            ev, rx = item, None
+        late = first.late_events
+        for process, keep, kept in runs:
             sigs = process(ev, rx)
             if sigs:
                 for s in sigs:
                     if keep(s):
                         kept.append(s)
-            if on_late is not None and eng.late_events != late:
-                on_late(ev)
-    else:
-        first = engines[0]
-        runs = [(e.process, k, f) for e, k, f in zip(engines, keeps, out, strict=True)]
-        for item in events:
-            if isinstance(item, tuple):
-                ev, rx = item
-            else:
-                ev, rx = item, None
-            late = first.late_events
-            for process, keep, kept in runs:
-                sigs = process(ev, rx)
-                if sigs:
-                    for s in sigs:
-                        if keep(s):
-                            kept.append(s)
-            if on_late is not None and first.late_events != late:
-                on_late(ev)
+        if on_late is not None and first.late_events != late:
+            on_late(ev)
     for eng, keep, kept in zip(engines, keeps, out, strict=True):
         _run_on(eng, until, keep, kept)
     return out
