@@ -207,8 +207,9 @@ class SignIn:
         except Exception as exc:
             raise HTTPException(503, f"the database is not reachable: {exc}") from None
 
-    async def revoke_cookie_session(self, request: Request, by: str, reason: str) -> None:
-        """The session of this browser's cookie, if it still signs in, revoked."""
+    async def revoke_cookie_session(self, request: Request, by: str | None, reason: str) -> None:
+        """The session of this browser's cookie, if it still signs in, revoked by
+        ``by`` (None: by its own user, who signs out)."""
         old = cookie_secret(request.scope)
         if not old:
             return
@@ -216,10 +217,8 @@ class SignIn:
             u = await self.auth.user(old)
         except AuthUnavailable:
             return
-        if (
-            u is not None
-            and u.session is not None
-            and await self.store(access_store.revoke_session, u.session, by=by)
-        ):
-            self.log_session(u, "session.revoke", session=u.session, by=by, reason=reason)
+        if u is not None and u.session is not None:
+            who = u.name if by is None else by
+            if await self.store(access_store.revoke_session, u.session, by=who):
+                self.log_session(u, "session.revoke", session=u.session, by=who, reason=reason)
         self.auth.forget(old)
