@@ -252,55 +252,63 @@ class Gatekeeper(GateState):
 
     def _on_reset(self, event: Event, now: datetime) -> list[Decision]:
         ar = self.config.auto_resolve
-        out: list[Decision] = []
-        for a in self._from_same_unit(event, ar.reset_rules, unit_answers_for_all=True):
-            out.append(
-                self._close_or_note(
-                    a,
-                    now,
-                    cause=f"alarm.reset from device {event.device}",
-                    unacked_cancel=ar.reset_cancels_unacknowledged,
-                    cancel_reason=CancelReason.DEVICE_RESET,
-                    resolve_after_ack=False,
-                )
-            )
-        return out
+        return self._end_unit_alerts(
+            self._from_same_unit(event, ar.reset_rules, unit_answers_for_all=True),
+            now,
+            f"alarm.reset from device {event.device}",
+            unacked_cancel=ar.reset_cancels_unacknowledged,
+            cancel_reason=CancelReason.DEVICE_RESET,
+        )
 
     def _on_abort(self, event: Event, now: datetime) -> list[Decision]:
         """SS 91100 §4.4: the unit aborts its own session (no snu 0 in time) and
         goes on with its next alarm action. Only that session's alert closes."""
         ar = self.config.auto_resolve
-        return [
-            self._close_or_note(
-                a,
-                now,
-                cause=f"message session {session_of(event.id)} aborted by unit {event.device}",
-                unacked_cancel=ar.abort_cancels_unacknowledged,
-                cancel_reason=CancelReason.ABORTED_BY_UNIT,
-                resolve_after_ack=False,
-            )
-            for a in self._session_alerts(event)
-        ]
+        return self._end_unit_alerts(
+            self._session_alerts(event),
+            now,
+            f"message session {session_of(event.id)} aborted by unit {event.device}",
+            unacked_cancel=ar.abort_cancels_unacknowledged,
+            cancel_reason=CancelReason.ABORTED_BY_UNIT,
+        )
 
     def _on_cancel(self, event: Event, now: datetime) -> list[Decision]:
         """The resident's deliberate cancel: an unanswered alert of ``cancel_rules``
         from the same unit is cancelled; an answered one only gets a ``cleared``
         record (the staff handling it decide)."""
         ar = self.config.auto_resolve
-        out: list[Decision] = []
         # SS 91100: the resident's cancel ends only what their own unit raised
-        for a in self._from_same_unit(event, ar.cancel_rules, unit_answers_for_all=False):
-            out.append(
-                self._close_or_note(
-                    a,
-                    now,
-                    cause=f"cancelled by the resident at device {event.device}",
-                    unacked_cancel=True,
-                    cancel_reason=CancelReason.RESIDENT_CANCELLED,
-                    resolve_after_ack=False,
-                )
+        return self._end_unit_alerts(
+            self._from_same_unit(event, ar.cancel_rules, unit_answers_for_all=False),
+            now,
+            f"cancelled by the resident at device {event.device}",
+            unacked_cancel=True,
+            cancel_reason=CancelReason.RESIDENT_CANCELLED,
+        )
+
+    def _end_unit_alerts(
+        self,
+        alerts: list[Alert],
+        now: datetime,
+        cause: str,
+        *,
+        unacked_cancel: bool,
+        cancel_reason: CancelReason,
+    ) -> list[Decision]:
+        """What a unit's reset, abort or cancel does to ``alerts``: an unanswered
+        one is cancelled if ``unacked_cancel``, else (and an answered one always)
+        only gets a ``cleared`` record."""
+        return [
+            self._close_or_note(
+                a,
+                now,
+                cause=cause,
+                unacked_cancel=unacked_cancel,
+                cancel_reason=cancel_reason,
+                resolve_after_ack=False,
             )
-        return out
+            for a in alerts
+        ]
 
     def _on_position(self, event: Event, now: datetime) -> list[Decision]:
         """A position within a session (the alarm's own, or a SCAIP IN, SS 91100
