@@ -175,16 +175,6 @@ SilenceView = create_model(
 )
 
 
-class Me(BaseModel):
-    name: str
-    role: str
-    teams: list[str]
-    districts: list[str] = Field(
-        default_factory=list,
-        description="the districts the user is scoped to (then teams has theirs as well)",
-    )
-
-
 class ChannelHealthItem(BaseModel):
     name: str = Field(description="'webhook:<name>', 'apprise:<scheme>', 'email', 'mqtt', ...")
     ok: bool
