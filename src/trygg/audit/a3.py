@@ -37,17 +37,7 @@ from typing import Any
 from trygg.alerts.alert import FALSE_OUTCOMES
 from trygg.audit.report import NIGHT_HOURS
 from trygg.store.kpi import KpiParams, KpiRow
-from trygg.tuning.backtest import (
-    DELAYED,
-    EARLIER,
-    KEPT,
-    MISSED,
-    BacktestResult,
-    IncidentImpact,
-    RuleDiff,
-)
-
-STATUSES = (MISSED, DELAYED, KEPT, EARLIER)
+from trygg.tuning.backtest import BacktestResult, IncidentImpact, RuleDiff
 
 
 @dataclass
