@@ -36,7 +36,7 @@ from typing import Any
 
 from trygg.plain import YamlSyntaxError, line_of, read_yaml
 from trygg.registry import Registry
-from trygg.rules.catalogue import REASON, Catalogue, OverrideError, default_rules_dir
+from trygg.rules.catalogue import REASON, Catalogue, OverrideError, default_rules_dir, read_texts
 from trygg.rules.catalogue import rule_files as overlay_files  # found as rule files are
 
 DISTRICTS_DIR = "districts"
@@ -104,13 +104,7 @@ def default_districts_dir(rules: Sequence[Path] | None = None) -> Path | None:
 
 def read_overlays(cat: Catalogue, paths: Sequence[Path]) -> Overlays:
     """Read and check the overlay files (a directory: its ``*.yaml``); raises OverlayError."""
-    files: list[tuple[str, str]] = []
-    problems: list[str] = []
-    for p in overlay_files(paths):
-        try:
-            files.append((str(p), p.read_text(encoding="utf-8")))
-        except OSError as exc:
-            problems.append(f"{p}:0: cannot read: {exc.strerror}")
+    files, problems = read_texts(overlay_files(paths))
     if problems:
         raise OverlayError(problems)
     return read_overlay_texts(cat, files)

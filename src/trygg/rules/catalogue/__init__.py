@@ -51,6 +51,7 @@ from trygg.rules.catalogue.load import (
     load_catalogue,
     load_catalogue_texts,
     read_catalogue_files,
+    read_texts,
     rule_files,
 )
 from trygg.rules.catalogue.merge import Entry
@@ -108,5 +109,6 @@ __all__ = [
     "load_catalogue_texts",
     "param_value",
     "read_catalogue_files",
+    "read_texts",
     "rule_files",
 ]

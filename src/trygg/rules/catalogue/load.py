@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,19 @@ def rule_files(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
+def read_texts(files: Iterable[Path]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Each file's ``(path, text)``, and a ``file:0: cannot read`` problem for each
+    that cannot be read (districts' overlay files are read the same way)."""
+    out: list[tuple[str, str]] = []
+    problems: list[str] = []
+    for path in files:
+        try:
+            out.append((str(path), path.read_text(encoding="utf-8")))
+        except OSError as exc:
+            problems.append(f"{path}:0: cannot read: {exc.strerror}")
+    return out, problems
+
+
 def default_rules_dir() -> Path:
     """TRYGG_RULES_DIR, else the repository's top-level rules/ (source tree)."""
     env = os.environ.get("TRYGG_RULES_DIR")
@@ -57,13 +70,7 @@ def read_catalogue_files(paths: Sequence[Path]) -> list[tuple[str, str]]:
     files = rule_files(paths)
     if not files:
         raise CatalogueError([f"{', '.join(map(str, paths)) or '(none)'}: no rule files found"])
-    out: list[tuple[str, str]] = []
-    problems: list[str] = []
-    for path in files:
-        try:
-            out.append((str(path), path.read_text(encoding="utf-8")))
-        except OSError as exc:
-            problems.append(f"{path}:0: cannot read: {exc.strerror}")
+    out, problems = read_texts(files)
     if problems:
         raise CatalogueError(problems)
     return out
