@@ -83,16 +83,8 @@ class Step(StrEnum):
         return self.value in _STATE_OF_STEP
 
 
-_STATE_OF_STEP: dict[str, State] = {
-    "raised": State.RAISED,
-    "notified": State.NOTIFIED,
-    "acknowledged": State.ACKNOWLEDGED,
-    "assigned": State.ASSIGNED,
-    "accepted": State.ACCEPTED,
-    "arrived": State.ARRIVED,
-    "resolved": State.RESOLVED,
-    "cancelled": State.CANCELLED,
-}
+# A step that changes the state enters the state of its name.
+_STATE_OF_STEP: dict[str, State] = {s.value: s for s in State}
 
 
 class Outcome(StrEnum):
