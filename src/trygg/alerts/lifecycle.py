@@ -106,16 +106,8 @@ def raise_alert(
     if not alert_id:
         raise ValueError("an alert needs an id")
     data = raised_data(
-        resident=signal.resident,
+        signal,
         team=team,
-        rule=signal.rule,
-        catalogue_version=signal.catalogue_version,
-        code=signal.code,
-        severity=signal.severity,
-        events=signal.events,
-        device=signal.device,
-        title=signal.title,
-        signal_at=signal.at,
         suppressed_reason=suppressed_reason,
         silence_id=silence_id,
         held_until=held_until,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from trygg.model import Severity
+from trygg.model import Signal
 
 __all__ = ["raised_data"]
 
@@ -18,35 +18,28 @@ def _iso(dt: datetime | None) -> str | None:
 
 
 def raised_data(
+    signal: Signal,
     *,
-    resident: str,
     team: str,
-    rule: str,
-    catalogue_version: str,
-    code: str,
-    severity: Severity,
-    events: tuple[str, ...],
-    device: str | None,
-    title: str,
-    signal_at: datetime | None,
     suppressed_reason: str | None,
     silence_id: str | None,
     held_until: datetime | None,
     held_by: str | None,
     flapping: bool,
 ) -> dict[str, Any]:
-    """The ``data`` of a ``raised`` record: everything that identifies the alert."""
+    """The ``data`` of a ``raised`` record: everything that identifies the alert,
+    from the signal that raised it and what the gates decided."""
     return {
-        "resident": resident,
+        "resident": signal.resident,
         "team": team,
-        "rule": rule,
-        "catalogue_version": catalogue_version,
-        "code": code,
-        "severity": severity.value,
-        "events": list(events),
-        "device": device,
-        "title": title,
-        "signal_at": _iso(signal_at),
+        "rule": signal.rule,
+        "catalogue_version": signal.catalogue_version,
+        "code": signal.code,
+        "severity": signal.severity.value,
+        "events": list(signal.events),
+        "device": signal.device,
+        "title": signal.title,
+        "signal_at": _iso(signal.at),
         "suppressed_reason": suppressed_reason,
         "silence_id": silence_id,
         "held_until": _iso(held_until),
