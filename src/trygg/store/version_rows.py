@@ -77,12 +77,17 @@ def add_history(
     author: str,
     reason: str,
     previous: str | None,
+    district: str | None = None,
 ) -> None:
-    conn.execute(
-        "INSERT INTO catalogue_history (version, kind, action, author, reason, previous)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
-        [version, kind, action, author, reason, previous],
-    )
+    """One change of status; ``district``: an overlay's (schema 11). Other rows name
+    no district column, so that they are written on an older schema too."""
+    cols = "version, kind, action, author, reason, previous"
+    values = [version, kind, action, author, reason, previous]
+    if district is not None:
+        cols += ", district"
+        values.append(district)
+    marks = ", ".join(["%s"] * len(values))
+    conn.execute(f"INSERT INTO catalogue_history ({cols}) VALUES ({marks})", values)
 
 
 def with_status(conn: psycopg.Connection, kind: str, status: str) -> str | None:
@@ -100,22 +105,6 @@ def overlay_with_status(conn: psycopg.Connection, district: str, status: str) ->
         [district, status],
     ).fetchone()
     return str(row[0]) if row else None
-
-
-def add_overlay_history(
-    conn: psycopg.Connection,
-    district: str,
-    version: str,
-    action: str,
-    author: str,
-    reason: str,
-    previous: str | None,
-) -> None:
-    conn.execute(
-        "INSERT INTO catalogue_history (version, kind, action, author, reason, previous, district)"
-        " VALUES (%s, 'overlay', %s, %s, %s, %s, %s)",
-        [version, action, author, reason, previous, district],
-    )
 
 
 def overlay_in_shadow(conn: psycopg.Connection) -> str | None:

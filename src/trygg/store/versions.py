@@ -25,7 +25,6 @@ from trygg.store.version_rows import (
     HistoryEntry,
     Version,
     add_history,
-    add_overlay_history,
     insert_overlay,
     lock,
     overlay_in_shadow,
@@ -354,9 +353,9 @@ def publish_overlay(
         if prev is not None:
             set_status(conn, prev, "retired")
         if overlay_with_status(conn, district, "shadow") == version:
-            add_overlay_history(conn, district, version, "shadow_stopped", author, reason, None)
+            add_history(conn, version, OVERLAY, "shadow_stopped", author, reason, None, district)
         set_status(conn, version, "active")
-        add_overlay_history(conn, district, version, "published", author, reason, prev)
+        add_history(conn, version, OVERLAY, "published", author, reason, prev, district)
     return version
 
 
@@ -386,7 +385,7 @@ def start_overlay_shadow(
             )
         insert_overlay(conn, district, text, author, reason, active)
         set_status(conn, version, "shadow")
-        add_overlay_history(conn, district, version, "shadow_started", author, reason, active)
+        add_history(conn, version, OVERLAY, "shadow_started", author, reason, active, district)
     return version
 
 
@@ -400,7 +399,7 @@ def stop_overlay_shadow(
         if shadow is None:
             raise VersionError(f"no overlay of {district} is in shadow")
         set_status(conn, shadow, "retired")
-        add_overlay_history(conn, district, shadow, "shadow_stopped", author, reason, None)
+        add_history(conn, shadow, OVERLAY, "shadow_stopped", author, reason, None, district)
     return shadow
 
 
@@ -417,5 +416,5 @@ def promote_overlay(
         if prev is not None:
             set_status(conn, prev, "retired")
         set_status(conn, shadow, "active")
-        add_overlay_history(conn, district, shadow, "promoted", author, reason, prev)
+        add_history(conn, shadow, OVERLAY, "promoted", author, reason, prev, district)
     return shadow, prev
