@@ -30,8 +30,8 @@ ConfigOpt = typer.Option(
     exists=True,
     dir_okay=False,
 )
-# --database-url, for the commands that only need the database.
-DatabaseUrlOpt = typer.Option(None, help="overrides TRYGG_DATABASE_URL")
+# --database-url, every command's that reads or writes the database.
+DatabaseUrlOpt = typer.Option(None, "--database-url", help="overrides TRYGG_DATABASE_URL")
 
 
 def settings_or_exit(config: Path | None, **overrides: object) -> Settings:

@@ -19,7 +19,6 @@ import typer
 
 from trygg.audit.a3_cli import a3_command
 from trygg.audit.cli_common import (
-    DbOpt,
     FromOpt,
     LangOpt,
     TeamOpt,
@@ -35,7 +34,7 @@ from trygg.audit.deviations_cli import deviations_command
 from trygg.audit.exception_cli import exception_add, exception_list
 from trygg.audit.fhir_cli import export_fhir_command
 from trygg.audit.verify_cli import anchor_command, verify_command
-from trygg.cli_support import ConfigOpt
+from trygg.cli_support import ConfigOpt, DatabaseUrlOpt
 from trygg.cli_support import fail as _fail
 
 audit_app = typer.Typer(
@@ -128,7 +127,7 @@ def report_command(
         rich_help_panel=DEV,
     ),
     config: Path | None = ConfigOpt,
-    database_url: str | None = DbOpt,
+    database_url: str | None = DatabaseUrlOpt,
 ) -> None:
     """Response-time report for a period: KPIs against the targets, plots, exceptions.
 
@@ -284,7 +283,7 @@ def retention_command(
         help="first make the TRYGG_RETENTION_* settings the database's policy (the owner only)",
     ),
     config: Path | None = ConfigOpt,
-    database_url: str | None = DbOpt,
+    database_url: str | None = DatabaseUrlOpt,
 ) -> None:
     """Apply the retention policy now (events, dead letters, alert trail, access log).
 

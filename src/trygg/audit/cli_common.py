@@ -20,7 +20,6 @@ from trygg.cli_support import fail as _fail
 from trygg.cli_support import settings_or_exit
 from trygg.settings import Settings
 
-DbOpt = typer.Option(None, "--database-url", help="overrides TRYGG_DATABASE_URL")
 FromOpt = typer.Option(..., "--from", help="start (ISO date or time; a date is local midnight)")
 ToOpt = typer.Option(..., "--to", help="end, exclusive (ISO date or time)")
 TeamOpt = typer.Option(None, "--team", help="only this team")

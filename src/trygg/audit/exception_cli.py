@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from trygg.audit.cli_common import DbOpt, FromOpt, TeamOpt, ToOpt, connect, parse_when, settings_for
-from trygg.cli_support import ConfigOpt
+from trygg.audit.cli_common import FromOpt, TeamOpt, ToOpt, connect, parse_when, settings_for
+from trygg.cli_support import ConfigOpt, DatabaseUrlOpt
 from trygg.cli_support import fail as _fail
 
 
@@ -26,7 +26,7 @@ def exception_add(
     kind: str = typer.Option("answer", "--kind", help="answer, arrival, completion or other"),
     outcome: str | None = typer.Option(None, "--outcome", help="the outcome for the resident"),
     config: Path | None = ConfigOpt,
-    database_url: str | None = DbOpt,
+    database_url: str | None = DatabaseUrlOpt,
 ) -> None:
     """Record the cause and action for an alert that breached a target."""
     from trygg.store.audit import EXCEPTION_KINDS, add_exception, alert_exists
@@ -56,7 +56,7 @@ def exception_list(
     missing: bool = typer.Option(False, "--missing", help="only breaches without a report"),
     fmt: str = typer.Option("table", "--format", help="table, csv or json"),
     config: Path | None = ConfigOpt,
-    database_url: str | None = DbOpt,
+    database_url: str | None = DatabaseUrlOpt,
 ) -> None:
     """Alerts that breached a target in the period, with their reports."""
     from trygg.store.kpi import KpiParams

@@ -9,8 +9,8 @@ from typing import Any
 
 import typer
 
-from trygg.audit.cli_common import DbOpt, FromOpt, TeamOpt, ToOpt, connect, parse_when, settings_for
-from trygg.cli_support import ConfigOpt
+from trygg.audit.cli_common import FromOpt, TeamOpt, ToOpt, connect, parse_when, settings_for
+from trygg.cli_support import ConfigOpt, DatabaseUrlOpt
 from trygg.cli_support import fail as _fail
 from trygg.progress import wanted
 
@@ -28,7 +28,7 @@ def export_fhir_command(
         "(default: on a terminal)",
     ),
     config: Path | None = ConfigOpt,
-    database_url: str | None = DbOpt,
+    database_url: str | None = DatabaseUrlOpt,
 ) -> None:
     """Export alerts as VKP FHIR R4 (DetectedIssue, Encounter, Composition) Bundles."""
     from trygg.audit import fhir

@@ -12,8 +12,8 @@ from typing import Any
 
 import typer
 
-from trygg.audit.cli_common import DbOpt, connect, settings_for
-from trygg.cli_support import ConfigOpt
+from trygg.audit.cli_common import connect, settings_for
+from trygg.cli_support import ConfigOpt, DatabaseUrlOpt
 from trygg.cli_support import fail as _fail
 
 
@@ -25,7 +25,7 @@ def verify_command(
         help="an anchor file of `trygg audit anchor`: each chain must still reach its head",
     ),
     config: Path | None = ConfigOpt,
-    database_url: str | None = DbOpt,
+    database_url: str | None = DatabaseUrlOpt,
 ) -> None:
     """Recompute the hash chains; report the first broken link (exit 1) if any.
 
@@ -86,7 +86,7 @@ def anchor_command(
         help="file for the heads, on another machine or medium than the database ('-': stdout)",
     ),
     config: Path | None = ConfigOpt,
-    database_url: str | None = DbOpt,
+    database_url: str | None = DatabaseUrlOpt,
 ) -> None:
     """Verify the chains and write their heads to a file outside the database.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from trygg.cli_support import ConfigOpt
+from trygg.cli_support import ConfigOpt, DatabaseUrlOpt
 from trygg.cli_support import settings_or_exit as _settings
 
 kafka_app = typer.Typer(help="Kafka for the distributed runner.", no_args_is_help=True)
@@ -65,7 +65,7 @@ def bridge_command(
 def worker_command(
     config: Path | None = ConfigOpt,
     kafka_bootstrap: str | None = typer.Option(None, help="overrides TRYGG_KAFKA_BOOTSTRAP"),
-    database_url: str | None = typer.Option(None, help="overrides TRYGG_DATABASE_URL"),
+    database_url: str | None = DatabaseUrlOpt,
     web: bool | None = typer.Option(
         None, "--web/--without-web", help="Faust's web server (default: TRYGG_WORKER_WEB, off)"
     ),
@@ -98,7 +98,7 @@ def worker_command(
 def api_command(
     config: Path | None = ConfigOpt,
     kafka_bootstrap: str | None = typer.Option(None, help="overrides TRYGG_KAFKA_BOOTSTRAP"),
-    database_url: str | None = typer.Option(None, help="overrides TRYGG_DATABASE_URL"),
+    database_url: str | None = DatabaseUrlOpt,
     host: str | None = typer.Option(None, help="overrides TRYGG_HTTP_HOST"),
     port: int | None = typer.Option(None, help="overrides TRYGG_HTTP_PORT"),
 ) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import typer
 
-from trygg.cli_support import ConfigOpt, fail, settings_or_exit
+from trygg.cli_support import ConfigOpt, DatabaseUrlOpt, fail, settings_or_exit
 from trygg.progress import progress as show_progress
 from trygg.progress import wanted
 from trygg.rules.catalogue import Catalogue, default_rules_dir
@@ -81,9 +81,7 @@ def backtest_cmd(
         None, "--progress/--no-progress", help="Progress bar on stderr (default: on a terminal)."
     ),
     config: Optional[Path] = ConfigOpt,  # noqa: UP045
-    database_url: Optional[str] = typer.Option(  # noqa: UP045
-        None, "--database-url", help="overrides TRYGG_DATABASE_URL"
-    ),
+    database_url: Optional[str] = DatabaseUrlOpt,  # noqa: UP045
 ) -> None:
     """Back-test a candidate catalogue against the current one on stored events."""
     import getpass

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import typer
 
 from trygg.alerts.alert import FALSE_OUTCOMES
-from trygg.cli_support import ConfigOpt, fail, settings_or_exit
+from trygg.cli_support import ConfigOpt, DatabaseUrlOpt, fail, settings_or_exit
 from trygg.durations import parse_duration
 from trygg.locale import Words
 from trygg.rules.catalogue import Catalogue, CatalogueError, default_rules_dir
@@ -36,7 +36,6 @@ from trygg.tuning.versions import (
     unified_diff,
 )
 
-DbOpt = typer.Option(None, "--database-url", help="overrides TRYGG_DATABASE_URL")
 AuthorOpt = typer.Option(None, "--author", help="who makes the change (default: your user name)")
 DistrictOpt = typer.Option(
     None, "--district", help="a district's overlay instead of the whole catalogue (issue 19)"
@@ -104,7 +103,7 @@ def register(app: typer.Typer) -> None:
         reason: str = typer.Option(..., "--reason", help="why the catalogue changes"),
         author: Optional[str] = AuthorOpt,  # noqa: UP045
         config: Optional[Path] = ConfigOpt,  # noqa: UP045
-        database_url: Optional[str] = DbOpt,  # noqa: UP045
+        database_url: Optional[str] = DatabaseUrlOpt,  # noqa: UP045
         district: Optional[str] = DistrictOpt,  # noqa: UP045
         candidate: Optional[list[Path]] = OverlayOpt,  # noqa: UP045
     ) -> None:
@@ -137,7 +136,7 @@ def register(app: typer.Typer) -> None:
         ),
         limit: int = typer.Option(50, "--limit", min=1),
         config: Optional[Path] = ConfigOpt,  # noqa: UP045
-        database_url: Optional[str] = DbOpt,  # noqa: UP045
+        database_url: Optional[str] = DatabaseUrlOpt,  # noqa: UP045
         district: Optional[str] = DistrictOpt,  # noqa: UP045
     ) -> None:
         """Every catalogue and care-plan change, newest first: who, when, why
@@ -182,7 +181,7 @@ def register(app: typer.Typer) -> None:
         a: str = typer.Argument(..., help="a version (or a unique prefix, or active / shadow)"),
         b: str = typer.Argument(..., help="the version to compare it with"),
         config: Optional[Path] = ConfigOpt,  # noqa: UP045
-        database_url: Optional[str] = DbOpt,  # noqa: UP045
+        database_url: Optional[str] = DatabaseUrlOpt,  # noqa: UP045
     ) -> None:
         """What changed from version A to version B: rules, then the files line by line."""
         from trygg.store import versions
@@ -222,7 +221,7 @@ def register(app: typer.Typer) -> None:
         reason: str = typer.Option(..., "--reason", help="why"),
         author: Optional[str] = AuthorOpt,  # noqa: UP045
         config: Optional[Path] = ConfigOpt,  # noqa: UP045
-        database_url: Optional[str] = DbOpt,  # noqa: UP045
+        database_url: Optional[str] = DatabaseUrlOpt,  # noqa: UP045
         district: Optional[str] = DistrictOpt,  # noqa: UP045
     ) -> None:
         """Run a candidate catalogue beside the active one; its alerts are never routed.
@@ -273,7 +272,7 @@ def register(app: typer.Typer) -> None:
         ),
         fmt: str = typer.Option("table", "--format", help="table or json"),
         config: Optional[Path] = ConfigOpt,  # noqa: UP045
-        database_url: Optional[str] = DbOpt,  # noqa: UP045
+        database_url: Optional[str] = DatabaseUrlOpt,  # noqa: UP045
     ) -> None:
         """Compare, per rule, the active catalogue's alerts with the shadow candidate's."""
         from trygg.store import versions
@@ -325,7 +324,7 @@ def register(app: typer.Typer) -> None:
         ),
         author: Optional[str] = AuthorOpt,  # noqa: UP045
         config: Optional[Path] = ConfigOpt,  # noqa: UP045
-        database_url: Optional[str] = DbOpt,  # noqa: UP045
+        database_url: Optional[str] = DatabaseUrlOpt,  # noqa: UP045
         district: Optional[str] = DistrictOpt,  # noqa: UP045
     ) -> None:
         """Make the shadow catalogue the active one (recorded as a change); with
