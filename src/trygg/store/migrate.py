@@ -59,12 +59,15 @@ def migrations() -> list[Migration]:
     return found
 
 
+def _holds(conn: psycopg.Connection[Any], query: str) -> bool:
+    """True when ``query``, one value in one row, answers true."""
+    row = conn.execute(query).fetchone()
+    return bool(row and row[0])
+
+
 def has_timescaledb(conn: psycopg.Connection[Any]) -> bool:
     """True when the timescaledb extension is installed in this database."""
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
-    ).fetchone()
-    return bool(row and row[0])
+    return _holds(conn, "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')")
 
 
 def timescaledb_available(conn: psycopg.Connection) -> bool:
@@ -73,23 +76,21 @@ def timescaledb_available(conn: psycopg.Connection) -> bool:
     may not read shared_preload_libraries, and cannot create the extension)."""
     if has_timescaledb(conn):
         return True
-    readable = conn.execute(
+    readable = _holds(
+        conn,
         "SELECT rolsuper OR pg_has_role(current_user, 'pg_read_all_settings', 'USAGE')"
-        " FROM pg_roles WHERE rolname = current_user"
-    ).fetchone()
-    if not readable or not readable[0]:
-        return False
-    found = conn.execute(
+        " FROM pg_roles WHERE rolname = current_user",
+    )
+    return readable and _holds(
+        conn,
         "SELECT current_setting('shared_preload_libraries', true) LIKE '%timescaledb%'"
-        " AND EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')"
-    ).fetchone()
-    return bool(found and found[0])
+        " AND EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
+    )
 
 
 def apply_roles(conn: psycopg.Connection) -> bool:
     """Run ``trygg_apply_roles()`` (ownership and grants) if the schema has it."""
-    row = conn.execute("SELECT to_regprocedure('trygg_apply_roles()') IS NOT NULL").fetchone()
-    if not row or not row[0]:
+    if not _holds(conn, "SELECT to_regprocedure('trygg_apply_roles()') IS NOT NULL"):
         return False
     with conn.transaction():
         conn.execute("SELECT trygg_apply_roles()")
@@ -97,8 +98,7 @@ def apply_roles(conn: psycopg.Connection) -> bool:
 
 
 def schema_version(conn: psycopg.Connection) -> int:
-    exists = conn.execute("SELECT to_regclass('trygg_schema') IS NOT NULL").fetchone()
-    if not exists or not exists[0]:
+    if not _holds(conn, "SELECT to_regclass('trygg_schema') IS NOT NULL"):
         return 0
     row = conn.execute("SELECT coalesce(max(version), 0) FROM trygg_schema").fetchone()
     return int(row[0]) if row else 0
@@ -146,10 +146,8 @@ def migrate(url: str, use_timescaledb: bool | None = None) -> list[Migration]:
 
 
 def uses_hypertable(conn: psycopg.Connection) -> bool:
-    if not has_timescaledb(conn):
-        return False
-    row = conn.execute(
+    return has_timescaledb(conn) and _holds(
+        conn,
         "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables"
-        " WHERE hypertable_name = 'events')"
-    ).fetchone()
-    return bool(row and row[0])
+        " WHERE hypertable_name = 'events')",
+    )
