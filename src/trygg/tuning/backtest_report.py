@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from trygg.audit.report import NIGHT_HOURS
 from trygg.locale import Words
 from trygg.tuning.backtest import (
     ADDED,
@@ -24,8 +25,6 @@ from trygg.tuning.backtest import (
     Change,
     IncidentImpact,
 )
-
-NIGHT = (22, 23, 0, 1, 2, 3, 4, 5, 6)
 
 
 def _iso(t: datetime | None, zone: ZoneInfo) -> str | None:
@@ -249,10 +248,10 @@ def to_table(
     out.append("")
     out.append("Per night hour (local time of the alert): added / removed")
     out.append(
-        "  ".join(f"{h:02d}: {r.hours[h].added}/{r.hours[h].removed}" for h in NIGHT)
+        "  ".join(f"{h:02d}: {r.hours[h].added}/{r.hours[h].removed}" for h in NIGHT_HOURS)
         + "   (day: "
-        + f"{sum(v.added for h, v in r.hours.items() if h not in NIGHT)}/"
-        + f"{sum(v.removed for h, v in r.hours.items() if h not in NIGHT)})"
+        + f"{sum(v.added for h, v in r.hours.items() if h not in NIGHT_HOURS)}/"
+        + f"{sum(v.removed for h, v in r.hours.items() if h not in NIGHT_HOURS)})"
     )
     if r.residents:
         out.append("")
@@ -328,7 +327,7 @@ def plots(r: BacktestResult) -> dict[str, str]:
     hours = list(range(12, 24)) + list(range(12))
     x = list(range(len(hours)))
     for k, h in enumerate(hours):
-        if h in NIGHT:
+        if h in NIGHT_HOURS:
             ax.axvspan(k - 0.5, k + 0.5, color="#eef", zorder=0)
     ax.bar(x, [r.hours[h].added for h in hours], color=ap.RED, label="added")
     ax.bar(x, [-r.hours[h].removed for h in hours], color=ap.BLUE, label="removed")
@@ -394,8 +393,8 @@ def to_html(
         added=r.count(ADDED),
         removed=r.count(REMOVED),
         shifted=r.count(SHIFTED),
-        night=NIGHT,
-        day_added=sum(v.added for h, v in r.hours.items() if h not in NIGHT),
-        day_removed=sum(v.removed for h, v in r.hours.items() if h not in NIGHT),
+        night=NIGHT_HOURS,
+        day_added=sum(v.added for h, v in r.hours.items() if h not in NIGHT_HOURS),
+        day_removed=sum(v.removed for h, v in r.hours.items() if h not in NIGHT_HOURS),
         generated=generated_at,
     )
