@@ -9,8 +9,9 @@ Every stage runs on its own fresh private mosquitto, database (trygg.devenv) and
 the distributed stages, its own in-memory tansu broker (trygg.distributed.tansu). Bridges
 and workers are separate ``trygg`` processes started by tests/distributed_stack.py's
 ``Stack``, with its test-only Kafka settings for tansu (one record per producer batch,
-linger 0, 10 ms fetch wait, no worker web server, 5 ms batch wait; the production session
-and heartbeat timeouts).
+linger 0, 10 ms fetch wait, no worker web server; the production session and heartbeat
+timeouts and, unlike the tests' 5 ms, the production batch wait of 0 unless
+``--batch-wait-ms``).
 The events are the simulator's homes (``trygg.simulate``), the valid ones only (no
 malformed messages, no re-sends), one event per MQTT message, in two consecutive sets A
 and B of ``--events`` each, published at QoS 1 as fast as a separate publisher process
@@ -309,6 +310,35 @@ async def _kafka_wait(
         await c.stop()
 
 
+async def _probe_stamps(bootstrap: str, topics: list[str]) -> dict[str, dict[str, float]]:
+    """topic -> probe event id -> the create time (s, wall clock) of the first record of
+    that topic naming it: when the bridge, the rules agent and the alerts agent sent the
+    probe on (aiokafka stamps a record when it is handed to the producer)."""
+    import re
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await c.start()
+    out: dict[str, dict[str, float]] = {}
+    try:
+        await c.topics()  # fetches the metadata partitions_for_topic reads
+        tps = [TopicPartition(t, p) for t in topics for p in c.partitions_for_topic(t) or ()]
+        ends = await c.end_offsets(tps)
+        c.assign(tps)  # all at once: an assignment narrows the metadata to its topics
+        await c.seek_to_beginning(*tps)
+        while [tp for tp in tps if await c.position(tp) < ends[tp]]:
+            got = await c.getmany(timeout_ms=500)
+            for tp, recs in got.items():
+                seen = out.setdefault(tp.topic, {})
+                for r in recs:
+                    for m in re.finditer(rb'"(probe-[0-9]+)"', r.value or b""):
+                        seen.setdefault(m.group(1).decode(), r.timestamp / 1000)
+    finally:
+        await c.stop()
+    return out
+
+
 async def _kafka_totals(bootstrap: str) -> dict[str, int]:
     """Records in every topic (sum of end offsets), internal ones excluded."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -385,7 +415,13 @@ def new_stack(env: Env, broker: PrivateMosquitto, db: str, bootstrap: str, clock
         site=SITE,
         partitions=env.args.partitions,
         clock=clock,
-        extra={"TRYGG_LOG_LEVEL": "INFO", "TRYGG_WEBHOOK_URL": env.hook.url},
+        extra={
+            "TRYGG_LOG_LEVEL": "INFO",
+            "TRYGG_WEBHOOK_URL": env.hook.url,
+            # the production default (0: a bridge takes what is queued and never holds an
+            # alarm back to fill a batch), not the test stack's 5 ms
+            "TRYGG_BATCH_WAIT_MS": str(env.args.batch_wait_ms),
+        },
     )
     STACKS.append(stack)
     return stack
@@ -697,6 +733,37 @@ def stage_distributed(env: Env, n_workers: int) -> dict[str, Any]:
     return res
 
 
+def _hops(
+    stamps: dict[str, dict[str, float]],
+    sent: dict[str, float],
+    sent_wall: dict[str, float],
+    hooked: dict[str, float],
+) -> dict[str, list[float]]:
+    """Each probe's time (ms) in each leg: publish -> the bridge's send (MQTT, decode),
+    -> the rules agent's signal (the events hop, the rules step), -> the alerts agent's
+    notification (the signals hop, the alerts step), -> the webhook POST (the
+    notifications hop, the notify step). Wall-clock stamps of this process and the
+    workers (one machine, one clock); the webhook's monotonic time is put on the wall
+    clock through the probe's own publish."""
+    ev, sig, ntf = (
+        stamps.get(t, {}) for t in ("trygg-events", "trygg-signals", "trygg-notifications")
+    )
+    legs: dict[str, list[float]] = {
+        "publish -> bridge sent": [],
+        "-> rules sent signal": [],
+        "-> alerts sent notification": [],
+        "-> webhook POST": [],
+    }
+    for e, w0 in sent_wall.items():
+        if e not in ev or e not in sig or e not in ntf or e not in hooked:
+            continue
+        w_hook = w0 + (hooked[e] - sent[e])
+        points = [w0, ev[e], sig[e], ntf[e], w_hook]
+        for name, a, b in zip(legs, points, points[1:], strict=False):
+            legs[name].append((b - a) * 1000)
+    return legs
+
+
 def stage_latency(env: Env, homes: list[Home], rate: float) -> dict[str, Any]:
     args = env.args
     res: dict[str, Any] = {"name": "latency", "rate": rate}
@@ -708,6 +775,7 @@ def stage_latency(env: Env, homes: list[Home], rate: float) -> dict[str, Any]:
         if ev.type not in ("fall.detected", "alarm.reset")
     ][:n_bg]
     sent: dict[str, float] = {}
+    sent_wall: dict[str, float] = {}
     raw_times: dict[str, float] = {}
     with PrivateMosquitto() as broker, PrivateTansu() as kafka:
         db = fresh_db(env, "bench_latency")
@@ -774,6 +842,7 @@ def stage_latency(env: Env, homes: list[Home], rate: float) -> dict[str, Any]:
                     {"id": eid, "type": "fall.detected", "time": datetime.now(UTC).isoformat()}
                 ).encode()
                 sent[eid] = time.monotonic()
+                sent_wall[eid] = time.time()
                 pub.publish(f"trygg/{SITE}/devices/{dev}/events", body, qos=1)
                 time.sleep(0.05)
                 reset = json.dumps(
@@ -799,6 +868,12 @@ def stage_latency(env: Env, homes: list[Home], rate: float) -> dict[str, Any]:
             while time.monotonic() < deadline and not all(e in env.hook.times for e in sent):
                 time.sleep(0.1)
             bgp.stop()
+            stamps = asyncio.run(
+                _probe_stamps(
+                    kafka.bootstrap, ["trygg-events", "trygg-signals", "trygg-notifications"]
+                )
+            )
+            res["hops"] = _hops(stamps, sent, sent_wall, env.hook.times)
             with psycopg.connect(db) as conn:
                 res["inside"] = conn.execute(
                     "SELECT channel, count(*),"
@@ -1040,6 +1115,12 @@ def main() -> None:
     ap.add_argument("--probes", type=int, default=300)
     ap.add_argument("--rate", type=float, default=None, help="background events/s (latency)")
     ap.add_argument("--latency-workers", type=int, default=2)
+    ap.add_argument(
+        "--batch-wait-ms",
+        type=int,
+        default=0,
+        help="TRYGG_BATCH_WAIT_MS of the bridges and workers (default: production's 0)",
+    )
     ap.add_argument("--timeout", type=float, default=900, help="seconds a stage may take")
     ap.add_argument("--stall", type=float, default=60, help="seconds without progress")
     ap.add_argument("--skip-embedded", action="store_true")
@@ -1153,6 +1234,12 @@ def main() -> None:
                 )
             else:
                 say(f"  {name:18} no samples")
+        for leg, xs in lat.get("hops", {}).items():
+            if xs:
+                say(
+                    f"  leg {leg:28} n={len(xs):4d}  median {statistics.median(xs):6.1f} ms"
+                    f"  p99 {pct(xs, 99):6.1f} ms  max {max(xs):6.1f} ms"
+                )
         for ch, n, p50, p99 in lat.get("inside", []):
             say(f"  inside the worker, {ch} send: n={n} median {p50:.2f} ms p99 {p99:.2f} ms")
         if "live_cpu_ms" in lat:
