@@ -261,12 +261,19 @@ def backtest(
     teams: Sequence[str] | None = None,
     match_window: timedelta = MATCH_WINDOW,
     runner: EngineRunner = run_engines,
+    candidate_registry: Registry | None = None,
 ) -> BacktestResult:
     """Run both catalogues over ``events`` and compare (module docstring);
-    ``runner`` runs the engines (default: in this process)."""
+    ``runner`` runs the engines (default: in this process); the candidate's
+    engine runs on ``candidate_registry`` if given (``run_engines``)."""
     t0 = time.perf_counter()
     cur, cand, n, late = runner(
-        events, registry, current, candidate, until=until if until is not None else end
+        events,
+        registry,
+        current,
+        candidate,
+        until=until if until is not None else end,
+        candidate_registry=candidate_registry,
     )
     elapsed = time.perf_counter() - t0
     res = compare(

@@ -15,7 +15,6 @@ same order the live runner and the worker use (``overlays.with_stored``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,7 +31,7 @@ from trygg.rules.overlays import (
     apply_overlays,
     with_stored,
 )
-from trygg.tuning.backtest import BacktestResult, RecordedIncident, RuleRecord, compare
+from trygg.tuning.backtest import BacktestResult, RecordedIncident, RuleRecord, backtest
 from trygg.tuning.backtest_engines import EngineRunner, run_engines
 from trygg.tuning.backtest_matching import MATCH_WINDOW
 from trygg.tuning.replay import Received
@@ -121,23 +120,21 @@ class DistrictBacktest:
                 if ev.resident in wanted:  # never another district's resident
                     yield item
 
-        t0 = time.perf_counter()
-        cur, cand, n, late = runner(
-            counted(), now, self.catalogue, self.catalogue, until=until, candidate_registry=then
-        )
-        elapsed = time.perf_counter() - t0
-        res = compare(
-            cur,
-            cand,
-            mine,
+        res = backtest(
+            counted(),
+            now,
+            self.catalogue,
+            self.catalogue,
             start=start,
             end=end,
-            current_version=self.current_version,
-            candidate_version=self.candidate_version,
+            until=until,
             incidents=[i for i in incidents if i.resident in wanted],
             records=records,
             teams=teams,
             match_window=match_window,
+            runner=runner,
+            candidate_registry=then,
         )
-        res.events, res.late, res.elapsed_s = n, late, elapsed
+        # the same catalogue twice: the versions compared are the overlays'
+        res.current_version, res.candidate_version = self.current_version, self.candidate_version
         return res
