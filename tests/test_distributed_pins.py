@@ -308,3 +308,34 @@ def test_write_before_commit_premises() -> None:
         patch,
         "Table.send_changelog(partition, key, value, ...) changed its signature",
     )
+
+
+def test_roomy_producer_buffer_premises() -> None:
+    """``_roomy_producer_buffer``: Faust's conductor holds every stream while the
+    producer buffer holds more than its ``max_messages`` (read per call, so an
+    instance value counts), and the app's producer owns that buffer."""
+    from faust.transport.conductor import ConductorCompiler
+    from faust.transport.producer import ProducerBuffer
+
+    patch = "_roomy_producer_buffer (worker/faust_patches.py)"
+    need(
+        "self.size > self.max_messages" in src(ProducerBuffer.wait_until_ebb),
+        patch,
+        "ProducerBuffer.wait_until_ebb no longer compares its size with self.max_messages",
+    )
+    need(
+        "app.producer.buffer.wait_until_ebb" in src(ConductorCompiler.build)
+        and "await wait_until_producer_ebb()" in src(ConductorCompiler.build),
+        patch,
+        "the conductor no longer waits on the producer buffer's wait_until_ebb per record",
+    )
+    from trygg.distributed.worker.faust_patches import PRODUCER_BUFFER_MAX, _roomy_producer_buffer
+
+    app = faust.App("trygg-pins-buffer", broker="kafka://127.0.0.1:1")
+    _roomy_producer_buffer(app)
+    need(
+        app.producer.buffer.max_messages == PRODUCER_BUFFER_MAX
+        and ProducerBuffer.max_messages != PRODUCER_BUFFER_MAX,
+        patch,
+        "the buffer's limit is not per instance any more",
+    )

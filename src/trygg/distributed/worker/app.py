@@ -44,6 +44,7 @@ from trygg.distributed.worker.clocks import EventClocks, WallClocks
 from trygg.distributed.worker.faust_patches import (
     _keep_records_across_rebalance,
     _patch_fetch_wait,
+    _roomy_producer_buffer,
     _track_handed,
     _write_before_commit,
 )
@@ -203,6 +204,7 @@ class Worker(RulesAgent, AlertsAgent, NotifyAgent, SinkAgent, TimerScan, Reloads
             _patch_fetch_wait(s.kafka_fetch_max_wait_ms)
         app = faust.App(s.worker_id, **faust_settings(s))
         _keep_records_across_rebalance(app)
+        _roomy_producer_buffer(app)
         self.handed = _track_handed(app)
         self.app = app
         n = s.kafka_partitions

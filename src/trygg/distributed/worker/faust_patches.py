@@ -98,6 +98,25 @@ def _write_before_commit(app: faust.App, flush: Callable[[], None]) -> None:
     Consumer._commit_tps = _commit_tps  # type: ignore[method-assign]
 
 
+PRODUCER_BUFFER_MAX = 20_000  # records; Faust's is 100
+
+
+def _roomy_producer_buffer(app: faust.App, most: int = PRODUCER_BUFFER_MAX) -> None:
+    """Let Faust's producer buffer hold ``most`` records before it holds the streams.
+
+    Table writes are synchronous, so Faust queues their changelog records in a
+    buffer and, once it holds more than ``max_messages`` (100), its conductor stops
+    handing records to every agent until 100 have been sent. The rules states are
+    written all at once at each offsets commit (``_write_before_commit``): a burst of
+    one record per resident with events since the last commit, at a live rate a few
+    hundred, which held every alarm behind it while tansu took them one produce
+    request each (the alert latency's p99, bench/RESULTS.md 2026-12-07). The burst is
+    bounded by the residents of the worker's partitions (~2.5 KB each: 20,000 is
+    ~50 MB at most), and the commit still waits for all of it (Faust flushes the
+    producer before it commits the offsets), so nothing is committed early."""
+    app.producer.buffer.max_messages = most
+
+
 class Handed:
     """Per topic partition, the offset of the last record the consumer handed to the
     agents' queues (Faust's conductor), and whether one is being handed right now."""
