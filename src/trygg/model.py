@@ -232,6 +232,25 @@ class Event:
         return (self.device, self.id)
 
 
+def event_of(
+    p: EventPayload, device: str, resident: str, kind: DeviceKind, room: Room | None
+) -> Event:
+    """A checked payload as an Event of its device: the device's id, resident and
+    kind from the registry, and the device's room unless the payload names one."""
+    pos = p.position
+    return Event(
+        device,
+        p.id,
+        p.type,
+        p.time,
+        resident,
+        kind,
+        p.room or room,
+        p.value,
+        None if pos is None else (pos.lat, pos.lon),
+    )
+
+
 DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024  # what a dead letter keeps of its payload
 DEAD_LETTER_REASON_CHARS = 1000
 

@@ -32,7 +32,7 @@ from pydantic import TypeAdapter, ValidationError
 from trygg.ingest import scaip
 from trygg.ingest.payload import MAX_PAYLOAD_BYTES, PayloadHead, size_of
 from trygg.ingest.scaip_mrq import Snu
-from trygg.model import DeadLetter, Event, EventPayload
+from trygg.model import DeadLetter, Event, EventPayload, event_of
 from trygg.registry import Device
 
 _payload = TypeAdapter(EventPayload)
@@ -85,20 +85,8 @@ def _describe(exc: ValidationError, prefix: str) -> str:
 
 
 def _enriched(p: EventPayload, device: Device) -> Event:
-    """A validated payload as an Event of its device: resident, kind, and the
-    device's room unless the payload names one."""
-    pos = p.position
-    return Event(
-        device.id,
-        p.id,
-        p.type,
-        p.time,
-        device.resident,
-        device.kind,
-        p.room or device.room,
-        p.value,
-        None if pos is None else (pos.lat, pos.lon),
-    )
+    """A validated payload as an Event of its device (``event_of``)."""
+    return event_of(p, device.id, device.resident, device.kind, device.room)
 
 
 def _raw(item: Any, batch: bool, payload: bytes) -> bytes:

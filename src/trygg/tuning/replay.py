@@ -250,7 +250,7 @@ def replay_lines(
                 err.write(f"line {n}: repeated event {eid!r} from {device!r}: dropped\n")
             continue
         events += 1
-        pos = p.position  # make_event, inlined
+        pos = p.position  # model.event_of, inlined (a call per event costs ~1 %)
         ev = Event(
             device,
             eid,

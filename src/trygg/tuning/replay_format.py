@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, ConfigDict, ValidationError
 
-from trygg.model import Event, EventPayload, Signal
+from trygg.model import Event, EventPayload, Signal, event_of
 
 
 class ReplayLine(EventPayload):
@@ -30,18 +30,7 @@ validate_line = ReplayLine.__pydantic_validator__.validate_json
 
 def make_event(p: ReplayLine, resident: str, kind: Any, room: Any) -> Event:
     """The line's event, enriched from its device (the payload model has done the checks)."""
-    pos = p.position
-    return Event(
-        p.device,
-        p.id,
-        p.type,
-        p.time,
-        resident,
-        kind,
-        p.room or room,
-        p.value,
-        None if pos is None else (pos.lat, pos.lon),
-    )
+    return event_of(p, p.device, resident, kind, room)
 
 
 def reason_of(exc: ValidationError) -> str:
