@@ -36,6 +36,16 @@ def leave_stop_signals_to_the_runner() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def stop_on_signals() -> asyncio.Event:
+    """The stop of a process that takes the stop signals itself (``trygg api``, a
+    bridge, the demo): an event the running loop sets at SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 class ChildProcess:
     """One helper; ``follow`` reads its standard output for as long as it runs."""
 

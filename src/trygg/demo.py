@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import signal
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -26,6 +25,7 @@ from typing import Any, ClassVar
 import psycopg
 
 from trygg import logs
+from trygg.child import stop_on_signals
 from trygg.devenv import PrivateMosquitto, PrivatePostgres, free_port
 from trygg.runner.embedded import EmbeddedRunner
 from trygg.settings import Settings
@@ -141,12 +141,9 @@ def _demo(work: Path, homes: int, seconds: float, speed: float) -> None:
                 )
 
         async def main() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for s in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(s, stop.set)
+            stop = stop_on_signals()
             if seconds:
-                loop.call_later(seconds, stop.set)
+                asyncio.get_running_loop().call_later(seconds, stop.set)
             runner = EmbeddedRunner(settings)
             task = asyncio.create_task(runner.run(stop))
             await runner.ready.wait()

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 
 from trygg import logs
+from trygg.child import stop_on_signals
 from trygg.distributed.alert_service import ApiRunner, DistributedAlertService, Link
 from trygg.retry import logged, retry_async
 from trygg.settings import Settings
@@ -191,13 +192,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 def run_api(settings: Settings) -> None:
     """Run ``trygg api`` until SIGINT/SIGTERM."""
-    import signal
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop)
+        await serve(settings, stop_on_signals())
 
     asyncio.run(main())

@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from trygg import logs
+from trygg.child import stop_on_signals
 from trygg.distributed import codecs
 from trygg.ingest.decode import DecodeLimits, Decoder
 from trygg.ingest.mqtt import Message, MqttSource
@@ -285,13 +286,8 @@ class Bridge:
 
 def run_bridge(settings: Settings) -> None:
     """Run a bridge until SIGINT/SIGTERM."""
-    import signal
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await Bridge(settings).run(stop)
+        await Bridge(settings).run(stop_on_signals())
 
     asyncio.run(main())
