@@ -288,3 +288,83 @@ def pct(xs: list[float], p: float) -> float:
     """The ``p``-th percentile (nearest rank) of ``xs``."""
     s = sorted(xs)
     return s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))]
+
+
+def broker_rebalance_s(bootstrap: str, partitions: int = 4) -> tuple[float, float]:
+    """How long the broker itself takes to rebalance a group of two plain aiokafka
+    consumers, with the workers' production session and heartbeat timeouts (6 s, 1 s)
+    and nothing to commit or restore: (a second member joins -> both have their
+    partitions, the first member leaves -> the other has them all), in seconds.
+
+    The failover tests compare their alarm delays with it: what a join or leave costs
+    on this broker before trygg's worker does anything (on tansu 0.6: 3 s for the
+    member already in the group, 4 s for the new one, 3 s for a leave)."""
+    import uuid
+
+    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    tag = uuid.uuid4().hex[:8]
+    topic, group = f"rebalance-probe-{tag}", f"rebalance-probe-{tag}"
+
+    class Noted(ConsumerRebalanceListener):
+        def __init__(self) -> None:
+            self.assigned_at: list[tuple[float, int]] = []
+
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            pass
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            self.assigned_at.append((time.monotonic(), len(assigned)))
+
+    async def member(noted: Noted) -> AIOKafkaConsumer:
+        c = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+        )
+        c.subscribe([topic], listener=noted)
+        await c.start()
+        return c
+
+    async def poll(c: AIOKafkaConsumer, until: float) -> None:
+        while time.monotonic() < until:
+            await c.getmany(timeout_ms=50)
+
+    async def settled(notes: list[Noted], counts: list[int], limit: float) -> float:
+        """The moment each member's latest assignment has its expected partitions."""
+        while time.monotonic() < limit:
+            last = [n.assigned_at[-1] if n.assigned_at else (0.0, -1) for n in notes]
+            if [k for _, k in last] == counts:
+                return max(t for t, _ in last)
+            await asyncio.sleep(0.01)
+        raise TimeoutError("the probe group did not settle")
+
+    async def run() -> tuple[float, float]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, partitions, 1)])
+        finally:
+            await admin.close()
+        a, b = Noted(), Noted()
+        ca = await member(a)
+        pa = asyncio.create_task(poll(ca, time.monotonic() + 60))
+        await settled([a], [partitions], time.monotonic() + 30)
+        await asyncio.sleep(1.0)
+        t_join = time.monotonic()
+        cb = await member(b)
+        pb = asyncio.create_task(poll(cb, time.monotonic() + 60))
+        half = partitions // 2
+        join = await settled([a, b], [partitions - half, half], t_join + 30) - t_join
+        await asyncio.sleep(1.0)
+        pb.cancel()
+        t_leave = time.monotonic()
+        await cb.stop()
+        leave = await settled([a], [partitions], t_leave + 30) - t_leave
+        pa.cancel()
+        await ca.stop()
+        return join, leave
+
+    return asyncio.run(run())

