@@ -6,6 +6,8 @@ Shared by the settings, the registry, the routing file, the rule catalogue and
 - :func:`read_yaml` parses YAML and keeps the line of every key and value (by
   its path of keys and indexes), and notes keys given twice (YAML keeps only
   the last one, silently);
+- :func:`checked_yaml` reads YAML text and raises one error with all its
+  problems; :func:`read_file` reads a file, or raises ``file: cannot read``;
 - :func:`validation_problems` turns a pydantic ``ValidationError`` into one
   line per problem, at the line where it was written, in words a care-team
   administrator reads ("must be a whole number", "unknown field 'nmae' (a
@@ -20,6 +22,7 @@ import re
 import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
@@ -81,6 +84,35 @@ def read_yaml(text: str, source: str) -> YamlDoc:
     doc = YamlDoc(data)
     _walk(node, (), source, doc)
     return doc
+
+
+def checked_yaml(
+    text: str,
+    source: str,
+    problems: Callable[[Any, str, dict[Path_, Loc]], list[Problem]],
+    error: Callable[[str | list[str]], Exception],
+) -> Any:
+    """The data of a YAML text that has no problems; else raises ``error`` with the
+    line of a YAML syntax error, or with every problem (``problems(data, source,
+    locs)`` and keys given twice) in file order. The registry's and the routing
+    file's reading."""
+    try:
+        doc = read_yaml(text, source)
+    except YamlSyntaxError as exc:
+        raise error(str(exc)) from None
+    found = sorted([*doc.problems, *problems(doc.data, source, doc.locs)])
+    if found:
+        raise error([str(p) for p in found])
+    return doc.data
+
+
+def read_file(path: Path, error: Callable[[str], Exception]) -> str:
+    """A file's text (UTF-8); raises ``error("file: cannot read: reason")`` if it
+    cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror}") from None
 
 
 def load_yaml_with_lines(text: str, source: str) -> tuple[Any, dict[Path_, Loc]]:

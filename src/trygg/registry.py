@@ -38,9 +38,9 @@ from trygg.plain import (
     Loc,
     Path_,
     Problem,
-    YamlSyntaxError,
+    checked_yaml,
     line_of,
-    read_yaml,
+    read_file,
     validation_problems,
 )
 
@@ -305,21 +305,10 @@ def _cross_problems(data: dict[str, Any], line: Any) -> list[tuple[Path_, str]]:
 
 def read_registry_text(text: str, source: str = "<registry>") -> Registry:
     """Parse and validate registry YAML; raises RegistryError with every problem."""
-    try:
-        doc = read_yaml(text, source)
-    except YamlSyntaxError as exc:
-        raise RegistryError(str(exc)) from None
-    problems = sorted([*doc.problems, *registry_problems(doc.data, source, doc.locs)])
-    if problems:
-        raise RegistryError([str(p) for p in problems])
-    return Registry.model_validate(doc.data)
+    return Registry.model_validate(checked_yaml(text, source, registry_problems, RegistryError))
 
 
 def load_registry(path: str | Path) -> Registry:
     """Read and validate a registry YAML file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RegistryError(f"{p}: cannot read: {exc.strerror}") from None
-    return read_registry_text(text, str(p))
+    return read_registry_text(read_file(p, RegistryError), str(p))

@@ -42,10 +42,10 @@ from trygg.durations import Duration, parse_duration
 from trygg.model import Severity
 from trygg.plain import (
     Problem,
-    YamlSyntaxError,
+    checked_yaml,
     dotted,
     line_of,
-    read_yaml,
+    read_file,
     validation_problems,
 )
 
@@ -381,21 +381,11 @@ def parse_routing(
 
 
 def parse_routing_text(text: str, source: str = "<routing>") -> RoutingConfig:
-    try:
-        doc = read_yaml(text, source)
-    except YamlSyntaxError as exc:
-        raise RoutingError(str(exc)) from None
-    problems = sorted([*doc.problems, *routing_problems(doc.data, source, doc.locs)])
-    if problems:
-        raise RoutingError([str(p) for p in problems])
-    return RoutingConfig.model_validate(doc.data if doc.data is not None else {})
+    data = checked_yaml(text, source, routing_problems, RoutingError)
+    return RoutingConfig.model_validate(data if data is not None else {})
 
 
 def load_routing(path: str | Path) -> RoutingConfig:
     """Read and validate a routing file (the only function here that does I/O)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RoutingError(f"{p}: cannot read: {exc.strerror}") from None
-    return parse_routing_text(text, str(p))
+    return parse_routing_text(read_file(p, RoutingError), str(p))
