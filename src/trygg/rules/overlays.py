@@ -275,13 +275,15 @@ def district_overlay_texts(rules: Sequence[Path]) -> Texts:
     d = default_districts_dir(rules)
     if d is None:
         return []
-    out: Texts = []
-    for p in overlay_files([d]):
-        try:
-            out.append((str(p), p.read_text(encoding="utf-8")))
-        except OSError as exc:
-            raise OverlayError([f"{p}:0: cannot read: {exc.strerror}"]) from None
-    return out
+    return [read_overlay(p) for p in overlay_files([d])]
+
+
+def read_overlay(p: Path) -> tuple[str, str]:
+    """``(file, text)`` of one overlay file; raises OverlayError if it cannot be read."""
+    try:
+        return str(p), p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise OverlayError([f"{p}:0: cannot read: {exc.strerror}"]) from None
 
 
 def with_stored(files: Overlays, stored: Mapping[str, Overlay]) -> Overlays:

@@ -29,6 +29,7 @@ from trygg.rules.overlays import (
     Overlays,
     _check_file,
     apply_overlays,
+    read_overlay,
     with_stored,
 )
 from trygg.tuning.backtest import BacktestResult, RecordedIncident, RuleRecord, backtest
@@ -44,10 +45,7 @@ def candidate_text(district: str, paths: Sequence[Path]) -> tuple[str, str]:
     p = Path(paths[0])
     if p.is_dir():
         p = p / f"{district}.yaml"
-    try:
-        return str(p), p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise OverlayError([f"{p}:0: cannot read: {exc.strerror}"]) from None
+    return read_overlay(p)
 
 
 def check_overlay(cat: Catalogue, district: str, src: str, text: str) -> Overlay:
