@@ -24,7 +24,7 @@ from trygg.progress import progress as show_progress
 from trygg.progress import wanted
 from trygg.rules.catalogue import Catalogue, default_rules_dir
 from trygg.tuning.backtest_shards import ShardedRunner, ShardFailed, default_jobs
-from trygg.tuning.rule_inputs import active_catalogue, catalogue_or_exit, refuse
+from trygg.tuning.rule_inputs import active_catalogue, catalogue_or_exit, check_jobs, refuse
 
 
 def backtest_cmd(
@@ -109,8 +109,7 @@ def backtest_cmd(
         raise typer.BadParameter(str(exc)) from None
     if t2 <= t1:
         raise typer.BadParameter("--to must be after --from")
-    if jobs is not None and jobs < 1:
-        raise typer.BadParameter("--jobs must be at least 1")
+    check_jobs(jobs)
     cand = catalogue_or_exit(candidate) if not district else None
     try:
         conn = psycopg.connect(s.database_url)

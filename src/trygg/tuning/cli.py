@@ -28,6 +28,7 @@ from trygg.tuning.rule_inputs import (
     DistrictsOpt,
     RulesOpt,
     catalogue_or_exit,
+    check_jobs,
     overlays_or_exit,
     registry_or_exit,
 )
@@ -74,8 +75,7 @@ def replay(
 ) -> None:
     """Replay events through the catalogue; print one JSON line per alert staff
     would have been paged for (DESIGN.md, contract: replay)."""
-    if jobs is not None and jobs < 1:
-        raise typer.BadParameter("--jobs must be at least 1")
+    check_jobs(jobs)
     cat = catalogue_or_exit(rules)
     reg = registry_or_exit(registry)
     problems = care_plan_problems_in_file(cat, reg, registry)

@@ -1,6 +1,7 @@
 """What the ``trygg rules`` commands read before they work: the catalogue
 (``--rules``, or the active stored version), the district overlays
-(``--districts``), a registry file, and one way to refuse them.
+(``--districts``), a registry file, the number of ``--jobs``, and one way to
+refuse them.
 
 Shared by the command modules (trygg.tuning.cli, check_cli, backtest_cli,
 versions_cli, district_versions_cli) so that each says a refused catalogue or
@@ -41,6 +42,13 @@ DistrictsOpt = typer.Option(
     help="District overlays: a directory of <district>.yaml files, or files (repeatable). "
     "Default: districts/ beside the rules, if it exists.",
 )
+
+
+def check_jobs(jobs: int | None) -> None:
+    """``--jobs`` (the worker processes of replay and the back-test), if given, is
+    at least 1."""
+    if jobs is not None and jobs < 1:
+        raise typer.BadParameter("--jobs must be at least 1")
 
 
 def catalogue_or_exit(rules: list[Path] | None) -> Catalogue:
