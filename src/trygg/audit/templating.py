@@ -1,12 +1,16 @@
 """What the HTML pages share (the response-time report, the A3 page, the
 deviation report): the Jinja2 environment with the catalogue's words and the
-formats of the page's language as filters, and trygg's records in words (a
-rule, an outcome group, a lifecycle step).
+formats of the page's language as filters (its settings, ``html_env``, also the
+back-test's page's), and trygg's records in words (a rule, an outcome group, a
+lifecycle step).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import jinja2
 
 
 def rule_name(rule: str, lang: str) -> str:
@@ -16,18 +20,24 @@ def rule_name(rule: str, lang: str) -> str:
     return rule_words(rule).get(lang, rule)
 
 
-def jinja_env(w: Any, timezone: str) -> Any:
-    """Jinja2 with the catalogue's words (``_``, ``ngettext``) and the formats of
-    ``w`` (a ``trygg.locale.Words``) as filters; shared by the HTML pages."""
+def html_env(package: str, extensions: list[str] | None = None) -> jinja2.Environment:
+    """Jinja2 for the HTML templates in ``package``'s ``templates/``: autoescaped,
+    block tags on lines of their own leave no blank lines."""
     import jinja2
 
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("trygg.audit", "templates"),
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader(package, "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
         trim_blocks=True,
         lstrip_blocks=True,
-        extensions=["jinja2.ext.i18n"],
+        extensions=extensions or [],
     )
+
+
+def jinja_env(w: Any, timezone: str) -> Any:
+    """Jinja2 with the catalogue's words (``_``, ``ngettext``) and the formats of
+    ``w`` (a ``trygg.locale.Words``) as filters; shared by the HTML pages."""
+    env = html_env("trygg.audit", extensions=["jinja2.ext.i18n"])
     env.install_gettext_translations(w.tr, newstyle=True)  # type: ignore[attr-defined]
     env.filters.update(
         secs=w.secs,

@@ -368,15 +368,11 @@ def to_html(
     top: int = 25,
     generated_at: datetime | None = None,
 ) -> str:
-    import jinja2
     import markupsafe
 
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("trygg.rules", "templates"),
-        autoescape=jinja2.select_autoescape(["html", "j2"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    from trygg.audit.templating import html_env
+
+    env = html_env("trygg.rules")
     zone = ZoneInfo(timezone)
     env.filters["local"] = _local(zone)
     env.filters["dur"] = fmt_s
