@@ -19,7 +19,7 @@ from trygg.alerts import lifecycle as lc
 from trygg.alerts.alert import OPEN_STATES, Alert, CancelReason, Outcome, State
 from trygg.alerts.refusals import ConflictError, TransitionError
 from trygg.api import problems, schemas
-from trygg.api.context import ApiContext, errors, iso, require
+from trygg.api.context import ApiContext, db_unreachable, errors, iso, require
 from trygg.model import Severity
 from trygg.store import alerts as alert_store
 from trygg.store.access import TEAM_ROLES, User
@@ -140,7 +140,7 @@ def install(api: APIRouter, ctx: ApiContext, current_user: Callable[..., Awaitab
                     limit=limit,
                 )
             except Exception as exc:
-                raise HTTPException(503, f"the database is not reachable: {exc}") from None
+                raise db_unreachable(exc) from None
             for r in rows:
                 if not r.get("shadow"):
                     out[str(r["id"])] = view(r, u)
@@ -166,7 +166,7 @@ def install(api: APIRouter, ctx: ApiContext, current_user: Callable[..., Awaitab
             a = await service.load(alert_id)
             snap = None if a is not None else await db(alert_store.get_snapshot, alert_id)
         except (psycopg.Error, OSError) as exc:
-            raise HTTPException(503, f"the database is not reachable: {exc}") from None
+            raise db_unreachable(exc) from None
         if a is None:
             if snap is None or snap.get("shadow"):  # shadow alerts are not shown (rules.md)
                 raise HTTPException(404, f"no alert {alert_id}")

@@ -58,6 +58,11 @@ def require(u: User, *roles: str) -> None:
         raise HTTPException(403, f"the {u.role} role may not do this")
 
 
+def db_unreachable(exc: BaseException) -> HTTPException:
+    """The 503 of a store call that failed: the database is not reachable, and why."""
+    return HTTPException(503, f"the database is not reachable: {exc}")
+
+
 @dataclass(frozen=True)
 class ApiContext:
     """``db(fn, *args)`` runs a store function on a pooled connection in a

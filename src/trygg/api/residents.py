@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime
 
 from trygg.api import schemas, words
-from trygg.api.context import ApiContext, errors, iso, require
+from trygg.api.context import ApiContext, db_unreachable, errors, iso, require
 from trygg.store import access_log as access_store
 from trygg.store import alerts as alert_store
 from trygg.store.access import TEAM_ROLES, User
@@ -42,7 +42,7 @@ def install(api: APIRouter, ctx: ApiContext, current_user: Callable[..., Awaitab
             events = await db(alert_store.resident_events, resident, since)
             alerts = await db(alert_store.query_alerts, resident=resident, since=since, limit=100)
         except Exception as exc:
-            raise HTTPException(503, f"the database is not reachable: {exc}") from None
+            raise db_unreachable(exc) from None
         access(u, "resident.timeline", resident, hours=hours)
         by_id = {str(a["id"]): view(a, u) for a in alerts if not a.get("shadow")}
         for a in service.live_alerts():

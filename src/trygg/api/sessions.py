@@ -47,6 +47,7 @@ from fastapi import HTTPException, Request
 from pydantic import BaseModel, Field
 
 from trygg.api.auth import Auth, AuthUnavailable
+from trygg.api.context import db_unreachable
 from trygg.api.cookies import cookie_secret, same_origin
 from trygg.store import access as access_store
 from trygg.store.access import User
@@ -205,7 +206,7 @@ class SignIn:
         except (ValueError, HTTPException):
             raise
         except Exception as exc:
-            raise HTTPException(503, f"the database is not reachable: {exc}") from None
+            raise db_unreachable(exc) from None
 
     async def revoke_cookie_session(self, request: Request, by: str | None, reason: str) -> None:
         """The session of this browser's cookie, if it still signs in, revoked by
