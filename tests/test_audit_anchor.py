@@ -13,7 +13,7 @@ import psycopg
 from tests.conftest import trygg_cli
 from tests.test_kpi import load_known
 from trygg.audit.verify import ANCHOR_FORMAT
-from trygg.store.audit import log_access
+from trygg.store.access_log import log_access
 from trygg.store.retention import RetentionPolicy, run_retention
 
 

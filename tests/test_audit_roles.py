@@ -23,7 +23,8 @@ from tests.conftest import trygg_cli
 from tests.roles import app_url, owner_url, reader_url
 from tests.test_kpi import aid, load_known
 from trygg.audit.verify import verify
-from trygg.store.audit import add_exception, chain_head, log_access
+from trygg.store.access_log import log_access
+from trygg.store.audit import add_exception, chain_head
 from trygg.store.retention import RetentionPolicy, run_retention
 
 AUDIT_TABLES = (

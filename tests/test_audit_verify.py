@@ -11,7 +11,8 @@ import pytest
 from tests.conftest import trygg_cli
 from tests.test_kpi import aid, load_known
 from trygg.audit.verify import verify
-from trygg.store.audit import add_exception, chain_rows, log_access
+from trygg.store.access_log import log_access
+from trygg.store.audit import add_exception, chain_rows
 
 
 def _untouched(url: str) -> None:

@@ -53,7 +53,7 @@ def a3_command(
     from trygg.audit.a3_render import chromium_pdf, to_html
     from trygg.rules.catalogue import CatalogueError, default_rules_dir, load_catalogue
     from trygg.rules.engine import CarePlanError
-    from trygg.store.audit import log_access
+    from trygg.store.access_log import log_access
 
     if not rule:
         raise typer.BadParameter("the A3 page is for one rule: give --rule", param_hint="--rule")

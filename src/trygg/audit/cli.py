@@ -213,7 +213,7 @@ def report_command(
     from trygg.audit.report import STAGES, ReportOptions, build_report
     from trygg.audit.report_csv_json import to_csv, to_json
     from trygg.audit.report_html import PLOT_STAGES, add_plots, to_html
-    from trygg.store.audit import log_access
+    from trygg.store.access_log import log_access
 
     if fmt not in ("csv", "json", "html"):
         raise typer.BadParameter("--format is csv, json or html")

@@ -40,7 +40,7 @@ def deviations_command(
     from trygg.audit.deviations import build, to_csv, to_html, to_json
     from trygg.rules.catalogue import CatalogueError, default_rules_dir, load_catalogue
     from trygg.rules.overlays import OverlayError, default_districts_dir, read_overlays
-    from trygg.store.audit import log_access
+    from trygg.store.access_log import log_access
     from trygg.store.registry import load_registry
 
     if fmt not in ("csv", "json", "html"):

@@ -1,5 +1,5 @@
 """The audit trail's SQL: hash chains, exception reports (the access log's rows:
-trygg.store.access_log, whose ``log_access`` is imported here too).
+trygg.store.access_log).
 
 The chains themselves are built by the database (migration 0004's
 ``trygg_chain_link`` trigger); this module reads them back for verification,
@@ -15,9 +15,6 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-
-# The access log's rows are written in one place; the audit commands import it from here.
-from trygg.store.access_log import log_access as log_access
 
 CHAINED_TABLES = ("alert_records", "access_log", "alert_exceptions")
 EXCEPTION_KINDS = ("answer", "arrival", "completion", "other")

@@ -91,7 +91,7 @@ def backtest_cmd(
     from trygg.durations import parse_duration
     from trygg.rules.engine import CarePlanError
     from trygg.store import history
-    from trygg.store.audit import log_access
+    from trygg.store.access_log import log_access
     from trygg.store.registry import load_registry as load_db_registry
     from trygg.times import parse_when
     from trygg.tuning.backtest import RecordedIncident, RuleRecord, backtest
