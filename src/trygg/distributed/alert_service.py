@@ -63,6 +63,7 @@ from trygg.alerts.service import (
     alert_from_records,
 )
 from trygg.alerts.silences import Silence
+from trygg.api.context import db_unreachable
 from trygg.api.metrics import AlertLatencies, Histogram
 from trygg.distributed import codecs
 from trygg.notify.console import ConsoleFeed
@@ -355,7 +356,7 @@ class DistributedAlertService(AlertDesk):
         try:
             self._db_sync(alert_store.save_silence, s.model_dump(mode="json"))
         except (psycopg.Error, OSError) as exc:
-            raise HTTPException(503, f"the database is not reachable: {exc}") from None
+            raise db_unreachable(exc) from None
         self._silences[s.id] = s
 
     # ------------------------------------------------------------- access log
