@@ -72,3 +72,40 @@ def test_cli_stores_the_registry_and_reads_it_back(tmp_path, db: str) -> None:  
     p.write_text(GOOD.replace("resident: r-0002", "resident: r-7"))
     bad = trygg_cli("registry", "load", str(p), "--database-url", db, check=False)
     assert bad.returncode == 1 and "unknown resident 'r-7'" in bad.stderr
+
+
+def test_a_reload_parses_the_stored_registry_again_only_when_it_changed(tmp_path, db: str) -> None:  # type: ignore[no-untyped-def]
+    """The runners reload the registry every few seconds; parsing it holds the GIL, so
+    the reader hands back the registry it has while the database's digest of it is the
+    same. The devices' health columns change all the time and are no part of it; any
+    change to what the registry says is."""
+    from trygg.store.registry import RegistryReader, save_registry
+
+    p = tmp_path / "reg.yaml"
+    p.write_text(GOOD)
+    with psycopg.connect(db, autocommit=True) as conn:
+        save_registry(conn, load_registry(p))
+        reader = RegistryReader()
+        first = reader.read(conn)
+        assert first.resident_by_id()["r-0001"].team == "stovner-nord"
+        assert reader.read(conn) is first  # unchanged: not parsed again
+
+        conn.execute("UPDATE devices SET last_seen = now(), battery = 41, online = true")
+        assert reader.read(conn) is first  # health is not the registry
+
+        p.write_text(GOOD.replace("team: grorud-sor", "team: stovner-nord"))
+        save_registry(conn, load_registry(p))
+        moved = reader.read(conn)
+        assert moved is not first
+        assert moved.resident_by_id()["r-0002"].team == "stovner-nord"
+        assert reader.read(conn) is moved
+
+        conn.execute("UPDATE devices SET room = 'livingroom' WHERE id = 'bed-0001'")
+        second = reader.read(conn)
+        assert second is not moved and second.device_by_id()["bed-0001"].room == "livingroom"
+
+        conn.execute("UPDATE devices SET heartbeat = heartbeat * 2 WHERE id = 'door-0001'")
+        third = reader.read(conn)
+        assert third is not second
+        hb = third.device_by_id()["door-0001"].heartbeat
+        assert hb == 2 * second.device_by_id()["door-0001"].heartbeat

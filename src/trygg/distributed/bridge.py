@@ -47,7 +47,7 @@ from trygg.repeats import RepeatLog
 from trygg.retry import logged, retry_async
 from trygg.settings import Settings
 from trygg.store import spooled
-from trygg.store.registry import load_registry
+from trygg.store.registry import RegistryReader
 
 log = logs.get("trygg.bridge")
 WM_INTERVAL_S = 1.0  # how often a bridge sends its progress to every partition (when it moved)
@@ -97,11 +97,12 @@ class Bridge:
         self._wm_sent: tuple[datetime | None, float] | None = None  # (progress, monotonic)
         # dead letters: the first per device and reason in full, then a count a minute
         self._dead_log = RepeatLog(log)
+        self._stored_registry = RegistryReader()  # parsed again only when it changed
 
     # --- registry -----------------------------------------------------------
     def _load_registry(self) -> Registry:
         with psycopg.connect(self.settings.database_url, connect_timeout=10) as conn:
-            return load_registry(conn)
+            return self._stored_registry.read(conn)
 
     def _set_registry(self, registry: Registry) -> None:
         self._registry = registry

@@ -26,7 +26,7 @@ from trygg.registry import Registry
 from trygg.repeats import RepeatLog
 from trygg.runner.catalogues import Catalogues
 from trygg.settings import Settings
-from trygg.store.registry import load_registry
+from trygg.store.registry import RegistryReader
 from trygg.store.retention import run_retention
 
 log = logs.get("trygg.runner")
@@ -40,11 +40,14 @@ async def reload_registry(
     catalogues: Catalogues,
 ) -> None:
     """Pick up registry and care-plan changes without a restart (``take`` them,
-    the runner's ``_set_registry``), then catalogue versions and overlays."""
+    the runner's ``_set_registry``), then catalogue versions and overlays. The registry
+    is parsed again only when the database's digest of it changed (``RegistryReader``:
+    parsing holds the GIL, and the event loop with it)."""
+    stored = RegistryReader()
     while True:
         await asyncio.sleep(settings.registry_reload_seconds)
         try:
-            registry = await asyncio.to_thread(db, load_registry)
+            registry = await asyncio.to_thread(db, stored.read)
         except psycopg.Error as exc:
             log.warning("registry reload failed", error=str(exc).strip()[:200])
             continue

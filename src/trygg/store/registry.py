@@ -115,6 +115,55 @@ def load_registry(conn: psycopg.Connection) -> Registry:
     return parse_registry(data, "database")
 
 
+# What load_registry reads, as one digest computed by the database (quote_nullable:
+# a NULL and an empty text differ). The devices' health columns (last_seen, battery,
+# online), which change all the time, are not part of the registry and not in it.
+_DIGEST = """
+SELECT md5(concat_ws(E'\\n',
+  (SELECT string_agg(concat_ws(',', quote_nullable(id), quote_nullable(name)), ';'
+          ORDER BY id) FROM districts),
+  (SELECT string_agg(concat_ws(',', quote_nullable(id), quote_nullable(district)), ';'
+          ORDER BY id) FROM teams),
+  (SELECT string_agg(concat_ws(',', quote_nullable(id), quote_nullable(team),
+          quote_nullable(timezone), quote_nullable(overrides::text)), ';'
+          ORDER BY id) FROM residents),
+  (SELECT string_agg(concat_ws(',', quote_nullable(id), quote_nullable(resident),
+          quote_nullable(kind), quote_nullable(room), quote_nullable(heartbeat)), ';'
+          ORDER BY id) FROM devices)))
+"""
+
+
+def registry_digest(conn: psycopg.Connection) -> str:
+    """A digest of the stored registry (what ``load_registry`` reads), made by the
+    database: one short row instead of every resident and device."""
+    row = conn.execute(_DIGEST).fetchone()
+    return str(row[0]) if row else ""
+
+
+class RegistryReader:
+    """Reads the stored registry again only when it has changed.
+
+    The runners reload the registry every few seconds. Validating it (``parse_registry``)
+    takes ~25 ms per 260 homes in one pydantic call that holds the GIL, so a reload in a
+    worker thread still stopped the event loop: alarms waited 60-100 ms behind it in the
+    distributed worker (bench/RESULTS.md, 2026-12-07), and at a city's size it would be
+    seconds. ``read`` first asks the database for ``registry_digest`` and returns the
+    registry it has when the digest is the same. One reader per reloading process; it
+    is called from one thread at a time."""
+
+    def __init__(self) -> None:
+        self._digest: str | None = None
+        self._registry: Registry | None = None
+
+    def read(self, conn: psycopg.Connection) -> Registry:
+        """The stored registry: the same object as last time when nothing changed."""
+        digest = registry_digest(conn)
+        if self._registry is None or digest != self._digest:
+            self._registry = load_registry(conn)
+            self._digest = digest
+        return self._registry
+
+
 def district_map(conn: psycopg.Connection) -> tuple[dict[str, str], dict[str, str]]:
     """(team -> district, district -> name) as stored, for the reports to name the
     district of a team (a team not listed is in the default district); a district

@@ -43,7 +43,7 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
     from trygg.runner.routing import routing_from
     from trygg.runner.wiring import build_channels, webhook_urls
     from trygg.store import DB_AWAY
-    from trygg.store.registry import load_registry
+    from trygg.store.registry import RegistryReader
     from trygg.store.versions import overlays_in
 
     s = settings
@@ -65,9 +65,11 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
             on_retry=logged(log, "database unavailable, retrying"),
         )
 
+    stored_registry = RegistryReader()  # parsed again only when it changed
+
     def _registry() -> Registry:
         with psycopg.connect(s.database_url, connect_timeout=10) as conn:
-            return load_registry(conn)
+            return stored_registry.read(conn)
 
     def _silences() -> list[Silence]:
         from trygg.store.alerts import load_silences
