@@ -104,6 +104,10 @@ class Pipeline:
         # Decoded batches waiting for the spool and their PUBACKs (see _commit).
         self._handoff: deque[Handoff] = deque()
         self._handoff_ready = asyncio.Event()
+        # Payload bytes decoded and handed off but not yet in the spool: counted with
+        # the spool's own bytes against its limit, or a starved ``_commit`` thread let
+        # the consumer run ahead past it (a 1 MB limit, 2.5 MB spooled under load).
+        self._handoff_bytes = 0
         self._wake_timers = asyncio.Event()
         self._spool: Spool | None = None
         self._drainer: DrainerProcess | None = None
@@ -128,8 +132,15 @@ class Pipeline:
 
     def _take(self, batch: list[Message]) -> None:
         inbox, limit = self._inbox, self.settings.batch_max
-        while inbox and len(batch) < limit:
-            batch.append(inbox.popleft())
+        # No batch larger than the spool check's step (a twentieth of its limit), so
+        # that one batch cannot carry the spool far past it; with the default limit
+        # (4 GB) this never binds.
+        room = self._spool.max_bytes // 20 if self._spool is not None else None
+        size = 0
+        while inbox and len(batch) < limit and (room is None or size < room):
+            m = inbox.popleft()
+            batch.append(m)
+            size += len(m.payload)
 
     async def _next_batch(self) -> list[Message]:
         """What has arrived (at most ``batch_max``), waiting ``batch_wait_ms`` for more."""
@@ -160,9 +171,10 @@ class Pipeline:
         checked, appended = 0.0, 0
         step = max(1, self._spool.max_bytes // 20)
         while True:
-            if time.monotonic() - checked >= 0.25 or self._spool.appended - appended >= step:
+            ahead = self._spool.appended + self._handoff_bytes
+            if time.monotonic() - checked >= 0.25 or ahead - appended >= step:
                 await self._hold_while_spool_full()
-                checked, appended = time.monotonic(), self._spool.appended
+                checked, appended = time.monotonic(), self._spool.appended + self._handoff_bytes
             batch = await self._next_batch()
             received = _now()
             assert self._decoder is not None
@@ -230,6 +242,7 @@ class Pipeline:
             if due is not None and (self._timer_due is None or due < self._timer_due):
                 self._wake_timers.set()
             self._handoff.append(Handoff(batch, records, replies))
+            self._handoff_bytes += sum(len(m.payload) for m in batch)
             self._handoff_ready.set()
             await asyncio.sleep(0)  # let I/O (webhooks, the console feed) go on between batches
 
@@ -251,6 +264,7 @@ class Pipeline:
                 done.append(self._handoff.popleft())
             records = [r for h in done for r in h.records]
             await asyncio.to_thread(self._spool.append, records)
+            self._handoff_bytes -= sum(len(m.payload) for h in done for m in h.messages)
             for h in done:
                 for topic, reply in h.replies:
                     source.publish(topic, reply, qos=1)
@@ -301,7 +315,7 @@ class Pipeline:
         """While the spool is at its limit, take no more messages: the broker keeps
         them (it sends no more than its in-flight limit unacknowledged)."""
         assert self._spool is not None
-        if self.pending_bytes() < self._spool.max_bytes:
+        if self.pending_bytes() + self._handoff_bytes < self._spool.max_bytes:
             return
         log.warning(
             "spool full: holding messages at the broker until the database catches up",
@@ -309,7 +323,7 @@ class Pipeline:
             limit_bytes=self._spool.max_bytes,
         )
         began = time.monotonic()
-        while self.pending_bytes() >= self._spool.max_bytes:  # noqa: ASYNC110 - files on disk
+        while self.pending_bytes() + self._handoff_bytes >= self._spool.max_bytes:  # noqa: ASYNC110
             await asyncio.sleep(0.5)
         log.info(
             "spool below its limit again: taking messages",
