@@ -251,8 +251,9 @@ class Pipeline:
 
         One append for everything waiting (group commit), in arrival order;
         PUBACKs and SCAIP replies only after the fsync, so at-least-once holds.
-        The number of batches waiting is bounded by the broker, which sends no
-        more than its in-flight limit of unacknowledged messages.
+        What waits here counts against the spool's limit (``_handoff_bytes``), so the
+        consumer stops taking messages at the limit even when this task is starved;
+        a broker with no in-flight limit would not bound it otherwise.
         """
         assert self._spool is not None
         while True:
