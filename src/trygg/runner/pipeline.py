@@ -80,6 +80,7 @@ class Handoff:
     messages: list[Message]
     records: list[spooled.Record]
     replies: list[tuple[str, bytes]]
+    size: int  # the messages' payload bytes (counted against the spool's limit until written)
 
 
 def _now() -> datetime:
@@ -136,7 +137,7 @@ class Pipeline:
         # that one batch cannot carry the spool far past it; with the default limit
         # (4 GB) this never binds.
         room = self._spool.max_bytes // 20 if self._spool is not None else None
-        size = 0
+        size = sum(len(m.payload) for m in batch)  # a second take adds to the first
         while inbox and len(batch) < limit and (room is None or size < room):
             m = inbox.popleft()
             batch.append(m)
@@ -241,8 +242,9 @@ class Pipeline:
             due = self.engine.next_deadline()
             if due is not None and (self._timer_due is None or due < self._timer_due):
                 self._wake_timers.set()
-            self._handoff.append(Handoff(batch, records, replies))
-            self._handoff_bytes += sum(len(m.payload) for m in batch)
+            size = sum(len(m.payload) for m in batch)
+            self._handoff.append(Handoff(batch, records, replies, size))
+            self._handoff_bytes += size
             self._handoff_ready.set()
             await asyncio.sleep(0)  # let I/O (webhooks, the console feed) go on between batches
 
@@ -265,7 +267,7 @@ class Pipeline:
                 done.append(self._handoff.popleft())
             records = [r for h in done for r in h.records]
             await asyncio.to_thread(self._spool.append, records)
-            self._handoff_bytes -= sum(len(m.payload) for h in done for m in h.messages)
+            self._handoff_bytes -= sum(h.size for h in done)
             for h in done:
                 for topic, reply in h.replies:
                     source.publish(topic, reply, qos=1)
