@@ -315,3 +315,41 @@ def test_two_offline_devices_one_alert_through_the_agents() -> None:
     assert len(keys) == len(set(keys))  # the repeat and the note notify nobody again
     # closing it tells the notify agent, which drops any retry still pending
     assert [k for _, k, r, _ in rec.sent if r["op"] == "cls"] == off
+
+
+def test_a_take_over_applies_what_a_cut_state_write_lost() -> None:
+    """A worker writes its residents' rules states one changelog record at a time at
+    each offsets commit; a SIGKILL in the middle of those writes leaves one resident's
+    state new (offset 320) and another's old (offset 136). The new owner must apply the
+    second resident's records after 136 again, though they lie below the first one's
+    offset: skipping them lost those events for good (the next one of that resident
+    then found its devices silent since 136 and raised device-offline; found by
+    tests/test_distributed_integration.py under load, 2026-12-07)."""
+    hb = EventType.HEARTBEAT
+    registry, _ = build_homes(3, seed=1)
+    core = RulesCore(Engine(load_catalogue([REPO / "rules"]), registry))
+    # what the changelog holds after the cut: each state as the killed worker wrote it
+    recovered = {}
+    for offset, device, eid in ((136, "bed-0001", "b1"), (320, "bed-0002", "c1")):
+        rec = codecs.loads(ev(device, eid, hb, NOW, DeviceKind.BED))
+        step = core.step("r-" + device[-4:], None, rec, 1, offset=offset)
+        assert step.state is not None
+        recovered["r-" + device[-4:]] = step.state.decode()
+
+    survivor, _ = make_worker()
+    for rid, state in recovered.items():
+        survivor.rules_table.data[rid] = state  # as Faust's recovery fills the table
+
+    async def after() -> None:
+        async with survivor.rules_agent.test_context() as agent:
+            agent.sent_offset = 200  # r-0001's record the killed worker's state lost
+            later = ev("bed-0001", "b2", hb, NOW + timedelta(minutes=1), DeviceKind.BED)
+            await agent.put(key="r-0001", value=later, partition=1)
+            agent.sent_offset = 201  # r-0002's: taken in by its recovered state (320)
+            seen = ev("bed-0002", "c0", hb, NOW - timedelta(minutes=1), DeviceKind.BED)
+            await agent.put(key="r-0002", value=seen, partition=1)
+
+    run(after())
+    state = orjson.loads(survivor.rules_state("r-0001"))
+    assert state["o"] == 200 and "bed-0001|b2" in state["keys"]
+    assert survivor.stats["applied"] == 1  # r-0002's record was not applied again

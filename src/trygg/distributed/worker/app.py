@@ -170,8 +170,6 @@ class Worker(RulesAgent, AlertsAgent, NotifyAgent, SinkAgent, TimerScan, Reloads
         self.holes = Holes()
         self._earliest_asked: dict[Any, float] = {}  # hole key -> when the broker was asked
         self._rules_next: dict[int, int] = {}  # partition -> next offset the rules expect
-        # partition -> the next offset the rules state has not taken in (read at a take-over)
-        self._rules_floor: dict[int, int] | None = None
         self._seen_at: dict[str, float] = {}  # agent -> when it last received a record
         # resident -> its newest rules state, not yet in the table: written at the next
         # offsets commit (flush_rules_state), one changelog record per resident per

@@ -90,7 +90,6 @@ class WorkerBase:
     holes: Holes
     _earliest_asked: dict[Any, float]
     _rules_next: dict[int, int]
-    _rules_floor: dict[int, int] | None
     _seen_at: dict[str, float]
     _busy: set[str]
     # reloads

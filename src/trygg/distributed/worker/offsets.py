@@ -5,9 +5,7 @@ Faust 0.15 can drop a record on its way to one agent and still commit past it
 (docs/distributed.md, "Faust's holes"): the rules agent and the sink see every
 offset of their partitions in order, so they notice a hole and seek the partition
 back to it (``Holes``); a record lost at a partition's end leaves no hole, so
-``check_tails`` compares an idle agent with what the consumer handed over. After a
-take-over the rules agent skips what the rules states say was taken in already
-(``rules_core.applied_floors``; "No event applied twice").
+``check_tails`` compares an idle agent with what the consumer handed over.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from typing import Any
 
 from trygg import logs
 from trygg.distributed.worker.held_states import HeldRulesStates
-from trygg.distributed.worker.rules_core import applied_floors
 
 log = logs.get("trygg.worker")
 TAIL_CHECK_S = 2.0  # how often a worker looks for records missed at a partition's end
@@ -30,24 +27,18 @@ class OffsetChecks(HeldRulesStates):
         """Whether the rules agent skips this record of ``partition``.
 
         Below the next offset it expects: taken in already (a partition read again for
-        the sink's sake, or from its committed offset after a take-over). After a
-        take-over that offset is where the rules state leaves off (the newest offset
-        its residents' states hold, ``rules_core.applied_floors``): the committed offset
-        can be far behind it. Above it: a hole, and the partition is read again from
-        the first missing record. (Each resident's state checks its own offset too:
-        this only saves decoding the states of a long replay.)"""
+        the sink's sake). Above it: a hole, and the partition is read again from the
+        first missing record. After a take-over nothing is expected yet: the partition
+        is read from its committed offset, and each resident's state says which of its
+        own records it took in (``rules_core.applied_offset``). No offset of the
+        partition as a whole can say that: the states are written to the changelog one
+        record a resident at each commit, and a worker killed in the middle of those
+        writes leaves some residents' states newer than others' (docs/distributed.md,
+        "No event applied twice")."""
         want = self._rules_next.get(partition)
         topic = self.settings.kafka_events_topic
         key = ("rules", topic, partition)
         self._seen_at["rules"] = time.monotonic()
-        if want is None:
-            if self._rules_floor is None:
-                self._rules_floor = applied_floors(
-                    self.rules_items(), self._owned(topic) | {partition}
-                )
-            want = self._rules_floor.get(partition)
-            if want is not None:
-                self._rules_next[partition] = want
         if want is not None and offset < want:
             return True
         if want is not None and offset > want:
@@ -132,7 +123,6 @@ class OffsetChecks(HeldRulesStates):
         """A new owner reads from the committed offset: forget where the rules were
         (the next assignment reads it from the recovered table again)."""
         self._rules_next.clear()
-        self._rules_floor = None
         self.handed.clear()
 
     async def _read_again(

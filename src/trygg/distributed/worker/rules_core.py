@@ -285,24 +285,3 @@ def applied_offset(doc: dict[str, Any] | None, partition: int) -> int | None:
         return None
     o = doc.get("o")
     return o if isinstance(o, int) else None
-
-
-def applied_floors(
-    items: Iterable[tuple[str, bytes | str]], partitions: Iterable[int]
-) -> dict[int, int]:
-    """Per partition, the next offset that no resident's state has taken in: every
-    record below it was taken in (the rules agent reads a partition in offset order
-    and never past a hole). A partition no resident of which has an offset is left out."""
-    want = set(partitions)
-    out: dict[int, int] = {}
-    for _, state in items:
-        if not state:
-            continue
-        doc = orjson.loads(state)
-        p = doc.get("p")
-        if p not in want:
-            continue
-        o = applied_offset(doc, p)
-        if o is not None and o >= out.get(p, 0):
-            out[p] = o + 1
-    return out
