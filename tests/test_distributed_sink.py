@@ -78,3 +78,49 @@ def test_holes_are_asked_for_again_after_a_while_and_checked_after_three() -> No
     assert h.ask("k", 7, 3.1) and not h.stubborn("k")  # a new hole starts over
     h.closed("k")
     assert h.pending("k") is None
+
+
+def ev_rec(eid: str) -> dict[str, Any]:
+    now = datetime(2026, 3, 10, 12, 0, tzinfo=UTC).isoformat()
+    return {
+        "op": "ev",
+        "d": "bed-0001",
+        "i": eid,
+        "y": "heartbeat",
+        "t": now,
+        "r": "r-0001",
+        "k": "bed",
+        "m": None,
+        "v": None,
+        "p": None,
+        "rx": now,
+        "late": False,
+    }
+
+
+def test_a_batch_across_partitions_is_one_write_with_every_checkpoint(db: str) -> None:
+    """A batch holds records of several topic partitions; it is stored in one
+    transaction. A record PostgreSQL refuses (NUL in an event id) becomes a dead
+    letter and stops nothing, a partition with a hole waits at its checkpoint, and
+    every other partition's checkpoint moves with its rows."""
+    events = "trygg-events"
+    with psycopg.connect(db, autocommit=True) as conn:
+        before = count(db, "SELECT count(*) FROM dead_letters")
+        by_tp = {
+            (events, 2): [(0, ev_rec("p2-0")), (1, ev_rec("p2-\x00")), (2, ev_rec("p2-2"))],
+            (events, 1): [(0, ev_rec("p1-0"))],
+            (TOPIC, 3): [(0, dl(0)), (2, dl(2))],  # 1 never arrived
+        }
+        stored, holes = apply_batch(conn, by_tp)
+        assert holes == {(TOPIC, 3): 1}
+        assert stored == 3
+        ids = {r[0] for r in conn.execute("SELECT event_id FROM events").fetchall()}
+        assert {"p2-0", "p2-2", "p1-0"} <= ids
+        # the refused record, and the dead letter before the hole
+        assert count(db, "SELECT count(*) FROM dead_letters") == before + 2
+        assert spooled.checkpoint(conn, checkpoint_name(events, 2)) == (0, 3)
+        assert spooled.checkpoint(conn, checkpoint_name(events, 1)) == (0, 1)
+        assert spooled.checkpoint(conn, checkpoint_name(TOPIC, 3)) == (0, 1)
+        # the same batch again (a re-delivery) stores nothing twice
+        assert apply_batch(conn, by_tp)[0] == 0
+        assert count(db, "SELECT count(*) FROM dead_letters") == before + 2

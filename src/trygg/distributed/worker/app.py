@@ -109,6 +109,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         # Every step is idempotent (docs/distributed.md), so a rebalance need not wait
         # for the record an agent is in the middle of: it is processed again.
         "stream_wait_empty": False,
+        # Faust's statistics per record, which nothing here reads (quiet_monitor)
+        "Monitor": "trygg.distributed.worker.quiet_monitor:QuietMonitor",
     }
     if s.kafka_producer_max_batch_size is not None:
         conf["producer_max_batch_size"] = s.kafka_producer_max_batch_size

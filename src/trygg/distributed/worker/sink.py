@@ -7,7 +7,8 @@ topic partition, named ``kafka:<topic>:<partition>`` with position
 ``(0, next offset)``. A batch re-delivered after a crash or a rebalance is
 cut at the checkpoint, so even dead letters (plain inserts) are stored once;
 a transaction-scoped advisory lock per partition serialises two workers that
-briefly both hold a partition during a rebalance.
+briefly both hold a partition during a rebalance. A batch is one transaction
+whatever the partitions it holds: one write, every checkpoint moved with it.
 """
 
 from __future__ import annotations
@@ -49,10 +50,11 @@ def checkpoints(
     conn: psycopg.Connection, tps: list[tuple[str, int]]
 ) -> dict[tuple[str, int], int | None]:
     """The next offset each partition's sink expects (None: nothing stored yet)."""
+    cps = spooled.checkpoints(conn, [checkpoint_name(*tp) for tp in tps])
     out: dict[tuple[str, int], int | None] = {}
-    for topic, partition in tps:
-        cp = spooled.checkpoint(conn, checkpoint_name(topic, partition))
-        out[(topic, partition)] = cp[1] if cp else None
+    for tp in tps:
+        cp = cps.get(checkpoint_name(*tp))
+        out[tp] = cp[1] if cp else None
     return out
 
 
@@ -92,27 +94,33 @@ def apply_batch(
     again from. A partition in ``accept_holes`` (the hole was read again and is
     still there: deleted by retention) is stored past its hole, with an error logged.
     """
-    stored = 0
     holes: dict[tuple[str, int], int] = {}
-    for (topic, partition), items in by_tp.items():
-        name = checkpoint_name(topic, partition)
-        with conn.transaction():
-            spooled.lock_checkpoint(conn, name)
-            cp = spooled.checkpoint(conn, name)
+    names = {tp: checkpoint_name(*tp) for tp in by_tp}
+    with conn.transaction():
+        spooled.lock_checkpoints(conn, names.values())
+        cps = spooled.checkpoints(conn, list(names.values()))
+        todo: list[dict[str, Any]] = []
+        positions: dict[str, tuple[int, int]] = {}
+        for tp, items in sorted(by_tp.items()):
+            cp = cps.get(names[tp])
             done = cp[1] if cp else None
             run, hole = contiguous(items, done)
-            if hole is not None and (topic, partition) in accept_holes and not run:
+            if hole is not None and tp in accept_holes and not run:
                 first = min(off for off, _ in items if off > hole)
-                log.error("records missing from the topic", checkpoint=name, missing=first - hole)
+                log.error(
+                    "records missing from the topic", checkpoint=names[tp], missing=first - hole
+                )
                 run, hole = contiguous(items, first)
             if hole is not None:
-                holes[(topic, partition)] = hole
+                holes[tp] = hole
             if not run:
                 continue
-            todo = [r for _, r in run if r.get("op") in _STORED]
-            h = _health(todo)
-            if h is not None:
-                todo.append(h)
-            n, _dead = spooled.apply(conn, name, todo, (0, run[-1][0] + 1))
-            stored += n
+            todo += [r for _, r in run if r.get("op") in _STORED]
+            positions[names[tp]] = (0, run[-1][0] + 1)
+        if not positions:
+            return 0, holes
+        h = _health(todo)
+        if h is not None:
+            todo.append(h)
+        stored, _dead = spooled.apply_many(conn, todo, positions)
     return stored, holes
