@@ -195,7 +195,8 @@ def test_fetch_wait_patch_premises() -> None:
 def test_what_the_worker_relies_on() -> None:
     """The rest the worker uses: the sink's batching (``take_events`` waits for a full
     batch when ``within`` is 0, hence ``SINK_WAIT_S``), the consumer's seek, earliest
-    offsets and partition assignment, and Faust's rebalance state."""
+    offsets, the committed offsets it sought to, partition assignment, and Faust's
+    rebalance state."""
     from faust.app.base import App
     from faust.streams import Stream
     from faust.transport.consumer import Consumer
@@ -218,6 +219,12 @@ def test_what_the_worker_relies_on() -> None:
         callable(getattr(PartitionAssignor, "assigned_actives", None)),
         "Worker._owned (worker/base.py)",
         "PartitionAssignor.assigned_actives is gone",
+    )
+    need(
+        "self._committed_offset.update(" in src(Consumer.perform_seek)
+        and "self._committed_offset = defaultdict(" in src(Consumer.__init__),
+        "Worker._committed (worker/offsets.py)",
+        "Consumer.perform_seek no longer keeps the offsets it sought to in _committed_offset",
     )
     need(
         "self.rebalancing = True" in src(App.on_rebalance_start)

@@ -28,9 +28,10 @@ class OffsetChecks(HeldRulesStates):
 
         Below the next offset it expects: taken in already (a partition read again for
         the sink's sake). Above it: a hole, and the partition is read again from the
-        first missing record. After a take-over nothing is expected yet: the partition
-        is read from its committed offset, and each resident's state says which of its
-        own records it took in (``rules_core.applied_offset``). No offset of the
+        first missing record. After an assignment the agent expects the committed
+        offset, where Faust sought the partition to, so records lost on their way right
+        after the seek are a hole too; from there each resident's state says which of
+        its own records it took in (``rules_core.applied_offset``). No offset of the
         partition as a whole can say that: the states are written to the changelog one
         record a resident at each commit, and a worker killed in the middle of those
         writes leaves some residents' states newer than others' (docs/distributed.md,
@@ -39,6 +40,8 @@ class OffsetChecks(HeldRulesStates):
         topic = self.settings.kafka_events_topic
         key = ("rules", topic, partition)
         self._seen_at["rules"] = time.monotonic()
+        if want is None:
+            want = self._committed(topic, partition)
         if want is not None and offset < want:
             return True
         if want is not None and offset > want:
@@ -49,6 +52,15 @@ class OffsetChecks(HeldRulesStates):
         self.holes.closed(key)
         self._rules_next[partition] = offset + 1
         return False
+
+    def _committed(self, topic: str, partition: int) -> int | None:
+        """The committed offset Faust sought the partition to at its assignment (None:
+        none yet, a new group reading from the earliest; Faust also keeps 0 as None)."""
+        from faust.types import TP
+
+        committed: Any = getattr(self.app.consumer, "_committed_offset", {})
+        offset = committed.get(TP(topic, partition))
+        return offset if isinstance(offset, int) and offset > 0 else None
 
     async def _gone(self, agent: str, topic: str, partition: int) -> bool:
         """Whether the agent's pending hole in the partition is no longer in the topic: asked for
