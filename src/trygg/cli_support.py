@@ -54,6 +54,17 @@ def fail(msg: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def connect_or_fail(url: str, what: str, **kwargs: Any) -> Any:
+    """A psycopg connection to ``url`` (``kwargs``: psycopg.connect's), else fail
+    (exit 1) with ``what`` and psycopg's reason: ``trygg: <what>: <reason>``."""
+    import psycopg
+
+    try:
+        return psycopg.connect(url, **kwargs)
+    except psycopg.Error as exc:
+        fail(f"{what}: {str(exc).strip()}")
+
+
 def refuse_on(report: Report, log_format: str) -> None:
     """Say the problems and warnings of a start-up check on stderr, in ``trygg
     check``'s words (plain lines; in JSON mode one log line each, so that the

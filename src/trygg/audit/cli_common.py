@@ -16,8 +16,8 @@ from typing import Any, NoReturn
 import typer
 
 from trygg import times
+from trygg.cli_support import connect_or_fail, settings_or_exit
 from trygg.cli_support import fail as _fail
-from trygg.cli_support import settings_or_exit
 from trygg.settings import Settings
 
 FromOpt = typer.Option(..., "--from", help="start (ISO date or time; a date is local midnight)")
@@ -58,12 +58,7 @@ def stage_progress(enabled: bool, total: int, label: str) -> Iterator[Any]:
 
 
 def connect(url: str) -> Any:
-    import psycopg
-
-    try:
-        return psycopg.connect(url, autocommit=True)
-    except psycopg.Error as exc:
-        _fail(f"cannot connect to the database: {str(exc).strip()}")
+    return connect_or_fail(url, "cannot connect to the database", autocommit=True)
 
 
 def period(start: str, end: str, tz: str) -> tuple[datetime, datetime]:

@@ -19,7 +19,13 @@ from typing import Any, Optional
 
 import typer
 
-from trygg.cli_support import ConfigOpt, DatabaseUrlOpt, fail, settings_or_exit
+from trygg.cli_support import (
+    ConfigOpt,
+    DatabaseUrlOpt,
+    connect_or_fail,
+    fail,
+    settings_or_exit,
+)
 from trygg.progress import progress as show_progress
 from trygg.progress import wanted
 from trygg.rules.catalogue import Catalogue, default_rules_dir
@@ -86,8 +92,6 @@ def backtest_cmd(
     """Back-test a candidate catalogue against the current one on stored events."""
     import getpass
 
-    import psycopg
-
     from trygg.durations import parse_duration
     from trygg.rules.engine import CarePlanError
     from trygg.store import history
@@ -111,10 +115,7 @@ def backtest_cmd(
         raise typer.BadParameter("--to must be after --from")
     check_jobs(jobs)
     cand = catalogue_or_exit(candidate) if not district else None
-    try:
-        conn = psycopg.connect(s.database_url)
-    except psycopg.Error as exc:
-        fail(f"cannot connect to the database: {str(exc).strip()}")
+    conn = connect_or_fail(s.database_url, "cannot connect to the database")
     with conn:
         if rules:
             cur = catalogue_or_exit(rules)

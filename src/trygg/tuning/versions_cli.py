@@ -19,7 +19,13 @@ from zoneinfo import ZoneInfo
 import typer
 
 from trygg.alerts.alert import FALSE_OUTCOMES
-from trygg.cli_support import ConfigOpt, DatabaseUrlOpt, fail, settings_or_exit
+from trygg.cli_support import (
+    ConfigOpt,
+    DatabaseUrlOpt,
+    connect_or_fail,
+    fail,
+    settings_or_exit,
+)
 from trygg.durations import parse_duration
 from trygg.locale import Words
 from trygg.rules.catalogue import Catalogue, CatalogueError, default_rules_dir
@@ -48,12 +54,7 @@ OverlayOpt = typer.Option(
 
 
 def _connect(s: Settings) -> Any:
-    import psycopg
-
-    try:
-        return psycopg.connect(s.database_url, autocommit=True)
-    except psycopg.Error as exc:
-        fail(f"cannot reach the database: {str(exc).strip()}")
+    return connect_or_fail(s.database_url, "cannot reach the database", autocommit=True)
 
 
 def _load(paths: list[Path] | None, s: Settings) -> tuple[Catalogue, list[tuple[str, str]]]:
