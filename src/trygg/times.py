@@ -22,3 +22,15 @@ def parse_when(text: str, timezone: str) -> datetime:
     except ValueError:
         raise ValueError(f"not an ISO date or time: {text!r}") from None
     return t if t.tzinfo else t.replace(tzinfo=zone)
+
+
+def parse_offset_time(text: str, opt: str) -> datetime:
+    """An ISO date-time with an offset, given as option ``opt``; ValueError otherwise,
+    its message naming the option (``--until: not an ISO time: 'x'``)."""
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{opt}: not an ISO time: {text!r}") from None
+    if t.tzinfo is None:
+        raise ValueError(f"{opt} needs an offset, e.g. 2026-03-30T00:00+02:00")
+    return t

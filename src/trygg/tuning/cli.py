@@ -20,6 +20,7 @@ from trygg.progress import progress as show_progress
 from trygg.progress import wanted
 from trygg.rules.careplan import care_plan_problems_in_file
 from trygg.rules.catalogue import Catalogue
+from trygg.times import parse_offset_time
 from trygg.tuning import versions_cli
 from trygg.tuning.backtest_cli import backtest_cmd
 from trygg.tuning.check_cli import check, test_cmd
@@ -89,13 +90,10 @@ def replay(
     end: datetime | None = None
     if until is not None:
         try:
-            end = datetime.fromisoformat(until)
-        except ValueError:
-            typer.echo(f"--until: not an ISO time: {until!r}", err=True)
+            end = parse_offset_time(until, "--until")
+        except ValueError as exc:
+            typer.echo(str(exc), err=True)
             raise typer.Exit(2) from None
-        if end.tzinfo is None:
-            typer.echo("--until needs an offset, e.g. 2026-03-30T00:00+02:00", err=True)
-            raise typer.Exit(2)
     try:
         fh = events.open("rb")
     except OSError as exc:

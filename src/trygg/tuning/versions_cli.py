@@ -31,6 +31,7 @@ from trygg.locale import Words
 from trygg.rules.catalogue import Catalogue, CatalogueError, default_rules_dir
 from trygg.rules.engine import CarePlanError, Engine
 from trygg.settings import Settings
+from trygg.times import parse_offset_time
 from trygg.tuning import district_versions_cli as dv
 from trygg.tuning.rule_inputs import refuse
 from trygg.tuning.versions import (
@@ -78,12 +79,9 @@ def _time(value: str | None, opt: str) -> datetime | None:
     if value is None:
         return None
     try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        fail(f"{opt}: not an ISO time: {value!r}", 2)
-    if t.tzinfo is None:
-        fail(f"{opt} needs an offset, e.g. 2026-03-30T00:00+02:00", 2)
-    return t
+        return parse_offset_time(value, opt)
+    except ValueError as exc:
+        fail(str(exc), 2)
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> None:
