@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -59,82 +60,49 @@ def to_json(report: Report) -> str:
     return json.dumps(to_dict(report), indent=2, ensure_ascii=False, default=str) + "\n"
 
 
-CSV_FIELDS = (
-    "dimension",
-    "key",
-    "alerts",
-    "suppressed",
-    "cancelled",
-    "answerable",
-    "answered",
-    "unanswered",
-    "answer_p50_s",
-    "answer_p90_s",
-    "answer_p99_s",
-    "answered_within_60s",
-    "answered_within_180s",
-    "share_within_60s",
-    "share_within_180s",
-    "meets_target_60s",
-    "meets_target_180s",
-    "arrived",
-    "arrival_p50_s",
-    "arrival_p90_s",
-    "arrival_p99_s",
-    "arrival_share_within_30min",
-    "arrival_share_within_45min",
-    "arrival_share_within_60min",
-    "resolved",
-    "resolve_p50_s",
-    "resolve_p90_s",
-    "resolve_p99_s",
-    "closed",
-    "false_alarms",
-    "false_alarm_share",
-    "not_at_home",
-    "days",
-    "partial",
-    "district",
-)
+# The CSV's columns, in order, and how each is read off a row; the last column,
+# district, is the report's (row_district).
+_CSV_COLUMNS: dict[str, Callable[[KpiRow], Any]] = {
+    "dimension": lambda k: k.dimension,
+    "key": lambda k: k.key,
+    "alerts": lambda k: k.alerts,
+    "suppressed": lambda k: k.suppressed,
+    "cancelled": lambda k: k.cancelled,
+    "answerable": lambda k: k.answerable,
+    "answered": lambda k: k.answered,
+    "unanswered": lambda k: k.unanswered,
+    "answer_p50_s": lambda k: k.answer_p50,
+    "answer_p90_s": lambda k: k.answer_p90,
+    "answer_p99_s": lambda k: k.answer_p99,
+    "answered_within_60s": lambda k: k.answered_within[60],
+    "answered_within_180s": lambda k: k.answered_within[180],
+    "share_within_60s": lambda k: k.share_within[60],
+    "share_within_180s": lambda k: k.share_within[180],
+    "meets_target_60s": lambda k: k.meets_target[60],
+    "meets_target_180s": lambda k: k.meets_target[180],
+    "arrived": lambda k: k.arrived,
+    "arrival_p50_s": lambda k: k.arrival_p50,
+    "arrival_p90_s": lambda k: k.arrival_p90,
+    "arrival_p99_s": lambda k: k.arrival_p99,
+    "arrival_share_within_30min": lambda k: k.arrival_share_within[30],
+    "arrival_share_within_45min": lambda k: k.arrival_share_within[45],
+    "arrival_share_within_60min": lambda k: k.arrival_share_within[60],
+    "resolved": lambda k: k.resolved,
+    "resolve_p50_s": lambda k: k.resolve_p50,
+    "resolve_p90_s": lambda k: k.resolve_p90,
+    "resolve_p99_s": lambda k: k.resolve_p99,
+    "closed": lambda k: k.closed,
+    "false_alarms": lambda k: k.false_alarms,
+    "false_alarm_share": lambda k: k.false_alarm_share,
+    "not_at_home": lambda k: k.not_at_home,
+    "days": lambda k: k.days,
+    "partial": lambda k: k.partial if k.days is not None else None,
+}
+CSV_FIELDS = (*_CSV_COLUMNS, "district")
 
 
 def csv_row(k: KpiRow) -> dict[str, Any]:
-    return {
-        "dimension": k.dimension,
-        "key": k.key,
-        "alerts": k.alerts,
-        "suppressed": k.suppressed,
-        "cancelled": k.cancelled,
-        "answerable": k.answerable,
-        "answered": k.answered,
-        "unanswered": k.unanswered,
-        "answer_p50_s": k.answer_p50,
-        "answer_p90_s": k.answer_p90,
-        "answer_p99_s": k.answer_p99,
-        "answered_within_60s": k.answered_within[60],
-        "answered_within_180s": k.answered_within[180],
-        "share_within_60s": k.share_within[60],
-        "share_within_180s": k.share_within[180],
-        "meets_target_60s": k.meets_target[60],
-        "meets_target_180s": k.meets_target[180],
-        "arrived": k.arrived,
-        "arrival_p50_s": k.arrival_p50,
-        "arrival_p90_s": k.arrival_p90,
-        "arrival_p99_s": k.arrival_p99,
-        "arrival_share_within_30min": k.arrival_share_within[30],
-        "arrival_share_within_45min": k.arrival_share_within[45],
-        "arrival_share_within_60min": k.arrival_share_within[60],
-        "resolved": k.resolved,
-        "resolve_p50_s": k.resolve_p50,
-        "resolve_p90_s": k.resolve_p90,
-        "resolve_p99_s": k.resolve_p99,
-        "closed": k.closed,
-        "false_alarms": k.false_alarms,
-        "false_alarm_share": k.false_alarm_share,
-        "not_at_home": k.not_at_home,
-        "days": k.days,
-        "partial": k.partial if k.days is not None else None,
-    }
+    return {f: value(k) for f, value in _CSV_COLUMNS.items()}
 
 
 def row_district(report: Report, k: KpiRow) -> str | None:
