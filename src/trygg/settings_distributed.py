@@ -8,15 +8,22 @@ their values are in trygg.settings.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
-from pydantic.config import JsonDict
 
 from trygg.settings_units import TOPIC_LEVEL, unit
 
-_KAFKA_TOPIC = r"^[A-Za-z0-9._-]{1,249}$"
-_TOPIC: JsonDict = {"valid": "a Kafka topic name: up to 249 letters, digits, '.', '_' or '-'"}
+# A Kafka topic's name, as every kafka_*_topic setting takes it.
+KafkaTopic = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        json_schema_extra={
+            "valid": "a Kafka topic name: up to 249 letters, digits, '.', '_' or '-'"
+        },
+    ),
+]
 
 
 class DistributedSettings(BaseModel):
@@ -25,35 +32,16 @@ class DistributedSettings(BaseModel):
     kafka_bootstrap: str = Field(
         "127.0.0.1:9092", min_length=1, description="Kafka bootstrap servers"
     )
-    kafka_events_topic: str = Field(
-        "trygg-events",
-        pattern=_KAFKA_TOPIC,
-        description="events and timer ticks",
-        json_schema_extra=_TOPIC,
+    kafka_events_topic: KafkaTopic = Field("trygg-events", description="events and timer ticks")
+    kafka_dead_letters_topic: KafkaTopic = Field("trygg-dead-letters", description="dead letters")
+    kafka_signals_topic: KafkaTopic = Field(
+        "trygg-signals", description="rule signals, resets and alert ticks, by resident"
     )
-    kafka_dead_letters_topic: str = Field(
-        "trygg-dead-letters",
-        pattern=_KAFKA_TOPIC,
-        description="dead letters",
-        json_schema_extra=_TOPIC,
+    kafka_records_topic: KafkaTopic = Field(
+        "trygg-records", description="alert lifecycle records for the database, by resident"
     )
-    kafka_signals_topic: str = Field(
-        "trygg-signals",
-        pattern=_KAFKA_TOPIC,
-        description="rule signals, resets and alert ticks, by resident",
-        json_schema_extra=_TOPIC,
-    )
-    kafka_records_topic: str = Field(
-        "trygg-records",
-        pattern=_KAFKA_TOPIC,
-        description="alert lifecycle records for the database, by resident",
-        json_schema_extra=_TOPIC,
-    )
-    kafka_notifications_topic: str = Field(
-        "trygg-notifications",
-        pattern=_KAFKA_TOPIC,
-        description="notifications to deliver, by alert",
-        json_schema_extra=_TOPIC,
+    kafka_notifications_topic: KafkaTopic = Field(
+        "trygg-notifications", description="notifications to deliver, by alert"
     )
     kafka_partitions: int = Field(
         12,
