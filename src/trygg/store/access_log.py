@@ -14,6 +14,10 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+# An access-log row's columns, in the order they are written and read back.
+_COLUMNS = ("at", "actor", "role", "action", "resident", "detail")
+_COLUMN_LIST = ", ".join(_COLUMNS)
+
 
 def log_access(
     conn: psycopg.Connection,
@@ -28,8 +32,7 @@ def log_access(
     """One access-log row (Normen fact sheet 15): who read what. ``at``: when
     (None: now, the transaction's time, as the column's default)."""
     conn.execute(
-        "INSERT INTO access_log (at, actor, role, action, resident, detail)"
-        " VALUES (coalesce(%s, now()), %s, %s, %s, %s, %s)",
+        f"INSERT INTO access_log ({_COLUMN_LIST}) VALUES (coalesce(%s, now()), %s, %s, %s, %s, %s)",
         [at, actor, role, action, resident, Jsonb(detail or {})],
     )
 
@@ -59,10 +62,9 @@ def read_access_log(
     if since is not None:
         where.append("at >= %s")
         args.append(since)
-    q = "SELECT at, actor, role, action, resident, detail FROM access_log"
+    q = f"SELECT {_COLUMN_LIST} FROM access_log"
     if where:
         q += " WHERE " + " AND ".join(where)
     q += " ORDER BY at DESC, id DESC LIMIT %s"
     args.append(limit)
-    cols = ("at", "actor", "role", "action", "resident", "detail")
-    return [dict(zip(cols, r, strict=True)) for r in conn.execute(q, args)]
+    return [dict(zip(_COLUMNS, r, strict=True)) for r in conn.execute(q, args)]
