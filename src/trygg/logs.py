@@ -216,6 +216,10 @@ def configure(fmt: str = "console", level: str = "INFO", repeat_period: float = 
     root.addHandler(handler)
     root.setLevel(lvl)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per POST is noise
+    # matplotlib (the A3 page's charts) says "generated new fontManager" at INFO the
+    # first time it runs on a machine: not the command's business, and it broke the
+    # A3 command's one-line report on a fresh machine. Its warnings still show.
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     # Off, then on: captureWarnings(True) is a no-op while it holds an earlier
     # showwarning, which a warnings.catch_warnings() since then may have replaced
     # (configured again in-process: commands in tests).
