@@ -733,7 +733,20 @@ function toast(text) {
 
 // ------------------------------------------------------------------ timeline
 
-async function loadTimeline(li, resident) {
+// An alert reaches the console before its event is in the database (the alarm path
+// does not wait for storage; under load the event follows a few seconds later), so an
+// opened list is read again a few times, TIMELINE_RETRY_MS apart. A bounded number:
+// every read of a resident's events is recorded in the access log.
+const TIMELINE_RETRY_MS = 3000, TIMELINE_RETRIES = 3;
+
+async function loadTimeline(li, resident, retries = TIMELINE_RETRIES) {
+  clearTimeout(li.timelineTimer);
+  const details = li.querySelector("details.events");
+  if (retries > 0) {
+    li.timelineTimer = setTimeout(() => {
+      if (details && details.open && li.isConnected) loadTimeline(li, resident, retries - 1);
+    }, TIMELINE_RETRY_MS);
+  }
   const ol = li.querySelector(".timeline");
   const r = await api(`/api/residents/${encodeURIComponent(resident)}/timeline?hours=24`);
   if (!r.ok) return;
