@@ -78,9 +78,13 @@ class Handoff:
     """A decoded batch on its way to the spool: its messages are acknowledged after."""
 
     messages: list[Message]
-    records: list[spooled.Record]
+    line: bytes  # its records as the spool writes them (``Spool.encode``)
     replies: list[tuple[str, bytes]]
-    size: int  # the messages' payload bytes (counted against the spool's limit until written)
+
+    @property
+    def size(self) -> int:
+        """What it adds to the spool, counted against the spool's limit until written."""
+        return len(self.line)
 
 
 def _now() -> datetime:
@@ -134,9 +138,10 @@ class Pipeline:
     def _take(self, batch: list[Message]) -> None:
         inbox, limit = self._inbox, self.settings.batch_max
         # No batch larger than the spool check's step (a twentieth of its limit), so
-        # that one batch cannot carry the spool far past it; with the default limit
-        # (4 GB) this never binds.
-        room = self._spool.max_bytes // 20 if self._spool is not None else None
+        # that one batch cannot carry the spool far past it: counted here in MQTT
+        # payload bytes, a fortieth, as a spooled record takes about twice its payload.
+        # With the default limit (4 GB) this never binds.
+        room = self._spool.max_bytes // 40 if self._spool is not None else None
         size = sum(len(m.payload) for m in batch)  # a second take adds to the first
         while inbox and len(batch) < limit and (room is None or size < room):
             m = inbox.popleft()
@@ -242,9 +247,13 @@ class Pipeline:
             due = self.engine.next_deadline()
             if due is not None and (self._timer_due is None or due < self._timer_due):
                 self._wake_timers.set()
-            size = sum(len(m.payload) for m in batch)
-            self._handoff.append(Handoff(batch, records, replies, size))
-            self._handoff_bytes += size
+            # Encoded here, not in the writer: what waits for the writer then counts
+            # against the spool's limit in the bytes it will take on disk (counted as
+            # the MQTT payloads, about half of that, a starved writer once let a 1 MiB
+            # spool reach 1.5 MiB).
+            h = Handoff(batch, Spool.encode(records), replies)
+            self._handoff.append(h)
+            self._handoff_bytes += h.size
             self._handoff_ready.set()
             await asyncio.sleep(0)  # let I/O (webhooks, the console feed) go on between batches
 
@@ -265,8 +274,7 @@ class Pipeline:
             done: list[Handoff] = []
             while self._handoff:
                 done.append(self._handoff.popleft())
-            records = [r for h in done for r in h.records]
-            await asyncio.to_thread(self._spool.append, records)
+            await asyncio.to_thread(self._spool.append_encoded, [h.line for h in done])
             self._handoff_bytes -= sum(h.size for h in done)
             for h in done:
                 for topic, reply in h.replies:

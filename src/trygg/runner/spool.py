@@ -92,12 +92,22 @@ class Spool:
         with self._lock:
             return Position(self._wseg, self._wsize)
 
+    @staticmethod
+    def encode(records: Sequence[dict[str, Any]]) -> bytes:
+        """Records as one spool line: a JSON array of them (one encoder call), or
+        nothing for no records."""
+        if not records:
+            return b""
+        return orjson.dumps(records if isinstance(records, list) else list(records)) + b"\n"
+
     def append(self, records: Sequence[dict[str, Any]]) -> Position:
         """Append records durably (write + fsync); return the new end position."""
-        # One line per append, a JSON array of its records: one encoder call.
-        buf = orjson.dumps(records if isinstance(records, list) else list(records)) + b"\n"
-        if not records:
-            buf = b""
+        return self.append_encoded([self.encode(records)])
+
+    def append_encoded(self, lines: Sequence[bytes]) -> Position:
+        """Append lines made by ``encode`` durably, in one write and one fsync (a
+        group commit); return the new end position."""
+        buf = b"".join(lines)
         with self._lock:
             if buf:
                 self._wf.write(buf)
