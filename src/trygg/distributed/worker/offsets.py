@@ -133,7 +133,7 @@ class OffsetChecks(HeldRulesStates):
 
     def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kw: Any) -> None:
         """A new owner reads from the committed offset: forget where the rules were
-        (the next assignment reads it from the recovered table again)."""
+        (after the next assignment they expect the committed offset, ``_committed``)."""
         self._rules_next.clear()
         self.handed.clear()
 
