@@ -137,33 +137,19 @@ class EventClocks:
         src = self.parts.get(partition)
         return {b: list(v) for b, v in src.seen.items()} if src is not None else {}
 
-    def assigned(self, partitions: set[int], items: Iterable[tuple[str, bytes | str]]) -> None:
-        """The owned partitions: forget those no longer owned, and start each new one
-        from the bridges its stored rules states name (``src``), none with progress.
+    def rebuild(self, partitions: set[int], items: Iterable[tuple[str, bytes | str]]) -> None:
+        """Keep the partitions still owned; take the stored ``src`` maps of the table in.
 
-        A new owner reads a partition again from its committed offset, which can be
-        behind the partition's newest stored state: the states are written one record
-        a resident at each commit, and a worker killed in the middle of those writes
-        leaves some residents' states newer than others'. A clock started at the newest
-        progress would release the events read again of the residents left behind at
-        once, in arrival order rather than time order, and fire their timers on the
-        way. Named without progress, every bridge holds the clock until a record read
-        again says how far it had got (``Sources``: a bridge announced without progress);
-        an idle one still stops holding it. A partition owned already keeps its clock."""
+        Merging is a running maximum, so a partition kept loses nothing and one taken
+        over starts where its last owner's newest state left it."""
         self.parts = {p: src for p, src in self.parts.items() if p in partitions}
-        new = {p for p in partitions if p not in self.parts}
-        if not new:
-            return
-        for p in new:
-            self.parts[p] = Sources(self.idle_s)
         for _, state in items:
             if not state:
                 continue
             doc = orjson.loads(state)
             p, seen = doc.get("p"), doc.get("src")
-            if seen and p in new:
-                for bridge, (_progress, rx) in seen.items():
-                    self.parts[p].see(bridge, None, rx)
+            if seen and p in partitions:
+                self._of(p).merge(seen)
 
     def clock(self, partition: int) -> float | None:
         src = self.parts.get(partition)

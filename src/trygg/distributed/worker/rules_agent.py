@@ -28,11 +28,6 @@ class RulesAgent(HeldRulesStates):
         rec = codecs.loads(value)
         op = rec.get("op")
         on_events = self.settings.worker_clock == "event"
-        if on_events and partition not in self.event_clocks.parts:
-            # a partition just assigned: its clock starts from the bridges its stored
-            # states name, before its first record moves it (clocks.EventClocks.assigned)
-            owned = self._owned(self.settings.kafka_events_topic) | {partition}
-            self.event_clocks.assigned(set(owned), self.rules_items())
         if op == "wm":  # a bridge's progress (codecs.watermark_record)
             if on_events:
                 self.event_clocks.see(partition, rec)

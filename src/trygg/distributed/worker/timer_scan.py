@@ -40,7 +40,7 @@ class TimerScan(HeldRulesStates):
             items = self.rules_items()
             self.rule_timers.rebuild(set(parts), items)
             if s.worker_clock == "event":
-                self.event_clocks.assigned(set(parts), items)
+                self.event_clocks.rebuild(set(parts), items)
             else:
                 self.wall_clocks.assigned(set(parts), self.rule_timers.wm, mono)
             self._parts["rules"] = parts
