@@ -109,9 +109,10 @@ class Pipeline:
         # Decoded batches waiting for the spool and their PUBACKs (see _commit).
         self._handoff: deque[Handoff] = deque()
         self._handoff_ready = asyncio.Event()
-        # Payload bytes decoded and handed off but not yet in the spool: counted with
-        # the spool's own bytes against its limit, or a starved ``_commit`` thread let
-        # the consumer run ahead past it (a 1 MB limit, 2.5 MB spooled under load).
+        # Bytes decoded and handed off but not yet in the spool (as the spool will
+        # write them, ``Handoff.size``): counted with the spool's own bytes against
+        # its limit, or a starved ``_commit`` thread let the consumer run ahead past
+        # it (a 1 MB limit, 2.5 MB spooled under load).
         self._handoff_bytes = 0
         self._wake_timers = asyncio.Event()
         self._spool: Spool | None = None

@@ -376,17 +376,12 @@ def _apply(
     return stored, dead
 
 
-def lock_checkpoint(conn: psycopg.Connection, name: str) -> None:
-    """Hold checkpoint ``name`` for the rest of this transaction: the distributed
-    sink's writers of one partition take turns, so a checkpoint read and moved in
-    the same transaction is never moved by another writer in between."""
-    lock_checkpoints(conn, [name])
-
-
 def lock_checkpoints(conn: psycopg.Connection, names: Iterable[str]) -> None:
-    """``lock_checkpoint`` for several, in one round trip and always in the order of
-    their names, so two writers that briefly share partitions (a rebalance) never
-    wait for each other in a circle."""
+    """Hold checkpoints ``names`` for the rest of this transaction: the distributed
+    sink's writers of one partition take turns, so a checkpoint read and moved in the
+    same transaction is never moved by another writer in between. One round trip,
+    always in the order of the names, so two writers that briefly share partitions
+    (a rebalance) never wait for each other in a circle."""
     conn.execute(
         "SELECT count(pg_advisory_xact_lock(hashtext(n)))"
         " FROM (SELECT n FROM unnest(%s::text[]) AS n ORDER BY n) AS ordered",
@@ -415,10 +410,7 @@ def _move_checkpoints(conn: psycopg.Connection, positions: Mapping[str, tuple[in
 
 
 def checkpoint(conn: psycopg.Connection, spool: str) -> tuple[int, int] | None:
-    row = conn.execute(
-        'SELECT segment, "offset" FROM spool_checkpoint WHERE spool = %s', [spool]
-    ).fetchone()
-    return (int(row[0]), int(row[1])) if row else None
+    return checkpoints(conn, [spool]).get(spool)
 
 
 def checkpoints(conn: psycopg.Connection, names: Sequence[str]) -> dict[str, tuple[int, int]]:
