@@ -353,3 +353,85 @@ def test_a_take_over_applies_what_a_cut_state_write_lost() -> None:
     state = orjson.loads(survivor.rules_state("r-0001"))
     assert state["o"] == 200 and "bed-0001|b2" in state["keys"]
     assert survivor.stats["applied"] == 1  # r-0002's record was not applied again
+
+
+def test_a_hole_after_an_assignment_reads_again_from_the_offset_sought_to() -> None:
+    """After an assignment the rules agent expects the committed offset Faust sought
+    the partition to (100). A record fetched before the seek (150) arrives first: a
+    hole, so the partition is read again from 100. Meanwhile Faust's committed offset
+    moves on (120) as such records are acknowledged. The record at 100 must then be
+    applied: the agent used to take the committed offset afresh for every record
+    until one matched, so it skipped 100 as taken in, then every record after it, and
+    the partition's events were never applied again (a fall and two presses unraised
+    in tests/test_distributed_integration.py under load, 2026-12-07).
+
+    No broker here (Faust's test context): the consumer's seek is recorded in place
+    of the real one; the integration test does it against tansu."""
+    from faust.types import TP
+
+    hb = EventType.HEARTBEAT
+    w, _ = make_worker(worker_clock="wall")
+    tp = TP(w.settings.kafka_events_topic, 1)
+    sought: list[tuple[Any, int]] = []
+
+    async def seek(partition: Any, offset: int) -> None:
+        sought.append((partition, offset))
+
+    w.app.consumer.seek = seek  # type: ignore[method-assign]
+    w.app.consumer._committed_offset[tp] = 100  # where Faust sought the partition to
+
+    async def after() -> None:
+        async with w.rules_agent.test_context() as agent:
+            agent.sent_offset = 150  # fetched before the seek
+            stale = ev("bed-0001", "b9", hb, NOW + timedelta(minutes=9), DeviceKind.BED)
+            await agent.put(key="r-0001", value=stale, partition=1)
+            w.app.consumer._committed_offset[tp] = 120  # acknowledged meanwhile
+            for k in range(3):  # read again from 100
+                agent.sent_offset = 100 + k
+                e = ev("bed-0001", f"b{k}", hb, NOW + timedelta(minutes=k), DeviceKind.BED)
+                await agent.put(key="r-0001", value=e, partition=1)
+
+    run(after())
+    assert sought == [(tp, 100)]
+    state = orjson.loads(w.rules_state("r-0001"))
+    assert state["o"] == 102
+    assert {"bed-0001|b0", "bed-0001|b1", "bed-0001|b2"} <= set(state["keys"])
+    assert w.stats["applied"] == 3
+
+
+def test_a_partition_taken_over_is_held_by_its_stored_clock_before_any_record() -> None:
+    """On the event clock a partition's clock is its slowest bridge's progress, and a
+    new owner starts it from the stored states (b2 at 13:00, b1 at 13:10). That must
+    be done when Faust's table recovery is complete, before the streams resume
+    (``on_rebalance_complete``): left to the timer scan, the rules agent stepped up
+    to 300 records of a partition taken over while its clock knew only the bridges
+    heard of since, so b1's newer events were applied before b2's older ones still
+    on their way, and timers fired that b2's events cancel (a false device-offline,
+    2026-12-07). Here an event b1 forwarded at 13:05 must wait for b2."""
+    from faust.assignor.client_assignment import ClientAssignment
+
+    w, _ = make_worker(worker_clock="event")
+    topic = w.settings.kafka_events_topic
+    t0 = datetime(2026, 3, 10, 13, 0, tzinfo=UTC).timestamp()
+    stored = {"p": 1, "src": {"b1": [t0 + 600, t0 + 600], "b2": [t0, t0 + 590]}}
+    w.rules_table.data["r-0002"] = orjson.dumps(stored).decode()  # as recovery fills it
+    w.app.assignor._assignment = ClientAssignment(actives={topic: [1]}, standbys={})
+    at = datetime.fromtimestamp(t0 + 300, UTC)
+
+    async def after() -> None:
+        await w.app.on_rebalance_complete.send()
+        async with w.rules_agent.test_context() as agent:
+            b1 = codecs.event_record(
+                Event("bed-0001", "b1", EventType.HEARTBEAT, at, "r-0001", DeviceKind.BED),
+                at,
+                bridge="b1",
+                progress=at,
+            )
+            agent.sent_offset = 7
+            await agent.put(key="r-0001", value=codecs.dumps(b1), partition=1)
+
+    run(after())
+    assert w.event_clocks.clock(1) == t0  # b2 holds it
+    state = orjson.loads(w.rules_state("r-0001"))
+    assert [r["i"] for r in state["pend"]] == ["b1"]
+    assert w.stats["applied"] == 0

@@ -15,6 +15,8 @@ library code each failing check names, then run the distributed tests
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import inspect
 import re
 from importlib.metadata import PackageNotFoundError, version
@@ -275,11 +277,33 @@ def test_write_before_commit_premises() -> None:
         patch,
         "Consumer._commit_tps no longer picks the offsets before its first await",
     )
-    offsets = src(Consumer._commit_offsets)
+    commit_offsets = getattr(Consumer._commit_offsets, "_trygg_orig", Consumer._commit_offsets)
+    offsets = src(commit_offsets)
     need(
         0 <= offsets.find("await self.app.producer.flush()") < offsets.find("await self._commit("),
         patch,
         "Consumer._commit_offsets no longer flushes the producer before committing",
+    )
+    need(
+        list(inspect.signature(commit_offsets).parameters)
+        == ["self", "offsets", "start_new_transaction"],
+        patch,
+        "Consumer._commit_offsets is no longer "
+        "`async def _commit_offsets(self, offsets, start_new_transaction=True)`",
+    )
+    # the commit awaits what the buffer held: its pending queue, a FIFO asyncio.Queue
+    from faust.transport.producer import ProducerBuffer
+
+    need(
+        "self.pending = asyncio.Queue()" in src(ProducerBuffer.__post_init__)
+        and isinstance(getattr(asyncio.Queue(), "_queue", None), collections.deque),
+        patch,
+        "ProducerBuffer.pending is no longer an asyncio.Queue over a deque",
+    )
+    need(
+        "except asyncio.TimeoutError:" in src(ProducerBuffer.flush_atmost),
+        patch,
+        "ProducerBuffer.flush_atmost no longer gives up after a timeout (the wait may be moot)",
     )
     need(
         "self._commit_tps(" in src(Consumer.force_commit)
@@ -353,3 +377,24 @@ def test_roomy_producer_buffer_premises() -> None:
         patch,
         "the buffer's limit is not per instance any more",
     )
+
+
+def test_rebalance_complete_premises() -> None:
+    """``Worker`` takes a rebalance's new partitions in (rule timers, the partitions'
+    clocks) on ``app.on_rebalance_complete`` (``TimerScan.take_partitions``): Faust
+    sends it once the tables are recovered and before the streams resume, on both of
+    its paths (with and without a recovery)."""
+    from faust.tables.recovery import Recovery
+
+    patch = "on_rebalance_complete (worker/timer_scan.py, take_partitions)"
+    for fn in (Recovery.on_recovery_completed, Recovery._resume_streams):
+        body = src(fn)
+        sent = body.find("await self.app.on_rebalance_complete.send()")
+        if sent < 0:
+            sent = body.find("await app.on_rebalance_complete.send()")
+        need(
+            0 <= sent < body.find("flow_control.resume()"),
+            patch,
+            f"Recovery.{fn.__name__} no longer sends on_rebalance_complete before it "
+            "resumes the streams",
+        )

@@ -287,6 +287,7 @@ class Worker(RulesAgent, AlertsAgent, NotifyAgent, SinkAgent, TimerScan, Reloads
 
         app.page("/metrics")(metrics_view)
         app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_rebalance_complete.connect(self._on_rebalance_complete)
         app.timer(TAIL_CHECK_S, name="trygg-tails")(self.check_tails)
         if load_registry is not None:
             app.timer(10.0, name="trygg-registry")(self.reload_registry)

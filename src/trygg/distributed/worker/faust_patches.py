@@ -9,10 +9,13 @@ shape of everything they touch and fails naming the patch.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import faust
+
+from trygg import logs
 
 
 def _patch_fetch_wait(ms: int) -> None:
@@ -76,10 +79,12 @@ def _write_before_commit(app: faust.App, flush: Callable[[], None]) -> None:
     its table (so to the changelog) only here (``Worker.flush_rules_state``): every
     commit, Faust's timer's or a rebalance's, goes through ``Consumer._commit_tps``,
     which computes the committable offsets before its first ``await`` and then
-    flushes the producer before committing them. So the states written here, which
-    took in every record acknowledged so far, reach the changelog before the offsets
-    they guard are committed (docs/distributed.md, "The rules state, written once
-    per commit")."""
+    flushes the producer before committing them. Faust's flush is not enough (it
+    gives up on the buffer after 0.1 s without a send), so ``_commit_offsets`` also
+    awaits every record queued when the states were written. So the states written
+    here, which took in every record acknowledged so far, reach the changelog before
+    the offsets they guard are committed (docs/distributed.md, "The rules state,
+    written once per commit")."""
     from faust.transport.consumer import Consumer
 
     hooks = app.__dict__.setdefault("_trygg_before_commit", [])
@@ -87,17 +92,44 @@ def _write_before_commit(app: faust.App, flush: Callable[[], None]) -> None:
     if getattr(Consumer._commit_tps, "_trygg", False):
         return
     commit_tps = Consumer._commit_tps
+    commit_offsets = Consumer._commit_offsets
 
     async def _commit_tps(self: Any, tps: Any, start_new_transaction: bool) -> bool:
         for fn in self.app.__dict__.get("_trygg_before_commit", ()):
             fn()
+        # What the table writes just queued in the producer buffer (a FIFO): the
+        # states' changelog records, and whatever was queued before them.
+        self.__dict__["_trygg_queued"] = list(self.app.producer.buffer.pending._queue)
         return await commit_tps(self, tps, start_new_transaction)
+
+    async def _commit_offsets(self: Any, offsets: Any, start_new_transaction: bool = True) -> bool:
+        # Faust's own flush before the commit gives up on the buffer after 0.1 s
+        # without a send (``ProducerBuffer.flush_atmost``), which a starved worker
+        # on one-record produce requests exceeds: the offsets were then committed
+        # with the states still queued, and a kill lost them (events skipped for good
+        # by the new owner, 2026-12-07). So the commit waits for each of them to be
+        # produced and acknowledged; if one fails or takes longer than
+        # COMMIT_SEND_WAIT_S, nothing is committed this time.
+        queued = self.__dict__.pop("_trygg_queued", None)
+        if queued:
+            _, late = await asyncio.wait(queued, timeout=COMMIT_SEND_WAIT_S)
+            if late or any(f.exception() is not None for f in queued):
+                # not committed: the records are read again and each step is idempotent
+                logs.get("trygg.worker").warning(
+                    "offsets not committed: the rules states were not all sent",
+                    unsent=len(late),
+                )
+                return False
+        return await commit_offsets(self, offsets, start_new_transaction=start_new_transaction)
 
     _commit_tps._trygg = True  # type: ignore[attr-defined]
     _commit_tps._trygg_orig = commit_tps  # type: ignore[attr-defined]
+    _commit_offsets._trygg_orig = commit_offsets  # type: ignore[attr-defined]
     Consumer._commit_tps = _commit_tps  # type: ignore[method-assign]
+    Consumer._commit_offsets = _commit_offsets  # type: ignore[method-assign]
 
 
+COMMIT_SEND_WAIT_S = 30.0  # how long a commit waits for the rules states to be sent
 PRODUCER_BUFFER_MAX = 20_000  # records; Faust's is 100
 
 

@@ -35,22 +35,7 @@ class TimerScan(HeldRulesStates):
         mono = time.monotonic()
         lag = s.worker_event_clock_lag_s
         # rules timers
-        parts = self._owned(s.kafka_events_topic)
-        if parts != self._parts.get("rules"):
-            items = self.rules_items()
-            self.rule_timers.rebuild(set(parts), items)
-            if s.worker_clock == "event":
-                self.event_clocks.rebuild(set(parts), items)
-            else:
-                self.wall_clocks.assigned(set(parts), self.rule_timers.wm, mono)
-            self._parts["rules"] = parts
-            log.info(
-                "partitions owned",
-                partitions=sorted(parts),
-                residents_with_timers=len(self.rule_timers.due),
-                applied=self.stats["applied"],
-                duplicates=self.stats["duplicates"],
-            )
+        parts = self.take_partitions()
         out: list[Out] = []
         for p in parts:
             if s.worker_clock == "event":
@@ -78,6 +63,44 @@ class TimerScan(HeldRulesStates):
         out += [(self.notifications_topic, aid, rty, p) for p, aid in due]
         if out:
             await self.sender.send_all(out)
+
+    def take_partitions(self) -> frozenset[int]:
+        """The owned partitions of the events topic; when they changed, first rebuild
+        the rule timers and the partitions' clocks from the rules table.
+
+        The worker calls this when a rebalance's table recovery is complete, before
+        Faust resumes the streams (``on_rebalance_complete``), and the scan calls it
+        again in case that was missed. Leaving it to the scan alone let the rules
+        agent step a partition taken over before its clock had been rebuilt: the scan
+        runs every half second and can come seconds late on a busy worker, and in that
+        while (300 records measured) the new partition's event clock knew only the
+        bridges heard of since the take-over, so the other bridge's older events,
+        still on their way, did not hold it, and timers fired before the events that
+        cancel them (a false device-offline, 2026-12-07)."""
+        s = self.settings
+        parts = self._owned(s.kafka_events_topic)
+        if parts == self._parts.get("rules"):
+            return parts
+        items = self.rules_items()
+        self.rule_timers.rebuild(set(parts), items)
+        if s.worker_clock == "event":
+            self.event_clocks.rebuild(set(parts), items)
+        else:
+            self.wall_clocks.assigned(set(parts), self.rule_timers.wm, time.monotonic())
+        self._parts["rules"] = parts
+        log.info(
+            "partitions owned",
+            partitions=sorted(parts),
+            residents_with_timers=len(self.rule_timers.due),
+            applied=self.stats["applied"],
+            duplicates=self.stats["duplicates"],
+        )
+        return parts
+
+    def _on_rebalance_complete(self, sender: Any, /, *args: Any, signal: Any, **kw: Any) -> None:
+        """Faust's tables are recovered and the streams not yet resumed: take the new
+        partitions in before the rules agent steps any of their records."""
+        self.take_partitions()
 
     def _due(
         self, name: str, topic: str, index: TimerIndex, table: Any, now: float
