@@ -23,11 +23,12 @@ and B of ``--events`` each, published at QoS 1 as fast as a separate publisher p
 1. **embedded** ``trygg run`` (HTTP API on, its defaults otherwise): A is published and
    stored (warm-up), then B: events/s from B's first publish to B's last row committed.
 2. **distributed, 1 worker, then 2 workers** (``--bridges`` bridges, default 1):
-   a. *bridges alone*: no worker runs yet; A's first publish -> all of A in the events
-      topic (sum of the partitions' end offsets, exact with one record per batch);
-   b. *workers from a backlog*: the workers start on A waiting in Kafka; events/s from
-      the first row stored to all of A stored (with 2 workers this includes their
-      first rebalance);
+   a. *bridges alone*: the workers have started, taken their partitions and been
+      stopped (SIGSTOP); A's first publish -> all of A in the events topic (sum of the
+      partitions' end offsets, exact with one record per batch);
+   b. *workers from a backlog*: the workers continue (SIGCONT) on A waiting in Kafka;
+      events/s and their CPU per event until all of A is stored (their start-up and
+      join left out);
    c. *end to end*: once every partition is owned, B is published: events/s from B's
       first publish to all of B's rows in ``events``; CPU time per event of every
       process (utime+stime from /proc) over this phase; Kafka records produced per event.
@@ -431,7 +432,7 @@ def new_stack(env: Env, broker: PrivateMosquitto, db: str, bootstrap: str, clock
     return stack
 
 
-def start_worker(stack: Stack, name: str) -> None:
+def start_worker(stack: Stack, name: str, **env: str) -> None:
     """``Stack.worker`` plus a client id of its own: every worker's MQTT alert channel
     connects as ``<TRYGG_MQTT_CLIENT_ID>-notify``, and two workers with the default id
     take the session from each other at mosquitto (sends then wait ~1 s for a reconnect)."""
@@ -441,7 +442,16 @@ def start_worker(stack: Stack, name: str) -> None:
         "--without-web",
         TRYGG_WORKER_DATA_DIR=str(stack.dir / name),
         TRYGG_MQTT_CLIENT_ID=f"trygg-{name}",
+        **env,
     )
+
+
+def signal_workers(stack: Stack, workers: list[str], sig: int) -> None:
+    """Stop (SIGSTOP) or continue (SIGCONT) the workers' process groups."""
+    for w in workers:
+        p = stack.procs.get(w)
+        if p is not None and p.poll() is None:
+            os.killpg(p.pid, sig)
 
 
 def log_tail(stack: Stack, names: list[str], n: int = 1500) -> str:
@@ -663,6 +673,18 @@ def stage_distributed(env: Env, n_workers: int) -> dict[str, Any]:
         rows = Rows(db)
         try:
             stack.cli("kafka", "topics")
+            # The workers start and take their partitions first, then wait stopped
+            # (SIGSTOP) while A goes into Kafka, so that b. meters their work on the
+            # backlog and none of their start-up (imports, Faust's start, the join):
+            # metered from the first row stored instead, a worker that had read most of
+            # A before its first batch was stored showed a fraction of its cost
+            # (2026-12-07, bench/RESULTS.md). A session timeout of 30 s keeps the broker
+            # from dropping them meanwhile.
+            for w in workers:
+                start_worker(stack, w, TRYGG_KAFKA_SESSION_TIMEOUT_S="30")
+            wait_owned(stack, workers, args.partitions, 120)
+            time.sleep(1.0)
+            signal_workers(stack, workers, signal.SIGSTOP)
             for b in bridges:
                 stack.bridge(b)
             wait_bridges(stack, bridges)
@@ -684,24 +706,20 @@ def stage_distributed(env: Env, n_workers: int) -> dict[str, Any]:
             t0, _ = pub.result()
             res["bridge_cpu"] = meter.end()["bridge"] / len(env.a)
             res["bridges_alone"] = len(env.a) / (t1 - t0)
-            # b. workers from a backlog: events/s, and the workers' CPU per event from
-            # the first row stored to the last (their start-up and join left out): the
+            # b. workers from a backlog: the workers continue (SIGCONT) with A waiting in
+            # Kafka; events/s and their CPU per event until all of A is stored: the
             # cost at full speed, which no arrival rate dilutes
-            for w in workers:
-                start_worker(stack, w)
-            t_start = time.monotonic()
             backlog_meter = CpuMeter({"worker": [stack.procs[w].pid for w in workers]}, env.pg)
-            rows.on_first = backlog_meter.begin
+            backlog_meter.begin()
+            t_start = time.monotonic()
+            signal_workers(stack, workers, signal.SIGCONT)
             t1 = wait_for(
                 "workers, backlog A", rows, len(env.a), args.timeout + 120, args.stall + 60
             )
             assert rows.first_row_at is not None
             res["worker_start_s"] = rows.first_row_at - t_start
-            if t1 > rows.first_row_at:
-                res["backlog"] = (len(env.a) - rows.first_row_count) / (t1 - rows.first_row_at)
-                res["backlog_cpu"] = backlog_meter.end()["worker"] / (
-                    len(env.a) - rows.first_row_count
-                )
+            res["backlog"] = len(env.a) / (t1 - t_start)
+            res["backlog_cpu"] = backlog_meter.end()["worker"] / len(env.a)
             wait_owned(stack, workers, args.partitions, 120)
             time.sleep(1.0)
             # c. end to end
@@ -738,6 +756,7 @@ def stage_distributed(env: Env, n_workers: int) -> dict[str, Any]:
         except Stalled as exc:
             res["failed"] = str(exc) + "\n" + log_tail(stack, workers + bridges)
         finally:
+            signal_workers(stack, workers, signal.SIGCONT)  # a stage that failed early
             rows.close()
             res["log_problems"] = log_problems(stack)
             stack.stop()
@@ -1208,7 +1227,7 @@ def main() -> None:
             if "backlog" in r:
                 say(
                     f"{tag}: from a backlog of A in Kafka: {r['backlog']:,.0f} events/s"
-                    f" (first row {r['worker_start_s']:.1f} s after the worker start);"
+                    f" (first row {r['worker_start_s']:.1f} s after the workers continued);"
                     f" worker CPU {r.get('backlog_cpu', float('nan')) * 1000:.3f} ms/event"
                 )
             if "e2e" in r:
