@@ -83,15 +83,30 @@ def test_record_source_reads_the_stamp_and_falls_back_to_the_event_time() -> Non
     assert record_source(tick) is None
 
 
-def test_a_new_owner_starts_from_the_bridges_kept_in_the_rules_state() -> None:
+def test_a_new_owner_waits_for_every_bridge_its_stored_states_name() -> None:
+    """A new owner reads the partition again from its committed offset; a kill that cut
+    a commit's state writes short leaves some residents' states behind the newest, so
+    the newest stored progress (b2 at +90) can be ahead of records still to be read
+    again. Each bridge the states name holds the clock until a record read again says
+    how far it had got; a partition owned already keeps its clock."""
     clocks = EventClocks()
+    clocks.parts[3] = kept = Sources()
+    kept.see("b1", T0 + 5, T0)
     st1 = orjson.dumps({"p": 1, "src": {"b1": [T0 + 600, T0], "b2": [T0 + 60, T0]}})
     st2 = orjson.dumps({"p": 1, "src": {"b1": [T0 + 500, T0], "b2": [T0 + 90, T0 + 1]}})
     other = orjson.dumps({"p": 2, "src": {"b1": [T0 + 9000, T0 + 9]}})
-    clocks.rebuild({1}, [("r-1", st1), ("r-2", st2), ("r-3", other), ("r-4", b"")])
-    assert clocks.clock(1) == T0 + 90  # b2's newest progress of any resident's state
+    clocks.rebuild({1, 3}, [("r-1", st1), ("r-2", st2), ("r-3", other), ("r-4", b"")])
+    assert clocks.clock(1) is None  # nothing read again yet: every event waits
+    assert clocks.state(1) == {"b1": [None, T0], "b2": [None, T0 + 1]}
     assert clocks.clock(2) is None  # not owned
-    assert clocks.state(1) == {"b1": [T0 + 600, T0], "b2": [T0 + 90, T0 + 1]}
+    assert clocks.parts[3] is kept and clocks.clock(3) == T0 + 5
+    # the records read again: b2's first says +30, behind the newest stored +90
+    ev = {"op": "ev", "t": "", "rx": datetime.fromtimestamp(T0 + 20, UTC).isoformat()}
+    at = {k: datetime.fromtimestamp(T0 + k, UTC).isoformat() for k in (30, 40)}
+    clocks.see(1, {**ev, "b": "b1", "bw": at[40]})
+    assert clocks.clock(1) is None  # b2 not heard of yet
+    clocks.see(1, {**ev, "b": "b2", "bw": at[30]})
+    assert clocks.clock(1) == T0 + 30
 
 
 def test_the_bridge_stamps_its_progress_capped_at_its_receipt() -> None:

@@ -138,18 +138,32 @@ class EventClocks:
         return {b: list(v) for b, v in src.seen.items()} if src is not None else {}
 
     def rebuild(self, partitions: set[int], items: Iterable[tuple[str, bytes | str]]) -> None:
-        """Keep the partitions still owned; take the stored ``src`` maps of the table in.
+        """The owned partitions changed: forget those no longer owned, keep those still
+        owned, and start each new one from the bridges its stored rules states name
+        (``src``), none with progress.
 
-        Merging is a running maximum, so a partition kept loses nothing and one taken
-        over starts where its last owner's newest state left it."""
+        A new owner reads a partition again from its committed offset, which can be
+        behind the partition's newest stored state: the states are written one record
+        a resident at each commit, and a worker killed in the middle of those writes
+        leaves some residents' states newer than others'. A clock started at the newest
+        progress would release the events read again of the residents left behind at
+        once, in arrival order rather than time order, and fire their timers on the
+        way. Named without progress, every bridge holds the clock until a record read
+        again says how far it had got (``Sources``: a bridge announced without
+        progress); an idle one still stops holding it."""
         self.parts = {p: src for p, src in self.parts.items() if p in partitions}
+        new = {p: Sources(self.idle_s) for p in partitions if p not in self.parts}
+        if not new:
+            return
         for _, state in items:
             if not state:
                 continue
             doc = orjson.loads(state)
             p, seen = doc.get("p"), doc.get("src")
-            if seen and p in partitions:
-                self._of(p).merge(seen)
+            if seen and p in new:
+                for bridge, (_progress, rx) in seen.items():
+                    new[p].see(bridge, None, rx)
+        self.parts.update(new)
 
     def clock(self, partition: int) -> float | None:
         src = self.parts.get(partition)
