@@ -89,7 +89,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -274,16 +273,12 @@ class Rows:
     def __init__(self, url: str) -> None:
         self.conn = psycopg.connect(url, autocommit=True)
         self.first_row_at: float | None = None
-        self.first_row_count = 0
-        self.on_first: Callable[[], None] | None = None  # called when the first row is seen
 
     def __call__(self) -> int:
         row = self.conn.execute("SELECT count(*) FROM events").fetchone()
         n = int(row[0]) if row else 0
         if n and self.first_row_at is None:
-            self.first_row_at, self.first_row_count = time.monotonic(), n
-            if self.on_first is not None:
-                self.on_first()
+            self.first_row_at = time.monotonic()
         return n
 
     def close(self) -> None:

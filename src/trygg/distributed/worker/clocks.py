@@ -44,7 +44,7 @@ class Sources:
     bridge) count as one unnamed source whose progress is their event time.
 
     ``seen``: bridge -> [progress or None, newest rx] (epoch s), as kept in the
-    rules state (``src``) so a new owner of the partition starts from it.
+    rules state (``src``) so a new owner of the partition knows its bridges.
     """
 
     __slots__ = ("floor", "idle_s", "seen")
@@ -65,10 +65,12 @@ class Sources:
         if rx0 is None or rx > rx0:
             prev[1] = rx
 
-    def merge(self, seen: dict[str, Any]) -> None:
-        """Take in a stored ``src`` map (a resident's state)."""
-        for bridge, (progress, rx) in seen.items():
-            self.see(bridge, progress, rx)
+    def name_bridges(self, seen: dict[str, Any]) -> None:
+        """Take in the bridges a stored ``src`` map (a resident's state) names, without
+        their progress: each holds the clock until a record says how far it had got
+        (``EventClocks.rebuild``)."""
+        for bridge, (_progress, rx) in seen.items():
+            self.see(bridge, None, rx)
 
     def watermark(self) -> float | None:
         """The smallest progress over the bridges not idle (None: not known yet)."""
@@ -161,8 +163,7 @@ class EventClocks:
             doc = orjson.loads(state)
             p, seen = doc.get("p"), doc.get("src")
             if seen and p in new:
-                for bridge, (_progress, rx) in seen.items():
-                    new[p].see(bridge, None, rx)
+                new[p].name_bridges(seen)
         self.parts.update(new)
 
     def clock(self, partition: int) -> float | None:

@@ -113,7 +113,7 @@ def _write_before_commit(app: faust.App, flush: Callable[[], None]) -> None:
         queued = self.__dict__.pop("_trygg_queued", None)
         if queued:
             _, late = await asyncio.wait(queued, timeout=COMMIT_SEND_WAIT_S)
-            if late or any(f.exception() is not None for f in queued):
+            if late or any(f.cancelled() or f.exception() is not None for f in queued):
                 # not committed: the records are read again and each step is idempotent
                 logs.get("trygg.worker").warning(
                     "offsets not committed: the rules states were not all sent",
