@@ -214,7 +214,9 @@ def test_the_test_broker_holds_a_rebalance_for_seconds(tansu: PrivateTansu) -> N
     restore) tansu 0.6 takes 3-4 s to rebalance a join or a leave, more than the 2 s an
     alarm may wait (measured 2026-12-07: join 4.0 s, leave 3.0-4.0 s). Apache Kafka
     completes a rebalance of a non-empty group as soon as every member has rejoined
-    (``group.initial.rebalance.delay.ms`` applies only to an empty group). If this
+    (``group.initial.rebalance.delay.ms`` applies only to an empty group); tansu's
+    coordinator sleeps a fixed ``PAUSE_MS = 3_000`` on a follower's JoinGroup
+    (docs/distributed.md, "Why a join misses 2 s"). If this
     fails, tansu no longer holds rebalances: run the join and leave tests and see
     whether their XFAIL still holds."""
     join, leave = broker_rebalance_s(tansu.bootstrap)
