@@ -148,6 +148,21 @@ def test_kafka_keeps_three_copies_and_acks_need_two() -> None:
             assert int(e["TRYGG_KAFKA_MIN_INSYNC_REPLICAS"]) == 2, name
 
 
+def test_bridges_page_through_the_workers_channels() -> None:
+    """A bridge's relay pages a stalled immediate alarm itself (docs/distributed.md, "The
+    relay"): it needs the workers' notification settings and their way out."""
+    bridges = [n for n, s in SERVICES.items() if s.get("command") == ["bridge"]]
+    workers = [n for n, s in SERVICES.items() if s.get("command") == ["worker"]]
+    channel_keys = {"TRYGG_WEBHOOK_URL", "TRYGG_WEBHOOK_SECRET"}
+    for w in workers:
+        assert channel_keys <= set(SERVICES[w]["environment"]), w
+    for b in bridges:
+        env = SERVICES[b]["environment"]
+        for k in channel_keys:
+            assert env.get(k) == SERVICES[workers[0]]["environment"][k], (b, k)
+        assert set(SERVICES[workers[0]]["networks"]) <= set(SERVICES[b]["networks"]), b
+
+
 def test_workers_run_with_production_timeouts() -> None:
     """Session and heartbeat set on every worker, for failover within seconds (docs/
     distributed.md, "Failover"), valid for trygg and within what the brokers allow."""

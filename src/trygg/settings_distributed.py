@@ -112,6 +112,15 @@ class DistributedSettings(BaseModel):
         description="how often a worker scans for timers (seconds)",
         json_schema_extra=unit("seconds"),
     )
+    relay_after_s: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="a bridge pages an immediate alarm (a fall, a button, a pull cord, a fire) "
+        "itself when no worker has notified it this many seconds after the bridge forwarded it "
+        "(workers rebalancing or dead); 0: off. Wall clock only (docs/distributed.md, 'The relay')",
+        json_schema_extra=unit("seconds"),
+    )
     # Tuning for tests against the tansu broker only; leave unset (None) on real Kafka.
     kafka_producer_max_batch_size: int | None = Field(
         None,

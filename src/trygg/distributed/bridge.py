@@ -22,6 +22,10 @@ once at start with none): the workers' event clock runs no further than the
 slowest bridge (``worker.clocks.Sources``, docs/distributed.md). Duplicates (an
 MQTT re-delivery, a retried batch) are dropped downstream: by the rules
 agent's per-resident recent keys and by the events table's unique key.
+
+On the wall clock each bridge also runs a relay (``trygg.distributed.relay``): an
+immediate alarm it forwarded that no worker has claimed within ``relay_after_s``
+(the workers rebalancing or dead) is paged by the bridge itself, once.
 """
 
 from __future__ import annotations
@@ -40,8 +44,11 @@ from aiokafka.errors import KafkaError
 from trygg import logs
 from trygg.child import stop_on_signals
 from trygg.distributed import codecs
+from trygg.distributed.relay import Relay
+from trygg.distributed.relay_build import build_relay, relay_wanted, run_relay
 from trygg.ingest.decode import DecodeLimits, Decoder
 from trygg.ingest.mqtt import Message, MqttSource
+from trygg.model import Event
 from trygg.registry import Registry
 from trygg.repeats import RepeatLog
 from trygg.retry import logged, retry_async
@@ -98,6 +105,8 @@ class Bridge:
         # dead letters: the first per device and reason in full, then a count a minute
         self._dead_log = RepeatLog(log)
         self._stored_registry = RegistryReader()  # parsed again only when it changed
+        self.relay: Relay | None = None  # pages stalled immediate alarms (trygg.distributed.relay)
+        self._forwarded: list[Event] = []  # the events of the batch being sent (for the relay)
 
     # --- registry -----------------------------------------------------------
     def _load_registry(self) -> Registry:
@@ -122,6 +131,8 @@ class Bridge:
                 continue
             if registry != self._registry:
                 self._set_registry(registry)
+                if self.relay is not None:
+                    self.relay.update_registry(registry)
                 log.info("registry reloaded", devices=len(registry.devices))
 
     # --- life ---------------------------------------------------------------
@@ -137,6 +148,8 @@ class Bridge:
         await retry_async(
             producer.start, retry_on=KafkaError, on_retry=logged(log, "kafka unavailable, retrying")
         )
+        if relay_wanted(s):
+            self.relay = build_relay(s, registry, producer)
         loop = asyncio.get_running_loop()
         source = MqttSource(
             s.mqtt_url,
@@ -150,6 +163,8 @@ class Bridge:
             asyncio.create_task(self._consume(source, producer), name="bridge"),
             asyncio.create_task(self._reload_registry(), name="registry"),
         ]
+        if self.relay is not None:
+            tasks.append(asyncio.create_task(run_relay(self.relay, s), name="relay"))
         await asyncio.to_thread(source.connected.wait, 30)
         self.ready.set()
         log.info("bridge running", topics=bridge_topics(s), kafka=s.kafka_bootstrap)
@@ -190,6 +205,7 @@ class Bridge:
         received = datetime.now(UTC)
         out: list[tuple[str, bytes, bytes]] = []
         replies: list[tuple[str, bytes]] = []
+        self._forwarded = []
         for msg in batch:
             self.stats.received += 1
             d = self._decoder.decode(msg.topic, msg.payload, received)
@@ -207,6 +223,7 @@ class Bridge:
                 )
             for ev in d.events:
                 self.stats.events += 1
+                self._forwarded.append(ev)
                 # a device clock ahead moves the progress no further than the receipt
                 t = min(ev.time, received)
                 if self.progress is None or t > self.progress:
@@ -278,6 +295,8 @@ class Bridge:
                 continue
             records, replies = self.encode(batch)
             await self._send(producer, [(t, k, v, None) for t, k, v in records])
+            if self.relay is not None:
+                self.relay.note(self._forwarded)
             for topic, reply in replies:
                 source.publish(topic, reply, qos=1)
             for msg in batch:

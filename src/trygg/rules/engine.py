@@ -22,6 +22,7 @@ from trygg.rules.clock_verdict import clock_verdict, runs_ahead, tolerance, wron
 from trygg.rules.dispatch import Dispatch, Dispatches
 from trygg.rules.kinds import (
     NEVER,
+    EventRule,
     Res,
     Rule,
     device_clock,
@@ -162,7 +163,7 @@ class Engine(Timers):
             c = self._clocks[name] = LocalClock(ZoneInfo(name))
         return c
 
-    def _new_res(self, rid: str) -> Res:
+    def _make_res(self, rid: str) -> Res:
         rules = self._plans.get(rid, self.catalogue.compiled)
         dispatch, late = self._dispatch.of(rules)
         res = Res(
@@ -174,8 +175,36 @@ class Engine(Timers):
         )
         res.late_dispatch = late
         res.tol = tolerance(self.catalogue.compiled, self._clock_idx, rules)
-        self._res[rid] = res
         return res
+
+    def _new_res(self, rid: str) -> Res:
+        res = self._res[rid] = self._make_res(rid)
+        return res
+
+    def immediate_types(self) -> frozenset[Any]:
+        """The event types an immediate rule (kind: event) of any care plan listens
+        to: the only events ``immediate`` need be asked about."""
+        plans = [self.catalogue.compiled, *self._plans.values()]
+        return frozenset(
+            t for rules in plans for r in rules if isinstance(r, EventRule) for t in r.types
+        )
+
+    def immediate(self, event: Event) -> list[Signal]:
+        """What the resident's immediate rules (kind: event, no guard time) say of
+        ``event`` by itself, on a scratch state that is neither read nor kept: the
+        alarms that need no history (a fall, a button, a pull cord, a fire). The
+        distributed bridge's relay pages these when the stateful path has stalled
+        (docs/distributed.md, "The relay"). A rule with a guard time is left out:
+        it fires from its timer, which only the resident's state has."""
+        res = self._make_res(event.resident)
+        ts = event.time.timestamp()
+        out: list[Signal] = []
+        for rule in res.rules:
+            if isinstance(rule, EventRule) and rule.guard <= 0 and event.type in rule.types:
+                sigs = rule.on_event(self, res, event, ts)
+                if sigs:
+                    out.extend(sigs)
+        return out
 
     # ------------------------------------------------------------- drive --
     def process(self, event: Event, received: datetime | None = None) -> list[Signal]:

@@ -84,17 +84,23 @@ def _record(
 
 
 def load_records_for_rebuild(
-    conn: psycopg.Connection, closed_since: datetime, *, shadow: bool = False
+    conn: psycopg.Connection,
+    closed_since: datetime,
+    *,
+    shadow: bool = False,
+    resident: str | None = None,
 ) -> list[list[dict[str, Any]]]:
     """Records of the open alerts and those closed since ``closed_since``, per alert:
-    the routed alerts, or (``shadow=True``) those of a catalogue in shadow mode."""
+    the routed alerts, or (``shadow=True``) those of a catalogue in shadow mode; all
+    residents', or one ``resident``'s (the bridge's relay, docs/distributed.md)."""
     rows = conn.execute(
         "SELECT r.alert_id::text, r.seq, r.step, r.at, r.actor, r.note, r.data"
         " FROM alert_records r JOIN alerts a ON a.id = r.alert_id"
         " WHERE r.seq IS NOT NULL AND (a.state NOT IN ('resolved', 'cancelled')"
         "   OR a.closed_at >= %s) AND a.shadow = %s"
-        " ORDER BY r.alert_id, r.seq",
-        [closed_since, shadow],
+        + (" AND a.resident = %s" if resident is not None else "")
+        + " ORDER BY r.alert_id, r.seq",
+        [closed_since, shadow] + ([resident] if resident is not None else []),
     ).fetchall()
     out: dict[str, list[dict[str, Any]]] = {}
     for aid, seq, step, at, actor, note, data in rows:

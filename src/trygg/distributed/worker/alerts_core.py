@@ -95,6 +95,12 @@ class AlertsCore:
         self._n += 1
         return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{self._seed}|{self._n}"))
 
+    @staticmethod
+    def alert_id_of(resident: str, signal: Any) -> str:
+        """The id of the alert ``signal`` raises, if it raises one (the first new alert
+        of its step): what the bridge's relay watches the notifications topic for."""
+        return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{resident}|{codecs.signal_key(signal)}|1"))
+
     def step(
         self,
         resident: str,

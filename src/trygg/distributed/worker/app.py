@@ -135,6 +135,7 @@ class Worker(RulesAgent, AlertsAgent, NotifyAgent, SinkAgent, TimerScan, Reloads
         alerts: AlertsCore,
         sender: Sender | None = None,
         db: Callable[..., Awaitable[Any]] | None = None,
+        claim: Callable[[str, str], Awaitable[str | float | None]] | None = None,
         load_registry: Callable[[], Awaitable[Registry]] | None = None,
         load_silences: Callable[[], Awaitable[list[Silence]]] | None = None,
         load_overlays: Callable[[], Awaitable[OverlayInputs]] | None = None,
@@ -150,6 +151,7 @@ class Worker(RulesAgent, AlertsAgent, NotifyAgent, SinkAgent, TimerScan, Reloads
         self.alerts = alerts
         self.sender: Sender = sender or FaustSender()
         self.db = db
+        self.claim = claim
         self._load_registry = load_registry
         self._load_silences = load_silences
         self._load_overlays = load_overlays
@@ -199,6 +201,7 @@ class Worker(RulesAgent, AlertsAgent, NotifyAgent, SinkAgent, TimerScan, Reloads
             "stored": 0,
             "records": 0,
             "notified": 0,
+            "relayed": 0,  # notifications a bridge's relay sent (held here, not sent again)
         }
         if s.kafka_fetch_max_wait_ms is not None:
             _patch_fetch_wait(s.kafka_fetch_max_wait_ms)

@@ -59,6 +59,9 @@ class WorkerBase:
     alerts: AlertsCore
     sender: Sender
     db: Callable[..., Awaitable[Any]] | None
+    # who sends a first notification, a bridge's relay or this worker (store.claims):
+    # MINE, RELAYED, the epoch s a relay's lease ends, or None (no answer: send it)
+    claim: Callable[[str, str], Awaitable[str | float | None]] | None
     channels: dict[Any, Any]
     clock: Callable[[], datetime]
     outbox: NotifyOutbox

@@ -14,6 +14,7 @@ from trygg import logs
 from trygg.distributed import codecs
 from trygg.distributed.worker.base import WorkerBase, key_text
 from trygg.distributed.worker.outbox import Attempt, Outcome
+from trygg.store.claims import RELAYED
 
 log = logs.get("trygg.worker")
 CLOSED = "the alert was closed"  # a notification dropped for it (as the embedded runner says)
@@ -25,8 +26,10 @@ class NotifyAgent(WorkerBase):
     async def notify_step(self, key: Any, value: bytes, partition: int = 0) -> None:
         """One record of the notifications topic, keyed by alert id (``NotifyOutbox``):
         ``ntf`` a notification to send, ``rty`` the timer scan's word that a retry is
-        due, ``cls`` the alert closed. One attempt per notification, never a wait: a
-        failed one is kept in the ``notify-outbox`` table and tried again when due."""
+        due, ``cls`` the alert closed. A first notification a bridge's relay may have
+        sent is claimed first (``claim``; docs/distributed.md, "The relay"). One attempt
+        per notification, never a wait: a failed one is kept in the ``notify-outbox``
+        table and tried again when due."""
         from trygg.alerts.escalation import Notification
         from trygg.notify.base import deliver, payload
         from trygg.store import spooled
@@ -82,6 +85,15 @@ class NotifyAgent(WorkerBase):
             return
         for at in todo:
             row = at.row
+            if self.claim is not None and row["action"] == "notify" and at.attempts == 0:
+                verdict = await self.claim(row["key"], row["alert_id"])
+                if verdict == RELAYED:  # settled: the relay's delivery record says how
+                    ob.relayed(doc, at.key)
+                    self.stats["relayed"] += 1
+                    continue
+                if isinstance(verdict, float):  # a relay is paging it: look again then
+                    ob.hold(doc, at, verdict)
+                    continue
             n = Notification.from_row(row)
             d, ms = await deliver(
                 self.channels, n, row["address"], payload(at.alert, n, row["address"])

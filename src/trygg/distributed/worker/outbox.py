@@ -25,6 +25,7 @@ class Attempt:
     alert: dict[str, Any]
     attempts: int  # made before this one
     first_failed: float | None  # epoch s of the first failed attempt (None: this is the first)
+    held: bool = False  # a relay was paging it: ask who sends it again (``NotifyOutbox.hold``)
 
 
 @dataclass
@@ -57,9 +58,16 @@ class NotifyOutbox:
     sends ``cls`` when an alert closes: what is still pending is dropped (outcome
     ``cancelled``) and the entry is deleted ``CLOSED_KEEP_S`` later.
 
+    A bridge's relay (``trygg.distributed.relay``) pages an immediate alarm itself
+    when this path has stalled (a rebalance); who sends a first notification is
+    settled in the database (``store.claims``). One a relay is paging is held
+    here (``hold``, ``"held"``) until the relay's lease ends, then looked up again:
+    sent by the relay (``relayed``), or taken over and sent here.
+
     State bytes: ``{"v": 1, "p": partition, "next": epoch s or null, "closed": epoch
     s or null, "n": {key: entry}}``, an entry being ``{"done": true}`` or
-    ``{"row", "alert", "a": attempts, "t0": first failure, "nb": not before}``.
+    ``{"row", "alert", "a": attempts, "t0": first failure, "nb": not before}``
+    (with ``"held": true`` while a relay's claim holds it).
     """
 
     def __init__(self, policy: Any, give_up: Any) -> None:
@@ -96,10 +104,28 @@ class NotifyOutbox:
         return Attempt(row["key"], row, record["alert"], 0, None)
 
     @staticmethod
+    def hold(doc: dict[str, Any], at: Attempt, until: float) -> None:
+        """A notification a relay is paging: kept, not sent, until ``until`` (epoch s,
+        the relay's lease), when the timer scan's ``rty`` brings it back (``due``)."""
+        doc["n"][at.key] = {
+            "row": at.row,
+            "alert": at.alert,
+            "a": at.attempts,
+            "t0": at.first_failed,
+            "nb": until,
+            "held": True,
+        }
+
+    @staticmethod
+    def relayed(doc: dict[str, Any], key: str) -> None:
+        """A relay sent the notification: settled, and a copy read again is skipped."""
+        doc["n"][key] = {"done": True}
+
+    @staticmethod
     def due(doc: dict[str, Any], now: float) -> list[Attempt]:
         """The pending notifications whose time has come (on ``rty``)."""
         return [
-            Attempt(k, e["row"], e["alert"], e["a"], e["t0"])
+            Attempt(k, e["row"], e["alert"], e["a"], e["t0"], bool(e.get("held")))
             for k, e in sorted(doc["n"].items(), key=lambda kv: (kv[1].get("nb", 0), kv[0]))
             if "nb" in e and e["nb"] <= now
         ]
@@ -134,10 +160,11 @@ class NotifyOutbox:
         dropped = [
             Attempt(k, e["row"], e["alert"], e["a"], e["t0"])
             for k, e in doc["n"].items()
-            if "nb" in e
+            if "nb" in e and not e.get("held")
         ]
-        for a in dropped:
-            doc["n"][a.key] = {"done": True}
+        for k, e in doc["n"].items():
+            if "nb" in e:  # a held one: the relay's own delivery record says what became of it
+                doc["n"][k] = {"done": True}
         if doc["closed"] is None:
             doc["closed"] = now
         return dropped

@@ -27,6 +27,7 @@ from trygg.rules.overlays import OverlayInputs
 from trygg.settings import Settings
 
 log = logs.get("trygg.worker")
+CLAIM_WAIT_S = 1.0  # the longest a first notification waits to learn who sends it
 
 
 def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
@@ -43,6 +44,7 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
     from trygg.runner.routing import routing_from
     from trygg.runner.wiring import build_channels, webhook_urls
     from trygg.store import DB_AWAY
+    from trygg.store.claims import RELAY_LEASE_S, claim_for_worker
     from trygg.store.registry import RegistryReader
     from trygg.store.versions import overlays_in
 
@@ -64,6 +66,19 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
             retry_on=DB_AWAY,
             on_retry=logged(log, "database unavailable, retrying"),
         )
+
+    async def claim(key: str, alert_id: str) -> str | float | None:
+        # No retry and a short wait: a first notification is never held for the database
+        # (docs/distributed.md, "The relay"); without an answer it is sent.
+        try:
+            v = await asyncio.wait_for(
+                asyncio.to_thread(_call, claim_for_worker, key, alert_id, RELAY_LEASE_S),
+                CLAIM_WAIT_S,
+            )
+        except Exception as exc:
+            log.warning("notification claim not answered, sending", error=repr(exc)[:200])
+            return None
+        return v.timestamp() if isinstance(v, datetime) else v
 
     stored_registry = RegistryReader()  # parsed again only when it changed
 
@@ -102,6 +117,7 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
         rules=rules,
         alerts=alerts,
         db=db,
+        claim=claim,
         load_registry=lambda: asyncio.to_thread(_registry),
         load_silences=lambda: asyncio.to_thread(_silences),
         load_overlays=lambda: asyncio.to_thread(_overlay_inputs),

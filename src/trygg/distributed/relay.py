@@ -1,0 +1,272 @@
+"""The bridge's relay: an immediate alarm is paged even while the workers rebalance.
+
+Why: a rebalance (a worker joins, leaves or dies) stops every worker's agents, and
+an alarm on the stateful path (events -> rules -> signals -> alerts ->
+notifications -> notify) waits for it; the test broker alone holds a rebalance
+3-4 s (docs/distributed.md, "Failover"). The alarms that need no history, the
+immediate rules without a guard time (a fall, a button, a pull cord, a fire), can
+be judged by the bridge that forwarded them, and a bridge is in no consumer group.
+
+How (docs/distributed.md, "The relay"):
+
+- *Watch.* The bridge asks the engine's ``immediate`` what each event it forwarded
+  raises, and notes the id the alerts agent will give that alert
+  (``AlertsCore.alert_id_of``: derived from the resident and the signal).
+- *Relay.* ``relay_after_s`` later, if no one has claimed the alert's first
+  notification in the database (``store.claims``: the notify agent claims each one
+  before it sends it), the stateful path has stalled. The relay runs the alerts
+  agent's own step (``AlertsCore``) on the resident's alerts and silences read from
+  the database, with the alerts it relayed itself since (a second press of a
+  relayed alarm is a repeat, as it will be for the agent); if the gates let the
+  alarm through, it claims the alert's first notifications, pages, stores its
+  deliveries and marks the claim sent. The notify agent, finding the claim, does
+  not send them again; one that finds a relay's claim unsent holds its copy until
+  the relay's lease ends, then sends it itself (a relay that died mid-page).
+- The database is the arbiter because it sees both sides at once: the order of a
+  Kafka partition cannot, since a notification already on the topic may wait
+  there for its worker's rebalance. Without the database the relay does nothing
+  and the notify agent sends as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+
+from trygg import logs
+from trygg.alerts.gates import gated
+from trygg.alerts.silences import Silence
+from trygg.distributed import codecs
+from trygg.distributed.worker.alerts_core import AlertsCore
+from trygg.distributed.worker.rules_core import RulesCore
+from trygg.model import Event, Signal
+from trygg.store import spooled
+
+log = logs.get("trygg.relay")
+KEEP_S = 600.0  # a resident's alerts the relay raised are kept this long
+TICK_S = 0.05  # how often the open watches are looked at
+
+
+class Store(Protocol):
+    """What the relay asks of the database (``relay_build`` gives it ``store`` calls)."""
+
+    async def claimed(self, alert_id: str) -> bool:
+        """Whether a first notification of the alert is claimed already."""
+        ...
+
+    async def state(self, resident: str) -> tuple[list[list[dict[str, Any]]], list[Silence]]:
+        """The resident's open and recent alerts (records per alert), and the silences."""
+        ...
+
+    async def claim(self, alert_id: str, keys: list[str]) -> bool:
+        """All of ``keys`` for this relay, or none (False: taken already)."""
+        ...
+
+    async def settle(self, delivered: list[str], failed: list[str]) -> None:
+        """The claimed notifications delivered are sent; those that failed are given
+        back to the notify agent (its retries)."""
+        ...
+
+
+# (topic, key, value) records to produce, every ack awaited
+Send = Callable[[list[tuple[str, str, bytes]]], Awaitable[None]]
+
+
+def _as_read(record: dict[str, Any]) -> dict[str, Any]:
+    """A record as the alerts agent reads it from Kafka (times as text)."""
+    return codecs.loads(codecs.dumps(record))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Watch:
+    resident: str
+    signal: Signal
+    alert_id: str  # the id the alerts agent gives the alert the signal raises
+    due: float  # monotonic s: when the stateful path is taken to have stalled
+
+
+class Watches:
+    """The pure part: the immediate alarms whose time to be notified has not come."""
+
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
+        self.open: dict[str, Watch] = {}
+
+    def watch(self, resident: str, signals: Iterable[Signal], now: float) -> None:
+        for sig in signals:
+            aid = AlertsCore.alert_id_of(resident, sig)
+            if aid not in self.open:
+                self.open[aid] = Watch(resident, sig, aid, now + self.after_s)
+
+    def due(self, now: float) -> list[Watch]:
+        """The watches whose time has come, taken out."""
+        out = [w for w in self.open.values() if w.due <= now]
+        for w in out:
+            del self.open[w.alert_id]
+        return out
+
+
+class Relay:
+    """Watches the immediate alarms a bridge forwards and pages those the stateful
+    path has not claimed within ``after_s`` (module docstring). One per bridge."""
+
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        rules: RulesCore,
+        alerts: AlertsCore,
+        channels: dict[Any, Any],
+        store: Store,
+        send: Send,
+    ) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.alerts = alerts
+        self.channels = channels
+        self.store = store
+        self.send = send
+        self.id = settings.mqtt_client_id  # the claimant's name: unique per bridge
+        self.watches = Watches(settings.relay_after_s)
+        self.types = rules.engine.immediate_types()
+        # resident -> (alerts state after the relay's last step for them, monotonic s)
+        self.relayed: dict[str, tuple[bytes, float]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.stats = {"watched": 0, "relayed": 0, "gated": 0, "claimed": 0, "failed": 0}
+
+    def update_registry(self, registry: Any) -> None:
+        self.rules.update_registry(registry)
+        self.alerts.update_registry(registry)
+        self.types = self.rules.engine.immediate_types()
+
+    # --- watch ----------------------------------------------------------------
+    def note(self, events: Iterable[Event]) -> None:
+        """Events the bridge has forwarded (Kafka acked them). Never raises: the
+        bridge's forwarding must not stop for the relay (the stateful path pages an
+        alarm the relay could not watch)."""
+        now = time.monotonic()
+        for ev in events:
+            try:
+                if ev.resident in self.relayed and gated(ev):
+                    self._apply_reset(ev)
+                if ev.type in self.types:
+                    sigs = self.rules.engine.immediate(ev)
+                    if sigs:
+                        self.stats["watched"] += len(sigs)
+                        self.watches.watch(ev.resident, sigs, now)
+            except Exception as exc:
+                log.error("relay: event not watched", event_id=ev.id, error=repr(exc)[:300])
+
+    def _apply_reset(self, ev: Event) -> None:
+        """A reset (or abort, cancel) of a resident whose alarm the relay paged: it
+        closes that alert here as it will for the alerts agent."""
+        state = self.relayed[ev.resident][0]
+        step = self.alerts.step(ev.resident, state, _as_read(codecs.reset_record(ev)), 0, _now())
+        if step.state is not None:
+            self.relayed[ev.resident] = (step.state, time.monotonic())
+
+    # --- relay ----------------------------------------------------------------
+    def tick(self) -> None:
+        """Start a relay for every watch whose time has come (every ``TICK_S``)."""
+        now = time.monotonic()
+        for w in self.watches.due(now):
+            task = asyncio.create_task(self._relay_logged(w), name="relay")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if self.relayed and int(now) % 60 == 0:
+            self.relayed = {k: v for k, v in self.relayed.items() if now - v[1] < KEEP_S}
+
+    async def _relay_logged(self, w: Watch) -> None:
+        try:
+            await self.relay(w)
+        except Exception as exc:  # the stateful path still has the alarm: it pages it
+            self.stats["failed"] += 1
+            log.warning("alarm not relayed", alert=w.alert_id, error=repr(exc)[:300])
+
+    def _state(self, resident: str, stored: list[list[dict[str, Any]]]) -> bytes:
+        """The resident's alerts as the alerts agent would hold them: the stored ones,
+        and those the relay raised itself that are not stored yet."""
+        alerts = list(stored)
+        mine = self.relayed.get(resident)
+        if mine is not None:
+            known = {recs[0]["alert_id"] for recs in stored if recs}
+            alerts += [
+                recs
+                for recs in orjson.loads(mine[0])["alerts"]
+                if recs and recs[0]["alert_id"] not in known
+            ]
+        return orjson.dumps({"v": 1, "alerts": alerts, "sil": [], "seen": []})
+
+    async def relay(self, w: Watch) -> None:
+        """Page ``w``'s alarm unless the stateful path (or the gates) has it."""
+        if await self.store.claimed(w.alert_id):
+            self.stats["claimed"] += 1  # the notify agent has it (the usual case)
+            return
+        stored, silences = await self.store.state(w.resident)
+        self.alerts.update_silences(silences)
+        sig = _as_read(codecs.signal_record(w.signal))
+        step = self.alerts.step(w.resident, self._state(w.resident, stored), sig, 0, _now())
+        ntfs = [n for n in step.notifications if n["row"]["alert_id"] == w.alert_id]
+        if not ntfs:
+            self.stats["gated"] += 1  # a repeat of an open alert, a silence: no page
+            return
+        keys = [n["row"]["key"] for n in ntfs]
+        if not await self.store.claim(w.alert_id, keys):
+            self.stats["claimed"] += 1
+            return
+        sent = await self._page(ntfs)
+        await self.send(
+            [(self.settings.kafka_records_topic, w.resident, codecs.dumps(r)) for r in sent]
+        )
+        await self.store.settle(
+            [r["key"] for r in sent if r["ok"]], [r["key"] for r in sent if not r["ok"]]
+        )
+        if step.state is not None:
+            self.relayed[w.resident] = (step.state, time.monotonic())
+        self.stats["relayed"] += 1
+        log.info(
+            "alarm relayed: no worker had claimed it",
+            alert=w.alert_id,
+            rule=w.signal.rule,
+            after_s=self.settings.relay_after_s,
+            delivered=sum(bool(r["ok"]) for r in sent),
+        )
+
+    async def _page(self, ntfs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send each notification once; their delivery records. The relay does not
+        retry: one that failed is recorded so and given back to the notify agent."""
+        from trygg.alerts.escalation import Notification
+        from trygg.notify.base import deliver, payload
+
+        out: list[dict[str, Any]] = []
+        for nd in ntfs:
+            row = nd["row"]
+            n = Notification.from_row(row)
+            d, ms = await deliver(
+                self.channels, n, row["address"], payload(nd["alert"], n, row["address"])
+            )
+            out.append(
+                spooled.delivery_record(
+                    key=row["key"],
+                    alert_id=row["alert_id"],
+                    channel=row["channel"],
+                    address=row["address"],
+                    at=_now(),
+                    attempts=max(1, d.attempts),
+                    ok=d.ok,
+                    status=d.status,
+                    error=d.error,
+                    latency_ms=round(ms, 3),
+                )
+            )
+        return out

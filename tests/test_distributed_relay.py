@@ -1,0 +1,183 @@
+"""The bridge's relay (issue 17, item 1: an alarm waits at most 2 s through a planned
+join or leave): an immediate alarm the workers have not claimed within
+``relay_after_s`` is paged by the bridge, once, through the same gates.
+
+Real PostgreSQL (the claims decide who sends) and a real HTTP receiver; the relay's
+Kafka producer is replaced by a recorder of what it would send (the records it
+produces are checked, not the broker). The whole path on tansu, through a join and a
+leave, is ``tests/test_distributed_failover.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.conftest import REPO
+from tests.helpers import WebhookReceiver
+from trygg.alerts.contacts import Channel
+from trygg.distributed import codecs
+from trygg.distributed.relay import Relay, Watch
+from trygg.distributed.relay_build import DbStore
+from trygg.distributed.worker.alerts_core import AlertsCore
+from trygg.distributed.worker.rules_core import RulesCore
+from trygg.model import DeviceKind, Event, EventType
+from trygg.notify.webhooks import NamedWebhooks
+from trygg.registry import Registry
+from trygg.rules import Engine, load_catalogue
+from trygg.runner.routing import default_routing
+from trygg.settings import Settings
+from trygg.simulate import build_homes
+from trygg.store import claims
+
+
+def _registry() -> Registry:
+    registry, _ = build_homes(3, seed=1)
+    return registry
+
+
+def _event(registry: Registry, kind: DeviceKind, etype: EventType, eid: str) -> Event:
+    """An event of the first resident's device of ``kind``, timed now (no fixed date:
+    the relay's gates run on the wall clock)."""
+    dev = next(d for d in registry.devices if d.kind is kind and d.resident == "r-0001")
+    return Event(dev.id, eid, etype, datetime.now(UTC), dev.resident, kind)
+
+
+def test_immediate_rules_judge_an_event_by_itself() -> None:
+    """The bridge asks only what needs no history: a button press raises its alarm, a
+    heartbeat nothing, and the engine keeps no state for either."""
+    registry = _registry()
+    engine = Engine(load_catalogue([REPO / "rules"]), registry)
+    press = _event(registry, DeviceKind.BUTTON, EventType.BUTTON_PRESSED, "p1")
+    sigs = engine.immediate(press)
+    assert [(s.rule, s.action.value, s.events) for s in sigs] == [("button", "fire", ("p1",))]
+    assert EventType.BUTTON_PRESSED in engine.immediate_types()
+    assert EventType.HEARTBEAT not in engine.immediate_types()
+    beat = replace(press, type=EventType.HEARTBEAT, id="h1")
+    assert engine.immediate(beat) == []
+    assert engine._res == {}  # nothing kept: the workers' engine owns the resident's state
+
+
+def test_claims_settle_who_sends_a_first_notification(db: str) -> None:
+    aid = "00000000-0000-4000-8000-000000000001"
+    with psycopg.connect(db, autocommit=True) as conn:
+        assert claims.claim_for_relay(conn, aid, ["k1", "k2"], "bridge-1")
+        # all or none: k2 is taken, so k3 is not claimed either
+        assert not claims.claim_for_relay(conn, aid, ["k2", "k3"], "bridge-2")
+        assert claims.claim_for_worker(conn, "k3", aid, 10.0) == claims.MINE
+        # a relay is paging k1: the worker holds its copy until the lease ends
+        until = claims.claim_for_worker(conn, "k1", aid, 10.0)
+        assert isinstance(until, datetime)
+        assert timedelta(seconds=9) < until - datetime.now(UTC) <= timedelta(seconds=10)
+        # the relay delivered k1 and failed k2: k1 is settled, k2 goes back to the worker
+        claims.relay_settled(conn, ["k1"], ["k2"])
+        assert claims.claim_for_worker(conn, "k1", aid, 10.0) == claims.RELAYED
+        assert claims.claim_for_worker(conn, "k2", aid, 10.0) == claims.MINE
+        # a worker's own claim never stops a worker (a notification read again after a crash)
+        assert claims.claim_for_worker(conn, "k2", aid, 10.0) == claims.MINE
+        # a relay that died between its claim and its page: taken over after the lease
+        assert claims.claim_for_relay(conn, aid, ["k5"], "bridge-1")
+        conn.execute("UPDATE notification_claims SET at = now() - interval '11 s' WHERE key = 'k5'")
+        assert claims.claim_for_worker(conn, "k5", aid, 10.0) == claims.MINE
+        by = conn.execute("SELECT by FROM notification_claims WHERE key = 'k5'").fetchone()
+        assert by == (claims.WORKER,)
+        assert claims.alert_claimed(conn, aid)
+        assert not claims.alert_claimed(conn, "00000000-0000-4000-8000-000000000002")
+
+
+class _Sent:
+    """What the relay would produce to Kafka (its producer is not under test here)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def __call__(self, records: list[tuple[str, str, bytes]]) -> None:
+        self.records += [(t, k, codecs.loads(v)) for t, k, v in records]
+
+
+@pytest.fixture
+def relay_parts(db: str) -> Iterator[tuple[Settings, Registry, DbStore]]:
+    from psycopg_pool import ConnectionPool
+
+    registry = _registry()
+    s = Settings(database_url=db, mqtt_client_id="bridge-test", relay_after_s=1.0)
+    pool = ConnectionPool(db, min_size=1, max_size=2, kwargs={"autocommit": True}, open=True)
+    try:
+        yield s, registry, DbStore(pool, default_routing(), s.mqtt_client_id)
+    finally:
+        pool.close()
+
+
+def test_the_relay_pages_a_stalled_alarm_once_through_the_gates(
+    db: str, relay_parts: tuple[Settings, Registry, DbStore]
+) -> None:
+    s, registry, store = relay_parts
+    sent = _Sent()
+    with WebhookReceiver() as hook:
+        alerts = AlertsCore(default_routing())
+        alerts.update_registry(registry)
+        relay = Relay(
+            s,
+            rules=RulesCore(Engine(load_catalogue([REPO / "rules"]), registry)),
+            alerts=alerts,
+            channels={Channel.WEBHOOK: NamedWebhooks({"default": hook.url})},
+            store=store,
+            send=sent,
+        )
+
+        def due() -> list[Watch]:
+            return relay.watches.due(time.monotonic() + 60)
+
+        async def go() -> None:
+            # a press no worker has claimed: paged by the relay
+            press = _event(registry, DeviceKind.BUTTON, EventType.BUTTON_PRESSED, "p1")
+            relay.note([press])
+            (w,) = due()
+            assert w.alert_id == AlertsCore.alert_id_of("r-0001", w.signal)
+            await relay.relay(w)
+            assert [p["id"] for _, _, p in hook.received] == [w.alert_id]
+            assert hook.received[0][2]["notification"]["level"] == 1
+            # a second press while that alert is open: a repeat, as for the alerts agent
+            relay.note([replace(press, id="p2", time=press.time + timedelta(seconds=5))])
+            (w2,) = due()
+            await relay.relay(w2)
+            assert len(hook.received) == 1 and relay.stats["gated"] == 1
+            # the reset closes it; the next press is a new alarm, paged
+            relay.note([replace(press, id="r1", type=EventType.ALARM_RESET)])
+            relay.note([replace(press, id="p3", time=press.time + timedelta(seconds=9))])
+            (w3,) = due()
+            await relay.relay(w3)
+            assert [p["id"] for _, _, p in hook.received] == [w.alert_id, w3.alert_id]
+            # an alarm the notify agent claimed first is left to it
+            press4 = replace(press, id="p4", time=press.time + timedelta(seconds=20))
+            relay.note([press4])
+            (w4,) = due()
+            with psycopg.connect(db, autocommit=True) as conn:
+                claims.claim_for_worker(conn, "some-key", w4.alert_id, 10.0)
+            await relay.relay(w4)
+            assert len(hook.received) == 2 and relay.stats["claimed"] == 1
+            for ch in relay.channels.values():
+                await ch.aclose()
+
+        asyncio.run(go())
+    # Its deliveries go to the records topic, one per level-1 notification: the webhook
+    # delivered; the default routing's other level-1 channels are not configured here,
+    # so they failed and were given back to the notify agent (its retries): only what
+    # was delivered stays claimed, as sent.
+    paged = [p["id"] for _, _, p in hook.received]
+    dlv = [r for t, _, r in sent.records if t == s.kafka_records_topic and r["op"] == "dlv"]
+    assert [d["alert_id"] for d in dlv if d["channel"] == "webhook" and d["ok"]] == paged
+    assert not [d for d in dlv if d["channel"] != "webhook" and d["ok"]]
+    ok_keys = sorted(d["key"] for d in dlv if d["ok"])
+    with psycopg.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT key, sent FROM notification_claims WHERE by = 'bridge-test' ORDER BY key"
+        ).fetchall()
+    assert rows == [(k, True) for k in ok_keys]
