@@ -181,3 +181,97 @@ def test_the_relay_pages_a_stalled_alarm_once_through_the_gates(
             "SELECT key, sent FROM notification_claims WHERE by = 'bridge-test' ORDER BY key"
         ).fetchall()
     assert rows == [(k, True) for k in ok_keys]
+
+
+def test_the_notify_agent_defers_to_a_relay_that_claimed_first() -> None:
+    """The notify agent asks who sends each first notification (``Worker.claim``;
+    here a script of the database's answers, since the claims are tested against
+    PostgreSQL above): a relay's sent claim settles it, one still paging holds it until
+    the lease, no answer sends it. In-process through Faust's test contexts, with a
+    real HTTP receiver and a fake clock."""
+    from tests.test_distributed_agents import NOW, Recorder
+    from tests.test_distributed_notify import Receiver, fire
+    from trygg.distributed.worker.app import Worker
+
+    registry = _registry()
+    now = [NOW]
+    rec = Recorder()
+    alerts = AlertsCore(default_routing())
+    alerts.update_registry(registry)
+    until = (NOW + timedelta(seconds=10)).timestamp()
+    # per resident: the answers to the first and to any later claim of a notification
+    script: dict[str, tuple[str | float | None, str | float | None]] = {
+        "r-0001": (until, claims.RELAYED),  # a relay was paging it, then had sent it
+        "r-0002": (until, claims.MINE),  # a relay that died: taken over after the lease
+        "r-0003": (None, None),  # the database did not answer: sent at once
+    }
+    asked: dict[str, int] = {}
+    ids = {
+        AlertsCore.alert_id_of(r, codecs.signal_of(codecs.loads(fire(r, f"press-{r}")))): r
+        for r in script
+    }
+
+    async def claim(key: str, alert_id: str) -> str | float | None:
+        n = asked[key] = asked.get(key, 0) + 1
+        return script[ids[alert_id]][0 if n == 1 else 1]
+
+    with Receiver() as hook:
+        w = Worker(
+            Settings(kafka_partitions=4),
+            rules=RulesCore(Engine(load_catalogue([REPO / "rules"]), registry)),
+            alerts=alerts,
+            sender=rec,
+            clock=lambda: now[0],
+            channels={Channel.WEBHOOK: NamedWebhooks({"default": hook.url})},
+            claim=claim,
+        )
+        w.app.finalize()
+        w.app.conf.store = "memory://"
+        w.app.flow_control.resume()
+        w._owned = lambda topic: frozenset(range(4))  # type: ignore[method-assign]
+        w._ready = lambda: True  # type: ignore[method-assign]
+        done = [0]
+        step = w.notify_step
+        stepped = asyncio.Condition()
+
+        async def counted(*args: Any) -> None:
+            try:
+                await step(*args)
+            finally:
+                async with stepped:
+                    done[0] += 1
+                    stepped.notify_all()
+
+        w.notify_step = counted  # type: ignore[method-assign]
+
+        async def go() -> None:
+            async with (
+                w.alerts_agent.test_context() as gates,
+                w.notify_agent.test_context() as notify,
+            ):
+                seen = 0
+
+                async def forward(ops: tuple[str, ...]) -> None:
+                    nonlocal seen
+                    new, seen = rec.sent[seen:], len(rec.sent)
+                    for topic, key, r, _ in new:
+                        if topic == w.notifications_topic.get_topic_name() and r["op"] in ops:
+                            want = done[0] + 1
+                            await notify.put(key=key, value=codecs.dumps(r))
+                            async with asyncio.timeout(10), stepped:
+                                await stepped.wait_for(lambda n=want: done[0] >= n)
+
+                for rid in script:
+                    await gates.put(key=rid, value=fire(rid, f"press-{rid}"))
+                await forward(("ntf",))
+                # only the one whose claim got no answer went out at once
+                assert [r for _, _, r in hook.received] == ["r-0003"]
+                now[0] += timedelta(seconds=11)  # past the relay's lease
+                await w.scan_timers()
+                await forward(("rty",))
+
+        asyncio.run(go())
+    # r-0001: the relay sent it, so the agent did not; r-0002: taken over, sent once
+    assert sorted(r for _, _, r in hook.received) == ["r-0002", "r-0003"]
+    assert w.stats["relayed"] == len([k for k in asked if ids[k.split(":")[0]] == "r-0001"])
+    assert w.stats["relayed"] >= 1
