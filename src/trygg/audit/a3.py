@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from trygg.alerts.alert import FALSE_OUTCOMES
-from trygg.audit.report import NIGHT_HOURS
+from trygg.audit.report import NIGHT_HOURS, kpi_params
 from trygg.store.kpi import KpiParams, KpiRow
 from trygg.tuning.backtest import BacktestResult, IncidentImpact, RuleDiff
 
@@ -57,14 +57,7 @@ class A3Options:
     candidate_paths: Sequence[Path] = ()
 
     def params(self) -> KpiParams:
-        return KpiParams(
-            start=self.start,
-            end=self.end,
-            team=self.team,
-            timezone=self.timezone,
-            rule=self.rule,
-            answer_targets=((60, self.target60), (180, self.target180)),
-        )
+        return kpi_params(self, self.rule)
 
     @property
     def weeks(self) -> float:

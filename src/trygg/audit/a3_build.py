@@ -5,6 +5,7 @@ candidate's back-test and the follow-up plan.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +18,6 @@ from trygg.audit.report import Progress
 from trygg.registry import DEFAULT_DISTRICT
 from trygg.rules.catalogue import Catalogue
 from trygg.store import kpi_queries as kpi_sql
-from trygg.store.kpi import KpiParams
 from trygg.store.registry import district_map
 
 
@@ -76,13 +76,7 @@ def add_reference(conn: psycopg.Connection[Any], page: A3Page) -> None:
     the page's period (``kpi.district_kpis``, all teams), when the site has more
     than one district; the page's district is its team's (none for the site)."""
     o = page.options
-    p = KpiParams(
-        start=o.start,
-        end=o.end,
-        timezone=o.timezone,
-        rule=o.rule,
-        answer_targets=((60, o.target60), (180, o.target180)),
-    )
+    p = replace(o.params(), team=None)
     teams, names = district_map(conn)
     rows = [k for k in kpi_sql.district_kpis(conn, p) if k.dimension == "district"]
     own = teams.get(o.team, DEFAULT_DISTRICT) if o.team else None

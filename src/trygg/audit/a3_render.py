@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from trygg.alerts.alert import FALSE_OUTCOMES
 from trygg.audit.a3 import A3Page
 from trygg.audit.report import NIGHT_HOURS
-from trygg.audit.templating import jinja_env, outcome_words, rule_name
+from trygg.audit.templating import outcome_words, page_env, rule_name
 from trygg.tuning.backtest import ADDED, REMOVED
 
 
@@ -126,13 +126,10 @@ def to_html(page: A3Page) -> str:
     """The page as one self-contained HTML file, printable on one A3 landscape sheet."""
     import markupsafe
 
-    from trygg.locale import Words
-
     o = page.options
-    w = Words(o.lang)
+    w, env = page_env(o.lang, o.timezone)
     if not page.plots:
         add_plots(page)
-    env = jinja_env(w, o.timezone)
     env.filters["share1"] = lambda v: w.pct(v, 1)
     env.filters["week"] = lambda v: w.num(round(v, 1), 1)
     hours = {int(k.key): k for k in page.group("hour")}

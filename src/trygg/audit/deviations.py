@@ -310,11 +310,9 @@ def to_csv(d: Deviations) -> str:
 
 
 def to_html(d: Deviations) -> str:
-    from trygg.audit.templating import jinja_env, rule_name
-    from trygg.locale import Words
+    from trygg.audit.templating import page_env, rule_name
 
-    w = Words(d.lang)
-    env = jinja_env(w, d.timezone)
+    w, env = page_env(d.lang, d.timezone)
     html: str = env.get_template("deviations.html.j2").render(
         d=d, w=w, name=lambda r: rule_name(r, d.lang)
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -18,6 +18,9 @@ from trygg.registry import DEFAULT_DISTRICT
 from trygg.store import kpi_queries as kpi_sql
 from trygg.store.kpi import KpiParams, KpiRow
 from trygg.store.registry import district_map
+
+if TYPE_CHECKING:
+    from trygg.audit.a3 import A3Options
 
 Progress = Callable[[str], None]
 
@@ -41,13 +44,20 @@ class ReportOptions:
     district``), as rows of dimension ``district`` (and ``district_rule``)."""
 
     def params(self) -> KpiParams:
-        return KpiParams(
-            start=self.start,
-            end=self.end,
-            team=self.team,
-            timezone=self.timezone,
-            answer_targets=((60, self.target60), (180, self.target180)),
-        )
+        return kpi_params(self)
+
+
+def kpi_params(o: ReportOptions | A3Options, rule: str | None = None) -> KpiParams:
+    """The figures' parameters for the options' period, team and zone, with their
+    answer targets (within 60 s and 180 s); the A3 page's also name its rule."""
+    return KpiParams(
+        start=o.start,
+        end=o.end,
+        team=o.team,
+        timezone=o.timezone,
+        rule=rule,
+        answer_targets=((60, o.target60), (180, o.target180)),
+    )
 
 
 @dataclass

@@ -9,7 +9,7 @@ into compliance) and gives every time with its UTC offset (docs/auditing.md).
 from __future__ import annotations
 
 from trygg.audit.report import NIGHT_HOURS, Progress, Report, summed
-from trygg.audit.templating import jinja_env, rule_name
+from trygg.audit.templating import page_env, rule_name
 
 PLOT_STAGES = (
     "plot: answer times",
@@ -52,13 +52,10 @@ def to_html(report: Report) -> str:
     """The report as one self-contained, printable HTML page, in ``options.lang``."""
     import markupsafe
 
-    from trygg.locale import Words
-
     o = report.options
-    w = Words(o.lang)
+    w, env = page_env(o.lang, o.timezone)
     if not report.plots:
         add_plots(report)
-    env = jinja_env(w, o.timezone)
     shown = report.exceptions[: o.html_exception_limit]
     hours = {int(k.key): k for k in report.group("hour")}
     night = [(f"{h:02d}\u2013{(h + 1) % 24:02d}", hours[h]) for h in NIGHT_HOURS if h in hours]

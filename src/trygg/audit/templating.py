@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import jinja2
 
+    from trygg.locale import Words
+
 
 def rule_name(rule: str, lang: str) -> str:
     """A rule in words (the console's words for it, trygg.api.words), else its id."""
@@ -55,6 +57,14 @@ def jinja_env(w: Any, timezone: str) -> Any:
         outcome=lambda o: outcome_words(str(o), w),
     )
     return env
+
+
+def page_env(lang: str, timezone: str) -> tuple[Words, Any]:
+    """A page's words in ``lang`` and its Jinja2 (``jinja_env``) with them."""
+    from trygg.locale import Words
+
+    w = Words(lang)
+    return w, jinja_env(w, timezone)
 
 
 STEPS = {

@@ -42,6 +42,11 @@ _CLOSED = "the alert was closed"
 _STOPPED = "trygg stopped"
 
 
+def _where(n: Notification, address: str) -> dict[str, Any]:
+    """What a log line about a delivery names (as the distributed notify agent's)."""
+    return {"alert": n.alert_id, "channel": n.channel.value, "address": address}
+
+
 class Outbox(ABC):
     """The notification delivery of :class:`trygg.runner.alerting.AlertService`,
     which sets the state below and writes the delivery records to its spool
@@ -107,13 +112,7 @@ class Outbox(ABC):
         self.last_delivery_ms[n.channel.value] = ms
         if not d.ok and d.retry and self._wanted(n) and not self._stopping.is_set():
             self._record(n, address, d, ms)  # seen at once: the first failure
-            log.warning(
-                "notification not delivered, retrying",
-                alert=n.alert_id,
-                channel=n.channel.value,
-                address=address,
-                error=d.error,
-            )
+            log.warning("notification not delivered, retrying", **_where(n, address), error=d.error)
             self._retrying.add(n.key)
             try:
                 d, ms = await self._retry(n, address, p, name, d)
@@ -154,11 +153,7 @@ class Outbox(ABC):
             last = d
             if d.ok:
                 log.info(
-                    "notification delivered after retries",
-                    alert=n.alert_id,
-                    channel=n.channel.value,
-                    address=address,
-                    attempts=attempts,
+                    "notification delivered after retries", **_where(n, address), attempts=attempts
                 )
             return Delivery(d.ok, attempts, d.status, d.error, d.retry)
 
@@ -197,16 +192,12 @@ class Outbox(ABC):
         elif not d.ok and (d.error or "").endswith(f"({_STOPPED})"):
             log.warning(
                 "notification not delivered before trygg stopped: sent again at the next start",
-                alert=n.alert_id,
-                channel=n.channel.value,
-                address=address,
+                **_where(n, address),
             )
         elif not d.ok:
             log.error(
                 "notification not delivered",
-                alert=n.alert_id,
-                channel=n.channel.value,
-                address=address,
+                **_where(n, address),
                 attempts=d.attempts,
                 error=d.error,
             )
