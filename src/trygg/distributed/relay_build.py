@@ -23,6 +23,7 @@ from psycopg_pool import ConnectionPool
 from trygg import logs
 from trygg.alerts.routing_config import RoutingConfig
 from trygg.alerts.silences import Silence
+from trygg.distributed.overlays import overlay_inputs
 from trygg.distributed.relay import TICK_S, Relay
 from trygg.distributed.worker.alerts_core import AlertsCore
 from trygg.distributed.worker.rules_core import RulesCore
@@ -39,15 +40,6 @@ def relay_wanted(settings: Settings) -> bool:
     """On the wall clock only: on the event clock the workers hold events until the
     slowest bridge has reached them, so a late notification there is no stall."""
     return settings.relay_after_s > 0 and settings.worker_clock == "wall"
-
-
-def _overlay_inputs(settings: Settings, rules_dirs: list[Path]) -> Any:
-    from trygg.rules.overlays import district_overlay_texts
-    from trygg.store.versions import overlays_in
-
-    texts = district_overlay_texts(rules_dirs)
-    with psycopg.connect(settings.database_url, connect_timeout=10, autocommit=True) as conn:
-        return texts, overlays_in(conn, "active")
 
 
 T = TypeVar("T")
@@ -103,7 +95,7 @@ def build_relay(settings: Settings, registry: Registry, producer: AIOKafkaProduc
 
     s = settings
     rules_dirs = [Path(s.rules_dir) if s.rules_dir else default_rules_dir()]
-    rules = RulesCore.layered(load_catalogue(rules_dirs), registry, *_overlay_inputs(s, rules_dirs))
+    rules = RulesCore.layered(load_catalogue(rules_dirs), registry, *overlay_inputs(s, rules_dirs))
     routing = routing_from(s.routing, webhooks=webhook_urls(s))
     alerts = AlertsCore(routing)
     alerts.update_registry(registry)
@@ -166,7 +158,7 @@ async def _reload_overlays(relay: Relay, s: Settings) -> None:
     while True:
         await asyncio.sleep(OVERLAY_RELOAD_S)
         try:
-            inputs = await asyncio.to_thread(_overlay_inputs, s, rules_dirs)
+            inputs = await asyncio.to_thread(overlay_inputs, s, rules_dirs)
             if relay.rules.update_overlays(*inputs):
                 relay.types = relay.rules.engine.immediate_types()
                 log.info("relay: district overlays reloaded")

@@ -19,6 +19,7 @@ from typing import Any
 
 from trygg import logs
 from trygg.alerts.silences import Silence
+from trygg.distributed.overlays import overlay_inputs
 from trygg.distributed.worker.alerts_core import AlertsCore
 from trygg.distributed.worker.app import Worker
 from trygg.distributed.worker.rules_core import RulesCore
@@ -40,13 +41,11 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
     from trygg.retry import logged, retry_async
     from trygg.rules import load_catalogue
     from trygg.rules.catalogue import default_rules_dir
-    from trygg.rules.overlays import district_overlay_texts
     from trygg.runner.routing import routing_from
     from trygg.runner.wiring import build_channels, webhook_urls
     from trygg.store import DB_AWAY
     from trygg.store.claims import RELAY_LEASE_S, claim_for_worker
     from trygg.store.registry import RegistryReader
-    from trygg.store.versions import overlays_in
 
     s = settings
     rules_dirs = [Path(s.rules_dir) if s.rules_dir else default_rules_dir()]
@@ -94,13 +93,7 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
         return [Silence.model_validate(r) for r in rows]
 
     def _overlay_inputs() -> OverlayInputs:
-        # the files beside the rules and each district's stored active version, which
-        # wins over its file (docs/rules.md, "Versions per district")
-        texts = district_overlay_texts(rules_dirs)
-        if not s.database_url:
-            return texts, {}
-        with psycopg.connect(s.database_url, connect_timeout=10, autocommit=True) as conn:
-            return texts, overlays_in(conn, "active")
+        return overlay_inputs(s, rules_dirs)
 
     registry = _registry()
     # The stored care plans against the catalogue that runs: refused in trygg check's words.
