@@ -183,6 +183,38 @@ def test_the_relay_pages_a_stalled_alarm_once_through_the_gates(
     assert rows == [(k, True) for k in ok_keys]
 
 
+def test_two_presses_relayed_at_once_page_once(
+    relay_parts: tuple[Settings, Registry, DbStore],
+) -> None:
+    """A resident pressing twice while the workers stall: the relay judges the second
+    press after the first one's page, so it is a repeat, as for the alerts agent."""
+    s, registry, store = relay_parts
+    with WebhookReceiver() as hook:
+        alerts = AlertsCore(default_routing())
+        alerts.update_registry(registry)
+        relay = Relay(
+            s,
+            rules=RulesCore(Engine(load_catalogue([REPO / "rules"]), registry)),
+            alerts=alerts,
+            channels={Channel.WEBHOOK: NamedWebhooks({"default": hook.url})},
+            store=store,
+            send=_Sent(),
+        )
+        press = _event(registry, DeviceKind.BUTTON, EventType.BUTTON_PRESSED, "p1")
+        relay.note([press, replace(press, id="p2", time=press.time + timedelta(seconds=1))])
+        watches = relay.watches.due(time.monotonic() + 60)
+        assert len(watches) == 2
+
+        async def go() -> None:
+            await asyncio.gather(*(relay._relay_logged(w) for w in watches))
+            for ch in relay.channels.values():
+                await ch.aclose()
+
+        asyncio.run(go())
+    assert len(hook.received) == 1
+    assert relay.stats["relayed"] == 1 and relay.stats["gated"] == 1
+
+
 def test_the_notify_agent_defers_to_a_relay_that_claimed_first() -> None:
     """The notify agent asks who sends each first notification (``Worker.claim``;
     here a script of the database's answers, since the claims are tested against

@@ -142,6 +142,9 @@ class Relay:
         # resident -> (alerts state after the relay's last step for them, monotonic s)
         self.relayed: dict[str, tuple[bytes, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # one relay at a time per resident: a second press waits for the first's page,
+        # then sees its alert (a repeat), as the alerts agent would
+        self._locks: dict[str, asyncio.Lock] = {}
         self.stats = {"watched": 0, "relayed": 0, "gated": 0, "claimed": 0, "failed": 0}
 
     def update_registry(self, registry: Any) -> None:
@@ -183,12 +186,15 @@ class Relay:
             task = asyncio.create_task(self._relay_logged(w), name="relay")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if self.relayed and int(now) % 60 == 0:
+        if int(now) % 60 == 0:  # forget what is old (some ticks of that second)
             self.relayed = {k: v for k, v in self.relayed.items() if now - v[1] < KEEP_S}
+            self._locks = {k: v for k, v in self._locks.items() if v.locked()}
 
     async def _relay_logged(self, w: Watch) -> None:
+        lock = self._locks.setdefault(w.resident, asyncio.Lock())
         try:
-            await self.relay(w)
+            async with lock:
+                await self.relay(w)
         except Exception as exc:  # the stateful path still has the alarm: it pages it
             self.stats["failed"] += 1
             log.warning("alarm not relayed", alert=w.alert_id, error=repr(exc)[:300])
