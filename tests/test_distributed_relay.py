@@ -67,29 +67,35 @@ def test_immediate_rules_judge_an_event_by_itself() -> None:
 
 def test_claims_settle_who_sends_a_first_notification(db: str) -> None:
     aid = "00000000-0000-4000-8000-000000000001"
+    worker = claims.WorkerClaims(db, lease_s=10.0)
+
+    def claim(key: str) -> str | datetime:
+        return asyncio.run(worker.claim(key, aid))
+
     with psycopg.connect(db, autocommit=True) as conn:
         assert claims.claim_for_relay(conn, aid, ["k1", "k2"], "bridge-1")
         # all or none: k2 is taken, so k3 is not claimed either
         assert not claims.claim_for_relay(conn, aid, ["k2", "k3"], "bridge-2")
-        assert claims.claim_for_worker(conn, "k3", aid, 10.0) == claims.MINE
+        assert claim("k3") == claims.MINE
         # a relay is paging k1: the worker holds its copy until the lease ends
-        until = claims.claim_for_worker(conn, "k1", aid, 10.0)
+        until = claim("k1")
         assert isinstance(until, datetime)
         assert timedelta(seconds=9) < until - datetime.now(UTC) <= timedelta(seconds=10)
         # the relay delivered k1 and failed k2: k1 is settled, k2 goes back to the worker
         claims.relay_settled(conn, ["k1"], ["k2"])
-        assert claims.claim_for_worker(conn, "k1", aid, 10.0) == claims.RELAYED
-        assert claims.claim_for_worker(conn, "k2", aid, 10.0) == claims.MINE
+        assert claim("k1") == claims.RELAYED
+        assert claim("k2") == claims.MINE
         # a worker's own claim never stops a worker (a notification read again after a crash)
-        assert claims.claim_for_worker(conn, "k2", aid, 10.0) == claims.MINE
+        assert claim("k2") == claims.MINE
         # a relay that died between its claim and its page: taken over after the lease
         assert claims.claim_for_relay(conn, aid, ["k5"], "bridge-1")
         conn.execute("UPDATE notification_claims SET at = now() - interval '11 s' WHERE key = 'k5'")
-        assert claims.claim_for_worker(conn, "k5", aid, 10.0) == claims.MINE
+        assert claim("k5") == claims.MINE
         by = conn.execute("SELECT by FROM notification_claims WHERE key = 'k5'").fetchone()
         assert by == (claims.WORKER,)
         assert claims.alert_claimed(conn, aid)
         assert not claims.alert_claimed(conn, "00000000-0000-4000-8000-000000000002")
+    asyncio.run(worker.close())
 
 
 class _Sent:
@@ -159,8 +165,9 @@ def test_the_relay_pages_a_stalled_alarm_once_through_the_gates(
             press4 = replace(press, id="p4", time=press.time + timedelta(seconds=20))
             relay.note([press4])
             (w4,) = due()
-            with psycopg.connect(db, autocommit=True) as conn:
-                claims.claim_for_worker(conn, "some-key", w4.alert_id, 10.0)
+            worker = claims.WorkerClaims(db)
+            assert await worker.claim("some-key", w4.alert_id) == claims.MINE
+            await worker.close()
             await relay.relay(w4)
             assert len(hook.received) == 2 and relay.stats["claimed"] == 1
             for ch in relay.channels.values():

@@ -10,7 +10,10 @@ notification read again after a crash is sent again, as without a relay.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 
@@ -55,35 +58,66 @@ def relay_settled(conn: psycopg.Connection, delivered: list[str], failed: list[s
         conn.execute("DELETE FROM notification_claims WHERE key = ANY(%s) AND NOT sent", [failed])
 
 
-def claim_for_worker(
-    conn: psycopg.Connection, key: str, alert_id: str, lease_s: float
-) -> str | datetime:
-    """A notify agent's claim of a first notification: ``MINE`` (send it), ``RELAYED``
-    (a relay sent it), or the time until which a relay paging it holds it."""
-    cur = conn.execute(
-        "INSERT INTO notification_claims (key, alert_id, by, sent) VALUES (%s, %s, %s, true)"
-        " ON CONFLICT (key) DO NOTHING RETURNING key",
-        [key, alert_id, WORKER],
-    )
-    if cur.fetchone() is not None:
-        return MINE
-    row = conn.execute(
-        "SELECT by, at, sent FROM notification_claims WHERE key = %s", [key]
-    ).fetchone()
-    if row is None or row[0] == WORKER:
-        return MINE
-    _by, at, sent = row
-    if sent:
-        return RELAYED
-    took = conn.execute(
-        "UPDATE notification_claims SET by = %s, at = now(), sent = true"
-        " WHERE key = %s AND NOT sent AND at < now() - %s RETURNING key",
-        [WORKER, key, timedelta(seconds=lease_s)],
-    ).fetchone()
-    if took is not None:
-        return MINE
-    until: datetime = at + timedelta(seconds=lease_s)
-    return until
+# One statement, one round trip: the worker's claim inserted, or else the row as it
+# was (a relay's), taken over if the relay's lease has run out unsent.
+_WORKER_CLAIM = """
+WITH ins AS (
+    INSERT INTO notification_claims (key, alert_id, by, sent)
+    VALUES (%(key)s, %(alert)s, %(worker)s, true)
+    ON CONFLICT (key) DO NOTHING RETURNING key
+), took AS (
+    UPDATE notification_claims SET by = %(worker)s, at = now(), sent = true
+     WHERE key = %(key)s AND by <> %(worker)s AND NOT sent AND at < now() - %(lease)s
+    RETURNING key
+)
+SELECT EXISTS (SELECT 1 FROM ins) OR EXISTS (SELECT 1 FROM took), c.by, c.at, c.sent
+  FROM (SELECT 1) AS one LEFT JOIN notification_claims c ON c.key = %(key)s
+"""
+
+
+class WorkerClaims:
+    """A notify agent's claims of first notifications, on a connection of its own in
+    the event loop (no thread, no pool shared with the sink: a claim is on every
+    alarm's path, so it must cost one round trip). ``claim`` answers ``MINE`` (send
+    it), ``RELAYED`` (a relay sent it), or the time until which a relay paging it
+    holds it; it raises if the database does not answer within ``wait_s`` (the
+    caller then sends: an alarm is never held for the database)."""
+
+    def __init__(self, url: str, lease_s: float = RELAY_LEASE_S, wait_s: float = 1.0) -> None:
+        self.url = url
+        self.lease = timedelta(seconds=lease_s)
+        self.wait_s = wait_s
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def claim(self, key: str, alert_id: str) -> str | datetime:
+        try:
+            return await asyncio.wait_for(self._claim(key, alert_id), self.wait_s)
+        except BaseException:
+            await self.close()  # a query cut short leaves the connection unusable
+            raise
+
+    async def _claim(self, key: str, alert_id: str) -> str | datetime:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=max(1, int(self.wait_s))
+            )
+        args = {"key": key, "alert": alert_id, "worker": WORKER, "lease": self.lease}
+        cur = await self._conn.execute(_WORKER_CLAIM, args)
+        row = await cur.fetchone()
+        assert row is not None
+        mine, by, at, sent = row
+        if mine or by is None or by == WORKER:
+            return MINE
+        if sent:
+            return RELAYED
+        until: datetime = at + self.lease
+        return until
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
 
 def forget_old_claims(conn: psycopg.Connection, older_than: timedelta) -> int:

@@ -44,7 +44,7 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
     from trygg.runner.routing import routing_from
     from trygg.runner.wiring import build_channels, webhook_urls
     from trygg.store import DB_AWAY
-    from trygg.store.claims import RELAY_LEASE_S, claim_for_worker
+    from trygg.store.claims import RELAY_LEASE_S, WorkerClaims
     from trygg.store.registry import RegistryReader
 
     s = settings
@@ -66,14 +66,13 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
             on_retry=logged(log, "database unavailable, retrying"),
         )
 
+    claims = WorkerClaims(s.database_url, RELAY_LEASE_S, CLAIM_WAIT_S)
+
     async def claim(key: str, alert_id: str) -> str | float | None:
         # No retry and a short wait: a first notification is never held for the database
         # (docs/distributed.md, "The relay"); without an answer it is sent.
         try:
-            v = await asyncio.wait_for(
-                asyncio.to_thread(_call, claim_for_worker, key, alert_id, RELAY_LEASE_S),
-                CLAIM_WAIT_S,
-            )
+            v = await claims.claim(key, alert_id)
         except Exception as exc:
             log.warning("notification claim not answered, sending", error=repr(exc)[:200])
             return None
