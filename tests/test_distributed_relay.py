@@ -98,6 +98,27 @@ def test_claims_settle_who_sends_a_first_notification(db: str) -> None:
     asyncio.run(worker.close())
 
 
+def test_a_worker_sends_without_asking_a_database_that_was_just_away() -> None:
+    """No database: the claim fails (the notify agent then sends), and for a while after
+    it fails at once rather than make each alarm wait for the connection again."""
+    from trygg.devenv import free_port
+
+    worker = claims.WorkerClaims(f"postgresql://trygg@127.0.0.1:{free_port()}/none", wait_s=1.0)
+
+    async def go() -> list[str]:
+        out = []
+        for _ in range(2):
+            try:
+                await worker.claim("k", "00000000-0000-4000-8000-000000000001")
+            except Exception as exc:
+                out.append(str(exc))
+        return out
+
+    first, second = asyncio.run(go())
+    assert "away moments ago" not in first
+    assert second == "the claims' database was away moments ago"
+
+
 class _Sent:
     """What the relay would produce to Kafka (its producer is not under test here)."""
 
@@ -190,11 +211,12 @@ def test_the_relay_pages_a_stalled_alarm_once_through_the_gates(
     assert rows == [(k, True) for k in ok_keys]
 
 
-def test_two_presses_relayed_at_once_page_once(
+def test_presses_while_the_workers_stall_page_once(
     relay_parts: tuple[Settings, Registry, DbStore],
 ) -> None:
-    """A resident pressing twice while the workers stall: the relay judges the second
-    press after the first one's page, so it is a repeat, as for the alerts agent."""
+    """A resident pressing on and on while the workers stall: one watch per resident
+    and rule, and a press watched while the first one's relay is still under way is
+    judged after that page, so it is a repeat, as for the alerts agent."""
     s, registry, store = relay_parts
     with WebhookReceiver() as hook:
         alerts = AlertsCore(default_routing())
@@ -208,9 +230,15 @@ def test_two_presses_relayed_at_once_page_once(
             send=_Sent(),
         )
         press = _event(registry, DeviceKind.BUTTON, EventType.BUTTON_PRESSED, "p1")
-        relay.note([press, replace(press, id="p2", time=press.time + timedelta(seconds=1))])
-        watches = relay.watches.due(time.monotonic() + 60)
-        assert len(watches) == 2
+        # a stuck button: a hundred presses make one watch (one per resident and rule)
+        relay.note(
+            [replace(press, id=f"p{i}", time=press.time + timedelta(seconds=i)) for i in range(100)]
+        )
+        (first,) = relay.watches.due(time.monotonic() + 60)
+        # pressed again while the first one's relay is still under way (a slow webhook)
+        relay.note([replace(press, id="again", time=press.time + timedelta(seconds=200))])
+        (second,) = relay.watches.due(time.monotonic() + 60)
+        watches = [first, second]
 
         async def go() -> None:
             await asyncio.gather(*(relay._relay_logged(w) for w in watches))

@@ -96,23 +96,32 @@ class Watch:
 
 
 class Watches:
-    """The pure part: the immediate alarms whose time to be notified has not come."""
+    """The pure part: the immediate alarms whose time to be notified has not come.
+
+    At most one open watch per resident and rule: a device pressing on and on (a
+    stuck button, a flood) makes one alarm, whose later presses are repeats of it for
+    the gates anyway, so the relay's work is bounded by residents x rules, not by
+    what a device sends."""
 
     def __init__(self, after_s: float) -> None:
         self.after_s = after_s
         self.open: dict[str, Watch] = {}
+        self._by_rule: set[tuple[str, str]] = set()  # (resident, rule) of the open ones
 
     def watch(self, resident: str, signals: Iterable[Signal], now: float) -> None:
         for sig in signals:
             aid = AlertsCore.alert_id_of(resident, sig)
-            if aid not in self.open:
-                self.open[aid] = Watch(resident, sig, aid, now + self.after_s)
+            if aid in self.open or (resident, sig.rule) in self._by_rule:
+                continue
+            self.open[aid] = Watch(resident, sig, aid, now + self.after_s)
+            self._by_rule.add((resident, sig.rule))
 
     def due(self, now: float) -> list[Watch]:
         """The watches whose time has come, taken out."""
         out = [w for w in self.open.values() if w.due <= now]
         for w in out:
             del self.open[w.alert_id]
+            self._by_rule.discard((w.resident, w.signal.rule))
         return out
 
 

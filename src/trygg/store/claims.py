@@ -83,16 +83,26 @@ class WorkerClaims:
     holds it; it raises if the database does not answer within ``wait_s`` (the
     caller then sends: an alarm is never held for the database)."""
 
-    def __init__(self, url: str, lease_s: float = RELAY_LEASE_S, wait_s: float = 1.0) -> None:
+    def __init__(
+        self, url: str, lease_s: float = RELAY_LEASE_S, wait_s: float = 1.0, rest_s: float = 5.0
+    ) -> None:
         self.url = url
         self.lease = timedelta(seconds=lease_s)
         self.wait_s = wait_s
+        self.rest_s = rest_s  # after a failure, answer "unavailable" at once this long
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._rest_until = 0.0
 
     async def claim(self, key: str, alert_id: str) -> str | datetime:
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._rest_until:
+            # a database just found away is not asked again for each alarm (each would
+            # wait ``wait_s``): the caller sends, as it does when the database is away
+            raise ConnectionError("the claims' database was away moments ago")
         try:
             return await asyncio.wait_for(self._claim(key, alert_id), self.wait_s)
         except BaseException:
+            self._rest_until = loop.time() + self.rest_s
             await self.close()  # a query cut short leaves the connection unusable
             raise
 
