@@ -24,7 +24,7 @@ from tests.conftest import REPO
 from tests.helpers import WebhookReceiver
 from trygg.alerts.contacts import Channel
 from trygg.distributed import codecs
-from trygg.distributed.relay import Relay, Watch
+from trygg.distributed.relay import Relay, Watch, _as_read
 from trygg.distributed.relay_build import DbStore
 from trygg.distributed.worker.alerts_core import AlertsCore
 from trygg.distributed.worker.rules_core import RulesCore
@@ -93,8 +93,23 @@ def test_claims_settle_who_sends_a_first_notification(db: str) -> None:
         assert claim("k5") == claims.MINE
         by = conn.execute("SELECT by FROM notification_claims WHERE key = 'k5'").fetchone()
         assert by == (claims.WORKER,)
-        assert claims.alert_claimed(conn, aid)
-        assert not claims.alert_claimed(conn, "00000000-0000-4000-8000-000000000002")
+        assert claims.alert_claimed(conn, aid) is True
+        assert claims.alert_claimed(conn, "00000000-0000-4000-8000-000000000002") is False
+        # a worker sending: the relay waits for the worker's lease, then may take over
+        other = "00000000-0000-4000-8000-000000000003"
+        assert asyncio.run(worker.claim("w1", other)) == claims.MINE
+        pending = claims.alert_claimed(conn, other)
+        assert isinstance(pending, datetime)
+        assert pending - datetime.now(UTC) <= timedelta(seconds=claims.WORKER_LEASE_S)
+        assert not claims.claim_for_relay(conn, other, ["w1"], "bridge-1")
+        asyncio.run(worker.sent("w1"))
+        assert claims.alert_claimed(conn, other) is True
+        # a worker killed between its claim and its send: after its lease, the relay's
+        third = "00000000-0000-4000-8000-000000000004"
+        assert asyncio.run(worker.claim("w2", third)) == claims.MINE
+        conn.execute("UPDATE notification_claims SET at = now() - interval '4 s' WHERE key = 'w2'")
+        assert claims.alert_claimed(conn, third) is False
+        assert claims.claim_for_relay(conn, third, ["w2"], "bridge-1")
     asyncio.run(worker.close())
 
 
@@ -165,31 +180,40 @@ def test_the_relay_pages_a_stalled_alarm_once_through_the_gates(
         async def go() -> None:
             # a press no worker has claimed: paged by the relay
             press = _event(registry, DeviceKind.BUTTON, EventType.BUTTON_PRESSED, "p1")
-            relay.note([press])
+            relay.note([press], datetime.now(UTC))
             (w,) = due()
             assert w.alert_id == AlertsCore.alert_id_of("r-0001", w.signal)
             await relay.relay(w)
             assert [p["id"] for _, _, p in hook.received] == [w.alert_id]
             assert hook.received[0][2]["notification"]["level"] == 1
             # a second press while that alert is open: a repeat, as for the alerts agent
-            relay.note([replace(press, id="p2", time=press.time + timedelta(seconds=5))])
+            relay.note(
+                [replace(press, id="p2", time=press.time + timedelta(seconds=5))], datetime.now(UTC)
+            )
             (w2,) = due()
             await relay.relay(w2)
             assert len(hook.received) == 1 and relay.stats["gated"] == 1
             # the reset closes it; the next press is a new alarm, paged
-            relay.note([replace(press, id="r1", type=EventType.ALARM_RESET)])
-            relay.note([replace(press, id="p3", time=press.time + timedelta(seconds=9))])
+            relay.note([replace(press, id="r1", type=EventType.ALARM_RESET)], datetime.now(UTC))
+            relay.note(
+                [replace(press, id="p3", time=press.time + timedelta(seconds=9))], datetime.now(UTC)
+            )
             (w3,) = due()
             await relay.relay(w3)
             assert [p["id"] for _, _, p in hook.received] == [w.alert_id, w3.alert_id]
             # an alarm the notify agent claimed first is left to it
             press4 = replace(press, id="p4", time=press.time + timedelta(seconds=20))
-            relay.note([press4])
+            relay.note([press4], datetime.now(UTC))
             (w4,) = due()
             worker = claims.WorkerClaims(db)
             assert await worker.claim("some-key", w4.alert_id) == claims.MINE
-            await worker.close()
+            # still sending: the relay looks again when the worker's claim would end
             await relay.relay(w4)
+            assert relay.watches.open == {w4.alert_id: relay.watches.open[w4.alert_id]}
+            await worker.sent("some-key")
+            await worker.close()
+            (again,) = due()
+            await relay.relay(again)
             assert len(hook.received) == 2 and relay.stats["claimed"] == 1
             for ch in relay.channels.values():
                 await ch.aclose()
@@ -232,11 +256,18 @@ def test_presses_while_the_workers_stall_page_once(
         press = _event(registry, DeviceKind.BUTTON, EventType.BUTTON_PRESSED, "p1")
         # a stuck button: a hundred presses make one watch (one per resident and rule)
         relay.note(
-            [replace(press, id=f"p{i}", time=press.time + timedelta(seconds=i)) for i in range(100)]
+            [
+                replace(press, id=f"p{i}", time=press.time + timedelta(seconds=i))
+                for i in range(100)
+            ],
+            datetime.now(UTC),
         )
         (first,) = relay.watches.due(time.monotonic() + 60)
         # pressed again while the first one's relay is still under way (a slow webhook)
-        relay.note([replace(press, id="again", time=press.time + timedelta(seconds=200))])
+        relay.note(
+            [replace(press, id="again", time=press.time + timedelta(seconds=200))],
+            datetime.now(UTC),
+        )
         (second,) = relay.watches.due(time.monotonic() + 60)
         watches = [first, second]
 
@@ -248,6 +279,69 @@ def test_presses_while_the_workers_stall_page_once(
         asyncio.run(go())
     assert len(hook.received) == 1
     assert relay.stats["relayed"] == 1 and relay.stats["gated"] == 1
+
+
+def test_a_reset_not_yet_stored_closes_the_alert_for_the_relay(
+    db: str, relay_parts: tuple[Settings, Registry, DbStore]
+) -> None:
+    """The workers stall between taking a reset and storing it (the sink stops with
+    them): the database still shows the alert open. A reset the bridge received after
+    that alert was raised closes it for the relay, so the next press is a new alarm,
+    paged; a reset received before the alert was raised is left alone (the agent may
+    have taken it first), so there the next press is a repeat."""
+    from trygg.store import spooled
+    from trygg.store.registry import save_registry
+
+    s, registry, store = relay_parts
+    with psycopg.connect(db) as conn:
+        save_registry(conn, registry)
+    agent = AlertsCore(default_routing())  # the alerts agent, before the stall
+    agent.update_registry(registry)
+
+    def stored_open_alert(resident: str, eid: str) -> None:
+        ev = _event(registry, DeviceKind.BUTTON, EventType.BUTTON_PRESSED, eid)
+        ev = replace(ev, resident=resident, device=ev.device.replace("0001", resident[-4:]))
+        (sig,) = Engine(load_catalogue([REPO / "rules"]), registry).immediate(ev)
+        step = agent.step(resident, None, _as_read(codecs.signal_record(sig)), 0, datetime.now(UTC))
+        with psycopg.connect(db) as conn:
+            spooled.apply_many(conn, step.records, {f"test-{eid}": (0, 1)})
+
+    with WebhookReceiver() as hook:
+        alerts = AlertsCore(default_routing())
+        alerts.update_registry(registry)
+        relay = Relay(
+            s,
+            rules=RulesCore(Engine(load_catalogue([REPO / "rules"]), registry)),
+            alerts=alerts,
+            channels={Channel.WEBHOOK: NamedWebhooks({"default": hook.url})},
+            store=store,
+            send=_Sent(),
+        )
+        press = _event(registry, DeviceKind.BUTTON, EventType.BUTTON_PRESSED, "p1")
+
+        async def go() -> None:
+            # r-0001: alert stored open, then a reset received (not stored), then a press
+            stored_open_alert("r-0001", "p0")
+            reset = replace(press, id="r0", type=EventType.ALARM_RESET, time=datetime.now(UTC))
+            relay.note([reset], datetime.now(UTC))
+            relay.note([replace(press, time=press.time + timedelta(seconds=3))], datetime.now(UTC))
+            (w,) = relay.watches.due(time.monotonic() + 60)
+            await relay.relay(w)
+            assert [p["id"] for _, _, p in hook.received] == [w.alert_id]
+            # r-0002: a reset received, then an alert raised and stored, then a press
+            other = replace(press, resident="r-0002", device=press.device.replace("0001", "0002"))
+            reset = replace(other, id="r9", type=EventType.ALARM_RESET, time=datetime.now(UTC))
+            relay.note([reset], datetime.now(UTC))
+            await asyncio.sleep(0.01)
+            stored_open_alert("r-0002", "p8")
+            relay.note([replace(other, id="p9")], datetime.now(UTC))
+            (w2,) = relay.watches.due(time.monotonic() + 60)
+            await relay.relay(w2)
+            assert len(hook.received) == 1 and relay.stats["gated"] == 1
+            for ch in relay.channels.values():
+                await ch.aclose()
+
+        asyncio.run(go())
 
 
 def test_the_notify_agent_defers_to_a_relay_that_claimed_first() -> None:

@@ -113,7 +113,7 @@ class DistributedSettings(BaseModel):
         json_schema_extra=unit("seconds"),
     )
     relay_after_s: float = Field(
-        1.0,
+        0.75,
         ge=0,
         le=60,
         description="a bridge pages an immediate alarm (a fall, a button, a pull cord, a fire) "

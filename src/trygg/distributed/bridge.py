@@ -107,6 +107,7 @@ class Bridge:
         self._stored_registry = RegistryReader()  # parsed again only when it changed
         self.relay: Relay | None = None  # pages stalled immediate alarms (trygg.distributed.relay)
         self._forwarded: list[Event] = []  # the events of the batch being sent (for the relay)
+        self._received = datetime.now(UTC)  # when that batch was received
 
     # --- registry -----------------------------------------------------------
     def _load_registry(self) -> Registry:
@@ -205,7 +206,7 @@ class Bridge:
         received = datetime.now(UTC)
         out: list[tuple[str, bytes, bytes]] = []
         replies: list[tuple[str, bytes]] = []
-        self._forwarded = []
+        self._forwarded, self._received = [], received
         for msg in batch:
             self.stats.received += 1
             d = self._decoder.decode(msg.topic, msg.payload, received)
@@ -296,7 +297,7 @@ class Bridge:
             records, replies = self.encode(batch)
             await self._send(producer, [(t, k, v, None) for t, k, v in records])
             if self.relay is not None:
-                self.relay.note(self._forwarded)
+                self.relay.note(self._forwarded, self._received)
             for topic, reply in replies:
                 source.publish(topic, reply, qos=1)
             for msg in batch:

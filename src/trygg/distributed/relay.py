@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -56,8 +56,9 @@ TICK_S = 0.05  # how often the open watches are looked at
 class Store(Protocol):
     """What the relay asks of the database (``relay_build`` gives it ``store`` calls)."""
 
-    async def claimed(self, alert_id: str) -> bool:
-        """Whether a first notification of the alert is claimed already."""
+    async def claimed(self, alert_id: str) -> bool | float:
+        """Whether a first notification of the alert is claimed for good; or, if only
+        by a worker still sending it, until when (epoch s) to wait for it."""
         ...
 
     async def state(self, resident: str) -> tuple[list[list[dict[str, Any]]], list[Silence]]:
@@ -93,6 +94,7 @@ class Watch:
     signal: Signal
     alert_id: str  # the id the alerts agent gives the alert the signal raises
     due: float  # monotonic s: when the stateful path is taken to have stalled
+    received: float  # epoch s: when the bridge received the alarm
 
 
 class Watches:
@@ -108,13 +110,18 @@ class Watches:
         self.open: dict[str, Watch] = {}
         self._by_rule: set[tuple[str, str]] = set()  # (resident, rule) of the open ones
 
-    def watch(self, resident: str, signals: Iterable[Signal], now: float) -> None:
+    def watch(self, resident: str, signals: Iterable[Signal], now: float, rx: float) -> None:
         for sig in signals:
             aid = AlertsCore.alert_id_of(resident, sig)
             if aid in self.open or (resident, sig.rule) in self._by_rule:
                 continue
-            self.open[aid] = Watch(resident, sig, aid, now + self.after_s)
+            self.open[aid] = Watch(resident, sig, aid, now + self.after_s, rx)
             self._by_rule.add((resident, sig.rule))
+
+    def again(self, w: Watch, due: float) -> None:
+        """Watch ``w`` again until ``due`` (monotonic s)."""
+        self.open[w.alert_id] = replace(w, due=due)
+        self._by_rule.add((w.resident, w.signal.rule))
 
     def due(self, now: float) -> list[Watch]:
         """The watches whose time has come, taken out."""
@@ -151,6 +158,9 @@ class Relay:
         # resident -> (alerts state after the relay's last step for them, monotonic s)
         self.relayed: dict[str, tuple[bytes, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # resident -> the resets, aborts and cancels forwarded (epoch s received, event)
+        self.gated: dict[str, list[tuple[float, Event]]] = {}
+        self.alarm_rx: dict[str, float] = {}  # an alarm event's id -> when it was received
         # one relay at a time per resident: a second press waits for the first's page,
         # then sees its alert (a repeat), as the alerts agent would
         self._locks: dict[str, asyncio.Lock] = {}
@@ -162,30 +172,24 @@ class Relay:
         self.types = self.rules.engine.immediate_types()
 
     # --- watch ----------------------------------------------------------------
-    def note(self, events: Iterable[Event]) -> None:
-        """Events the bridge has forwarded (Kafka acked them). Never raises: the
-        bridge's forwarding must not stop for the relay (the stateful path pages an
-        alarm the relay could not watch)."""
+    def note(self, events: Iterable[Event], received: datetime) -> None:
+        """Events the bridge has forwarded (Kafka acked them), received at ``received``.
+        Never raises: the bridge's forwarding must not stop for the relay (the stateful
+        path pages an alarm the relay could not watch)."""
         now = time.monotonic()
+        rx = received.timestamp()
         for ev in events:
             try:
-                if ev.resident in self.relayed and gated(ev):
-                    self._apply_reset(ev)
+                if gated(ev):  # a reset, abort or cancel: the gates may need it (``_state``)
+                    self.gated.setdefault(ev.resident, []).append((rx, ev))
                 if ev.type in self.types:
                     sigs = self.rules.engine.immediate(ev)
                     if sigs:
+                        self.alarm_rx[ev.id] = rx
                         self.stats["watched"] += len(sigs)
-                        self.watches.watch(ev.resident, sigs, now)
+                        self.watches.watch(ev.resident, sigs, now, rx)
             except Exception as exc:
                 log.error("relay: event not watched", event_id=ev.id, error=repr(exc)[:300])
-
-    def _apply_reset(self, ev: Event) -> None:
-        """A reset (or abort, cancel) of a resident whose alarm the relay paged: it
-        closes that alert here as it will for the alerts agent."""
-        state = self.relayed[ev.resident][0]
-        step = self.alerts.step(ev.resident, state, _as_read(codecs.reset_record(ev)), 0, _now())
-        if step.state is not None:
-            self.relayed[ev.resident] = (step.state, time.monotonic())
 
     # --- relay ----------------------------------------------------------------
     def tick(self) -> None:
@@ -198,6 +202,11 @@ class Relay:
         if int(now) % 60 == 0:  # forget what is old (some ticks of that second)
             self.relayed = {k: v for k, v in self.relayed.items() if now - v[1] < KEEP_S}
             self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+            old = time.time() - KEEP_S
+            self.alarm_rx = {k: v for k, v in self.alarm_rx.items() if v > old}
+            self.gated = {
+                k: kept for k, v in self.gated.items() if (kept := [g for g in v if g[0] > old])
+            }
 
     async def _relay_logged(self, w: Watch) -> None:
         lock = self._locks.setdefault(w.resident, asyncio.Lock())
@@ -208,10 +217,17 @@ class Relay:
             self.stats["failed"] += 1
             log.warning("alarm not relayed", alert=w.alert_id, error=repr(exc)[:300])
 
-    def _state(self, resident: str, stored: list[list[dict[str, Any]]]) -> bytes:
-        """The resident's alerts as the alerts agent would hold them: the stored ones,
-        and those the relay raised itself that are not stored yet."""
-        alerts = list(stored)
+    def _state(self, resident: str, stored: list[list[dict[str, Any]]], before: float) -> bytes:
+        """The resident's alerts as the alerts agent will hold them when it reaches the
+        alarm received at ``before`` (epoch s): the stored ones and those the relay
+        raised itself that are not stored yet, then each reset (abort, cancel) the
+        bridge received before the alarm applied to the alerts raised before that
+        reset was received. While the workers stall, the sink stores nothing: a reset
+        the agent took just before the stall may not be stored, and without it a new
+        alarm would look like a repeat of the closed one. A reset received before an
+        alert was raised is left alone (the agent may have taken it first): at worst
+        the relay then holds back an alarm the agent pages after the stall."""
+        alerts = [orjson.loads(orjson.dumps(recs)) for recs in stored]
         mine = self.relayed.get(resident)
         if mine is not None:
             known = {recs[0]["alert_id"] for recs in stored if recs}
@@ -220,24 +236,55 @@ class Relay:
                 for recs in orjson.loads(mine[0])["alerts"]
                 if recs and recs[0]["alert_id"] not in known
             ]
+        for rx, ev in self.gated.get(resident, ()):
+            if rx >= before:
+                break  # kept in the order received: what came after the alarm is not its past
+            older = [a for a in alerts if a and self._raised_rx(a) < rx]
+            if not older:
+                continue
+            doc = {"v": 1, "alerts": older, "sil": [], "seen": []}
+            step = self.alerts.step(
+                resident, orjson.dumps(doc), _as_read(codecs.reset_record(ev)), 0, _now()
+            )
+            if step.state is not None:
+                ids = {a[0]["alert_id"] for a in older}
+                alerts = [a for a in alerts if a[0]["alert_id"] not in ids]
+                alerts += orjson.loads(step.state)["alerts"]
         return orjson.dumps({"v": 1, "alerts": alerts, "sil": [], "seen": []})
+
+    def _raised_rx(self, recs: list[dict[str, Any]]) -> float:
+        """When the alarm that raised an alert reached this bridge (epoch s), if this
+        bridge forwarded it; else when the alert was raised (later: a reset received
+        in between is then not taken as after the alarm, the safe side)."""
+        events = recs[0]["data"].get("events") or ()
+        known = [self.alarm_rx[e] for e in events if e in self.alarm_rx]
+        return min(known) if known else datetime.fromisoformat(recs[0]["at"]).timestamp()
 
     async def relay(self, w: Watch) -> None:
         """Page ``w``'s alarm unless the stateful path (or the gates) has it."""
-        if await self.store.claimed(w.alert_id):
+        claimed = await self.store.claimed(w.alert_id)
+        if claimed is True:
             self.stats["claimed"] += 1  # the notify agent has it (the usual case)
+            log.debug("alarm left to the workers: claimed", alert=w.alert_id)
+            return
+        if claimed is not False:  # a worker is sending it: look again when its claim ends
+            self.watches.again(w, time.monotonic() + max(0.0, claimed - time.time()))
+            log.info("alarm being sent by a worker: looked at again", alert=w.alert_id)
             return
         stored, silences = await self.store.state(w.resident)
         self.alerts.update_silences(silences)
         sig = _as_read(codecs.signal_record(w.signal))
-        step = self.alerts.step(w.resident, self._state(w.resident, stored), sig, 0, _now())
+        state = self._state(w.resident, stored, w.received)
+        step = self.alerts.step(w.resident, state, sig, 0, _now())
         ntfs = [n for n in step.notifications if n["row"]["alert_id"] == w.alert_id]
         if not ntfs:
             self.stats["gated"] += 1  # a repeat of an open alert, a silence: no page
+            log.info("alarm not relayed: held by the gates", alert=w.alert_id, rule=w.signal.rule)
             return
         keys = [n["row"]["key"] for n in ntfs]
         if not await self.store.claim(w.alert_id, keys):
             self.stats["claimed"] += 1
+            log.info("alarm left to the workers: claimed meanwhile", alert=w.alert_id)
             return
         sent = await self._page(ntfs)
         await self.send(
@@ -254,34 +301,36 @@ class Relay:
             alert=w.alert_id,
             rule=w.signal.rule,
             after_s=self.settings.relay_after_s,
+            # from the bridge's receipt to the page: the relay's own delay, to watch
+            paged_after_s=round(time.time() - w.received, 3),
             delivered=sum(bool(r["ok"]) for r in sent),
         )
 
     async def _page(self, ntfs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Send each notification once; their delivery records. The relay does not
-        retry: one that failed is recorded so and given back to the notify agent."""
+        """Send each notification once, all at once; their delivery records. The relay
+        does not retry: one that failed is recorded so and given back to the notify
+        agent."""
         from trygg.alerts.escalation import Notification
         from trygg.notify.base import deliver, payload
 
-        out: list[dict[str, Any]] = []
-        for nd in ntfs:
+        async def one(nd: dict[str, Any]) -> dict[str, Any]:
             row = nd["row"]
             n = Notification.from_row(row)
             d, ms = await deliver(
                 self.channels, n, row["address"], payload(nd["alert"], n, row["address"])
             )
-            out.append(
-                spooled.delivery_record(
-                    key=row["key"],
-                    alert_id=row["alert_id"],
-                    channel=row["channel"],
-                    address=row["address"],
-                    at=_now(),
-                    attempts=max(1, d.attempts),
-                    ok=d.ok,
-                    status=d.status,
-                    error=d.error,
-                    latency_ms=round(ms, 3),
-                )
+            return spooled.delivery_record(
+                key=row["key"],
+                alert_id=row["alert_id"],
+                channel=row["channel"],
+                address=row["address"],
+                at=_now(),
+                attempts=max(1, d.attempts),
+                ok=d.ok,
+                status=d.status,
+                error=d.error,
+                latency_ms=round(ms, 3),
             )
-        return out
+
+        # at once, not one after another: the webhook does not wait for the MQTT send
+        return list(await asyncio.gather(*(one(nd) for nd in ntfs)))

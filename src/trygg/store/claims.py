@@ -1,35 +1,52 @@
 """Who sends an alarm's first notification: a bridge's relay or a worker's notify
 agent (migration 0012; docs/distributed.md, "The relay").
 
-The first to insert a notification key's row sends it. A relay claims all of an
-alert's first notifications or none, pages, then marks them sent; a worker that
-finds a relay's row unsent after ``lease_s`` takes it over (the relay died
-between its claim and its page). A worker's own row never stops a worker: a
-notification read again after a crash is sent again, as without a relay.
+The first to insert a notification key's row sends it, and marks it sent once it
+has. A relay claims all of an alert's first notifications or none, pages, then
+marks them sent; a worker that finds a relay's row unsent after ``RELAY_LEASE_S``
+takes it over (the relay died between its claim and its page). A worker's row
+unsent after ``WORKER_LEASE_S`` is the relay's to take over (the worker died
+between its claim and its send: a SIGKILL lands there about one time in five at
+four alarms a second). A worker's own row never stops a worker: a notification
+read again after a crash is sent again, as without a relay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
 RELAY_LEASE_S = 10.0  # a relay's claim holds a worker's copy this long (then it takes over)
+WORKER_LEASE_S = 3.0  # a worker's unsent claim holds the relay off this long (then it may page)
+T = TypeVar("T")
 WORKER = "worker"  # the claimant name of every worker's notify agent
 
 MINE = "mine"  # send it
 RELAYED = "relayed"  # a relay sent it: settled
 
 
-def alert_claimed(conn: psycopg.Connection, alert_id: str) -> bool:
-    """Whether any first notification of the alert is claimed (by anyone)."""
+def alert_claimed(conn: psycopg.Connection, alert_id: str) -> bool | datetime:
+    """Whether a first notification of the alert is claimed for good (sent, or a
+    relay's): True; only by a worker still sending it: until when its claim holds
+    (then ask again); not at all, or by a worker that did not send it in time: False."""
     row = conn.execute(
-        "SELECT 1 FROM notification_claims WHERE alert_id = %s LIMIT 1", [alert_id]
+        "SELECT bool_or(sent OR by <> %s), max(at) FILTER (WHERE by = %s AND NOT sent)"
+        " FROM notification_claims WHERE alert_id = %s",
+        [WORKER, WORKER, alert_id],
     ).fetchone()
-    return row is not None
+    settled, pending = row if row is not None else (None, None)
+    if settled:
+        return True
+    if pending is not None:
+        until: datetime = pending + timedelta(seconds=WORKER_LEASE_S)
+        now = conn.execute("SELECT now()").fetchone()
+        return until if now is not None and until > now[0] else False
+    return False
 
 
 def claim_for_relay(conn: psycopg.Connection, alert_id: str, keys: list[str], by: str) -> bool:
@@ -38,10 +55,13 @@ def claim_for_relay(conn: psycopg.Connection, alert_id: str, keys: list[str], by
     try:
         with conn.transaction():
             for key in keys:
+                # a worker's claim left unsent past its lease is taken over
                 cur = conn.execute(
-                    "INSERT INTO notification_claims (key, alert_id, by, sent)"
-                    " VALUES (%s, %s, %s, false) ON CONFLICT (key) DO NOTHING RETURNING key",
-                    [key, alert_id, by],
+                    "INSERT INTO notification_claims AS c (key, alert_id, by, sent)"
+                    " VALUES (%s, %s, %s, false) ON CONFLICT (key) DO UPDATE"
+                    " SET by = excluded.by, at = now()"
+                    " WHERE c.by = %s AND NOT c.sent AND c.at < now() - %s RETURNING key",
+                    [key, alert_id, by, WORKER, timedelta(seconds=WORKER_LEASE_S)],
                 )
                 if cur.fetchone() is None:
                     raise _Taken
@@ -63,10 +83,10 @@ def relay_settled(conn: psycopg.Connection, delivered: list[str], failed: list[s
 _WORKER_CLAIM = """
 WITH ins AS (
     INSERT INTO notification_claims (key, alert_id, by, sent)
-    VALUES (%(key)s, %(alert)s, %(worker)s, true)
+    VALUES (%(key)s, %(alert)s, %(worker)s, false)
     ON CONFLICT (key) DO NOTHING RETURNING key
 ), took AS (
-    UPDATE notification_claims SET by = %(worker)s, at = now(), sent = true
+    UPDATE notification_claims SET by = %(worker)s, at = now(), sent = false
      WHERE key = %(key)s AND by <> %(worker)s AND NOT sent AND at < now() - %(lease)s
     RETURNING key
 )
@@ -94,25 +114,33 @@ class WorkerClaims:
         self._rest_until = 0.0
 
     async def claim(self, key: str, alert_id: str) -> str | datetime:
+        return await self.claim_wait(self._claim(key, alert_id))
+
+    async def claim_wait(self, work: Coroutine[Any, Any, T]) -> T:
         loop = asyncio.get_running_loop()
         if loop.time() < self._rest_until:
             # a database just found away is not asked again for each alarm (each would
             # wait ``wait_s``): the caller sends, as it does when the database is away
+            work.close()
             raise ConnectionError("the claims' database was away moments ago")
         try:
-            return await asyncio.wait_for(self._claim(key, alert_id), self.wait_s)
+            return await asyncio.wait_for(work, self.wait_s)
         except BaseException:
             self._rest_until = loop.time() + self.rest_s
             await self.close()  # a query cut short leaves the connection unusable
             raise
 
-    async def _claim(self, key: str, alert_id: str) -> str | datetime:
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(
                 self.url, autocommit=True, connect_timeout=max(1, int(self.wait_s))
             )
+        return self._conn
+
+    async def _claim(self, key: str, alert_id: str) -> str | datetime:
+        conn = await self._connection()
         args = {"key": key, "alert": alert_id, "worker": WORKER, "lease": self.lease}
-        cur = await self._conn.execute(_WORKER_CLAIM, args)
+        cur = await conn.execute(_WORKER_CLAIM, args)
         row = await cur.fetchone()
         assert row is not None
         mine, by, at, sent = row
@@ -122,6 +150,18 @@ class WorkerClaims:
             return RELAYED
         until: datetime = at + self.lease
         return until
+
+    async def sent(self, key: str) -> None:
+        """The worker has sent (or tried) the notification it claimed: the relay no
+        longer waits on it. Raises like ``claim``; the caller only logs it."""
+        await self.claim_wait(self._sent(key))
+
+    async def _sent(self, key: str) -> None:
+        conn = await self._connection()
+        await conn.execute(
+            "UPDATE notification_claims SET sent = true WHERE key = %s AND by = %s",
+            [key, WORKER],
+        )
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -136,6 +136,7 @@ class Worker(RulesAgent, AlertsAgent, NotifyAgent, SinkAgent, TimerScan, Reloads
         sender: Sender | None = None,
         db: Callable[..., Awaitable[Any]] | None = None,
         claim: Callable[[str, str], Awaitable[str | float | None]] | None = None,
+        claim_sent: Callable[[str], Awaitable[None]] | None = None,
         load_registry: Callable[[], Awaitable[Registry]] | None = None,
         load_silences: Callable[[], Awaitable[list[Silence]]] | None = None,
         load_overlays: Callable[[], Awaitable[OverlayInputs]] | None = None,
@@ -152,6 +153,7 @@ class Worker(RulesAgent, AlertsAgent, NotifyAgent, SinkAgent, TimerScan, Reloads
         self.sender: Sender = sender or FaustSender()
         self.db = db
         self.claim = claim
+        self.claim_sent = claim_sent
         self._load_registry = load_registry
         self._load_silences = load_silences
         self._load_overlays = load_overlays

@@ -62,6 +62,7 @@ class WorkerBase:
     # who sends a first notification, a bridge's relay or this worker (store.claims):
     # MINE, RELAYED, the epoch s a relay's lease ends, or None (no answer: send it)
     claim: Callable[[str, str], Awaitable[str | float | None]] | None
+    claim_sent: Callable[[str], Awaitable[None]] | None  # a claimed notification was sent
     channels: dict[Any, Any]
     clock: Callable[[], datetime]
     outbox: NotifyOutbox

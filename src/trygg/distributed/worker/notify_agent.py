@@ -14,7 +14,7 @@ from trygg import logs
 from trygg.distributed import codecs
 from trygg.distributed.worker.base import WorkerBase, key_text
 from trygg.distributed.worker.outbox import Attempt, Outcome
-from trygg.store.claims import RELAYED
+from trygg.store.claims import MINE, RELAYED
 
 log = logs.get("trygg.worker")
 CLOSED = "the alert was closed"  # a notification dropped for it (as the embedded runner says)
@@ -85,8 +85,10 @@ class NotifyAgent(WorkerBase):
             return
         for at in todo:
             row = at.row
+            claimed = False
             if self.claim is not None and row["action"] == "notify" and at.attempts == 0:
                 verdict = await self.claim(row["key"], row["alert_id"])
+                claimed = verdict == MINE
                 if verdict == RELAYED:  # settled: the relay's delivery record says how
                     ob.relayed(doc, at.key)
                     self.stats["relayed"] += 1
@@ -98,6 +100,8 @@ class NotifyAgent(WorkerBase):
             d, ms = await deliver(
                 self.channels, n, row["address"], payload(at.alert, n, row["address"])
             )
+            if claimed and self.claim_sent is not None:
+                await self.claim_sent(row["key"])  # the relay no longer waits on it
             tries = at.attempts + max(1, d.attempts)
             where = {"alert": aid, "channel": row["channel"], "address": row["address"]}
             final = ob.settle(

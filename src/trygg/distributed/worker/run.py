@@ -78,6 +78,12 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
             return None
         return v.timestamp() if isinstance(v, datetime) else v
 
+    async def claim_sent(key: str) -> None:
+        try:
+            await claims.sent(key)
+        except Exception as exc:  # the relay pages it after the worker's lease: logged
+            log.warning("notification claim not marked sent", error=repr(exc)[:200])
+
     stored_registry = RegistryReader()  # parsed again only when it changed
 
     def _registry() -> Registry:
@@ -110,6 +116,7 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
         alerts=alerts,
         db=db,
         claim=claim,
+        claim_sent=claim_sent,
         load_registry=lambda: asyncio.to_thread(_registry),
         load_silences=lambda: asyncio.to_thread(_silences),
         load_overlays=lambda: asyncio.to_thread(_overlay_inputs),
