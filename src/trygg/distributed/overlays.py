@@ -13,6 +13,14 @@ from trygg.rules.overlays import OverlayInputs
 from trygg.settings import Settings
 
 
+def rules_dirs(settings: Settings) -> list[Path]:
+    """Where the catalogue and its district overlay files are: ``TRYGG_RULES_DIR``, or
+    the packaged standard."""
+    from trygg.rules.catalogue import default_rules_dir
+
+    return [Path(settings.rules_dir) if settings.rules_dir else default_rules_dir()]
+
+
 def overlay_inputs(settings: Settings, rules_dirs: list[Path]) -> OverlayInputs:
     """The district overlays in force: the files beside the rules and each district's
     stored active version, which wins over its file (docs/rules.md, "Versions per

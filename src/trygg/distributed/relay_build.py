@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -23,7 +22,7 @@ from psycopg_pool import ConnectionPool
 from trygg import logs
 from trygg.alerts.routing_config import RoutingConfig
 from trygg.alerts.silences import Silence
-from trygg.distributed.overlays import overlay_inputs
+from trygg.distributed.overlays import overlay_inputs, rules_dirs
 from trygg.distributed.relay import TICK_S, Relay
 from trygg.distributed.worker.alerts_core import AlertsCore
 from trygg.distributed.worker.rules_core import RulesCore
@@ -90,13 +89,12 @@ def build_relay(settings: Settings, registry: Registry, producer: AIOKafkaProduc
     """The relay of one bridge; raises (OverlayError) where the worker would refuse to start."""
     from trygg.notify.console import ConsoleFeed
     from trygg.rules import load_catalogue
-    from trygg.rules.catalogue import default_rules_dir
     from trygg.runner.routing import routing_from
     from trygg.runner.wiring import build_channels, webhook_urls
 
     s = settings
-    rules_dirs = [Path(s.rules_dir) if s.rules_dir else default_rules_dir()]
-    rules = RulesCore.layered(load_catalogue(rules_dirs), registry, *overlay_inputs(s, rules_dirs))
+    dirs = rules_dirs(s)
+    rules = RulesCore.layered(load_catalogue(dirs), registry, *overlay_inputs(s, dirs))
     routing = routing_from(s.routing, webhooks=webhook_urls(s))
     alerts = AlertsCore(routing)
     alerts.update_registry(registry)
@@ -153,13 +151,11 @@ async def _forget_old_claims(relay: Relay) -> None:
 async def _reload_overlays(relay: Relay, s: Settings) -> None:
     """The district overlays in force, as the worker reloads them (a refused one
     leaves those in force, as there)."""
-    from trygg.rules.catalogue import default_rules_dir
-
-    rules_dirs = [Path(s.rules_dir) if s.rules_dir else default_rules_dir()]
+    dirs = rules_dirs(s)
     while True:
         await asyncio.sleep(OVERLAY_RELOAD_S)
         try:
-            inputs = await asyncio.to_thread(overlay_inputs, s, rules_dirs)
+            inputs = await asyncio.to_thread(overlay_inputs, s, dirs)
             if relay.rules.update_overlays(*inputs):
                 relay.types = relay.rules.engine.immediate_types()
                 log.info("relay: district overlays reloaded")

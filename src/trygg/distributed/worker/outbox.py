@@ -25,7 +25,6 @@ class Attempt:
     alert: dict[str, Any]
     attempts: int  # made before this one
     first_failed: float | None  # epoch s of the first failed attempt (None: this is the first)
-    held: bool = False  # a relay was paging it: ask who sends it again (``NotifyOutbox.hold``)
 
 
 @dataclass
@@ -125,7 +124,7 @@ class NotifyOutbox:
     def due(doc: dict[str, Any], now: float) -> list[Attempt]:
         """The pending notifications whose time has come (on ``rty``)."""
         return [
-            Attempt(k, e["row"], e["alert"], e["a"], e["t0"], bool(e.get("held")))
+            Attempt(k, e["row"], e["alert"], e["a"], e["t0"])
             for k, e in sorted(doc["n"].items(), key=lambda kv: (kv[1].get("nb", 0), kv[0]))
             if "nb" in e and e["nb"] <= now
         ]
@@ -162,8 +161,10 @@ class NotifyOutbox:
             for k, e in doc["n"].items()
             if "nb" in e and not e.get("held")
         ]
+        # every pending one is done; a held one is not recorded here (the relay's own
+        # delivery record says what became of it)
         for k, e in doc["n"].items():
-            if "nb" in e:  # a held one: the relay's own delivery record says what became of it
+            if "nb" in e:
                 doc["n"][k] = {"done": True}
         if doc["closed"] is None:
             doc["closed"] = now

@@ -19,7 +19,7 @@ from typing import Any
 
 from trygg import logs
 from trygg.alerts.silences import Silence
-from trygg.distributed.overlays import overlay_inputs
+from trygg.distributed.overlays import overlay_inputs, rules_dirs
 from trygg.distributed.worker.alerts_core import AlertsCore
 from trygg.distributed.worker.app import Worker
 from trygg.distributed.worker.rules_core import RulesCore
@@ -40,7 +40,6 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
     from trygg.notify.console import ConsoleFeed
     from trygg.retry import logged, retry_async
     from trygg.rules import load_catalogue
-    from trygg.rules.catalogue import default_rules_dir
     from trygg.runner.routing import routing_from
     from trygg.runner.wiring import build_channels, webhook_urls
     from trygg.store import DB_AWAY
@@ -48,8 +47,8 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
     from trygg.store.registry import RegistryReader
 
     s = settings
-    rules_dirs = [Path(s.rules_dir) if s.rules_dir else default_rules_dir()]
-    catalogue = load_catalogue(rules_dirs)
+    dirs = rules_dirs(s)
+    catalogue = load_catalogue(dirs)
     pool = ConnectionPool(
         s.database_url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}, timeout=10
     )
@@ -98,7 +97,7 @@ def build_worker(settings: Settings, applied_log: Path | None = None) -> Worker:
         return [Silence.model_validate(r) for r in rows]
 
     def _overlay_inputs() -> OverlayInputs:
-        return overlay_inputs(s, rules_dirs)
+        return overlay_inputs(s, dirs)
 
     registry = _registry()
     # The stored care plans against the catalogue that runs: refused in trygg check's words.
