@@ -144,6 +144,25 @@ class _Sent:
         self.records += [(t, k, codecs.loads(v)) for t, k, v in records]
 
 
+def _relay(s: Settings, registry: Registry, store: DbStore, hook: Any, send: _Sent) -> Relay:
+    """A bridge's relay over the standard catalogue and routing, paging one webhook."""
+    alerts = AlertsCore(default_routing())
+    alerts.update_registry(registry)
+    return Relay(
+        s,
+        rules=RulesCore(Engine(load_catalogue([REPO / "rules"]), registry)),
+        alerts=alerts,
+        channels={Channel.WEBHOOK: NamedWebhooks({"default": hook.url})},
+        store=store,
+        send=send,
+    )
+
+
+async def _close(relay: Relay) -> None:
+    for ch in relay.channels.values():
+        await ch.aclose()
+
+
 @pytest.fixture
 def relay_parts(db: str) -> Iterator[tuple[Settings, Registry, DbStore]]:
     from psycopg_pool import ConnectionPool
@@ -163,16 +182,7 @@ def test_the_relay_pages_a_stalled_alarm_once_through_the_gates(
     s, registry, store = relay_parts
     sent = _Sent()
     with WebhookReceiver() as hook:
-        alerts = AlertsCore(default_routing())
-        alerts.update_registry(registry)
-        relay = Relay(
-            s,
-            rules=RulesCore(Engine(load_catalogue([REPO / "rules"]), registry)),
-            alerts=alerts,
-            channels={Channel.WEBHOOK: NamedWebhooks({"default": hook.url})},
-            store=store,
-            send=sent,
-        )
+        relay = _relay(s, registry, store, hook, sent)
 
         def due() -> list[Watch]:
             return relay.watches.due(time.monotonic() + 60)
@@ -215,8 +225,7 @@ def test_the_relay_pages_a_stalled_alarm_once_through_the_gates(
             (again,) = due()
             await relay.relay(again)
             assert len(hook.received) == 2 and relay.stats["claimed"] == 1
-            for ch in relay.channels.values():
-                await ch.aclose()
+            await _close(relay)
 
         asyncio.run(go())
     # Its deliveries go to the records topic, one per level-1 notification: the webhook
@@ -243,16 +252,7 @@ def test_presses_while_the_workers_stall_page_once(
     judged after that page, so it is a repeat, as for the alerts agent."""
     s, registry, store = relay_parts
     with WebhookReceiver() as hook:
-        alerts = AlertsCore(default_routing())
-        alerts.update_registry(registry)
-        relay = Relay(
-            s,
-            rules=RulesCore(Engine(load_catalogue([REPO / "rules"]), registry)),
-            alerts=alerts,
-            channels={Channel.WEBHOOK: NamedWebhooks({"default": hook.url})},
-            store=store,
-            send=_Sent(),
-        )
+        relay = _relay(s, registry, store, hook, _Sent())
         press = _event(registry, DeviceKind.BUTTON, EventType.BUTTON_PRESSED, "p1")
         # a stuck button: a hundred presses make one watch (one per resident and rule)
         relay.note(
@@ -273,8 +273,7 @@ def test_presses_while_the_workers_stall_page_once(
 
         async def go() -> None:
             await asyncio.gather(*(relay._relay_logged(w) for w in watches))
-            for ch in relay.channels.values():
-                await ch.aclose()
+            await _close(relay)
 
         asyncio.run(go())
     assert len(hook.received) == 1
@@ -307,16 +306,7 @@ def test_a_reset_not_yet_stored_closes_the_alert_for_the_relay(
             spooled.apply_many(conn, step.records, {f"test-{eid}": (0, 1)})
 
     with WebhookReceiver() as hook:
-        alerts = AlertsCore(default_routing())
-        alerts.update_registry(registry)
-        relay = Relay(
-            s,
-            rules=RulesCore(Engine(load_catalogue([REPO / "rules"]), registry)),
-            alerts=alerts,
-            channels={Channel.WEBHOOK: NamedWebhooks({"default": hook.url})},
-            store=store,
-            send=_Sent(),
-        )
+        relay = _relay(s, registry, store, hook, _Sent())
         press = _event(registry, DeviceKind.BUTTON, EventType.BUTTON_PRESSED, "p1")
 
         async def go() -> None:
@@ -338,8 +328,7 @@ def test_a_reset_not_yet_stored_closes_the_alert_for_the_relay(
             (w2,) = relay.watches.due(time.monotonic() + 60)
             await relay.relay(w2)
             assert len(hook.received) == 1 and relay.stats["gated"] == 1
-            for ch in relay.channels.values():
-                await ch.aclose()
+            await _close(relay)
 
         asyncio.run(go())
 
