@@ -46,6 +46,7 @@ from trygg.child import stop_on_signals
 from trygg.distributed import codecs
 from trygg.distributed.relay import Relay
 from trygg.distributed.relay_build import build_relay, relay_wanted, run_relay
+from trygg.heap import freeze_startup_heap
 from trygg.ingest.decode import DecodeLimits, Decoder
 from trygg.ingest.mqtt import Message, MqttSource
 from trygg.model import Event
@@ -309,6 +310,8 @@ def run_bridge(settings: Settings) -> None:
     """Run a bridge until SIGINT/SIGTERM."""
 
     async def main() -> None:
-        await Bridge(settings).run(stop_on_signals())
+        bridge = Bridge(settings)
+        freeze_startup_heap()  # no long full collections in the alarm path (trygg.heap)
+        await bridge.run(stop_on_signals())
 
     asyncio.run(main())

@@ -32,6 +32,7 @@ from psycopg_pool import ConnectionPool
 
 from trygg import logs
 from trygg.check import NotStarted, care_plan_lines
+from trygg.heap import freeze_startup_heap
 from trygg.ingest.decode import DecodeLimits, Decoder
 from trygg.ingest.dedup import RecentKeys
 from trygg.ingest.receiver import ReceiverProcess
@@ -382,6 +383,8 @@ def run_forever(settings: Settings, engine: RuleEngine | None = None) -> None:
 
         for s in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(s, on_signal)
-        await EmbeddedRunner(settings, engine).run(stop)
+        runner = EmbeddedRunner(settings, engine)
+        freeze_startup_heap()  # no long full collections in the alarm path (trygg.heap)
+        await runner.run(stop)
 
     asyncio.run(main())
