@@ -365,6 +365,11 @@ def test_the_notify_agent_defers_to_a_relay_that_claimed_first() -> None:
         n = asked[key] = asked.get(key, 0) + 1
         return script[ids[alert_id]][0 if n == 1 else 1]
 
+    marked: list[str] = []  # claims the agent marked sent (the relay stops waiting on them)
+
+    async def claim_sent(key: str) -> None:
+        marked.append(key)
+
     with Receiver() as hook:
         w = Worker(
             Settings(kafka_partitions=4),
@@ -374,6 +379,7 @@ def test_the_notify_agent_defers_to_a_relay_that_claimed_first() -> None:
             clock=lambda: now[0],
             channels={Channel.WEBHOOK: NamedWebhooks({"default": hook.url})},
             claim=claim,
+            claim_sent=claim_sent,
         )
         w.app.finalize()
         w.app.conf.store = "memory://"
@@ -425,3 +431,6 @@ def test_the_notify_agent_defers_to_a_relay_that_claimed_first() -> None:
     assert sorted(r for _, _, r in hook.received) == ["r-0002", "r-0003"]
     assert w.stats["relayed"] == len([k for k in asked if ids[k.split(":")[0]] == "r-0001"])
     assert w.stats["relayed"] >= 1
+    # what the agent claimed and sent is marked sent, once; what it did not claim is not
+    mine = [k for k in asked if ids[k.split(":")[0]] == "r-0002"]
+    assert mine and sorted(marked) == sorted(mine)

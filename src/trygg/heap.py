@@ -1,12 +1,13 @@
 """The start-up heap, kept out of the garbage collector's full passes.
 
 CPython's full collection (generation 2) walks every object the process tracks, and
-it stops the event loop while it does. A trygg process holds a few hundred thousand
-such objects before it handles its first event: the modules, classes and functions of
-its imports (Faust, aiokafka, pydantic, psycopg, ...) and its wiring. In a worker a full
-collection took 70-100 ms, about once a minute, with both workers of the benchmark
-often at the same moment: every alarm in flight waited that long (bench/RESULTS.md,
-2026-12-07 late evening; docs/distributed.md, "An alarm's path at steady state").
+it stops the event loop while it does. Before a trygg process handles its first event it
+holds many such objects (76,000 after the worker's imports alone): the modules, classes
+and functions of its imports (Faust, aiokafka, pydantic, psycopg, ...) and its wiring.
+In a worker a full collection took 70-100 ms, every 8-40 s in the benchmark's stages,
+with both workers often at the same moment: every alarm in flight waited that long
+(bench/RESULTS.md, 2026-12-07 late evening; docs/distributed.md, "An alarm's path at
+steady state").
 
 Those objects live as long as the process and never become garbage, so once the
 process is built they are moved out of the collector's sight (``gc.freeze``); the full

@@ -8,6 +8,7 @@ tried again when the timer scan says it is due; each delivery is recorded
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from trygg import logs
@@ -41,6 +42,7 @@ class NotifyAgent(WorkerBase):
         doc = ob.load(self.notify_table.get(aid), partition)
         now = self.clock().timestamp()
         records: list[tuple[str, dict[str, Any]]] = []  # (resident, delivery record)
+        sent_claims: list[str] = []  # claimed and sent: marked so with the records' send
 
         def record(
             at: Attempt, attempts: int, ok: bool, status: Any, error: Any, ms: float
@@ -100,8 +102,8 @@ class NotifyAgent(WorkerBase):
             d, ms = await deliver(
                 self.channels, n, row["address"], payload(at.alert, n, row["address"])
             )
-            if claimed and self.claim_sent is not None:
-                await self.claim_sent(row["key"])  # the relay no longer waits on it
+            if claimed:
+                sent_claims.append(row["key"])
             tries = at.attempts + max(1, d.attempts)
             where = {"alert": aid, "channel": row["channel"], "address": row["address"]}
             final = ob.settle(
@@ -122,8 +124,12 @@ class NotifyAgent(WorkerBase):
             elif not d.ok:
                 log.error("notification not delivered", **where, attempts=tries, error=final)
         out = [(self.records_topic, rid, codecs.dumps(r), None) for rid, r in records]
-        # The deliveries must be in Kafka before the state that says they were made.
-        await self.sender.send_all(out)
+        # The deliveries must be in Kafka before the state that says they were made. The
+        # claims are marked sent (the relay no longer waits on them) meanwhile, not one
+        # database round trip each before it: the next notification of the alert, often
+        # the webhook after the console and MQTT, waits on this step.
+        marks = [self.claim_sent(k) for k in sent_claims] if self.claim_sent else []
+        await asyncio.gather(self.sender.send_all(out), *marks)
         state = ob.dump(doc)
         self.notify_table[aid] = state.decode()
         self.notify_timers.update(partition, aid, doc["next"], None)
