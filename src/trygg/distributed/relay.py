@@ -50,15 +50,21 @@ from trygg.store import spooled
 
 log = logs.get("trygg.relay")
 KEEP_S = 600.0  # a resident's alerts the relay raised are kept this long
+_NO_ALERTS = orjson.dumps({"v": 1, "alerts": [], "sil": [], "seen": []})
 TICK_S = 0.05  # how often the open watches are looked at
+
+
+def _unclaimed(claim: bool | float | None) -> bool:
+    """A notification no one has claimed, or a worker's claim past its lease."""
+    return claim is None or claim is False
 
 
 class Store(Protocol):
     """What the relay asks of the database (``relay_build`` gives it ``store`` calls)."""
 
-    async def claimed(self, alert_id: str) -> bool | float:
-        """Whether a first notification of the alert is claimed for good; or, if only
-        by a worker still sending it, until when (epoch s) to wait for it."""
+    async def claims(self, alert_id: str) -> dict[str, bool | float]:
+        """The alert's first notifications claimed so far, by key: True if for good; a
+        worker's unsent: until when (epoch s) to wait for it, or False once past."""
         ...
 
     async def state(self, resident: str) -> tuple[list[list[dict[str, Any]]], list[Silence]]:
@@ -261,28 +267,43 @@ class Relay:
         return min(known) if known else datetime.fromisoformat(recs[0]["at"]).timestamp()
 
     async def relay(self, w: Watch) -> None:
-        """Page ``w``'s alarm unless the stateful path (or the gates) has it."""
-        claimed = await self.store.claimed(w.alert_id)
-        if claimed is True:
-            self.stats["claimed"] += 1  # the notify agent has it (the usual case)
-            log.debug("alarm left to the workers: claimed", alert=w.alert_id)
-            return
-        if claimed is not False:  # a worker is sending it: look again when its claim ends
-            self.watches.again(w, time.monotonic() + max(0.0, claimed - time.time()))
-            log.info("alarm being sent by a worker: looked at again", alert=w.alert_id)
-            return
-        stored, silences = await self.store.state(w.resident)
-        self.alerts.update_silences(silences)
+        """Page ``w``'s alarm, or those of its first notifications no one has claimed,
+        unless the stateful path (or the gates) has it."""
+        held = await self.store.claims(w.alert_id)
         sig = _as_read(codecs.signal_record(w.signal))
-        state = self._state(w.resident, stored, w.received)
-        step = self.alerts.step(w.resident, state, sig, 0, _now())
+        state: bytes | None = None
+        if held:
+            # A worker's notify agent has claimed some: its alerts agent raised the alert
+            # and the gates let it through there. What it has not claimed yet (it sent
+            # the console's notification, then stalled before the webhook's) is the
+            # relay's, without the gates again: the alert, stored by now, would look
+            # like a repeat of itself.
+            step = self.alerts.step(w.resident, _NO_ALERTS, sig, 0, _now())
+        else:
+            stored, silences = await self.store.state(w.resident)
+            self.alerts.update_silences(silences)
+            step = self.alerts.step(
+                w.resident, self._state(w.resident, stored, w.received), sig, 0, _now()
+            )
+            state = step.state
         ntfs = [n for n in step.notifications if n["row"]["alert_id"] == w.alert_id]
         if not ntfs:
             self.stats["gated"] += 1  # a repeat of an open alert, a silence: no page
             log.info("alarm not relayed: held by the gates", alert=w.alert_id, rule=w.signal.rule)
             return
-        keys = [n["row"]["key"] for n in ntfs]
-        if not await self.store.claim(w.alert_id, keys):
+        # a worker still sending one (its claim unsent, its lease not over): look again
+        # when the claim ends; the rest is paged now
+        waits = [v for n in ntfs if isinstance(v := held.get(n["row"]["key"]), float)]
+        ntfs = [n for n in ntfs if _unclaimed(held.get(n["row"]["key"]))]
+        if waits:
+            self.watches.again(w, time.monotonic() + max(0.0, min(waits) - time.time()))
+            log.info("alarm being sent by a worker: looked at again", alert=w.alert_id)
+        if not ntfs:
+            if not waits:
+                self.stats["claimed"] += 1  # the notify agent has it (the usual case)
+                log.debug("alarm left to the workers: claimed", alert=w.alert_id)
+            return
+        if not await self.store.claim(w.alert_id, [n["row"]["key"] for n in ntfs]):
             self.stats["claimed"] += 1
             log.info("alarm left to the workers: claimed meanwhile", alert=w.alert_id)
             return
@@ -293,17 +314,20 @@ class Relay:
         await self.store.settle(
             [r["key"] for r in sent if r["ok"]], [r["key"] for r in sent if not r["ok"]]
         )
-        if step.state is not None:
-            self.relayed[w.resident] = (step.state, time.monotonic())
+        if state is not None:  # the alert the relay raised itself (not one a worker raised)
+            self.relayed[w.resident] = (state, time.monotonic())
         self.stats["relayed"] += 1
         log.info(
-            "alarm relayed: no worker had claimed it",
+            "alarm relayed: no worker had claimed it"
+            if not held
+            else "alarm relayed: a worker claimed some of its notifications, not all",
             alert=w.alert_id,
             rule=w.signal.rule,
             after_s=self.settings.relay_after_s,
             # from the bridge's receipt to the page: the relay's own delay, to watch
             paged_after_s=round(time.time() - w.received, 3),
             delivered=sum(bool(r["ok"]) for r in sent),
+            claimed_by_workers=len(held),
         )
 
     async def _page(self, ntfs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -61,9 +61,9 @@ class DbStore:
 
         return await asyncio.wait_for(asyncio.to_thread(call), DB_WAIT_S)
 
-    async def claimed(self, alert_id: str) -> bool | float:
-        v = await self._run(claims.alert_claimed, alert_id)
-        return v.timestamp() if isinstance(v, datetime) else v
+    async def claims(self, alert_id: str) -> dict[str, bool | float]:
+        got = await self._run(claims.alert_claims, alert_id)
+        return {k: v.timestamp() if isinstance(v, datetime) else v for k, v in got.items()}
 
     async def state(self, resident: str) -> tuple[list[list[dict[str, Any]]], list[Silence]]:
         def read(conn: psycopg.Connection) -> tuple[list[list[dict[str, Any]]], list[Silence]]:

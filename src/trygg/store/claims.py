@@ -30,23 +30,21 @@ MINE = "mine"  # send it
 RELAYED = "relayed"  # a relay sent it: settled
 
 
-def alert_claimed(conn: psycopg.Connection, alert_id: str) -> bool | datetime:
-    """Whether a first notification of the alert is claimed for good (sent, or a
-    relay's): True; only by a worker still sending it: until when its claim holds
-    (then ask again); not at all, or by a worker that did not send it in time: False."""
-    row = conn.execute(
-        "SELECT bool_or(sent OR by <> %s), max(at) FILTER (WHERE by = %s AND NOT sent)"
+def alert_claims(conn: psycopg.Connection, alert_id: str) -> dict[str, bool | datetime]:
+    """The alert's first notifications claimed so far, by key: True if for good (sent,
+    or a relay's); a worker's still unsent: until when its claim holds (then ask
+    again), or False once that has passed (a relay may take it over). A key that is
+    not here is claimed by no one: a worker that sent the console's notification and
+    stalled before the webhook's leaves the webhook's out (docs/distributed.md, "The
+    relay")."""
+    rows = conn.execute(
+        "SELECT key, sent OR by <> %s, at + %s, at + %s > now()"
         " FROM notification_claims WHERE alert_id = %s",
-        [WORKER, WORKER, alert_id],
-    ).fetchone()
-    settled, pending = row if row is not None else (None, None)
-    if settled:
-        return True
-    if pending is not None:
-        until: datetime = pending + timedelta(seconds=WORKER_LEASE_S)
-        now = conn.execute("SELECT now()").fetchone()
-        return until if now is not None and until > now[0] else False
-    return False
+        [WORKER, timedelta(seconds=WORKER_LEASE_S), timedelta(seconds=WORKER_LEASE_S), alert_id],
+    ).fetchall()
+    return {
+        key: True if settled else (until if held else False) for key, settled, until, held in rows
+    }
 
 
 def claim_for_relay(conn: psycopg.Connection, alert_id: str, keys: list[str], by: str) -> bool:
