@@ -289,7 +289,14 @@ class Relay:
         ntfs = [n for n in step.notifications if n["row"]["alert_id"] == w.alert_id]
         if not ntfs:
             self.stats["gated"] += 1  # a repeat of an open alert, a silence: no page
-            log.info("alarm not relayed: held by the gates", alert=w.alert_id, rule=w.signal.rule)
+            log.info(
+                "alarm not relayed: held by the gates",
+                alert=w.alert_id,
+                rule=w.signal.rule,
+                # what the gates decided and why (their words name no resident)
+                decided=[f"{d.kind.value}: {d.reason}" for d in step.decisions][:4],
+                worker_claims=len(held),
+            )
             return
         # a worker still sending one (its claim unsent, its lease not over): look again
         # when the claim ends; the rest is paged now
