@@ -31,6 +31,8 @@ How (docs/distributed.md, "The relay"):
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
@@ -94,6 +96,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+Receipt = tuple[float, float]  # (epoch s the bridge received it, its place in that order)
+
+
 @dataclass
 class Watch:
     resident: str
@@ -101,6 +106,7 @@ class Watch:
     alert_id: str  # the id the alerts agent gives the alert the signal raises
     due: float  # monotonic s: when the stateful path is taken to have stalled
     received: float  # epoch s: when the bridge received the alarm
+    seq: int = 0  # its place in the bridge's order of receipt (a batch shares ``received``)
 
 
 class Watches:
@@ -116,12 +122,14 @@ class Watches:
         self.open: dict[str, Watch] = {}
         self._by_rule: set[tuple[str, str]] = set()  # (resident, rule) of the open ones
 
-    def watch(self, resident: str, signals: Iterable[Signal], now: float, rx: float) -> None:
+    def watch(
+        self, resident: str, signals: Iterable[Signal], now: float, rx: float, seq: int = 0
+    ) -> None:
         for sig in signals:
             aid = AlertsCore.alert_id_of(resident, sig)
             if aid in self.open or (resident, sig.rule) in self._by_rule:
                 continue
-            self.open[aid] = Watch(resident, sig, aid, now + self.after_s, rx)
+            self.open[aid] = Watch(resident, sig, aid, now + self.after_s, rx, seq)
             self._by_rule.add((resident, sig.rule))
 
     def again(self, w: Watch, due: float) -> None:
@@ -164,9 +172,10 @@ class Relay:
         # resident -> (alerts state after the relay's last step for them, monotonic s)
         self.relayed: dict[str, tuple[bytes, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        # resident -> the resets, aborts and cancels forwarded (epoch s received, event)
-        self.gated: dict[str, list[tuple[float, Event]]] = {}
-        self.alarm_rx: dict[str, float] = {}  # an alarm event's id -> when it was received
+        # resident -> the resets, aborts and cancels forwarded (their receipt, event)
+        self.gated: dict[str, list[tuple[Receipt, Event]]] = {}
+        self.alarm_rx: dict[str, Receipt] = {}  # an alarm event's id -> its receipt
+        self._seq = itertools.count()  # the order of receipt, within a batch too
         # one relay at a time per resident: a second press waits for the first's page,
         # then sees its alert (a repeat), as the alerts agent would
         self._locks: dict[str, asyncio.Lock] = {}
@@ -185,15 +194,19 @@ class Relay:
         now = time.monotonic()
         rx = received.timestamp()
         for ev in events:
+            # A batch shares its receipt time: an alarm and its reset 50 ms later often
+            # come in one (more often the more the bridge is loaded), and only their
+            # order then says that the reset closes the alarm (``_state``).
+            at = (rx, next(self._seq))
             try:
                 if gated(ev):  # a reset, abort or cancel: the gates may need it (``_state``)
-                    self.gated.setdefault(ev.resident, []).append((rx, ev))
+                    self.gated.setdefault(ev.resident, []).append((at, ev))
                 if ev.type in self.types:
                     sigs = self.rules.engine.immediate(ev)
                     if sigs:
-                        self.alarm_rx[ev.id] = rx
+                        self.alarm_rx[ev.id] = at
                         self.stats["watched"] += len(sigs)
-                        self.watches.watch(ev.resident, sigs, now, rx)
+                        self.watches.watch(ev.resident, sigs, now, rx, at[1])
             except Exception as exc:
                 log.error("relay: event not watched", event_id=ev.id, error=repr(exc)[:300])
 
@@ -209,9 +222,9 @@ class Relay:
             self.relayed = {k: v for k, v in self.relayed.items() if now - v[1] < KEEP_S}
             self._locks = {k: v for k, v in self._locks.items() if v.locked()}
             old = time.time() - KEEP_S
-            self.alarm_rx = {k: v for k, v in self.alarm_rx.items() if v > old}
+            self.alarm_rx = {k: v for k, v in self.alarm_rx.items() if v[0] > old}
             self.gated = {
-                k: kept for k, v in self.gated.items() if (kept := [g for g in v if g[0] > old])
+                k: kept for k, v in self.gated.items() if (kept := [g for g in v if g[0][0] > old])
             }
 
     async def _relay_logged(self, w: Watch) -> None:
@@ -223,9 +236,9 @@ class Relay:
             self.stats["failed"] += 1
             log.warning("alarm not relayed", alert=w.alert_id, error=repr(exc)[:300])
 
-    def _state(self, resident: str, stored: list[list[dict[str, Any]]], before: float) -> bytes:
+    def _state(self, resident: str, stored: list[list[dict[str, Any]]], before: Receipt) -> bytes:
         """The resident's alerts as the alerts agent will hold them when it reaches the
-        alarm received at ``before`` (epoch s): the stored ones and those the relay
+        alarm received at ``before``: the stored ones and those the relay
         raised itself that are not stored yet, then each reset (abort, cancel) the
         bridge received before the alarm applied to the alerts raised before that
         reset was received. While the workers stall, the sink stores nothing: a reset
@@ -258,13 +271,16 @@ class Relay:
                 alerts += orjson.loads(step.state)["alerts"]
         return orjson.dumps({"v": 1, "alerts": alerts, "sil": [], "seen": []})
 
-    def _raised_rx(self, recs: list[dict[str, Any]]) -> float:
-        """When the alarm that raised an alert reached this bridge (epoch s), if this
-        bridge forwarded it; else when the alert was raised (later: a reset received
-        in between is then not taken as after the alarm, the safe side)."""
+    def _raised_rx(self, recs: list[dict[str, Any]]) -> Receipt:
+        """When the alarm that raised an alert reached this bridge, if this bridge
+        forwarded it; else when the alert was raised (later: a reset received in
+        between is then not taken as after the alarm, the safe side), after every
+        event received in that same instant."""
         events = recs[0]["data"].get("events") or ()
         known = [self.alarm_rx[e] for e in events if e in self.alarm_rx]
-        return min(known) if known else datetime.fromisoformat(recs[0]["at"]).timestamp()
+        if known:
+            return min(known)
+        return (datetime.fromisoformat(recs[0]["at"]).timestamp(), math.inf)
 
     async def relay(self, w: Watch) -> None:
         """Page ``w``'s alarm, or those of its first notifications no one has claimed,
@@ -283,7 +299,11 @@ class Relay:
             stored, silences = await self.store.state(w.resident)
             self.alerts.update_silences(silences)
             step = self.alerts.step(
-                w.resident, self._state(w.resident, stored, w.received), sig, 0, _now()
+                w.resident,
+                self._state(w.resident, stored, (w.received, w.seq)),
+                sig,
+                0,
+                _now(),
             )
             state = step.state
         ntfs = [n for n in step.notifications if n["row"]["alert_id"] == w.alert_id]
