@@ -56,6 +56,12 @@ _NO_ALERTS = orjson.dumps({"v": 1, "alerts": [], "sil": [], "seen": []})
 TICK_S = 0.05  # how often the open watches are looked at
 
 
+def _routed(recs: list[dict[str, Any]]) -> bool:
+    """Whether a stored alert was raised to be notified: not silenced, not held back."""
+    data = recs[0].get("data") or {}
+    return not data.get("suppressed_reason") and not data.get("held_until")
+
+
 def _unclaimed(claim: bool | float | None) -> bool:
     """A notification no one has claimed, or a worker's claim past its lease."""
     return claim is None or claim is False
@@ -288,15 +294,23 @@ class Relay:
         held = await self.store.claims(w.alert_id)
         sig = _as_read(codecs.signal_record(w.signal))
         state: bytes | None = None
-        if held:
-            # A worker's notify agent has claimed some: its alerts agent raised the alert
-            # and the gates let it through there. What it has not claimed yet (it sent
-            # the console's notification, then stalled before the webhook's) is the
-            # relay's, without the gates again: the alert, stored by now, would look
-            # like a repeat of itself.
-            step = self.alerts.step(w.resident, _NO_ALERTS, sig, 0, _now())
-        else:
+        stored: list[list[dict[str, Any]]] = []
+        if not held:
             stored, silences = await self.store.state(w.resident)
+        raised = [recs for recs in stored if recs and recs[0]["alert_id"] == w.alert_id]
+        if held or (raised and _routed(raised[0])):
+            # The alerts agent raised this very alert, and the gates let it through
+            # there: a worker's notify agent has claimed some of its first notifications
+            # (it sent the console's, then stalled before the webhook's), or the sink
+            # stored it before the notify agent reached it (a worker catching up after
+            # a take-over). What no one has claimed is the relay's, without the gates
+            # again: to them the stored alert would be an open alert this alarm repeats.
+            step = self.alerts.step(w.resident, _NO_ALERTS, sig, 0, _now())
+        elif raised:  # raised silenced or held back by a red alert: the agent's to page
+            self.stats["gated"] += 1
+            log.info("alarm not relayed: raised by a worker, not routed", alert=w.alert_id)
+            return
+        else:
             self.alerts.update_silences(silences)
             step = self.alerts.step(
                 w.resident,
