@@ -16,8 +16,11 @@ import contextlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from trygg import logs
+
+T = TypeVar("T")
 
 log = logs.get("trygg.child")
 
@@ -44,6 +47,26 @@ def stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """``work``'s result, or None if ``stop`` is set first (``work`` is cancelled then).
+
+    Such a process has taken SIGTERM from the default action, so a start-up that
+    waits on a service that is away (retried for as long as it stays away) must
+    watch ``stop`` itself, or the signal is ignored until the orchestrator's SIGKILL."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
 
 
 class ChildProcess:

@@ -42,7 +42,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from trygg import logs
-from trygg.child import stop_on_signals
+from trygg.child import stop_on_signals, unless_stopped
 from trygg.distributed import codecs
 from trygg.distributed.relay import Relay
 from trygg.distributed.relay_build import build_relay, relay_wanted, run_relay
@@ -138,18 +138,37 @@ class Bridge:
                 log.info("registry reloaded", devices=len(registry.devices))
 
     # --- life ---------------------------------------------------------------
-    async def run(self, stop: asyncio.Event) -> None:
-        s = self.settings
+    async def _start_up(self) -> tuple[Registry, AIOKafkaProducer]:
+        """The registry and a started producer, each retried for as long as its
+        service is away."""
         registry = await retry_async(
             lambda: asyncio.to_thread(self._load_registry),
             retry_on=psycopg.Error,
             on_retry=logged(log, "database unavailable, retrying"),
         )
+        producer = AIOKafkaProducer(**producer_kwargs(self.settings))
+        try:
+            await retry_async(
+                producer.start,
+                retry_on=KafkaError,
+                on_retry=logged(log, "kafka unavailable, retrying"),
+            )
+        except BaseException:  # a stop during the retries: nothing left open
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        return registry, producer
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        # a SIGTERM while the database or Kafka is away stops the bridge at once (it was
+        # ignored for as long as the outage lasted)
+        started = await unless_stopped(self._start_up(), stop)
+        if started is None:
+            log.info("stopped during start-up")
+            return
+        registry, producer = started
         self._set_registry(registry)
-        producer = AIOKafkaProducer(**producer_kwargs(s))
-        await retry_async(
-            producer.start, retry_on=KafkaError, on_retry=logged(log, "kafka unavailable, retrying")
-        )
         if relay_wanted(s):
             self.relay = build_relay(s, registry, producer)
         loop = asyncio.get_running_loop()
