@@ -305,6 +305,8 @@ class Relay:
             # stored it before the notify agent reached it (a worker catching up after
             # a take-over). What no one has claimed is the relay's, without the gates
             # again: to them the stored alert would be an open alert this alarm repeats.
+            # The keys come from the routing as it is now: across a change of shift they
+            # can name another team's address than the worker's, and both are paged.
             step = self.alerts.step(w.resident, _NO_ALERTS, sig, 0, _now())
         elif raised:  # raised silenced or held back by a red alert: the agent's to page
             self.stats["gated"] += 1
