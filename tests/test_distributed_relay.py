@@ -166,8 +166,7 @@ def _first_keys(relay: Relay, w: Watch) -> list[str]:
     """The keys of the first notifications of ``w``'s alert, as the alerts agent makes
     them (what a worker's notify agent claims)."""
     sig = codecs.loads(codecs.dumps(codecs.signal_record(w.signal)))
-    doc = codecs.dumps({"v": 1, "alerts": [], "sil": [], "seen": []})
-    step = relay.alerts.step(w.resident, doc, sig, 0, datetime.now(UTC))
+    step = relay.alerts.step(w.resident, None, sig, 0, datetime.now(UTC))  # no prior alerts
     return [n["row"]["key"] for n in step.notifications if n["row"]["alert_id"] == w.alert_id]
 
 

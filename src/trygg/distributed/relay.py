@@ -52,7 +52,6 @@ from trygg.store import spooled
 
 log = logs.get("trygg.relay")
 KEEP_S = 600.0  # a resident's alerts the relay raised are kept this long
-_NO_ALERTS = orjson.dumps({"v": 1, "alerts": [], "sil": [], "seen": []})
 TICK_S = 0.05  # how often the open watches are looked at
 
 
@@ -307,7 +306,7 @@ class Relay:
             # again: to them the stored alert would be an open alert this alarm repeats.
             # The keys come from the routing as it is now: across a change of shift they
             # can name another team's address than the worker's, and both are paged.
-            step = self.alerts.step(w.resident, _NO_ALERTS, sig, 0, _now())
+            step = self.alerts.step(w.resident, None, sig, 0, _now())  # no prior alerts
         elif raised:  # raised silenced or held back by a red alert: the agent's to page
             self.stats["gated"] += 1
             log.info("alarm not relayed: raised by a worker, not routed", alert=w.alert_id)
